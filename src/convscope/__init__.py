@@ -1,0 +1,24 @@
+"""convscope: PyTorch's ``nn.Conv2d`` in NumPy, with the same numbers forward and backward.
+
+Public API
+----------
+- :func:`conv2d`, :func:`conv2d_backward`, :func:`conv2d_input`, :func:`conv2d_weight`
+- :func:`conv2d_output_size`
+- :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
+"""
+from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
+from .module import Conv2d
+from .spec import ConvSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Conv2d",
+    "Conv2dGrads",
+    "ConvSpec",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_input",
+    "conv2d_output_size",
+    "conv2d_weight",
+]

@@ -1,0 +1,245 @@
+"""``Conv2d``: the layer, with state, torch's initialisation, forward/backward and torch interop."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .functional import conv2d, conv2d_backward
+from .spec import (
+    SUPPORTED_DTYPES,
+    ConvSpec,
+    as_array,
+    check_positive_int,
+    make_spec,
+)
+
+
+def _import_torch(what: str):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"{what} needs PyTorch; install it with: pip install 'convscope[torch]'"
+        ) from None
+    return torch
+
+
+class Conv2d:
+    r"""A 2-D convolution layer with the parameters and numbers of ``torch.nn.Conv2d``.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel_size : int or (kH, kW)
+    stride, dilation : int or pair (default 1)
+    padding : int, pair, ``'valid'`` or ``'same'`` (default 0)
+    groups : int dividing both channel counts (default 1)
+    bias : bool (default True)
+    padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
+    dtype : float16, float32 (default) or float64
+    seed : seed for the initialisation (``np.random.default_rng(seed)``)
+
+    Attributes
+    ----------
+    weight : ndarray (out_channels, in_channels // groups, kH, kW)
+    bias : ndarray (out_channels,) or None
+    weight_grad, bias_grad : accumulated gradients, None until the first ``backward``
+
+    Initialisation follows torch's distributions: weight and bias are drawn from
+    ``U(−1/√fan_in, 1/√fan_in)`` with ``fan_in = in_channels/groups · kH · kW``.
+
+    Shape
+    -----
+    input (N, C_in, H, W) or (C_in, H, W) → output (N, C_out, H_out, W_out) or (C_out, H_out, W_out).
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> m = convscope.Conv2d(1, 1, 3, seed=0)
+    >>> m
+    Conv2d(1, 1, kernel_size=(3, 3), stride=(1, 1))
+    >>> y = m(np.ones((1, 1, 5, 5), dtype=np.float32))
+    >>> y.shape
+    (1, 1, 3, 3)
+    >>> dx = m.backward(np.ones_like(y))
+    >>> bool(np.allclose(m.bias_grad, 9.0))
+    True
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", dtype=np.float32, seed=None):
+        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.spec: ConvSpec = make_spec(kernel_size, stride, padding, dilation, groups, padding_mode)
+        g = self.spec.groups
+        if self.in_channels % g:
+            raise ValueError(f"in_channels ({self.in_channels}) must be divisible by groups ({g})")
+        if self.out_channels % g:
+            raise ValueError(f"out_channels ({self.out_channels}) must be divisible by groups ({g})")
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be True or False, got {bias!r}")
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"dtype must be float16, float32 or float64, got {self.dtype}")
+
+        kH, kW = self.spec.kernel_size
+        fan_in = self.in_channels // g * kH * kW
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        rng = np.random.default_rng(seed)
+        w_shape = (self.out_channels, self.in_channels // g, kH, kW)
+        self._weight = rng.uniform(-bound, bound, size=w_shape).astype(self.dtype)
+        self._bias = rng.uniform(-bound, bound, size=self.out_channels).astype(self.dtype) if bias else None
+        self.weight_grad: np.ndarray | None = None
+        self.bias_grad: np.ndarray | None = None
+        self._saved_input: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- hyper-parameters
+    @property
+    def kernel_size(self):
+        return self.spec.kernel_size
+
+    @property
+    def stride(self):
+        return self.spec.stride
+
+    @property
+    def padding(self):
+        return self.spec.padding_arg
+
+    @property
+    def dilation(self):
+        return self.spec.dilation
+
+    @property
+    def groups(self):
+        return self.spec.groups
+
+    @property
+    def padding_mode(self):
+        return self.spec.padding_mode
+
+    # ----------------------------------------------------------------- parameters
+    def _checked(self, value, name, shape):
+        array = as_array(value, name)
+        if array.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+        return np.array(array, dtype=self.dtype, order="C", copy=True)
+
+    @property
+    def weight(self) -> np.ndarray:
+        return self._weight
+
+    @weight.setter
+    def weight(self, value):
+        self._weight = self._checked(value, "weight", self._weight.shape)
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = None if value is None else self._checked(value, "bias", (self.out_channels,))
+
+    def _conv_kwargs(self):
+        s = self.spec
+        return dict(stride=s.stride, padding=s.padding_arg, dilation=s.dilation,
+                    groups=s.groups, padding_mode=s.padding_mode)
+
+    # ----------------------------------------------------------------- compute
+    def forward(self, x, algorithm=None) -> np.ndarray:
+        """The output for ``x``; keeps a copy of ``x`` for :meth:`backward`."""
+        out = conv2d(x, self._weight, self._bias, algorithm=algorithm, **self._conv_kwargs())
+        self._saved_input = np.array(as_array(x, "input"), copy=True)
+        return out
+
+    __call__ = forward
+
+    def backward(self, grad_output, algorithm=None) -> np.ndarray:
+        """Gradient w.r.t. the last forward's input; adds into ``weight_grad`` and ``bias_grad``."""
+        if self._saved_input is None:
+            raise RuntimeError("backward() needs a forward() first: there is no saved input")
+        grads = conv2d_backward(grad_output, self._saved_input, self._weight, algorithm=algorithm,
+                                **self._conv_kwargs())
+        self.weight_grad = grads.weight if self.weight_grad is None else self.weight_grad + grads.weight
+        if self._bias is not None:
+            self.bias_grad = grads.bias if self.bias_grad is None else self.bias_grad + grads.bias
+        return grads.input
+
+    def zero_grad(self) -> None:
+        """Reset the accumulated gradients to None, as ``torch.nn.Module.zero_grad``."""
+        self.weight_grad = None
+        self.bias_grad = None
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """``{'weight': …, 'bias': …}`` (copies; no ``'bias'`` key when the layer has none)."""
+        state = {"weight": self._weight.copy()}
+        if self._bias is not None:
+            state["bias"] = self._bias.copy()
+        return state
+
+    def load_state_dict(self, state_dict) -> None:
+        """Load ``weight`` (and ``bias``) from numpy arrays or torch tensors; keys must match exactly."""
+        expected = set(self.state_dict())
+        given = set(state_dict)
+        if given != expected:
+            missing, unexpected = sorted(expected - given), sorted(given - expected)
+            raise ValueError(
+                f"state_dict keys must be {sorted(expected)}: missing {missing}, unexpected {unexpected}"
+            )
+        weight = self._checked(state_dict["weight"], "weight", self._weight.shape)
+        bias = self._checked(state_dict["bias"], "bias", (self.out_channels,)) if "bias" in given else None
+        self._weight, self._bias = weight, bias
+
+    @classmethod
+    def from_torch(cls, module) -> "Conv2d":
+        """A convscope layer with the hyper-parameters and (copied) parameters of a ``torch.nn.Conv2d``."""
+        torch = _import_torch("Conv2d.from_torch")
+        if not isinstance(module, torch.nn.Conv2d):
+            raise TypeError(f"from_torch expects a torch.nn.Conv2d, got {type(module).__name__}")
+        dtype = str(module.weight.dtype).replace("torch.", "")
+        layer = cls(module.in_channels, module.out_channels, tuple(module.kernel_size),
+                    stride=tuple(module.stride),
+                    padding=module.padding if isinstance(module.padding, str) else tuple(module.padding),
+                    dilation=tuple(module.dilation), groups=module.groups,
+                    bias=module.bias is not None, padding_mode=module.padding_mode,
+                    dtype=dtype if dtype in ("float16", "float32", "float64") else np.float32)
+        layer.load_state_dict(module.state_dict())
+        return layer
+
+    def to_torch(self):
+        """An equivalent ``torch.nn.Conv2d`` with copies of this layer's parameters."""
+        torch = _import_torch("Conv2d.to_torch")
+        module = torch.nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                                 stride=self.stride, padding=self.padding, dilation=self.dilation,
+                                 groups=self.groups, bias=self._bias is not None,
+                                 padding_mode=self.padding_mode,
+                                 dtype=getattr(torch, self.dtype.name))
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(self._weight.copy()))
+            if self._bias is not None:
+                module.bias.copy_(torch.from_numpy(self._bias.copy()))
+        return module
+
+    # ----------------------------------------------------------------- repr
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self._bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        return s
+
+    def __repr__(self) -> str:
+        return f"Conv2d({self.extra_repr()})"

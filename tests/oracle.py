@@ -1,0 +1,92 @@
+"""The one torch-oracle helper: run the same convolution in torch and in convscope and compare.
+
+It compares shape, dtype and values of the forward, then the three gradients.
+Tolerances are relative to the magnitude of torch's result:
+float64 1e-9, float32 1e-4, float16 1e-2 (times ``max |torch|``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import convscope
+
+RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4, np.dtype(np.float16): 1e-2}
+
+
+def tolerance(reference: np.ndarray) -> float:
+    """Absolute tolerance for comparing against ``reference``: RTOL × its magnitude."""
+    ref = np.asarray(reference)
+    scale = float(np.abs(ref.astype(np.float64)).max()) if ref.size else 0.0
+    return RTOL[ref.dtype] * max(scale, 1e-30)
+
+
+def assert_close(actual, expected, what: str = "value") -> None:
+    """Same shape, same dtype, and max |actual − expected| within :func:`tolerance`."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == expected.dtype, f"{what}: dtype {actual.dtype} != {expected.dtype}"
+    if expected.size == 0:
+        return
+    err = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
+    tol = tolerance(expected)
+    assert err <= tol, f"{what}: max |error| {err:.3g} > tolerance {tol:.3g}"
+
+
+def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """torch's output and (∂x, ∂w, ∂b) for ``sum(output * grad_output)``, via ``nn.Conv2d``.
+
+    ``grad_output`` may be None (then only the forward is run and the grads are None).
+    A missing bias is run as a zero bias so that its gradient is still reported.
+    """
+    import torch
+
+    x_t = torch.from_numpy(np.array(x)).requires_grad_(True)
+    w_np = np.asarray(w)
+    layer = torch.nn.Conv2d(
+        w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride, padding=padding,
+        dilation=dilation, groups=groups, bias=True, padding_mode=padding_mode,
+        dtype=getattr(torch, w_np.dtype.name),
+    )
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w_np.copy()))
+        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else np.array(b)))
+    out = layer(x_t)
+    if grad_output is None:
+        return out.detach().numpy(), None
+    out.backward(torch.from_numpy(np.array(grad_output)))
+    grads = (x_t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy())
+    return out.detach().numpy(), grads
+
+
+def random_case(rng, x_shape, w_shape, dtype=np.float64, bias=True):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+def check_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, **params):
+    """Assert convscope equals torch on forward and (unless ``backward=False``) all three gradients.
+
+    Also checks that the inputs were not modified and that the results are C-contiguous.
+    Returns convscope's output.
+    """
+    originals = [None if a is None else np.array(a, copy=True) for a in (x, w, b)]
+    expected_out, _ = torch_conv2d(x, w, b, None, **params)
+    out = convscope.conv2d(x, w, b, algorithm=algorithm, **params)
+    assert_close(out, expected_out, "forward")
+    assert out.flags.c_contiguous, "forward result is not C-contiguous"
+    if backward:
+        rng = np.random.default_rng(seed)
+        grad_output = rng.standard_normal(expected_out.shape).astype(expected_out.dtype)
+        _, (dx, dw, db) = torch_conv2d(x, w, b, grad_output, **params)
+        grads = convscope.conv2d_backward(grad_output, x, w, algorithm=algorithm, **params)
+        assert_close(grads.input, dx, "grad input")
+        assert_close(grads.weight, dw, "grad weight")
+        assert_close(grads.bias, db, "grad bias")
+        for g, name in zip(grads, grads._fields):
+            assert g.flags.c_contiguous, f"grad {name} is not C-contiguous"
+    for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
+        if before is not None:
+            assert np.array_equal(before, after), f"{name} was modified"
+    return out
