@@ -32,6 +32,11 @@ def assert_close(actual, expected, what: str = "value") -> None:
     assert err <= tol, f"{what}: max |error| {err:.3g} > tolerance {tol:.3g}"
 
 
+def _numpy_copy(a) -> np.ndarray:
+    """A NumPy copy of an array, array-like or torch tensor."""
+    return a.detach().numpy().copy() if hasattr(a, "detach") else np.array(a)
+
+
 def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
     """torch's output and (∂x, ∂w, ∂b) for ``sum(output * grad_output)``, via ``nn.Conv2d``.
 
@@ -40,8 +45,8 @@ def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1
     """
     import torch
 
-    x_t = torch.from_numpy(np.array(x)).requires_grad_(True)
-    w_np = np.asarray(w)
+    x_t = torch.from_numpy(_numpy_copy(x)).requires_grad_(True)
+    w_np = _numpy_copy(w)
     layer = torch.nn.Conv2d(
         w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride, padding=padding,
         dilation=dilation, groups=groups, bias=True, padding_mode=padding_mode,
@@ -49,11 +54,11 @@ def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1
     )
     with torch.no_grad():
         layer.weight.copy_(torch.from_numpy(w_np.copy()))
-        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else np.array(b)))
+        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else _numpy_copy(b)))
     out = layer(x_t)
     if grad_output is None:
         return out.detach().numpy(), None
-    out.backward(torch.from_numpy(np.array(grad_output)))
+    out.backward(torch.from_numpy(_numpy_copy(grad_output)))
     grads = (x_t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy())
     return out.detach().numpy(), grads
 
@@ -71,7 +76,7 @@ def check_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, 
     Also checks that the inputs were not modified and that the results are C-contiguous.
     Returns convscope's output.
     """
-    originals = [None if a is None else np.array(a, copy=True) for a in (x, w, b)]
+    originals = [None if a is None else _numpy_copy(a) for a in (x, w, b)]
     expected_out, _ = torch_conv2d(x, w, b, None, **params)
     out = convscope.conv2d(x, w, b, algorithm=algorithm, **params)
     assert_close(out, expected_out, "forward")

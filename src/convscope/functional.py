@@ -52,10 +52,10 @@ def _size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tupl
         items = tuple(value)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of ints {layout}, got {value!r}") from None
-    if len(items) not in lengths or not all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items
-    ):
-        raise ValueError(f"{name} must be a sequence of ints {layout}, got {items!r}")
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"{name} must be a sequence of ints {layout}, got {items!r}")
+    if len(items) not in lengths:
+        raise ValueError(f"{name} must be a sequence of ints {layout}, got {len(items)} values: {items!r}")
     if min(items) < 0:
         raise ValueError(f"{name} must not contain negative sizes, got {items!r}")
     return tuple(int(v) for v in items)

@@ -69,7 +69,7 @@ class Conv2d:
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, padding_mode="zeros", dtype=np.float32, seed=None):
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
+        self.in_channels = check_positive_int(in_channels, "in_channels")
         self.out_channels = check_positive_int(out_channels, "out_channels")
         self.spec: ConvSpec = make_spec(kernel_size, stride, padding, dilation, groups, padding_mode)
         g = self.spec.groups
@@ -77,8 +77,9 @@ class Conv2d:
             raise ValueError(f"in_channels ({self.in_channels}) must be divisible by groups ({g})")
         if self.out_channels % g:
             raise ValueError(f"out_channels ({self.out_channels}) must be divisible by groups ({g})")
-        if not isinstance(bias, (bool, np.bool_)):
+        if not isinstance(bias, (bool, np.bool_, int, np.integer)):
             raise TypeError(f"bias must be True or False, got {bias!r}")
+        bias = bool(bias)
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -88,7 +89,7 @@ class Conv2d:
 
         kH, kW = self.spec.kernel_size
         fan_in = self.in_channels // g * kH * kW
-        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        bound = 1.0 / math.sqrt(fan_in)
         rng = np.random.default_rng(seed)
         w_shape = (self.out_channels, self.in_channels // g, kH, kW)
         self._weight = rng.uniform(-bound, bound, size=w_shape).astype(self.dtype)

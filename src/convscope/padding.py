@@ -16,7 +16,10 @@ from .geometry import source_map
 
 
 def pad(x: np.ndarray, spec) -> np.ndarray:
-    """Pad the last two axes of ``x`` (…, H, W) as ``spec`` says. Returns a new array."""
+    """Pad the last two axes of ``x`` (…, H, W) as ``spec`` says.
+
+    Returns a new array, or ``x`` itself when there is nothing to pad; never writes into ``x``.
+    """
     (pt, pb), (pl, pr) = spec.padding
     H, W = x.shape[-2:]
     if spec.padding_mode == "zeros":

@@ -34,6 +34,7 @@ from .geometry import output_length
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+MAX_INT = 2**31 - 1  # the largest kernel size, stride, padding, dilation or groups accepted
 
 Pair = tuple[int, int]
 
@@ -105,18 +106,24 @@ def _fmt(value) -> str:
 
 
 def to_pair(value, name: str) -> Pair:
-    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)``. Rejects bools, floats, strings and wrong lengths."""
+    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)``. Rejects bools, floats, strings, wrong lengths and
+    values beyond ``MAX_INT``."""
     if _is_int(value):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1):
         items = list(value)
-        if len(items) == 2 and all(_is_int(v) for v in items):
-            return (int(items[0]), int(items[1]))
         if len(items) != 2:
             raise ValueError(
                 f"{name} must be an int or a pair of ints, got {len(items)} values: {_fmt(tuple(items))}"
             )
-    raise TypeError(f"{name} must be an int or a pair of ints, got {_fmt(value)} ({type(value).__name__})")
+        if not all(_is_int(v) for v in items):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {_fmt(tuple(items))}")
+        pair = (int(items[0]), int(items[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {_fmt(value)} ({type(value).__name__})")
+    if max(pair) > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT}, got {pair}")
+    return pair
 
 
 def positive_pair(value, name: str) -> Pair:
@@ -132,6 +139,8 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {rule}, got {value}")
+    if value > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT}, got {value}")
     return int(value)
 
 
@@ -339,9 +348,11 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
         )
     if C != c_per_group * g:
         raise ValueError(
-            f"{input_name} has {C} channels but weight expects {c_per_group * g} "
+            f"{input_name} has {C} channel{'' if C == 1 else 's'} but weight expects {c_per_group * g} "
             f"(weight.shape[1]={c_per_group} × groups={g})"
         )
+    if C < 1:
+        raise ValueError(f"{input_name} must have at least one channel, got shape {tuple(input_shape)}")
     if bias_shape is not None and tuple(bias_shape) != (out_channels,):
         raise ValueError(
             f"bias must be 1-D with out_channels={out_channels} elements, got shape {tuple(bias_shape)}"

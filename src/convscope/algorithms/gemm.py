@@ -76,12 +76,12 @@ def col2im(dcols, spec, shape):
 
 def _weight_matrix(w, shape):
     """(C_out, Cg, kH, kW) → (G, C_out/G, Cg·kH·kW)."""
-    return w.reshape(shape.groups, shape.out_per_group, -1)
+    return w.reshape(shape.groups, shape.out_per_group, w[0].size)
 
 
 def _grad_matrix(grad_out, shape):
     """(N, C_out, H_out, W_out) → (N, G, C_out/G, H_out·W_out)."""
-    return grad_out.reshape(shape.N, shape.groups, shape.out_per_group, -1)
+    return grad_out.reshape(shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
 
 
 def forward(x, w, b, spec, shape):

@@ -1,0 +1,600 @@
+#!/usr/bin/env python
+"""Time convscope's fast path against ``torch.nn.functional.conv2d`` on ResNet-50's conv layers.
+
+Usage::
+
+    python bench/bench_conv.py                       # every layer, ~5-10 minutes
+    python bench/bench_conv.py --quick               # a representative subset, ~1 minute
+    python bench/bench_conv.py --repeat 21 --markdown bench/results.md
+
+Both libraries run in the same process, in float32, on the same arrays (the
+torch tensors share memory with the NumPy arrays).  For every layer and pass
+the two are warmed up, then timed alternately (torch, convscope, torch,
+convscope, ...) and the median of the repeats is reported.
+
+Passes
+------
+forward           ``conv2d(x, w, b)``
+forward+backward  the forward, then all three gradients: torch through autograd
+                  (``requires_grad`` on input, weight and bias, ``out.backward(grad)``),
+                  convscope through ``conv2d`` then ``conv2d_backward``.
+
+Effective GFLOP/s use the direct-convolution count
+``2·N·C_out·H_out·W_out·(C_in/groups)·kH·kW`` for the forward and three times that
+for forward+backward, whatever the algorithm really does.
+
+Thread pools
+------------
+torch runs on as many threads as the process may use cores; NumPy's BLAS
+keeps its default thread count.  Two thread pools in one process get in each
+other's way: OpenBLAS's idle workers busy-wait for about 2^28 cycles (~0.1 s)
+after every call and hold the cores that torch's OpenMP team then waits for.
+So, unless ``--no-settle`` is given, each timed sample is preceded by a pause
+(``--settle``, default 0.15 s) long enough for the other library's workers to go
+to sleep: each library is then timed as it runs on an otherwise idle machine.
+The pause is not part of any timing.  CPU time used by other processes while a
+layer is measured is reported, since it inflates both columns.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import gc
+import math
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import convscope
+
+BATCH = 8
+DTYPE = np.float32
+
+FWD_TARGET = 3.0
+FWD_BWD_TARGET = 4.0
+
+LOAD_FLAG = 0.05   # rows where other processes used more than this share of the CPU get a †
+
+
+# --------------------------------------------------------------------------- layers
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution: input (N, C_in, H, W), weight (C_out, C_in/groups, kH, kW)."""
+
+    name: str
+    N: int
+    C_in: int
+    H: int
+    W: int
+    C_out: int
+    kH: int
+    kW: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+    count: int = 1          # how many convolutions of ResNet-50 have this shape
+    resnet: bool = True
+
+    @property
+    def H_out(self) -> int:
+        return (self.H + 2 * self.padding - self.kH) // self.stride + 1
+
+    @property
+    def W_out(self) -> int:
+        return (self.W + 2 * self.padding - self.kW) // self.stride + 1
+
+    @property
+    def forward_flops(self) -> int:
+        return (2 * self.N * self.C_out * self.H_out * self.W_out
+                * (self.C_in // self.groups) * self.kH * self.kW)
+
+    def describe(self) -> str:
+        pad = f" p{self.padding}" if self.padding else ""
+        return (f"{self.kH}×{self.kW}/{self.stride}{pad} {self.C_in}→{self.C_out} "
+                f"{self.H}×{self.W}→{self.H_out}×{self.W_out} N={self.N}")
+
+
+def _rn(name, c_in, hw, c_out, k, stride, count):
+    return Layer(name, BATCH, c_in, hw, hw, c_out, k, k, stride, k // 2, count=count)
+
+
+# torchvision's resnet50 (v1.5: the stride sits on the 3×3 conv of a bottleneck)
+# at 224×224.  One entry per distinct shape; ``count`` is how often it occurs
+# among the network's 53 convolutions.  layer1's downsample (1×1/1 64→256 at
+# 56×56) has the shape of layer1.0.conv3 and is counted there.
+RESNET50 = [
+    _rn("conv1", 3, 224, 64, 7, 2, 1),
+    _rn("layer1.0.conv1", 64, 56, 64, 1, 1, 1),
+    _rn("layer1.0.conv2", 64, 56, 64, 3, 1, 3),
+    _rn("layer1.0.conv3", 64, 56, 256, 1, 1, 4),
+    _rn("layer1.1.conv1", 256, 56, 64, 1, 1, 2),
+    _rn("layer2.0.conv1", 256, 56, 128, 1, 1, 1),
+    _rn("layer2.0.conv2", 128, 56, 128, 3, 2, 1),
+    _rn("layer2.0.conv3", 128, 28, 512, 1, 1, 4),
+    _rn("layer2.0.downsample", 256, 56, 512, 1, 2, 1),
+    _rn("layer2.1.conv1", 512, 28, 128, 1, 1, 3),
+    _rn("layer2.1.conv2", 128, 28, 128, 3, 1, 3),
+    _rn("layer3.0.conv1", 512, 28, 256, 1, 1, 1),
+    _rn("layer3.0.conv2", 256, 28, 256, 3, 2, 1),
+    _rn("layer3.0.conv3", 256, 14, 1024, 1, 1, 6),
+    _rn("layer3.0.downsample", 512, 28, 1024, 1, 2, 1),
+    _rn("layer3.1.conv1", 1024, 14, 256, 1, 1, 5),
+    _rn("layer3.1.conv2", 256, 14, 256, 3, 1, 5),
+    _rn("layer4.0.conv1", 1024, 14, 512, 1, 1, 1),
+    _rn("layer4.0.conv2", 512, 14, 512, 3, 2, 1),
+    _rn("layer4.0.conv3", 512, 7, 2048, 1, 1, 3),
+    _rn("layer4.0.downsample", 1024, 14, 2048, 1, 2, 1),
+    _rn("layer4.1.conv1", 2048, 7, 512, 1, 1, 2),
+    _rn("layer4.1.conv2", 512, 7, 512, 3, 1, 2),
+]
+assert sum(layer.count for layer in RESNET50) == 53
+
+SEED_004 = Layer("seed 004", 14, 4, 32, 35, 5, 3, 2, stride=2, padding=0, resnet=False)
+
+LAYERS = RESNET50 + [SEED_004]
+
+# --quick: the stem, a 3×3 at each stride and at a large and a small image,
+# 1×1s with few and with many channels, a strided projection, and seed 004.
+QUICK = ["conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.downsample",
+         "layer3.0.conv2", "layer3.1.conv2", "layer4.1.conv1", "seed 004"]
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def numpy_blas() -> str:
+    """NumPy's BLAS: name, version, kernel and thread count, as far as they can be found."""
+    name = version = ""
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        name, version = blas.get("name", ""), blas.get("version", "")
+    except Exception:
+        pass
+    extra = []
+    try:
+        import threadpoolctl
+
+        for pool in threadpoolctl.threadpool_info():
+            if pool.get("user_api") == "blas" and "numpy" in pool.get("filepath", ""):
+                extra = [f"{pool.get('architecture')}", f"{pool.get('num_threads')} threads"]
+                break
+    except ImportError:
+        extra = _openblas_via_ctypes()
+    return " ".join(x for x in [name, version] if x) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _openblas_via_ctypes() -> list[str]:
+    """Kernel and threads of the OpenBLAS NumPy loaded, read through its C API (Linux)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line}
+    except OSError:
+        return []
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"),
+                               ("openblas_", "")):
+            try:
+                corename = getattr(lib, f"{prefix}get_corename{suffix}")
+                threads = getattr(lib, f"{prefix}get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            corename.restype = ctypes.c_char_p
+            return [corename().decode(), f"{threads()} threads"]
+    return []
+
+
+def machine_facts(cores: int) -> list[tuple[str, str]]:
+    mem = memory_gib()
+    return [
+        ("CPU", f"{cpu_model()}, {cores} usable cores"
+                + (f", {mem:.0f} GiB RAM" if mem else "")),
+        ("OS", platform.platform()),
+        ("Python", platform.python_version()),
+        ("NumPy", f"{np.__version__}, BLAS {numpy_blas()}"),
+        ("torch", f"{torch.__version__}, {torch.get_num_threads()} threads "
+                  f"(CPU capability {torch.backends.cpu.get_cpu_capability()})"),
+        ("convscope", convscope.__version__),
+    ]
+
+
+class OtherLoad:
+    """Share of the machine's CPU time used by other processes between start() and stop()."""
+
+    def __init__(self, cores: int):
+        self.cores = cores
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _busy_ticks() -> int | None:
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:]]
+        except OSError:
+            return None
+        return sum(v[:8]) - v[3] - v[4]        # everything but idle and iowait
+
+    def wait_idle(self, max_wait: float, threshold: float = 0.05, window: float = 1.0) -> bool:
+        """Wait (at most ``max_wait`` s) for a ``window`` during which the CPU was at least
+        ``1 − threshold`` idle.  True if one came."""
+        deadline = time.perf_counter() + max_wait
+        while True:
+            b0, w0 = self._busy_ticks(), time.perf_counter()
+            if b0 is None:
+                return True
+            time.sleep(window)
+            busy = (self._busy_ticks() - b0) / self.tick / ((time.perf_counter() - w0) * self.cores)
+            if busy <= threshold:
+                return True
+            if time.perf_counter() > deadline:
+                return False
+
+    def start(self):
+        self._b0, self._t0, self._w0 = self._busy_ticks(), os.times(), time.perf_counter()
+
+    def stop(self) -> float | None:
+        b1, t1, w1 = self._busy_ticks(), os.times(), time.perf_counter()
+        if b1 is None or self._b0 is None:
+            return None
+        own = (t1.user + t1.system) - (self._t0.user + self._t0.system)
+        others = (b1 - self._b0) / self.tick - own
+        return max(0.0, others / ((w1 - self._w0) * self.cores))
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _time_calls(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def interleaved(fns, repeats: int, settle: float, min_sample: float) -> list[float]:
+    """Median seconds per call of each of ``fns``, timed in turn: f0, f1, f0, f1, ...
+
+    Two interleaved warm-up calls come first; the second sets how many calls
+    one sample makes (enough to last ``min_sample`` seconds).
+    """
+    calls = [1] * len(fns)
+    for _ in range(2):
+        for i, fn in enumerate(fns):
+            if settle:
+                time.sleep(settle)
+            t = _time_calls(fn, 1)
+            calls[i] = max(1, math.ceil(min_sample / max(t, 1e-9)))
+    samples: list[list[float]] = [[] for _ in fns]
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for i, fn in enumerate(fns):
+                if settle:
+                    time.sleep(settle)
+                samples[i].append(_time_calls(fn, calls[i]))
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return [statistics.median(s) for s in samples]
+
+
+@dataclass
+class Result:
+    layer: Layer
+    fwd_torch: float
+    fwd_cs: float
+    fb_torch: float
+    fb_cs: float
+    fwd_err: float
+    grad_err: float
+    other_load: float | None
+
+    @property
+    def fwd_ratio(self) -> float:
+        return self.fwd_cs / self.fwd_torch
+
+    @property
+    def fb_ratio(self) -> float:
+        return self.fb_cs / self.fb_torch
+
+
+def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
+    a, e = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    return float(np.abs(a - e).max() / max(np.abs(e).max(), 1e-30))
+
+
+def bench_layer(layer: Layer, repeats: int, settle: float, min_sample: float,
+                rng: np.random.Generator, wait_idle: float = 0.0, retries: int = 0) -> Result:
+    """Accuracy and interleaved timings of one layer.
+
+    With ``wait_idle`` > 0, first wait up to that long for the machine to be idle.  If other
+    processes used more than ``LOAD_FLAG`` of the CPU while the layer was timed, time it
+    again, up to ``retries`` more times, and keep the least disturbed attempt.
+    """
+    x = rng.standard_normal((layer.N, layer.C_in, layer.H, layer.W), dtype=DTYPE)
+    fan_in = layer.C_in // layer.groups * layer.kH * layer.kW
+    w = rng.standard_normal((layer.C_out, layer.C_in // layer.groups, layer.kH, layer.kW),
+                            dtype=DTYPE) / np.float32(math.sqrt(fan_in))
+    b = rng.standard_normal(layer.C_out, dtype=DTYPE)
+    g = rng.standard_normal((layer.N, layer.C_out, layer.H_out, layer.W_out), dtype=DTYPE)
+    s, p, grp = layer.stride, layer.padding, layer.groups
+
+    xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
+    xg, wg, bg = (t.detach().clone().requires_grad_(True) for t in (xt, wt, bt))
+
+    def torch_fwd():
+        return F.conv2d(xt, wt, bt, s, p, 1, grp)
+
+    def cs_fwd():
+        return convscope.conv2d(x, w, b, stride=s, padding=p, groups=grp)
+
+    def torch_fb():
+        xg.grad = wg.grad = bg.grad = None
+        F.conv2d(xg, wg, bg, s, p, 1, grp).backward(gt)
+
+    def cs_fb():
+        convscope.conv2d(x, w, b, stride=s, padding=p, groups=grp)
+        return convscope.conv2d_backward(g, x, w, s, p, 1, grp, "zeros")
+
+    # accuracy, once, outside the timings
+    fwd_err = rel_err(cs_fwd(), torch_fwd().numpy())
+    torch_fb()
+    grads = cs_fb()
+    grad_err = max(rel_err(grads.input, xg.grad.numpy()),
+                   rel_err(grads.weight, wg.grad.numpy()),
+                   rel_err(grads.bias, bg.grad.numpy()))
+
+    load = OtherLoad(usable_cores())
+    best = None
+    for attempt in range(1 + retries):
+        if wait_idle:
+            load.wait_idle(wait_idle)
+        gc.collect()
+        load.start()
+        fwd_torch, fwd_cs = interleaved([torch_fwd, cs_fwd], repeats, settle, min_sample)
+        fb_torch, fb_cs = interleaved([torch_fb, cs_fb], repeats, settle, min_sample)
+        other = load.stop()
+        result = Result(layer, fwd_torch, fwd_cs, fb_torch, fb_cs, fwd_err, grad_err, other)
+        if best is None or (other or 0.0) < (best.other_load or 0.0):
+            best = result
+        if other is None or other <= LOAD_FLAG:
+            break
+    return best
+
+
+def gemm_gflops(repeats: int, n: int = 2048) -> tuple[float, float]:
+    """GFLOP/s of an n×n @ n×n float32 product: NumPy's BLAS and torch's (median)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((n, n), dtype=DTYPE)
+    bm = rng.standard_normal((n, n), dtype=DTYPE)
+    at, bt = torch.from_numpy(a), torch.from_numpy(bm)
+    flops = 2 * n**3
+    t_np, t_torch = interleaved([lambda: a @ bm, lambda: at @ bt], repeats, 0.15, 0.0)
+    return flops / t_np / 1e9, flops / t_torch / 1e9
+
+
+# --------------------------------------------------------------------------- report
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+
+HEADER = ["layer", "conv", "×", "fwd torch ms", "fwd cs ms", "fwd ratio", "fwd torch GF/s",
+          "fwd cs GF/s", "fwd err", "f+b torch ms", "f+b cs ms", "f+b ratio", "f+b torch GF/s",
+          "f+b cs GF/s", "grad err"]
+
+
+def _rate(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def row(r: Result) -> list[str]:
+    L = r.layer
+    f1, f3 = L.forward_flops / 1e9, 3 * L.forward_flops / 1e9
+    flag = " †" if r.other_load is not None and r.other_load > LOAD_FLAG else ""
+    return [
+        L.name + flag, L.describe(), str(L.count) if L.resnet else "",
+        f"{r.fwd_torch * 1e3:.3f}", f"{r.fwd_cs * 1e3:.3f}", f"{r.fwd_ratio:.2f}",
+        _rate(f1 / r.fwd_torch), _rate(f1 / r.fwd_cs), f"{r.fwd_err:.1e}",
+        f"{r.fb_torch * 1e3:.3f}", f"{r.fb_cs * 1e3:.3f}", f"{r.fb_ratio:.2f}",
+        _rate(f3 / r.fb_torch), _rate(f3 / r.fb_cs), f"{r.grad_err:.1e}",
+    ]
+
+
+NUMERIC = set(range(2, len(HEADER)))
+
+
+def text_line(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.rjust(w) if i in NUMERIC else c.ljust(w)
+                     for i, (c, w) in enumerate(zip(cells, widths)))
+
+
+WIDTHS = [max(len(h), w) for h, w in zip(HEADER, [22, 36, 2, 8, 8, 6, 6, 6, 7, 8, 8, 6, 6, 6, 7])]
+
+
+def summary(results: list[Result], gemm: tuple[float, float]) -> list[tuple[str, str]]:
+    out = []
+    rn = [r for r in results if r.layer.resnet]
+    g_fwd, g_fb = geomean(r.fwd_ratio for r in results), geomean(r.fb_ratio for r in results)
+    out.append((f"geomean ratio convscope/torch, all {len(results)} layers",
+                f"forward {g_fwd:.2f}×, forward+backward {g_fb:.2f}×"))
+    if rn and len(rn) != len(results):
+        out.append((f"geomean ratio, the {len(rn)} ResNet-50 layers only",
+                    f"forward {geomean(r.fwd_ratio for r in rn):.2f}×, "
+                    f"forward+backward {geomean(r.fb_ratio for r in rn):.2f}×"))
+    if rn:
+        n = sum(r.layer.count for r in rn)
+        tf = sum(r.layer.count * r.fwd_torch for r in rn)
+        cf = sum(r.layer.count * r.fwd_cs for r in rn)
+        tb = sum(r.layer.count * r.fb_torch for r in rn)
+        cb = sum(r.layer.count * r.fb_cs for r in rn)
+        out.append((f"ResNet-50 convolutions weighted by occurrence ({n} convs, batch {BATCH})",
+                    f"forward torch {tf * 1e3:.0f} ms, convscope {cf * 1e3:.0f} ms ({cf / tf:.2f}×); "
+                    f"forward+backward torch {tb * 1e3:.0f} ms, convscope {cb * 1e3:.0f} ms "
+                    f"({cb / tb:.2f}×)"))
+    out.append(("targets (geomean, all layers)",
+                f"forward ≤ {FWD_TARGET:g}×: {'met' if g_fwd <= FWD_TARGET else 'NOT met'}; "
+                f"forward+backward ≤ {FWD_BWD_TARGET:g}×: "
+                f"{'met' if g_fb <= FWD_BWD_TARGET else 'NOT met'}"))
+    out.append(("float32 GEMM 2048×2048 @ 2048×2048 (median)",
+                f"NumPy {gemm[0]:.0f} GFLOP/s, torch {gemm[1]:.0f} GFLOP/s"))
+    out.append(("worst accuracy (max |convscope − torch| / max |torch|)",
+                f"forward {max(r.fwd_err for r in results):.1e}, "
+                f"gradients {max(r.grad_err for r in results):.1e}"))
+    loads = [r.other_load for r in results if r.other_load is not None]
+    if loads:
+        flagged = sum(1 for x in loads if x > LOAD_FLAG)
+        out.append(("CPU used by other processes while measuring",
+                    f"mean {100 * statistics.mean(loads):.1f}%, max {100 * max(loads):.1f}%"
+                    + (f"; {flagged} layer(s) above {100 * LOAD_FLAG:.0f}% marked †" if flagged else "")))
+    return out
+
+
+def markdown(results, gemm, facts, settings, command, started) -> str:
+    lines = [
+        "# convscope vs torch: Conv2d on ResNet-50's layers",
+        "",
+        f"- date: {started:%Y-%m-%d %H:%M %Z}".rstrip(),
+        f"- command: `{command}`",
+    ]
+    lines += [f"- {k}: {v}" for k, v in facts]
+    lines += [f"- {settings}", ""]
+    lines.append("| " + " | ".join(HEADER) + " |")
+    lines.append("|" + "|".join("---:" if i in NUMERIC else "---" for i in range(len(HEADER))) + "|")
+    for r in results:
+        lines.append("| " + " | ".join(row(r)) + " |")
+    lines.append("")
+    for k, v in summary(results, gemm):
+        lines.append(f"- **{k}**: {v}")
+    lines += [
+        "",
+        "ms: median time per call; ratio: convscope ms / torch ms (below 1: convscope is faster); "
+        "GF/s: direct-convolution FLOPs (forward 2·N·C_out·H_out·W_out·C_in/groups·kH·kW, "
+        "forward+backward 3×) per second; fwd err, grad err: max |convscope − torch| / max |torch| "
+        "for the output and (worst of) the three gradients; ×: occurrences in ResNet-50; "
+        f"†: other processes used more than {100 * LOAD_FLAG:.0f}% of the CPU while the row was measured.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{len(QUICK)} representative layers and fewer repeats (~1 minute)")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed samples per layer, pass and library (default 11, 5 with --quick)")
+    ap.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown to FILE")
+    ap.add_argument("--layers", metavar="NAME", nargs="+",
+                    help="only these layers (names as in the first column)")
+    ap.add_argument("--settle", type=float, default=0.15, metavar="S",
+                    help="pause before each timed sample, seconds (default 0.15)")
+    ap.add_argument("--no-settle", action="store_true", help="no pause between samples")
+    ap.add_argument("--wait-idle", type=float, default=60.0, metavar="S",
+                    help="before each layer wait up to S seconds for the CPU to be idle (default 60; 0: don't)")
+    ap.add_argument("--retries", type=int, default=2, metavar="N",
+                    help="time a layer again, up to N times, when other processes used more than "
+                         f"{100 * LOAD_FLAG:.0f}%% of the CPU meanwhile (default 2)")
+    ap.add_argument("--min-sample", type=float, default=0.02, metavar="S",
+                    help="a sample repeats a call until it lasts this long (default 0.02 s)")
+    args = ap.parse_args(argv)
+
+    repeats = args.repeat or (5 if args.quick else 11)
+    settle = 0.0 if args.no_settle else args.settle
+    names = args.layers or (QUICK if args.quick else [layer.name for layer in LAYERS])
+    by_name = {layer.name: layer for layer in LAYERS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        ap.error(f"unknown layer(s) {unknown}; known: {list(by_name)}")
+    layers = [by_name[n] for n in names]
+
+    cores = usable_cores()
+    torch.set_num_threads(cores)
+    started = datetime.datetime.now().astimezone()
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:]) \
+        if argv is None else "bench_conv.main(" + repr(argv) + ")"
+    facts = machine_facts(cores)
+    settings = (f"float32, {len(layers)} layers, {repeats} interleaved repeats per pass (median), "
+                f"pause {settle:g} s before each sample, samples of ≥ {args.min_sample:g} s")
+
+    print(f"# {started:%Y-%m-%d %H:%M %Z}  {command}")
+    for k, v in facts:
+        print(f"# {k}: {v}")
+    print(f"# {settings}")
+    print()
+    print(text_line(HEADER, WIDTHS))
+    rng = np.random.default_rng(0)
+    results = []
+    t_start = time.perf_counter()
+    for layer in layers:
+        r = bench_layer(layer, repeats, settle, args.min_sample, rng, args.wait_idle, args.retries)
+        results.append(r)
+        print(text_line(row(r), WIDTHS), flush=True)
+    if args.wait_idle:
+        OtherLoad(cores).wait_idle(args.wait_idle)
+    gemm = gemm_gflops(max(5, repeats))
+    print()
+    for k, v in summary(results, gemm):
+        print(f"{k}: {v}")
+    print(f"(total {time.perf_counter() - t_start:.0f} s)")
+
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write(markdown(results, gemm, facts, settings, command, started))
+        print(f"Markdown written to {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
