@@ -31,69 +31,55 @@ import numpy as np
 from .geometry import spec_tap_sources
 
 
-def forward(x, w, b, spec, shape):
-    """out (N, C_out, H_out, W_out) from x (N, C, H, W), w (C_out, C/groups, kH, kW), b (C_out,) or None."""
+def taps(spec, shape):
+    """Every tap that reads a real pixel: ``(o, channels, i, j, u, v, h, w)``.
+
+    Output ``(·, o, i, j)`` reads, through kernel tap ``(u, v)``, input pixel ``(h, w)`` of the
+    input channels ``channels`` (the slice of output channel ``o``'s group).  Taps that read
+    zero padding are skipped: they contribute nothing forward and receive nothing backward.
+    """
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
     Cg, Og = shape.in_per_group, shape.out_per_group
     kH, kW = spec.kernel_size
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    out = np.zeros((shape.N, shape.out_channels, shape.H_out, shape.W_out))
     for o in range(shape.out_channels):
         g = o // Og
         channels = slice(g * Cg, (g + 1) * Cg)  # the input channels output channel o sees
         for i in range(shape.H_out):
             for j in range(shape.W_out):
-                total = np.zeros(shape.N)
                 for u in range(kH):
                     for v in range(kW):
-                        h, wc = rows[i, u], cols[j, v]
-                        if h < 0 or wc < 0:
-                            continue  # zero padding: contributes 0
-                        # Σ_c x[n, c, h, w] · w[o, c, u, v] for every n at once
-                        total += x64[:, channels, h, wc] @ w64[o, :, u, v]
-                out[:, o, i, j] = total + (0.0 if b is None else float(b[o]))
+                        h, w = rows[i, u], cols[j, v]
+                        if h >= 0 and w >= 0:
+                            yield o, channels, i, j, u, v, h, w
+
+
+def forward(x, weight, bias, spec, shape):
+    """out (N, C_out, H_out, W_out) from x (N, C, H, W), weight (C_out, C/groups, kH, kW), bias (C_out,) or None."""
+    x64, w64 = x.astype(np.float64), weight.astype(np.float64)
+    out = np.zeros((shape.N, shape.out_channels, shape.H_out, shape.W_out))
+    if bias is not None:
+        out += bias.astype(np.float64)[None, :, None, None]
+    for o, channels, i, j, u, v, h, w in taps(spec, shape):
+        # Σ_c x[n, c, h, w] · weight[o, c, u, v], for every n at once
+        out[:, o, i, j] += x64[:, channels, h, w] @ w64[o, :, u, v]
     return out.astype(x.dtype)
 
 
-def grad_input(grad_out, w, spec, shape):
-    """∂L/∂x (N, C, H, W) from grad_out (N, C_out, H_out, W_out) and w."""
-    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
-    Cg, Og = shape.in_per_group, shape.out_per_group
-    kH, kW = spec.kernel_size
-    gy, w64 = grad_out.astype(np.float64), w.astype(np.float64)
+def grad_input(grad_out, weight, spec, shape):
+    """∂L/∂x (N, C, H, W) from grad_out (N, C_out, H_out, W_out) and weight."""
+    gy, w64 = grad_out.astype(np.float64), weight.astype(np.float64)
     dx = np.zeros((shape.N, shape.C, shape.H, shape.W))
-    for o in range(shape.out_channels):
-        g = o // Og
-        channels = slice(g * Cg, (g + 1) * Cg)
-        for i in range(shape.H_out):
-            for j in range(shape.W_out):
-                for u in range(kH):
-                    for v in range(kW):
-                        h, wc = rows[i, u], cols[j, v]
-                        if h < 0 or wc < 0:
-                            continue
-                        # (N, 1) · (Cg,) → (N, Cg): this tap's share of every input channel
-                        dx[:, channels, h, wc] += gy[:, o, i, j, None] * w64[o, :, u, v]
+    for o, channels, i, j, u, v, h, w in taps(spec, shape):
+        # (N, 1) · (Cg,) → (N, Cg): this tap's share of each input channel of the group
+        dx[:, channels, h, w] += gy[:, o, i, j, None] * w64[o, :, u, v]
     return dx.astype(grad_out.dtype)
 
 
 def grad_weight(grad_out, x, spec, shape):
-    """∂L/∂w (C_out, C/groups, kH, kW) from grad_out and x."""
-    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
-    Cg, Og = shape.in_per_group, shape.out_per_group
-    kH, kW = spec.kernel_size
+    """∂L/∂weight (C_out, C/groups, kH, kW) from grad_out and x."""
     gy, x64 = grad_out.astype(np.float64), x.astype(np.float64)
-    dw = np.zeros((shape.out_channels, Cg, kH, kW))
-    for o in range(shape.out_channels):
-        g = o // Og
-        channels = slice(g * Cg, (g + 1) * Cg)
-        for u in range(kH):
-            for v in range(kW):
-                for i in range(shape.H_out):
-                    for j in range(shape.W_out):
-                        h, wc = rows[i, u], cols[j, v]
-                        if h < 0 or wc < 0:
-                            continue
-                        # Σ_n grad_out[n, o, i, j] · x[n, c, h, w] for every c of the group
-                        dw[o, :, u, v] += gy[:, o, i, j] @ x64[:, channels, h, wc]
+    dw = np.zeros((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size))
+    for o, channels, i, j, u, v, h, w in taps(spec, shape):
+        # Σ_n grad_out[n, o, i, j] · x[n, c, h, w], for every c of the group
+        dw[o, :, u, v] += gy[:, o, i, j] @ x64[:, channels, h, w]
     return dw.astype(x.dtype)
