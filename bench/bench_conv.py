@@ -3,14 +3,15 @@
 
 Usage::
 
-    python bench/bench_conv.py                       # every layer, ~5-10 minutes
-    python bench/bench_conv.py --quick               # a representative subset, ~1 minute
+    python bench/bench_conv.py                       # all 24 layers, about 5 minutes
+    python bench/bench_conv.py --quick               # 8 representative layers, about 1 minute
     python bench/bench_conv.py --repeat 21 --markdown bench/results.md
 
 Both libraries run in the same process, in float32, on the same arrays (the
 torch tensors share memory with the NumPy arrays).  For every layer and pass
-the two are warmed up, then timed alternately (torch, convscope, torch,
-convscope, ...) and the median of the repeats is reported.
+the two are sampled alternately (torch, convscope, torch, convscope, ...),
+each sample after untimed warm-up calls (see Thread pools), and the median of
+the samples is reported.
 
 Passes
 ------
@@ -27,13 +28,36 @@ Thread pools
 ------------
 torch runs on as many threads as the process may use cores; NumPy's BLAS
 keeps its default thread count.  Two thread pools in one process get in each
-other's way: OpenBLAS's idle workers busy-wait for about 2^28 cycles (~0.1 s)
-after every call and hold the cores that torch's OpenMP team then waits for.
-So, unless ``--no-settle`` is given, each timed sample is preceded by a pause
-(``--settle``, default 0.15 s) long enough for the other library's workers to go
-to sleep: each library is then timed as it runs on an otherwise idle machine.
-The pause is not part of any timing.  CPU time used by other processes while a
-layer is measured is reported, since it inflates both columns.
+other's way: after every call OpenBLAS's idle workers busy-wait for about 2^28
+cycles (~0.1 s) and hold the cores that torch's OpenMP team then waits for,
+which makes a torch call right after a NumPy one several times slower.  A
+pause does not help either: waking a pool that has gone to sleep costs
+milliseconds on this kind of (virtual) machine.  So every timed sample is
+preceded by ``--handover`` seconds (default 0.2) of untimed calls of the same
+library, which lets the other library's workers go idle and keeps this one's
+awake; each library is then timed as it runs when called back to back.
+
+Memory allocator
+----------------
+Both libraries get large buffers from the C allocator.  glibc serves blocks
+above its mmap threshold with fresh pages from the kernel and gives back freed
+memory above its trim threshold, so a call can pay page faults (and the zeroing
+of every page) for its buffers.  The thresholds start low and move with the
+process's history, which makes timings depend on what ran before: torch's 7×7
+stem forward took 17 ms in a fresh process and 5 ms after other layers, and
+torch's forward+backward of a 1×1 256→64 layer 13 ms or 31 ms.  Unless told
+otherwise (``--malloc``), the script raises both thresholds to 1 GiB before
+timing anything, so freed memory is kept and reused and neither library pays
+page faults in steady state, as with a caching allocator.  ``--malloc
+glibc-steady`` uses the values glibc itself settles at in a long-running
+process (mmap 32 MiB, trim 64 MiB), ``--malloc default`` leaves glibc alone.
+
+Other processes
+---------------
+Before each layer the script waits (``--wait-idle``) for the CPU to be idle,
+measures the CPU time other processes used while the layer was timed, times
+the layer again (``--retries``) if that exceeded 5 %, and marks the row with
+a † if it still did.
 """
 from __future__ import annotations
 
@@ -241,6 +265,31 @@ def machine_facts(cores: int) -> list[tuple[str, str]]:
     ]
 
 
+MALLOC_MODES = {
+    # mode: (mmap threshold, trim threshold) in bytes, or None to leave glibc alone
+    "reuse": (1 << 30, 1 << 30),
+    "glibc-steady": (32 << 20, 64 << 20),
+    "default": None,
+}
+
+
+def configure_malloc(mode: str) -> str:
+    """Set glibc's mmap and trim thresholds as ``mode`` says; return a description."""
+    thresholds = MALLOC_MODES[mode]
+    if thresholds is None:
+        return "malloc left at its defaults"
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+        ok = libc.mallopt(M_MMAP_THRESHOLD, thresholds[0]) and libc.mallopt(M_TRIM_THRESHOLD, thresholds[1])
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        return "malloc left at its defaults (not glibc)"
+    mib = [f"{t >> 20} MiB" if t < 1 << 30 else f"{t >> 30} GiB" for t in thresholds]
+    return f"malloc {mode}: glibc mmap threshold {mib[0]}, trim threshold {mib[1]}"
+
+
 class OtherLoad:
     """Share of the machine's CPU time used by other processes between start() and stop()."""
 
@@ -287,35 +336,33 @@ class OtherLoad:
 # --------------------------------------------------------------------------- timing
 
 
-def _time_calls(fn, n: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(n):
+def _run_for(fn, seconds: float) -> tuple[int, float]:
+    """Call ``fn`` at least once and until ``seconds`` have passed: (calls, seconds taken)."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
         fn()
-    return (time.perf_counter() - t0) / n
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return calls, elapsed
 
 
-def interleaved(fns, repeats: int, settle: float, min_sample: float) -> list[float]:
-    """Median seconds per call of each of ``fns``, timed in turn: f0, f1, f0, f1, ...
+def interleaved(fns, repeats: int, handover: float, min_sample: float) -> list[float]:
+    """Median seconds per call of each of ``fns``, sampled in turn: f0, f1, f0, f1, ...
 
-    Two interleaved warm-up calls come first; the second sets how many calls
-    one sample makes (enough to last ``min_sample`` seconds).
+    A sample is ``handover`` seconds of untimed calls (at least one), which leave the
+    other library's idle worker threads time to stop spinning and warm this one's up,
+    then timed calls, back to back, for at least ``min_sample`` seconds (at least one).
     """
-    calls = [1] * len(fns)
-    for _ in range(2):
-        for i, fn in enumerate(fns):
-            if settle:
-                time.sleep(settle)
-            t = _time_calls(fn, 1)
-            calls[i] = max(1, math.ceil(min_sample / max(t, 1e-9)))
     samples: list[list[float]] = [[] for _ in fns]
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
             for i, fn in enumerate(fns):
-                if settle:
-                    time.sleep(settle)
-                samples[i].append(_time_calls(fn, calls[i]))
+                _run_for(fn, handover)
+                calls, elapsed = _run_for(fn, min_sample)
+                samples[i].append(elapsed / calls)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -347,7 +394,7 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(a - e).max() / max(np.abs(e).max(), 1e-30))
 
 
-def bench_layer(layer: Layer, repeats: int, settle: float, min_sample: float,
+def bench_layer(layer: Layer, repeats: int, handover: float, min_sample: float,
                 rng: np.random.Generator, wait_idle: float = 0.0, retries: int = 0) -> Result:
     """Accuracy and interleaved timings of one layer.
 
@@ -395,8 +442,8 @@ def bench_layer(layer: Layer, repeats: int, settle: float, min_sample: float,
             load.wait_idle(wait_idle)
         gc.collect()
         load.start()
-        fwd_torch, fwd_cs = interleaved([torch_fwd, cs_fwd], repeats, settle, min_sample)
-        fb_torch, fb_cs = interleaved([torch_fb, cs_fb], repeats, settle, min_sample)
+        fwd_torch, fwd_cs = interleaved([torch_fwd, cs_fwd], repeats, handover, min_sample)
+        fb_torch, fb_cs = interleaved([torch_fb, cs_fb], repeats, handover, min_sample)
         other = load.stop()
         result = Result(layer, fwd_torch, fwd_cs, fb_torch, fb_cs, fwd_err, grad_err, other)
         if best is None or (other or 0.0) < (best.other_load or 0.0):
@@ -406,14 +453,14 @@ def bench_layer(layer: Layer, repeats: int, settle: float, min_sample: float,
     return best
 
 
-def gemm_gflops(repeats: int, n: int = 2048) -> tuple[float, float]:
+def gemm_gflops(repeats: int, handover: float, n: int = 2048) -> tuple[float, float]:
     """GFLOP/s of an n×n @ n×n float32 product: NumPy's BLAS and torch's (median)."""
     rng = np.random.default_rng(1)
     a = rng.standard_normal((n, n), dtype=DTYPE)
     bm = rng.standard_normal((n, n), dtype=DTYPE)
     at, bt = torch.from_numpy(a), torch.from_numpy(bm)
     flops = 2 * n**3
-    t_np, t_torch = interleaved([lambda: a @ bm, lambda: at @ bt], repeats, 0.15, 0.0)
+    t_np, t_torch = interleaved([lambda: a @ bm, lambda: at @ bt], repeats, handover, 0.0)
     return flops / t_np / 1e9, flops / t_torch / 1e9
 
 
@@ -538,20 +585,23 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown to FILE")
     ap.add_argument("--layers", metavar="NAME", nargs="+",
                     help="only these layers (names as in the first column)")
-    ap.add_argument("--settle", type=float, default=0.15, metavar="S",
-                    help="pause before each timed sample, seconds (default 0.15)")
-    ap.add_argument("--no-settle", action="store_true", help="no pause between samples")
+    ap.add_argument("--handover", type=float, default=0.2, metavar="S",
+                    help="untimed calls before each timed sample, seconds (default 0.2)")
     ap.add_argument("--wait-idle", type=float, default=60.0, metavar="S",
                     help="before each layer wait up to S seconds for the CPU to be idle (default 60; 0: don't)")
     ap.add_argument("--retries", type=int, default=2, metavar="N",
                     help="time a layer again, up to N times, when other processes used more than "
                          f"{100 * LOAD_FLAG:.0f}%% of the CPU meanwhile (default 2)")
+    ap.add_argument("--malloc", choices=list(MALLOC_MODES), default="reuse",
+                    help="'reuse' (default): glibc keeps and reuses freed memory, so neither library "
+                         "page-faults in steady state; 'glibc-steady': the thresholds glibc settles at "
+                         "by itself (mmap 32 MiB, trim 64 MiB); 'default': leave glibc alone")
     ap.add_argument("--min-sample", type=float, default=0.02, metavar="S",
                     help="a sample repeats a call until it lasts this long (default 0.02 s)")
     args = ap.parse_args(argv)
 
     repeats = args.repeat or (5 if args.quick else 11)
-    settle = 0.0 if args.no_settle else args.settle
+    handover = args.handover
     names = args.layers or (QUICK if args.quick else [layer.name for layer in LAYERS])
     by_name = {layer.name: layer for layer in LAYERS}
     unknown = [n for n in names if n not in by_name]
@@ -559,6 +609,7 @@ def main(argv=None) -> int:
         ap.error(f"unknown layer(s) {unknown}; known: {list(by_name)}")
     layers = [by_name[n] for n in names]
 
+    allocator = configure_malloc(args.malloc)
     cores = usable_cores()
     torch.set_num_threads(cores)
     started = datetime.datetime.now().astimezone()
@@ -566,7 +617,8 @@ def main(argv=None) -> int:
         if argv is None else "bench_conv.main(" + repr(argv) + ")"
     facts = machine_facts(cores)
     settings = (f"float32, {len(layers)} layers, {repeats} interleaved repeats per pass (median), "
-                f"pause {settle:g} s before each sample, samples of ≥ {args.min_sample:g} s")
+                f"each sample {handover:g} s of untimed calls then ≥ {args.min_sample:g} s of timed calls, "
+                f"{allocator}")
 
     print(f"# {started:%Y-%m-%d %H:%M %Z}  {command}")
     for k, v in facts:
@@ -578,12 +630,12 @@ def main(argv=None) -> int:
     results = []
     t_start = time.perf_counter()
     for layer in layers:
-        r = bench_layer(layer, repeats, settle, args.min_sample, rng, args.wait_idle, args.retries)
+        r = bench_layer(layer, repeats, handover, args.min_sample, rng, args.wait_idle, args.retries)
         results.append(r)
         print(text_line(row(r), WIDTHS), flush=True)
     if args.wait_idle:
         OtherLoad(cores).wait_idle(args.wait_idle)
-    gemm = gemm_gflops(max(5, repeats))
+    gemm = gemm_gflops(max(5, repeats), handover)
     print()
     for k, v in summary(results, gemm):
         print(f"{k}: {v}")

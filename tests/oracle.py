@@ -3,6 +3,12 @@
 It compares shape, dtype and values of the forward, then the three gradients.
 Tolerances are relative to the magnitude of torch's result:
 float64 1e-9, float32 1e-4, float16 1e-2 (times ``max |torch|``).
+
+float16 is convscope's "computed in float32, returned as float16": the oracle runs torch in
+float32 on the same (float16-representable) values and rounds its results to float16.  torch's
+own CPU float16 kernels are not used: they round intermediate results differently, and torch
+2.13 crashes (SIGSEGV) on some grouped float16 convolutions, e.g. input (1, 2, 7, 1), a
+(2, 1, 1, 1) weight, stride 2, padding 1, dilation 2, groups 2.
 """
 from __future__ import annotations
 
@@ -45,8 +51,14 @@ def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1
     """
     import torch
 
-    x_t = torch.from_numpy(_numpy_copy(x)).requires_grad_(True)
-    w_np = _numpy_copy(w)
+    x_np, w_np = _numpy_copy(x), _numpy_copy(w)
+    if w_np.dtype == np.float16:
+        as32 = lambda a: None if a is None else _numpy_copy(a).astype(np.float32)  # noqa: E731
+        out, grads = torch_conv2d(as32(x_np), as32(w_np), as32(b), as32(grad_output), stride, padding,
+                                  dilation, groups, padding_mode)
+        as16 = lambda a: a.astype(np.float16)  # noqa: E731
+        return as16(out), None if grads is None else tuple(as16(g) for g in grads)
+    x_t = torch.from_numpy(x_np).requires_grad_(True)
     layer = torch.nn.Conv2d(
         w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride, padding=padding,
         dilation=dilation, groups=groups, bias=True, padding_mode=padding_mode,
