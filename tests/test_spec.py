@@ -825,3 +825,14 @@ def test_random_configurations_rejected_exactly_when_torch_rejects(config):
 @given(configurations())
 def test_random_configurations_rejected_exactly_when_torch_rejects_exhaustive(config):
     _check_rejected_exactly_when_torch_rejects(config)
+
+
+def test_padding_too_large_to_allocate_is_refused_before_any_work(no_algorithms):
+    x, w = np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 2, 2))
+    with pytest.raises(ValueError, match=r"padding \(\(1073741824, 1073741824\), .* more than"):
+        conv2d(x, w, padding=2**30)
+
+
+def test_padding_too_large_is_refused_for_an_empty_batch_too(no_algorithms):
+    with pytest.raises(ValueError, match=r"padded input 1×1×2147483651×2147483651 = .* more than"):
+        conv2d(np.zeros((0, 1, 3, 3)), np.zeros((1, 1, 2, 2)), padding=2**30)

@@ -35,6 +35,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 MAX_INT = 2**31 - 1  # the largest kernel size, stride, padding, dilation or groups accepted
+MAX_ELEMENTS = 2**40  # the largest padded input (elements) a call may need
 
 Pair = tuple[int, int]
 
@@ -358,6 +359,13 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
             f"bias must be 1-D with out_channels={out_channels} elements, got shape {tuple(bias_shape)}"
         )
     check_input_hw(spec, (H, W), input_name)
+    (pt, pb), (pl, pr) = spec.padding
+    padded = max(N, 1) * C * (H + pt + pb) * (W + pl + pr)
+    if padded > MAX_ELEMENTS:
+        raise ValueError(
+            f"padding {spec.padding} makes the padded {input_name} "
+            f"{max(N, 1)}×{C}×{H + pt + pb}×{W + pl + pr} = {padded} elements, more than {MAX_ELEMENTS}"
+        )
     H_out, W_out = spec.output_hw((H, W))
     return ConvShape(N, C, H, W, out_channels, H_out, W_out, g)
 
