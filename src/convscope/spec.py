@@ -134,12 +134,11 @@ def positive_pair(value, name: str) -> Pair:
     return pair
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
+def check_positive_int(value, name: str) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {_fmt(value)} ({type(value).__name__})")
-    if value < minimum:
-        rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {rule}, got {value}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
     if value > MAX_INT:
         raise ValueError(f"{name} must be at most {MAX_INT}, got {value}")
     return int(value)

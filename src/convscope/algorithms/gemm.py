@@ -240,6 +240,11 @@ def _grad_matrix(grad_out, shape):
     return grad_out.reshape(shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
 
 
+def _grad_matrix_folded(grad_out, shape):
+    """(N, C_out, H_out, W_out) → (G, C_out/G, N·H_out·W_out), a copy."""
+    return _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
+
+
 def forward(x, w, b, spec, shape):
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
@@ -266,9 +271,8 @@ def grad_input(grad_out, w, spec, shape):
     if not _folded(spec, shape, backward=True):
         dcols = np.matmul(wt, _grad_matrix(grad_out, shape))        # (N, G, K, L)
         return col2im(dcols, spec, shape)
-    g_t = _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group,
-                     shape.H_out * shape.W_out)                     # (G, C_out/G, N·L)
-    return col2im_folded(np.matmul(wt, g_t), spec, shape)           # from (G, K, N·L)
+    dcols = np.matmul(wt, _grad_matrix_folded(grad_out, shape))     # (G, K, N·L)
+    return col2im_folded(dcols, spec, shape)
 
 
 def grad_weight(grad_out, x, spec, shape):
@@ -278,7 +282,6 @@ def grad_weight(grad_out, x, spec, shape):
         dw = per_sample.sum(axis=0)                                 # (G, C_out/G, K)
     else:
         cols = im2col_folded(x, spec, shape)                        # (G, K, N·L)
-        g_t = _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group,
-                         shape.H_out * shape.W_out)                 # (G, C_out/G, N·L)
-        dw = np.matmul(g_t, cols.transpose(0, 2, 1))                # (G, C_out/G, K): Σ_n inside the product
+        dw = np.matmul(_grad_matrix_folded(grad_out, shape),
+                       cols.transpose(0, 2, 1))                     # (G, C_out/G, K): Σ_n inside the product
     return dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size)
