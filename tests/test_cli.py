@@ -48,3 +48,122 @@ def test_bad_arguments_print_one_line_and_exit_2(args):
 def test_version():
     result = run("--version")
     assert result.returncode == 0 and convscope.__version__ in result.stdout
+
+
+# --------------------------------------------------------------------------- shape and explain
+
+
+def test_shape_prints_explain_shape():
+    result = run("shape", "14x4x32x35", "-k", "3x2", "-s", "2", "--out-channels", "5")
+    assert result.returncode == 0, result.stderr
+    expected = convscope.explain_shape((14, 4, 32, 35), (3, 2), stride=2, out_channels=5)
+    assert result.stdout.strip() == str(expected).strip()
+    assert "H_out = ⌊(32 + 0 − 1·(3−1) − 1)/2⌋ + 1 = ⌊29/2⌋ + 1 = 15" in result.stdout
+    assert "output shape (14, 5, 15, 17)" in result.stdout
+
+
+def test_shape_with_padding_and_dilation_and_an_empty_output():
+    result = run("shape", "1x1x6x6", "-k", "4", "-p", "same", "-d", "1")
+    assert result.returncode == 0, result.stderr
+    assert str(convscope.explain_shape((1, 1, 6, 6), 4, padding="same")).strip() == result.stdout.strip()
+    empty = run("shape", "2x5", "-k", "3")
+    assert empty.returncode == 0, empty.stderr
+    assert "empty" in empty.stdout
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 4, 6, 5))
+    w = rng.standard_normal((6, 2, 3, 2))
+    paths = {"x": tmp_path / "x.npy", "w": tmp_path / "w.npy", "g": tmp_path / "g.npy"}
+    np.save(paths["x"], x)
+    np.save(paths["w"], w)
+    params = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2, padding_mode="reflect")
+    gy = rng.standard_normal(convscope.conv2d(x, w, **params).shape)
+    np.save(paths["g"], gy)
+    args = ["--input-file", str(paths["x"]), "--weight-file", str(paths["w"]), "-s", "2x1", "-p", "1x2",
+            "-d", "1x2", "-g", "2", "--padding-mode", "reflect"]
+    return x, w, gy, params, paths, args
+
+
+def test_explain_from_files_matches_the_library(arrays):
+    x, w, gy, params, paths, args = arrays
+    result = run("explain", *args, "--bias", "0.25", "--at", "1,3,0,1")
+    assert result.returncode == 0, result.stderr
+    bias = np.full(6, 0.25)
+    expected = convscope.explain(w, x, (1, 3, 0, 1), bias=bias, **params)
+    assert result.stdout.strip() == str(expected).strip()
+    assert expected.value == convscope.conv2d(x, w, bias, **params)[1, 3, 0, 1]
+    assert result.stdout.startswith(f"out[1, 3, 0, 1] = {expected.value:.4f}")
+
+
+@pytest.mark.parametrize("wrt, at, cli_at", [("input", (1, 2, 0, 4), "1,2,0,4"), ("weight", (4, 1, 2, 1), "4,1,2,1"),
+                                             ("bias", (5,), "5")])
+def test_explain_grad_from_files_matches_the_library(arrays, wrt, at, cli_at):
+    x, w, gy, params, paths, args = arrays
+    result = run("explain", *args, "--grad", wrt, "--grad-output-file", str(paths["g"]), "--at", cli_at)
+    assert result.returncode == 0, result.stderr
+    expected = convscope.explain_grad(w, x, gy, wrt, at, **params)
+    assert result.stdout.strip() == str(expected).strip()
+    component = getattr(convscope.conv2d_backward(gy, x, w, **params), wrt)
+    assert expected.value == component[at]
+
+
+def test_explain_missing_leading_indices_are_zero_and_random_input_is_seeded():
+    a = run("explain", "--input", "3x5x5", "--seed", "3", "--at", "1,2")
+    b = run("explain", "--input", "3x5x5", "--seed", "3", "--at", "0,1,2")
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout.startswith("out[0, 1, 2] = ")
+    c = run("explain", "--input", "3x5x5", "--seed", "4", "--at", "1,2")
+    assert c.stdout != a.stdout
+
+
+def test_explain_ones_kernel_grad_input_default_grad_output_and_html(tmp_path):
+    page = tmp_path / "e.html"
+    result = run("explain", "--input", "5x5", "--integers", "--ones", "-k", "2", "-s", "2", "--grad", "input",
+                 "--at", "4,4", "--html", str(page))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("∂L/∂x[0, 4, 4] = 0")
+    assert "No tap reads this pixel" in result.stdout
+    assert "<table" in page.read_text(encoding="utf-8") or "No tap" in page.read_text(encoding="utf-8")
+    shown = run("explain", "--input", "4x4", "--ones", "-k", "2", "-p", "1", "--html", str(page))
+    assert shown.returncode == 0, shown.stderr
+    assert page.read_text(encoding="utf-8").count('class="cs-win') >= 4
+
+
+def test_colour_only_when_asked_or_on_a_terminal():
+    pytest.importorskip("rich")
+    plain = run("explain", "--input", "4x4", "--at", "0,0")
+    coloured = run("explain", "--input", "4x4", "--at", "0,0", "--color", "always")
+    assert "\x1b[" not in plain.stdout
+    assert "\x1b[" in coloured.stdout
+    assert re.sub(r"\x1b\[[0-9;]*m", "", coloured.stdout).split() == plain.stdout.split()
+
+
+@pytest.mark.parametrize("args", [
+    ["shape", "14x4", "-k", "0"],
+    ["shape", "abc", "-k", "3"],
+    ["shape", "1x1x5x5", "-k", "3", "-s", "2", "-p", "same"],
+    ["shape", "1x1x5x5"],
+    ["explain", "--input", "5x5", "--at", "9,9"],
+    ["explain", "--input", "5x5", "--at", "1,x"],
+    ["explain", "--input", "5x5", "--at", "0,0,0,0,0"],
+    ["explain", "--input", "5x0"],
+    ["explain", "--input", "5x5", "-k", "9"],
+    ["explain", "--input-file", "/nonexistent/x.npy"],
+    ["explain", "--grad", "output"],
+    ["explain", "--padding-mode", "mirror"],
+    ["explain", "-s", "2", "-p", "same"],
+    ["explain", "--input", "3x5x5", "-g", "2"],
+    ["explain", "--bias", "one"],
+    ["explain", "--grad-output-file", "g.npy"],
+    ["explain", "--input", "5x5", "--html", "/nonexistent/dir/e.html"],
+    ["explain", "--input", "100000x100000"],
+])
+def test_bad_explain_and_shape_arguments_are_one_line_exit_2(args):
+    result = run(*args)
+    assert result.returncode == 2, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convscope: error:"), result.stderr

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-MODULES = ["convscope.functional", "convscope.module", "convscope.geometry"]
+MODULES = ["convscope.functional", "convscope.module", "convscope.geometry", "convscope.explain.core",
+           "convscope.explain.shape"]
 
 
 def test_readme_examples():

@@ -5,7 +5,9 @@ Public API
 - :func:`conv2d`, :func:`conv2d_backward`, :func:`conv2d_input`, :func:`conv2d_weight`
 - :func:`conv2d_output_size`
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
+- :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
 """
+from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
 from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
 from .module import Conv2d
 from .spec import ConvSpec
@@ -16,9 +18,15 @@ __all__ = [
     "Conv2d",
     "Conv2dGrads",
     "ConvSpec",
+    "Explanation",
+    "ShapeExplanation",
+    "Term",
     "conv2d",
     "conv2d_backward",
     "conv2d_input",
     "conv2d_output_size",
     "conv2d_weight",
+    "explain",
+    "explain_grad",
+    "explain_shape",
 ]

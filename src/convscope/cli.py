@@ -1,8 +1,12 @@
 """The ``convscope`` command line (also ``python -m convscope``).
 
-``convscope`` with no arguments (or ``convscope demo``) prints the demo: the
-example of seed 000 computed by convscope, with one output worked by hand as
-window · kernel + bias.  Bad arguments print one line on stderr and exit 2.
+* ``convscope tour``: the guided tour through the seeds' examples (the main job);
+* ``convscope explain``: how one output or gradient number is made;
+* ``convscope shape``: the output size, step by step;
+* ``convscope`` alone (or ``convscope demo``): a short demo, seed 000's convolution by hand.
+
+Bad arguments print one line on stderr and exit 2, never a traceback.  Output is
+plain text, coloured with ``rich`` (an optional extra) when stdout is a terminal.
 """
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ import sys
 import numpy as np
 
 from . import __version__
+from .explain import explain, explain_grad, explain_shape
 from .functional import conv2d
+from .tour import SECTIONS, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
 # nn.Conv2d(1, 1, kernel_size=3), as the notebook printed them (4 decimals).
@@ -128,12 +134,256 @@ def demo_text() -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- argument values
+
+
+def _ints(text: str, name: str, seps: str = "x,") -> tuple[int, ...]:
+    """``'14x4x32x35'`` or ``'1,2'`` → ints; a UsageError names the option otherwise."""
+    parts = [text]
+    for sep in seps:
+        parts = [q for p in parts for q in p.split(sep)]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"{name} must be integers separated by {' or '.join(repr(c) for c in seps)}, "
+                         f"got {text!r}") from None
+    return values
+
+
+def _pair_or_int(text: str, name: str):
+    values = _ints(text, name)
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return values
+    raise UsageError(f"{name} must be one integer or two (like 3x2), got {text!r}")
+
+
+def _padding(text: str):
+    if text in ("same", "valid"):
+        return text
+    return _pair_or_int(text, "--padding")
+
+
+def _load(path: str, name: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{name}: cannot read {path!r} as a .npy file ({exc})") from None
+
+
+def _add_conv_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-s", "--stride", default="1", help="int or HxW (default 1)")
+    p.add_argument("-p", "--padding", default="0", help="int, HxW, 'same' or 'valid' (default 0)")
+    p.add_argument("-d", "--dilation", default="1", help="int or HxW (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convscope", description="PyTorch's nn.Conv2d in NumPy, with the numbers shown.")
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     sub.add_parser("demo", help="seed 000's convolution computed and checked by hand (the default)")
+
+    tour = sub.add_parser("tour", help="the guided tour: the seeds' examples computed and explained")
+    tour.add_argument("--section", type=int, metavar="N", help=f"show section N only (1–{len(SECTIONS)})")
+    tour.add_argument("--no-pause", action="store_true", help="do not wait for Enter between sections")
+    _add_color(tour)
+
+    shape = sub.add_parser("shape", help="the output size, step by step (explain_shape)")
+    shape.add_argument("input_shape", help="HxW, CxHxW or NxCxHxW, e.g. 14x4x32x35")
+    shape.add_argument("-k", "--kernel", required=True, help="kernel size: int or HxW")
+    _add_conv_options(shape)
+    shape.add_argument("--out-channels", type=int, help="output channels, for the full output shape")
+    _add_color(shape)
+
+    ex = sub.add_parser("explain", help="how one output (or gradient) number is made")
+    src = ex.add_mutually_exclusive_group()
+    src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
+    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
+    ex.add_argument("--seed", type=int, default=0, help="seed of the random input and kernel (default 0)")
+    ex.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
+    ker = ex.add_mutually_exclusive_group()
+    ker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
+    ker.add_argument("--ones", action="store_true", help="a kernel of ones")
+    ex.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
+    ex.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
+    ex.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
+    _add_conv_options(ex)
+    ex.add_argument("-g", "--groups", type=int, default=1)
+    ex.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
+    ex.add_argument("--at", default=None,
+                    help="the element: i,j (output); missing leading indices are 0, e.g. o,i,j or n,o,i,j")
+    ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
+    ex.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
+    ex.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 4)")
+    ex.add_argument("--html", metavar="FILE", help="also write the explanation as HTML to FILE")
+    _add_color(ex)
     return parser
+
+
+def _add_color(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour with rich: auto (when stdout is a terminal), always or never")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _use_rich(color: str) -> bool:
+    if color == "never" or (color == "auto" and not sys.stdout.isatty()):
+        return False
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def emit(text: str, color: str = "never") -> None:
+    """Print ``text``; with rich, numbers, padding marks, headings and checks are coloured."""
+    if not _use_rich(color):
+        print(text)
+        return
+    from rich.console import Console
+    from rich.highlighter import RegexHighlighter
+    from rich.theme import Theme
+
+    class _Highlighter(RegexHighlighter):
+        base_style = "cs."
+        highlights = [
+            r"(?P<number>(?<![\w\[])-?\d+\.\d+|(?<=[ \[(])-?\d+(?=[ \],)]|$))",
+            r"(?P<pad>padding ←|padding \(0\)|\d+\*)",
+            r"(?P<ok>✓[^\n]*)",
+            r"(?P<bad>✗[^\n]*)",
+            r"(?P<head>^[^\n]+\n═+$)",
+            r"(?P<value>^(out|∂L/∂\w+)\[[^\]]*\] = [^\n]*)",
+        ]
+
+    theme = Theme({"cs.number": "cyan", "cs.pad": "magenta", "cs.ok": "green", "cs.bad": "bold red",
+                   "cs.head": "bold yellow", "cs.value": "bold"})
+    Console(highlighter=_Highlighter(), theme=theme, soft_wrap=True,
+            force_terminal=True if color == "always" else None).print(text, markup=False, highlight=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_tour(args) -> int:
+    check = Checker.create()
+    if args.section is not None:
+        if not 1 <= args.section <= len(SECTIONS):
+            raise UsageError(f"--section must be between 1 and {len(SECTIONS)}, got {args.section}")
+        numbers = [args.section]
+    else:
+        numbers = list(range(1, len(SECTIONS) + 1))
+        emit(intro(check), args.color)
+    pause = not args.no_pause and len(numbers) > 1 and sys.stdin.isatty() and sys.stdout.isatty()
+    for k, number in enumerate(numbers):
+        if pause and k > 0:
+            try:
+                answer = input(f"\n— Enter: section {number}/{len(SECTIONS)}, q: quit — ")
+            except EOFError:
+                answer = ""
+            if answer.strip().lower().startswith("q"):
+                return 0
+        print()
+        emit(section_text(number, check), args.color)
+    if check.failures:
+        print(f"convscope: {len(check.failures)} result(s) disagree with torch: {', '.join(check.failures)}",
+              file=sys.stderr)
+        return 1
+    if check.torch is not None and len(numbers) == len(SECTIONS):
+        print(f"\nAll {check.checks} results agree with torch {check.torch.__version__}.")
+    return 0
+
+
+def run_shape(args) -> int:
+    dims = _ints(args.input_shape, "input_shape", "x")
+    text = explain_shape(dims, _pair_or_int(args.kernel, "--kernel"), stride=_pair_or_int(args.stride, "--stride"),
+                         padding=_padding(args.padding), dilation=_pair_or_int(args.dilation, "--dilation"),
+                         out_channels=args.out_channels)
+    emit(str(text), args.color)
+    return 0
+
+
+def _explain_arrays(args):
+    rng = np.random.default_rng(args.seed)
+    if args.input_file:
+        x = _load(args.input_file, "--input-file")
+    else:
+        dims = _ints(args.input or "5x5", "--input", "x")
+        if len(dims) == 2:
+            dims = (1,) + dims
+        if len(dims) not in (3, 4) or min(dims) < 1:
+            raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
+        if np.prod(dims) > 10**7:
+            raise UsageError(f"--input {args.input} is too large to explain (more than 10**7 values)")
+        x = (rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4))
+        x = x.astype(np.float32)
+    groups = args.groups
+    if args.weight_file:
+        w = _load(args.weight_file, "--weight-file")
+    else:
+        kernel = _pair_or_int(args.kernel, "--kernel")
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+            raise UsageError("--out-channels, --groups and --kernel must be positive")
+        if x.ndim < 3 or x.shape[-3] % groups:
+            raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3] if x.ndim >= 3 else '?'} channels")
+        shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
+        if args.ones:
+            w = np.ones(shape, dtype=x.dtype)
+        elif args.integers:
+            w = rng.integers(-3, 4, size=shape).astype(x.dtype)
+        else:
+            w = rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
+    if w.dtype != x.dtype and w.dtype.kind == "f" and x.dtype.kind == "f":
+        w = w.astype(x.dtype)
+    bias = None
+    if args.bias is not None:
+        try:
+            values = [float(v) for v in args.bias.split(",")]
+        except ValueError:
+            raise UsageError(f"--bias must be numbers separated by ',', got {args.bias!r}") from None
+        if len(values) == 1 and w.ndim == 4:
+            values = values * w.shape[0]
+        bias = np.array(values, dtype=x.dtype)
+    return x, w, bias
+
+
+def run_explain(args) -> int:
+    x, w, bias = _explain_arrays(args)
+    params = dict(stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
+                  dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
+                  padding_mode=args.padding_mode)
+    batched = x.ndim == 4
+    at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
+    if args.grad is None:
+        if args.grad_output_file:
+            raise UsageError("--grad-output-file needs --grad input, weight or bias")
+        full = 4 if batched else 3
+        e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
+    else:
+        gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
+        if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
+            gy = gy.astype(x.dtype)
+        full = {"input": 4 if batched else 3, "weight": 4, "bias": 1}[args.grad]
+        e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
+    emit(e.text(args.decimals), args.color)
+    if args.html:
+        try:
+            with open(args.html, "w", encoding="utf-8") as f:
+                f.write("<!doctype html><meta charset='utf-8'><title>convscope explain</title>" + e._repr_html_())
+        except OSError as exc:
+            raise UsageError(f"--html: cannot write {args.html!r} ({exc.strerror})") from None
+    return 0
+
+
+def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:
+    """Missing leading indices are 0: ``(i, j)`` → ``(0, 0, i, j)``."""
+    if len(given) > full:
+        raise UsageError(f"{name} takes at most {full} indices here, got {len(given)}")
+    return (0,) * (full - len(given)) + tuple(given)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,13 +391,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command in (None, "demo"):
             print(demo_text())
-        return 0
+            return 0
+        return {"tour": run_tour, "shape": run_shape, "explain": run_explain}[args.command](args)
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as exc:
         print(f"convscope: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("convscope: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,13 @@
+"""Explanations of single numbers of a convolution, built on :mod:`convscope.geometry`.
+
+- :func:`explain`: how one output element is made (window × kernel, summed, plus the bias);
+- :func:`explain_grad`: how one element of ∂input, ∂weight or ∂bias is made;
+- :func:`explain_shape`: the output-size formula with the numbers filled in.
+
+Each returns an object whose ``str()`` is readable text and whose ``_repr_html_()``
+shows the same in Jupyter.
+"""
+from .core import Explanation, Term, explain, explain_grad
+from .shape import ShapeExplanation, explain_shape
+
+__all__ = ["Explanation", "ShapeExplanation", "Term", "explain", "explain_grad", "explain_shape"]

@@ -1,0 +1,435 @@
+"""Text and HTML for an :class:`~convscope.explain.core.Explanation`.
+
+Both renderings say the same things in the same order: the element and its
+value, the formula with this element's indices, the numbers (window beside
+kernel and the products, or the gradient's terms), the sums, and torch's value
+when it is known.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+
+from ..geometry import source_map
+
+MODE_NOTES = {
+    "zeros": "padding cells hold 0",
+    "reflect": "a padding cell copies the pixel mirrored about the edge (the edge itself not repeated)",
+    "replicate": "a padding cell copies the nearest edge pixel",
+    "circular": "a padding cell copies the pixel from the opposite side (the input wraps around)",
+}
+DETAIL_CHANNELS = 4   # input channels shown in full in an output explanation; the rest as sums
+MAX_TERM_LINES = 24   # gradient terms listed before "… and N more"
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def decimals_for(e) -> int:
+    """0 when every number shown is a whole number (the seeds' integer examples), else 4."""
+    values = [e.value, e.bias, e.sum_of_products]
+    for t in e.terms:
+        values += [t.product, t.input_value or 0.0, t.weight_value or 0.0, t.grad_output_value or 0.0]
+    arr = np.asarray(values, dtype=np.float64)
+    if e.window is not None:
+        arr = np.concatenate([arr, e.window.ravel(), e.kernel.ravel()])
+    whole = np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 1e9)
+    return 0 if whole else 4
+
+
+def num(v: float, dec: int) -> str:
+    s = f"{v:.{dec}f}"
+    if s.lstrip("-").strip("0.") == "":
+        s = s.lstrip("-")  # no "-0.0000"
+    return s
+
+
+def idx(t) -> str:
+    return ", ".join(str(int(v)) for v in t)
+
+
+def _slice_text(start: int, k: int, d: int) -> str:
+    stop = start + (k - 1) * d + 1
+    return f"{start}:{stop}" + (f":{d}" if d > 1 and k > 1 else "")
+
+
+def grid_lines(a: np.ndarray, dec: int, marks: np.ndarray | None = None) -> list[str]:
+    """Rows of a 2-D array, aligned, with ``*`` after marked (padding) cells."""
+    cells = [[num(v, dec) for v in row] for row in a]
+    width = max(len(c) for row in cells for c in row)
+    lines = []
+    for r, row in enumerate(cells):
+        parts = []
+        for c, s in enumerate(row):
+            mark = "*" if marks is not None and marks[r, c] else " "
+            parts.append(s.rjust(width) + mark)
+        open_ = "[[" if r == 0 else " ["
+        close = "]]" if r == len(cells) - 1 else "]"
+        lines.append(open_ + " ".join(parts).rstrip() + close)
+    return lines
+
+
+def side_by_side(left: list[str], right: list[str], gap: int = 5) -> list[str]:
+    width = max(len(s) for s in left) if left else 0
+    rows = max(len(left), len(right))
+    left = left + [""] * (rows - len(left))
+    right = right + [""] * (rows - len(right))
+    return [f"{a.ljust(width)}{' ' * gap}{b}".rstrip() for a, b in zip(left, right)]
+
+
+# --------------------------------------------------------------------------- shared wording
+
+
+def _out_name(e, at=None) -> str:
+    return f"out[{idx(e.at if at is None else at)}]"
+
+
+def layer_line(e) -> str:
+    s = e.spec
+    pad = s.padding_arg if isinstance(s.padding_arg, str) else s.padding_arg
+    shape = e.shape
+    in_shape = (shape.C, shape.H, shape.W) if e.unbatched else (shape.N, shape.C, shape.H, shape.W)
+    parts = [f"input {in_shape}", f"weight ({shape.out_channels}, {shape.in_per_group}, "
+             f"{s.kernel_size[0]}, {s.kernel_size[1]})"]
+    if e.kind == "output":
+        parts.append("bias" if e.has_bias else "no bias")
+    parts += [f"stride {s.stride}", f"padding {pad!r}" if isinstance(pad, str) else f"padding {pad}",
+              f"dilation {s.dilation}", f"groups {s.groups}", f"padding_mode {s.padding_mode!r}"]
+    return ", ".join(parts)
+
+
+def padding_line(e) -> str:
+    s = e.spec
+    if s.padding == ((0, 0), (0, 0)):
+        return "x̃ is the input itself (no padding)."
+    (pt, pb), (pl, pr) = s.padding
+    split = ""
+    if s.padding_arg == "same":
+        split = " ('same' puts any odd extra row or column at the bottom or right)"
+    return (f"x̃ is the input padded by {pt} row(s) on top, {pb} at the bottom, {pl} column(s) on the left "
+            f"and {pr} on the right{split}; mode {s.padding_mode!r}: {MODE_NOTES[s.padding_mode]}.")
+
+
+def groups_line(e) -> str | None:
+    s, shape = e.spec, e.shape
+    if s.groups == 1:
+        return None
+    Og, Cg = shape.out_per_group, shape.in_per_group
+    if e.kind == "output":
+        o = e.at[0] if e.unbatched else e.at[1]
+    elif e.kind == "weight":
+        o = e.at[0]
+    elif e.kind == "bias":
+        return None
+    else:
+        return (f"groups {s.groups}: input channel {e.at[0] if e.unbatched else e.at[1]} is in group "
+                f"{e.channels.start // Og}, so only output channels {_range(e.channels)} read it.")
+    g = o // Og
+    return (f"groups {s.groups}: the {shape.C} input channels are split into {s.groups} groups of {Cg}, and "
+            f"the {shape.out_channels} output channels into groups of {Og}. Output channel {o} is in group {g}, "
+            f"so it sees input channels {_range(range(g * Cg, (g + 1) * Cg))} only "
+            f"(c = 0..{Cg - 1} in the formula is input channel {g * Cg} + c).")
+
+
+def _range(r: range) -> str:
+    return str(r.start) if len(r) == 1 else f"{r.start}–{r.stop - 1}"
+
+
+def term_source(t, mode: str) -> str:
+    """Where a term's input value comes from: a pixel, zero padding, or a padding copy."""
+    if t.input_index is None:
+        return "padding (0)"
+    name = f"x[{idx(t.input_index)}]"
+    return f"padding ← {name}" if t.is_padding else name
+
+
+def torch_line(e, dec: int) -> str | None:
+    if e.torch_value is None:
+        return None
+    diff = abs(e.torch_value - e.value)
+    verdict = "the same number" if diff == 0 else f"|difference| {diff:.1e}"
+    return f"torch computes {num(e.torch_value, max(dec, 4) if dec else 0)} ({verdict})"
+
+
+# --------------------------------------------------------------------------- text
+
+
+def to_text(e, decimals: int | None = None) -> str:
+    dec = decimals_for(e) if decimals is None else decimals
+    if e.kind == "output":
+        return "\n".join(_output_text(e, dec))
+    return "\n".join(_grad_text(e, dec))
+
+
+def _output_text(e, dec: int) -> list[str]:
+    s, shape = e.spec, e.shape
+    at = e.at
+    n = 0 if e.unbatched else at[0]
+    o, i, j = at[-3:]
+    (sH, sW), (dH, dW) = s.stride, s.dilation
+    kH, kW = s.kernel_size
+    r0, c0 = i * sH, j * sW
+    b = "" if e.unbatched else "n, "
+    bn = "" if e.unbatched else f"{n}, "
+    lines = [
+        f"{_out_name(e)} = {num(e.value, dec)}",
+        f"  conv2d: {layer_line(e)}",
+        "",
+        "The formula",
+        f"  out[{b}o, i, j] = bias[o] + Σ_c Σ_u Σ_v x̃[{b}c, i·sH + u·dH, j·sW + v·dW] · w[o, c, u, v]",
+        f"  {_out_name(e)} = bias[{o}] + Σ_c Σ_u Σ_v x̃[{bn}c, {i}·{sH} + u·{dH}, {j}·{sW} + v·{dW}] · w[{o}, c, u, v]",
+        f"  The window: rows {r0}..{r0 + (kH - 1) * dH} and columns {c0}..{c0 + (kW - 1) * dW} of x̃"
+        + (f" (every {dH}th row, every {dW}th column: dilation)" if (dH, dW) != (1, 1) else "") + ".",
+        "  " + padding_line(e),
+    ]
+    gl = groups_line(e)
+    if gl:
+        lines.append("  " + gl)
+    Cg = shape.in_per_group
+    per_channel = [float(np.sum([t.product for t in e.terms[c * kH * kW:(c + 1) * kH * kW]])) for c in range(Cg)]
+    for c in range(min(Cg, DETAIL_CHANNELS)):
+        ch = e.channels.start + c
+        block = e.terms[c * kH * kW:(c + 1) * kH * kW]
+        lines += ["", f"Input channel {ch}: the window x̃[{bn}{ch}, {_slice_text(r0, kH, dH)}, "
+                      f"{_slice_text(c0, kW, dW)}] beside the kernel w[{o}, {c}]"]
+        lines += ["  " + line for line in side_by_side(
+            ["window", *grid_lines(e.window[c], dec, e.window_padding[c])],
+            ["kernel", *grid_lines(e.kernel[c], dec)])]
+        if e.window_padding[c].any():
+            lines.append("  * padding cell" + (" (zero padding: the value is 0)" if s.padding_mode == "zeros" else
+                                               f" (padding_mode {s.padding_mode!r}: the products name the pixel "
+                                               "each one copies)"))
+        lines.append("  products, tap (u, v): input × weight = product")
+        src = [term_source(t, s.padding_mode) for t in block]
+        width = max(len(x) for x in src)
+        vals = [num(t.input_value, dec) for t in block]
+        wts = [num(t.weight_value, dec) for t in block]
+        prods = [num(t.product, dec) for t in block]
+        vw, ww, pw = (max(len(x) for x in col) for col in (vals, wts, prods))
+        for t, sname, xv, wv, pv in zip(block, src, vals, wts, prods):
+            lines.append(f"    ({t.tap[0]}, {t.tap[1]})  {sname.ljust(width)}  {xv.rjust(vw)} × {wv.rjust(ww)}"
+                         f" = {pv.rjust(pw)}")
+        lines.append(f"  sum for input channel {ch}: {num(per_channel[c], dec)}")
+    if Cg > DETAIL_CHANNELS:
+        rest = ", ".join(f"{e.channels.start + c}: {num(per_channel[c], dec)}"
+                         for c in range(DETAIL_CHANNELS, Cg))
+        lines += ["", f"Sums for the other input channels ({Cg - DETAIL_CHANNELS} more; all terms in .terms): {rest}"]
+    lines.append("")
+    if Cg > 1:
+        total = " + ".join(num(v, dec) for v in per_channel) if Cg <= 8 else "…"
+        lines.append(f"Σ over input channels {_range(e.channels)}: {total} = {num(e.sum_of_products, dec)}")
+    label = f"= {_out_name(e)}"
+    bias_label = f"+ bias[{o}]" if e.has_bias else "+ bias (none)"
+    width = max(len("sum of products"), len(bias_label), len(label))
+    vals = [num(e.sum_of_products, dec), num(e.bias, dec), num(e.value, dec)]
+    vw = max(len(v) for v in vals)
+    lines += [
+        f"{'sum of products'.ljust(width)}  {vals[0].rjust(vw)}",
+        f"{bias_label.ljust(width)}  {vals[1].rjust(vw)}",
+        f"{label.ljust(width)}  {vals[2].rjust(vw)}",
+    ]
+    if e.has_bias and e.sum_of_products != 0:
+        lines.append(f"(Without the bias the sum is {num(e.sum_of_products, dec)}: "
+                     "nn.Conv2d adds a bias unless bias=False.)")
+    if all(t.is_padding and t.input_index is None for t in e.terms):
+        lines.append("(Every tap reads zero padding, so this output is the bias alone.)")
+    tl = torch_line(e, dec)
+    if tl:
+        lines.append(tl)
+    return lines
+
+
+def _grad_text(e, dec: int) -> list[str]:
+    s = e.spec
+    (sH, sW), (dH, dW) = s.stride, s.dilation
+    b = "" if e.unbatched else "n, "
+    head = {"input": f"∂L/∂x[{idx(e.at)}]", "weight": f"∂L/∂w[{idx(e.at)}]", "bias": f"∂L/∂bias[{idx(e.at)}]"}[e.kind]
+    lines = [f"{head} = {num(e.value, dec)}   where L = Σ out · grad_out", f"  conv2d: {layer_line(e)}", "",
+             "The formula"]
+    if e.kind == "input":
+        lines += [f"  ∂L/∂x[{b}c, h, w] = Σ grad_out[{b}o, i, j] · w[o, c', u, v] over every output (o, i, j) "
+                  "and kernel tap (u, v) that reads pixel (c, h, w)",
+                  "  (c' is c's index inside its group; a padding cell that copies the pixel counts as a read).",
+                  "  " + padding_line(e)]
+    elif e.kind == "weight":
+        sum_n = "" if e.unbatched else "Σ_n "
+        lines += [f"  ∂L/∂w[o, c, u, v] = {sum_n}Σ_i Σ_j grad_out[{b}o, i, j] · x̃[{b}c, i·sH + u·dH, j·sW + v·dW]",
+                  f"  Tap ({e.at[2]}, {e.at[3]}) reads, for output (i, j), the cell "
+                  f"({'i' if sH == 1 else f'i·{sH}'} + {e.at[2] * dH}, {'j' if sW == 1 else f'j·{sW}'} + {e.at[3] * dW}) "
+                  "of x̃. This is the notebook's cross_correlation_grad (seed 004).",
+                  "  " + padding_line(e)]
+    else:
+        sum_n = "" if e.unbatched else "Σ_n "
+        lines += [f"  ∂L/∂bias[o] = {sum_n}Σ_i Σ_j grad_out[{b}o, i, j]: the bias is added to every output of "
+                  "channel o."]
+    gl = groups_line(e)
+    if gl:
+        lines.append("  " + gl)
+    lines.append("")
+    if not e.terms:
+        lines.append("No tap reads this pixel, so no output depends on it and the gradient is 0.")
+        if e.reason:
+            lines.append("Why: " + e.reason + ".")
+        tl = torch_line(e, dec)
+        if tl:
+            lines.append(tl)
+        return lines
+    rows = []
+    for t in e.terms[:MAX_TERM_LINES]:
+        g = f"grad_out[{idx(t.output_index)}]"
+        if e.kind == "input":
+            rows.append((g, num(t.grad_output_value, dec), f"w[{idx(t.weight_index)}]" +
+                         (" (via padding)" if t.is_padding else ""), num(t.weight_value, dec), num(t.product, dec)))
+        elif e.kind == "weight":
+            rows.append((g, num(t.grad_output_value, dec), term_source(t, s.padding_mode),
+                         num(t.input_value, dec), num(t.product, dec)))
+        else:
+            rows.append((g, num(t.grad_output_value, dec), "", "", num(t.product, dec)))
+    widths = [max(len(r[k]) for r in rows) for k in range(5)]
+    what = {"input": "grad_out × weight", "weight": "grad_out × input", "bias": "grad_out"}[e.kind]
+    lines.append(f"The {len(e.terms)} term{'s' if len(e.terms) != 1 else ''} ({what} = product):")
+    for r in rows:
+        if e.kind == "bias":
+            lines.append(f"  {r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}")
+        else:
+            lines.append(f"  {r[0].ljust(widths[0])}  {r[1].rjust(widths[1])} × {r[2].ljust(widths[2])}  "
+                         f"{r[3].rjust(widths[3])} = {r[4].rjust(widths[4])}")
+    if len(e.terms) > MAX_TERM_LINES:
+        lines.append(f"  … and {len(e.terms) - MAX_TERM_LINES} more terms (all of them in .terms)")
+    if len(e.terms) <= 12:
+        lines.append("sum: " + " + ".join(num(t.product, dec) for t in e.terms).replace("+ -", "− ")
+                     + f" = {num(e.sum_of_products, dec)}")
+    else:
+        lines.append(f"sum of the {len(e.terms)} terms: {num(e.sum_of_products, dec)}")
+    lines.append(f"= {head} = {num(e.value, dec)}")
+    tl = torch_line(e, dec)
+    if tl:
+        lines.append(tl)
+    return lines
+
+
+# --------------------------------------------------------------------------- HTML
+
+_STYLE = (
+    "<style>"
+    ".cs-expl{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:13px;line-height:1.35}"
+    ".cs-expl table{border-collapse:collapse;margin:4px 12px 8px 0;display:inline-table;vertical-align:top}"
+    ".cs-expl td,.cs-expl th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+    ".cs-expl th{background:#f4f4f4;font-weight:600}"
+    ".cs-expl td.cs-pad{background:#eeeeee;color:#777;font-style:italic}"
+    ".cs-expl td.cs-win{background:#ffe08a;outline:2px solid #d19a00}"
+    ".cs-expl td.cs-win.cs-pad{background:#f3dfa6}"
+    ".cs-expl .cs-value{font-size:15px;font-weight:700}"
+    ".cs-expl caption{caption-side:top;text-align:left;color:#555;padding-bottom:2px}"
+    "</style>"
+)
+
+
+def _esc(s) -> str:
+    return html.escape(str(s))
+
+
+def _grid_html(a: np.ndarray, dec: int, caption: str, pad=None, win=None, titles=None) -> str:
+    rows = []
+    for r in range(a.shape[0]):
+        cells = []
+        for c in range(a.shape[1]):
+            cls = []
+            if win is not None and win[r, c]:
+                cls.append("cs-win")
+            if pad is not None and pad[r, c]:
+                cls.append("cs-pad")
+            attr = f' class="{" ".join(cls)}"' if cls else ""
+            title = f' title="{_esc(titles[r][c])}"' if titles is not None and titles[r][c] else ""
+            cells.append(f"<td{attr}{title}>{_esc(num(a[r, c], dec))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><caption>{_esc(caption)}</caption>{''.join(rows)}</table>"
+
+
+def _padded_masks(e, c: int):
+    """Boolean masks (padding cells, window cells) over the padded input, for channel offset c."""
+    s, shape = e.spec, e.shape
+    (pt, pb), (pl, pr) = s.padding
+    Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
+    pad = np.ones((Hp, Wp), dtype=bool)
+    pad[pt:pt + shape.H, pl:pl + shape.W] = False
+    win = np.zeros((Hp, Wp), dtype=bool)
+    for t in e.terms[c * s.kernel_size[0] * s.kernel_size[1]:(c + 1) * s.kernel_size[0] * s.kernel_size[1]]:
+        win[t.padded_index] = True
+    return pad, win
+
+
+def to_html(e) -> str:
+    dec = decimals_for(e)
+    lines = to_text(e, dec).split("\n")
+    start = lines.index("The formula")
+    stop = lines.index("", start)  # the formula block ends at the first blank line
+    parts = [_STYLE, '<div class="cs-expl">', f'<div class="cs-value">{_esc(lines[0])}</div>']
+    parts += [f"<div>{_esc(line.strip())}</div>" for line in lines[1:stop] if line.strip()]
+    parts.append(_output_html(e, dec) if e.kind == "output" else _grad_html(e, dec))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _output_html(e, dec: int) -> str:
+    s, shape = e.spec, e.shape
+    kH, kW = s.kernel_size
+    o = e.at[-3]
+    out = []
+    Cg = shape.in_per_group
+    for c in range(min(Cg, DETAIL_CHANNELS)):
+        ch = e.channels.start + c
+        block = e.terms[c * kH * kW:(c + 1) * kH * kW]
+        out.append(f"<div><b>input channel {ch}</b></div><div>")
+        if e.padded_input is not None:
+            pad, win = _padded_masks(e, c)
+            (pt, _), (pl, _) = s.padding
+            rmap = source_map(shape.H, pt, s.padding[0][1], s.padding_mode)  # padded row → real row, −1: zero
+            cmap = source_map(shape.W, pl, s.padding[1][1], s.padding_mode)
+            titles = [[("zero padding" if rmap[r] < 0 or cmap[cc] < 0 else
+                        f"padding ({s.padding_mode}) ← x[{ch}, {rmap[r]}, {cmap[cc]}]")
+                       if pad[r, cc] else f"x[{ch}, {r - pt}, {cc - pl}]" for cc in range(pad.shape[1])]
+                      for r in range(pad.shape[0])]
+            out.append(_grid_html(e.padded_input[c], dec, f"padded input x̃, channel {ch}: the window highlighted",
+                                  pad, win, titles))
+        titles = [[term_source(block[u * kW + v], s.padding_mode) for v in range(kW)] for u in range(kH)]
+        out.append(_grid_html(e.window[c], dec, "window", e.window_padding[c], None, titles))
+        out.append(_grid_html(e.kernel[c], dec, f"kernel w[{o}, {c}]"))
+        prod = np.array([t.product for t in block]).reshape(kH, kW)
+        out.append(_grid_html(prod, dec, "products", e.window_padding[c]))
+        out.append(f"</div><div>sum for input channel {ch}: {_esc(num(sum(t.product for t in block), dec))}</div>")
+    rows = [("sum of products", e.sum_of_products), (f"+ bias[{o}]" if e.has_bias else "+ bias (none)", e.bias),
+            (f"= out[{idx(e.at)}]", e.value)]
+    if e.torch_value is not None:
+        rows.append(("torch", e.torch_value))
+    out.append("<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(num(v, dec))}</td></tr>" for k, v in rows)
+               + "</table>")
+    return "".join(out)
+
+
+def _grad_html(e, dec: int) -> str:
+    if not e.terms:
+        return f"<div>No tap reads this pixel: the gradient is 0. {_esc(e.reason or '')}</div>"
+    head = {"input": ("grad_out", "", "weight", "", "product"),
+            "weight": ("grad_out", "", "input", "", "product"),
+            "bias": ("grad_out", "value", "", "", "product")}[e.kind]
+    rows = []
+    for t in e.terms[:200]:
+        cls = ' class="cs-pad"' if t.is_padding else ""
+        if e.kind == "input":
+            cells = (f"grad_out[{idx(t.output_index)}]", num(t.grad_output_value, dec), f"w[{idx(t.weight_index)}]",
+                     num(t.weight_value, dec), num(t.product, dec))
+        elif e.kind == "weight":
+            cells = (f"grad_out[{idx(t.output_index)}]", num(t.grad_output_value, dec),
+                     term_source(t, e.spec.padding_mode), num(t.input_value, dec), num(t.product, dec))
+        else:
+            cells = (f"grad_out[{idx(t.output_index)}]", num(t.grad_output_value, dec), "", "", num(t.product, dec))
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
+    more = f"<div>… and {len(e.terms) - 200} more terms</div>" if len(e.terms) > 200 else ""
+    table = ("<table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    total = (f"<table><tr><th>sum</th><td>{_esc(num(e.sum_of_products, dec))}</td></tr>"
+             f"<tr><th>value</th><td>{_esc(num(e.value, dec))}</td></tr>"
+             + (f"<tr><th>torch</th><td>{_esc(num(e.torch_value, dec))}</td></tr>" if e.torch_value is not None else "")
+             + "</table>")
+    return table + more + total

@@ -1,0 +1,446 @@
+"""Why a convolution's output has the size it has, with the numbers filled in.
+
+Along one dimension (height, then width) of ``n`` input pixels, with padding
+``before`` and ``after``, kernel size ``k``, stride ``s`` and dilation ``d``::
+
+    out = ⌊(n + before + after − d·(k−1) − 1) / s⌋ + 1
+
+The padded input has ``n + before + after`` positions and one window spans
+``d·(k−1) + 1`` of them (its *extent*).  The numerator is how far the window
+can slide; the floor counts the whole strides that fit, and the ``+ 1`` is the
+window at position 0.  Output ``i`` through tap ``u`` reads padded coordinate
+``p = i·s + u·d``, which is input pixel ``p − before`` when that lies in
+``0 … n−1`` and zero padding otherwise (:mod:`convscope.geometry`).
+
+Three things follow from the formula, and :func:`explain_shape` reports each:
+
+* the remainder of the floor, ``numerator mod s`` padded positions after the
+  last window, is never read; when those positions are real pixels they are
+  dropped silently;
+* a stride larger than the extent skips the pixels between two windows, and a
+  dilation larger than 1 skips the pixels between two taps unless another
+  window reads them;
+* a numerator below 0 means the padded input is smaller than one window: no
+  window fits and the output is empty (torch raises).
+
+``padding='same'`` pads a total of ``d·(k−1)`` per dimension, ``total // 2``
+before and the rest after, so an odd total puts the extra row at the bottom
+(the extra column at the right), as torch does.
+"""
+from __future__ import annotations
+
+import html
+import numbers
+from typing import NamedTuple
+
+import numpy as np
+
+from ..geometry import output_length, tap_sources
+from ..spec import MAX_INT, ConvSpec, check_positive_int, make_spec
+
+__all__ = ["DimExplanation", "ShapeExplanation", "explain_shape"]
+
+_INPUT_LAYOUTS = "(H, W), (C, H, W) or (N, C, H, W)"
+
+# Words for the two spatial dimensions: (title, symbol, singular, plural, before, after).
+_WORDS = {
+    "H": ("height", "H", "row", "rows", "top", "bottom"),
+    "W": ("width", "W", "column", "columns", "left", "right"),
+}
+
+
+class DimExplanation(NamedTuple):
+    """The output size along one spatial dimension, and what feeds it.
+
+    ``numerator`` is ``size + pad[0] + pad[1] − dilation·(kernel−1) − 1`` and
+    ``out = numerator // stride + 1`` (≤ 0 when no window fits).  ``unread``
+    lists the input indices (``0 … size−1``) that no tap of any window reads:
+    every index when no window fits.
+    """
+
+    name: str  # 'H' or 'W'
+    size: int
+    kernel: int
+    stride: int
+    dilation: int
+    pad: tuple[int, int]  # (before, after): (top, bottom) or (left, right)
+    numerator: int
+    out: int
+    unread: tuple[int, ...]
+
+    @property
+    def extent(self) -> int:
+        """Padded positions one window spans: ``dilation·(kernel−1) + 1``."""
+        return self.dilation * (self.kernel - 1) + 1
+
+    @property
+    def padded_size(self) -> int:
+        return self.size + self.pad[0] + self.pad[1]
+
+    @property
+    def empty(self) -> bool:
+        return self.out < 1
+
+
+# --------------------------------------------------------------------------- input_shape
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_input_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints: 2, 3 or 4 values, spatial sizes positive."""
+    if isinstance(input_shape, (str, bytes)) or not (
+        isinstance(input_shape, (tuple, list)) or (isinstance(input_shape, np.ndarray) and input_shape.ndim == 1)
+    ):
+        raise TypeError(
+            f"input_shape must be a tuple of ints {_INPUT_LAYOUTS}, "
+            f"got {input_shape!r} ({type(input_shape).__name__})"
+        )
+    items = tuple(input_shape)
+    if not all(_is_int(v) for v in items):
+        raise TypeError(f"input_shape must be a tuple of ints {_INPUT_LAYOUTS}, got {items!r}")
+    shape = tuple(int(v) for v in items)
+    if len(shape) not in (2, 3, 4):
+        raise ValueError(
+            f"input_shape must have 2, 3 or 4 values {_INPUT_LAYOUTS}, got {len(shape)} values: {shape}"
+        )
+    if max(shape) > MAX_INT:
+        raise ValueError(f"input_shape values must be at most {MAX_INT}, got {shape}")
+    if shape[-2] < 1 or shape[-1] < 1:
+        raise ValueError(f"input_shape height and width must be positive, got {shape}")
+    if len(shape) >= 3 and shape[-3] < 1:
+        raise ValueError(f"input_shape must have at least one channel, got {shape}")
+    if len(shape) == 4 and shape[0] < 0:
+        raise ValueError(f"input_shape batch size must not be negative, got {shape}")
+    return shape
+
+
+# --------------------------------------------------------------------------- text pieces
+
+
+def _num(value: int) -> str:
+    """An integer with a typographic minus sign."""
+    return str(value).replace("-", "−")
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def format_indices(indices, singular: str, plural: str) -> str:
+    """A readable list of indices: ``row 5``, ``rows 2 and 5``, ``rows 2, 5 and 8``, ``rows 10–31``.
+
+    Runs of three or more become ranges; long lists are shortened.
+
+    >>> format_indices([2, 5], "row", "rows")
+    'rows 2 and 5'
+    >>> format_indices([0, 1, 2, 3, 9], "column", "columns")
+    'columns 0–3 and 9'
+    >>> format_indices(range(1, 64, 2), "row", "rows")
+    'rows 1, 3, 5, …, 63 (every 2nd row, 32 in all)'
+    """
+    idx = [int(i) for i in indices]
+    if len(idx) == 1:
+        return f"{singular} {idx[0]}"
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    items: list[str] = []
+    for a, b in runs:
+        if b - a >= 2:
+            items.append(f"{a}–{b}")
+        else:
+            items.extend(str(i) for i in range(a, b + 1))
+    if len(items) <= 6:
+        return f"{plural} {_join(items)}"
+    steps = {b - a for a, b in zip(idx, idx[1:])}
+    if len(steps) == 1:
+        step = steps.pop()
+        return (f"{plural} {idx[0]}, {idx[1]}, {idx[2]}, …, {idx[-1]} "
+                f"(every {_ordinal(step)} {singular}, {len(idx)} in all)")
+    return f"{plural} {', '.join(items[:4])}, …, {items[-1]} ({len(idx)} in all)"
+
+
+def _formula_lines(dim: DimExplanation) -> list[str]:
+    """The general formula, then the same with the numbers filled in."""
+    _, sym, _, _, before, after = _WORDS[dim.name]
+    general = (f"{sym}_out = ⌊({sym} + pad_{before} + pad_{after} − d·(k−1) − 1)/s⌋ + 1")
+    filled = (f"{sym}_out = ⌊({dim.size} + {dim.pad[0] + dim.pad[1]} − {dim.dilation}·({dim.kernel}−1) − 1)"
+              f"/{dim.stride}⌋ + 1 = ⌊{_num(dim.numerator)}/{dim.stride}⌋ + 1")
+    return [general, f"{filled} = {_num(dim.out)}"]
+
+
+def _same_line(dim: DimExplanation) -> str:
+    _, _, singular, _, before, after = _WORDS[dim.name]
+    total = dim.pad[0] + dim.pad[1]
+    line = (f"padding='same': total {dim.dilation}·({dim.kernel}−1) = {total} "
+            f"→ {before} {dim.pad[0]}, {after} {dim.pad[1]}")
+    if total % 2:
+        line += f" (torch puts the extra {singular} at the {after})"
+    return line
+
+
+def _extent_line(dim: DimExplanation) -> str:
+    _, _, _, plural, _, _ = _WORDS[dim.name]
+    return (f"kernel extent d·(k−1) + 1 = {dim.dilation}·({dim.kernel}−1) + 1 = {dim.extent} {plural}: "
+            f"the {dim.kernel} taps of a window are {dim.dilation} {plural} apart")
+
+
+def _empty_line(dim: DimExplanation) -> str:
+    title, sym, _, _, _, _ = _WORDS[dim.name]
+    return (f"no window fits: the padded {title} {sym} + pads = {dim.size} + {dim.pad[0]} + {dim.pad[1]} "
+            f"= {dim.padded_size} is smaller than the kernel's extent d·(k−1) + 1 = "
+            f"{dim.dilation}·({dim.kernel}−1) + 1 = {dim.extent}")
+
+
+def _unread_line(dim: DimExplanation) -> str:
+    """Which input indices no window reads, and why (stride gap, dilation gap, floor)."""
+    _, _, singular, plural, _, _ = _WORDS[dim.name]
+    if not dim.unread:
+        return f"every {singular} of the input is read"
+    last_start = (dim.out - 1) * dim.stride
+    last_end = last_start + dim.extent - 1
+    dropped, between_taps, between_windows = [], [], []
+    for r in dim.unread:
+        p = r + dim.pad[0]  # padded coordinate
+        if p > last_end:
+            dropped.append(r)
+        elif p - min(p // dim.stride, dim.out - 1) * dim.stride < dim.extent:  # inside the latest window
+            between_taps.append(r)
+        else:
+            between_windows.append(r)
+
+    several = sum(map(bool, (between_windows, between_taps, dropped))) > 1
+
+    def which(rows):  # " (row 2)" when the line gives several causes
+        if not several:
+            return ""
+        listed = format_indices(rows, singular, plural)
+        return f": {listed}" if "(" in listed else f" ({listed})"
+
+    reasons = []
+    if between_windows:
+        gap = dim.stride - dim.extent
+        reasons.append(
+            f"stride {dim.stride} is larger than the kernel's extent {dim.extent}, so each step skips "
+            f"{gap} {singular if gap == 1 else plural} between windows"
+            + which(between_windows)
+        )
+    if between_taps:
+        reasons.append(
+            f"with dilation {dim.dilation} the taps of a window are {dim.dilation} {plural} apart, "
+            f"and no window has a tap on the {plural} in between"
+            + which(between_taps)
+        )
+    if dropped:
+        remainder = dim.numerator % dim.stride
+        span = f"the last window starts at padded {singular} {last_start} and ends at {last_end}"
+        if dim.pad[0]:
+            first_real, last_real = max(last_start - dim.pad[0], 0), last_end - dim.pad[0]
+            span += (f" (input {singular} {first_real})" if first_real == last_real
+                     else f" (input {plural} {first_real}–{last_real})")
+        reasons.append(
+            f"{span}, and ⌊{_num(dim.numerator)}/{dim.stride}⌋ drops the remainder of {remainder} padded "
+            f"{singular if remainder == 1 else plural}"
+            + which(dropped)
+        )
+    count = "is" if len(dim.unread) == 1 else "are"
+    line = f"{format_indices(dim.unread, singular, plural)} of the input {count} never read: " + "; ".join(reasons)
+    if len(dim.unread) == dim.size:
+        line += f"; no window reaches a real {singular}, so every output reads only padding"
+    return line
+
+
+# --------------------------------------------------------------------------- the result
+
+
+class ShapeExplanation:
+    """The output size of a convolution, dimension by dimension, with the numbers filled in.
+
+    Attributes
+    ----------
+    input_shape : tuple of ints, as given: (H, W), (C, H, W) or (N, C, H, W)
+    spec : :class:`~convscope.spec.ConvSpec`, the validated hyper-parameters
+    padding : the padding as given (an int, a pair, ``'same'`` or ``'valid'``)
+    out_channels : int or None
+    dims : (:class:`DimExplanation` for H, :class:`DimExplanation` for W)
+    output_hw : (H_out, W_out); the computed numbers, ≤ 0 where the output is empty
+    empty : True when no window fits along some dimension
+    output_shape : (N, out_channels, H_out, W_out) for 4-D input, (out_channels, H_out, W_out)
+        for 3-D input; None when ``out_channels`` is None, when the output is empty, and for
+        2-D input (a bare (H, W) size: torch's conv2d takes only 3-D or 4-D input, so there is
+        no tensor shape to report, and ``output_hw`` is the answer)
+    unread : (rows, cols), the input rows and columns no window reads; input pixel (r, c) is
+        read by some window exactly when r is not in ``rows`` and c is not in ``cols``
+
+    ``str()`` gives the explanation as text, ``_repr_html_()`` as HTML.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], spec: ConvSpec, padding, out_channels: int | None,
+                 dims: tuple[DimExplanation, DimExplanation]):
+        self.input_shape = input_shape
+        self.spec = spec
+        self.padding = padding
+        self.out_channels = out_channels
+        self.dims = dims
+        self.output_hw = (dims[0].out, dims[1].out)
+        self.empty = dims[0].empty or dims[1].empty
+        self.unread = (dims[0].unread, dims[1].unread)
+        if self.empty or out_channels is None or len(input_shape) == 2:
+            self.output_shape = None
+        else:
+            self.output_shape = input_shape[:-3] + (out_channels,) + self.output_hw
+
+    # ---- content shared by the text and the HTML
+
+    def header(self) -> str:
+        """One line naming the configuration: input shape and hyper-parameters, padding resolved."""
+        s = self.spec
+        if isinstance(self.padding, str):
+            given = repr(self.padding)
+        elif _is_int(self.padding):
+            given = str(int(self.padding))
+        else:
+            given = str(tuple(int(v) for v in self.padding))
+        text = (f"input {self.input_shape}, kernel_size={s.kernel_size}, stride={s.stride}, "
+                f"padding={given} → {s.padding}, dilation={s.dilation}")
+        if self.out_channels is not None:
+            text += f", out_channels={self.out_channels}"
+        return text
+
+    def sections(self) -> list[tuple[str, list[str], list[str]]]:
+        """Per dimension: (title, formula lines, notes)."""
+        out = []
+        for dim in self.dims:
+            title, sym, _, _, before, after = _WORDS[dim.name]
+            heading = (f"{title.capitalize()}: {sym} = {dim.size}, kernel {dim.kernel}, stride {dim.stride}, "
+                       f"dilation {dim.dilation}, padding {before} {dim.pad[0]} + {after} {dim.pad[1]}")
+            notes = []
+            if self.spec.padding_arg == "same":
+                notes.append(_same_line(dim))
+            if dim.dilation > 1:
+                notes.append(_extent_line(dim))
+            if dim.empty:
+                notes.append(_empty_line(dim))
+            elif not self.empty:
+                notes.append(_unread_line(dim))
+            out.append((heading, _formula_lines(dim), notes))
+        return out
+
+    def conclusion(self) -> str:
+        """The last line: the output shape, or why the output would be empty."""
+        H_out, W_out = self.output_hw
+        if self.empty:
+            which = " and ".join(_WORDS[d.name][0] for d in self.dims if d.empty)
+            return (f"the output would be empty ({_num(H_out)}×{_num(W_out)}): no window fits in the "
+                    f"{which}, so no input pixel is read and conv2d raises an error for this input")
+        if self.output_shape is not None:
+            return f"output shape {self.output_shape}"
+        if len(self.input_shape) == 2:
+            return f"output size (H_out, W_out) = {self.output_hw}"
+        prefix = "" if len(self.input_shape) == 3 else f"{self.input_shape[0]}, "
+        return (f"output shape ({prefix}C_out, {H_out}, {W_out}); "
+                f"pass out_channels for the channel count")
+
+    # ---- renderings
+
+    def __str__(self) -> str:
+        lines = [self.header()]
+        for heading, formulas, notes in self.sections():
+            lines.append(heading)
+            lines.extend("  " + f for f in formulas)
+            lines.extend("  " + n for n in notes)
+        lines.append(self.conclusion())
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        parts = ['<div class="convscope-shape">', f"<p><strong>{esc(self.header())}</strong></p>"]
+        for heading, formulas, notes in self.sections():
+            parts.append(f"<p>{esc(heading)}</p>")
+            parts.append("<pre>" + "\n".join(esc(f) for f in formulas) + "</pre>")
+            if notes:
+                parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+        parts.append(f"<p><strong>{esc(self.conclusion())}</strong></p>")
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"ShapeExplanation(input_shape={self.input_shape}, output_hw={self.output_hw}, "
+                f"output_shape={self.output_shape}, empty={self.empty})")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _explain_dim(name: str, size: int, kernel: int, stride: int, pad: tuple[int, int],
+                 dilation: int) -> DimExplanation:
+    numerator = size + pad[0] + pad[1] - dilation * (kernel - 1) - 1
+    out = output_length(size, kernel, stride, pad[0] + pad[1], dilation)
+    table = tap_sources(size, pad[0], pad[1], "zeros", kernel, stride, dilation, max(out, 0))
+    read = np.zeros(size, dtype=bool)
+    read[table[table >= 0]] = True
+    unread = tuple(int(i) for i in np.flatnonzero(~read))
+    return DimExplanation(name, size, kernel, stride, dilation, pad, numerator, out, unread)
+
+
+def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
+                  out_channels=None) -> ShapeExplanation:
+    """Explain the output size of ``conv2d`` for an input of ``input_shape``.
+
+    Parameters
+    ----------
+    input_shape : (H, W), (C, H, W) or (N, C, H, W), ints
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, (int, int), ``'valid'`` or ``'same'``
+    out_channels : int or None; with it, ``output_shape`` is the full output shape
+
+    The hyper-parameters are validated exactly as :func:`convscope.conv2d` does
+    (TypeError / ValueError with the same messages); a configuration whose
+    output would be empty is explained, not raised: ``.empty`` is True.
+
+    Examples
+    --------
+    >>> e = explain_shape((1, 1, 6, 6), 2, stride=3, out_channels=1)
+    >>> e.output_shape
+    (1, 1, 2, 2)
+    >>> e.unread
+    ((2, 5), (2, 5))
+    >>> print(e)  # doctest: +NORMALIZE_WHITESPACE
+    input (1, 1, 6, 6), kernel_size=(2, 2), stride=(3, 3), padding=0 → ((0, 0), (0, 0)),
+        dilation=(1, 1), out_channels=1
+    Height: H = 6, kernel 2, stride 3, dilation 1, padding top 0 + bottom 0
+      H_out = ⌊(H + pad_top + pad_bottom − d·(k−1) − 1)/s⌋ + 1
+      H_out = ⌊(6 + 0 − 1·(2−1) − 1)/3⌋ + 1 = ⌊4/3⌋ + 1 = 2
+      rows 2 and 5 of the input are never read: stride 3 is larger than the kernel's extent 2,
+        so each step skips 1 row between windows (row 2); the last window starts at padded
+        row 3 and ends at 4, and ⌊4/3⌋ drops the remainder of 1 padded row (row 5)
+    Width: W = 6, kernel 2, stride 3, dilation 1, padding left 0 + right 0
+      W_out = ⌊(W + pad_left + pad_right − d·(k−1) − 1)/s⌋ + 1
+      W_out = ⌊(6 + 0 − 1·(2−1) − 1)/3⌋ + 1 = ⌊4/3⌋ + 1 = 2
+      columns 2 and 5 of the input are never read: stride 3 is larger than the kernel's extent 2,
+        so each step skips 1 column between windows (column 2); the last window starts at padded
+        column 3 and ends at 4, and ⌊4/3⌋ drops the remainder of 1 padded column (column 5)
+    output shape (1, 1, 2, 2)
+    >>> explain_shape((2, 2), 3).empty
+    True
+    """
+    shape = _check_input_shape(input_shape)
+    spec = make_spec(kernel_size, stride, padding, dilation)
+    channels = None if out_channels is None else check_positive_int(out_channels, "out_channels")
+    dims = tuple(
+        _explain_dim(name, n, k, s, pad, d)
+        for name, n, k, s, pad, d in zip("HW", shape[-2:], spec.kernel_size, spec.stride, spec.padding,
+                                         spec.dilation)
+    )
+    return ShapeExplanation(shape, spec, padding, channels, dims)  # type: ignore[arg-type]

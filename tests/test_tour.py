@@ -1,0 +1,108 @@
+"""The guided tour (``convscope tour``, the README's first command): it runs end to end, checks
+every result against torch, and explains the seeds' numbers with the numbers convscope computes."""
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convscope
+from convscope import tour
+
+
+def run(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "convscope", *args], capture_output=True, text=True,
+                          timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def full_tour():
+    pytest.importorskip("torch")
+    result = run("tour")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_tour_runs_every_section_in_order_and_torch_agrees(full_tour):
+    positions = [full_tour.index(tour.header(k)) for k in range(1, len(tour.SECTIONS) + 1)]
+    assert positions == sorted(positions)
+    assert "✗" not in full_tour and "DISAGREES" not in full_tour
+    checks = re.findall(r"✓ torch \S+ agrees", full_tour)
+    summary = re.search(r"All (\d+) results agree with torch", full_tour)
+    assert summary and int(summary.group(1)) == len(checks) >= 15
+
+
+def test_tour_seed004_weight_gradient_term_by_term(full_tour):
+    A = np.array(tour.SEED004_A, dtype=np.float32)[None, None]
+    B = np.array(tour.SEED004_B, dtype=np.float32)[None, None]
+    out = convscope.conv2d(A, B, stride=2)
+    grads = convscope.conv2d_backward(np.ones_like(out), A, B, stride=2)
+    import torch
+
+    At = torch.tensor(A, requires_grad=True)
+    Bt = torch.tensor(B, requires_grad=True)
+    torch.nn.functional.conv2d(At, Bt, stride=2).sum().backward()
+    np.testing.assert_array_equal(grads.weight, Bt.grad.numpy())
+    section = full_tour[full_tour.index(tour.header(5)):]
+    for u in range(2):
+        for v in range(2):
+            value = grads.weight[0, 0, u, v]
+            # the four windows' pixels that tap (u, v) met, summed term by term
+            terms = [A[0, 0, 2 * i + u, 2 * j + v] for i in range(2) for j in range(2)]
+            assert sum(terms) == value
+            line = "sum: " + " + ".join(f"{t:.0f}" for t in terms).replace("+ -", "− ") + f" = {value:.0f}"
+            assert line in section, line
+            assert f"∂L/∂w[0, 0, {u}, {v}] = {value:.0f}" in section
+
+
+def test_tour_shows_the_seed_answers(full_tour):
+    # seed 001: the bias is the difference between the printed output and the sum of w·x
+    x = np.array(tour.SEED001_X)
+    w = np.array(tour.SEED001_W)
+    sum_wx = float(np.sum(x[:3, :3] * w))
+    assert f"it's not the sum of w·x = {sum_wx:.4f}" in full_tour
+    assert f"0.5142 − {sum_wx:.4f} = {0.5142 - sum_wx:.4f}" in full_tour
+    assert "(Every tap reads zero padding, so this output is the bias alone.)" in full_tour
+    # seed 002's size question and seed 004's layer
+    assert "⌊(4 + 0 − 1·(2−1) − 1)/2⌋ + 1 = ⌊2/2⌋ + 1 = 2" in full_tour
+    assert "H_out = ⌊(32 + 0 − 1·(3−1) − 1)/2⌋ + 1 = ⌊29/2⌋ + 1 = 15" in full_tour
+    assert "output shape (14, 5, 15, 17)" in full_tour
+    # seed 004: a pixel no window reads
+    assert "No tap reads this pixel" in full_tour and "the floor" in full_tour
+
+
+@pytest.mark.parametrize("section", range(1, len(tour.SECTIONS) + 1))
+def test_each_section_alone(section):
+    result = run("tour", "--section", str(section))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(tour.header(section).split("\n")[0])
+    for other in range(1, len(tour.SECTIONS) + 1):
+        if other != section:
+            assert tour.header(other) not in result.stdout
+
+
+def test_tour_without_torch_says_so_and_still_runs():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from convscope.cli import main\n"
+            "sys.exit(main(['tour']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "torch is not installed" in result.stdout
+    assert "✓" not in result.stdout
+    assert tour.header(5) in result.stdout
+
+
+def test_a_disagreement_with_torch_fails_the_tour():
+    pytest.importorskip("torch")
+    check = tour.Checker.create()
+    line = check.conv("a wrong result", np.zeros((1, 1, 1, 1)), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
+    assert "DISAGREES" in line and check.failures == ["a wrong result"]
+
+
+@pytest.mark.parametrize("section", ["0", "6", "x"])
+def test_bad_section_is_one_line_and_exit_2(section):
+    result = run("tour", "--section", section)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
