@@ -131,6 +131,8 @@ def demo_text() -> str:
             f"torch {torch.__version__} on the same numbers: largest |convscope − torch| = "
             f"{np.abs(out - expected).max():.1e}"
         )
+    lines += ["", "Next: `convscope tour` walks through all the seeds' examples, and `convscope explain --help`",
+              "shows how to explain any output or gradient number of your own convolution."]
     return "\n".join(lines)
 
 

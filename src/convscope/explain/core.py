@@ -370,7 +370,7 @@ def _padded_channels(x3, spec: ConvSpec, shape: ConvShape, channels: range, limi
         return None
     from ..padding import pad
 
-    return pad(np.asarray(x3[channels.start:channels.stop], dtype=np.float64)[None], spec)[0]
+    return np.array(pad(x3[channels.start:channels.stop].astype(np.float64), spec))  # a copy, never the caller's
 
 
 # --------------------------------------------------------------------------- explain_grad

@@ -180,7 +180,8 @@ def _output_text(e, dec: int) -> list[str]:
         f"  out[{b}o, i, j] = bias[o] + Σ_c Σ_u Σ_v x̃[{b}c, i·sH + u·dH, j·sW + v·dW] · w[o, c, u, v]",
         f"  {_out_name(e)} = bias[{o}] + Σ_c Σ_u Σ_v x̃[{bn}c, {i}·{sH} + u·{dH}, {j}·{sW} + v·{dW}] · w[{o}, c, u, v]",
         f"  The window: rows {r0}..{r0 + (kH - 1) * dH} and columns {c0}..{c0 + (kW - 1) * dW} of x̃"
-        + (f" (every {dH}th row, every {dW}th column: dilation)" if (dH, dW) != (1, 1) else "") + ".",
+        + (f" (dilation {(dH, dW)}: the taps are {dH} row{'s' if dH > 1 else ''} and {dW} column{'s' if dW > 1 else ''}"
+           " apart)" if (dH, dW) != (1, 1) else "") + ".",
         "  " + padding_line(e),
     ]
     gl = groups_line(e)
