@@ -179,47 +179,44 @@ def _as_float(a) -> float:
 # --------------------------------------------------------------------------- torch
 
 
+def _torch_conv(xt, wt, bt, spec: ConvSpec):
+    """torch's conv2d of 4-D tensors, padded as ``nn.Conv2d`` pads for ``spec.padding_mode``."""
+    import torch.nn.functional as F
+
+    if spec.padding_mode == "zeros":
+        return F.conv2d(xt, wt, bt, spec.stride, spec.padding_arg, spec.dilation, spec.groups)
+    (pt, pb), (pl, pr) = spec.padding
+    return F.conv2d(F.pad(xt, (pl, pr, pt, pb), mode=spec.padding_mode), wt, bt, spec.stride, 0,
+                    spec.dilation, spec.groups)
+
+
+def _torch_tensor(a, requires_grad: bool = False):
+    """A torch copy of ``a``, as 4-D when ``a`` is an unbatched input; float16 becomes float32."""
+    import torch
+
+    return torch.tensor(np.array(a, dtype=np.float32 if a.dtype == np.float16 else a.dtype),
+                        requires_grad=requires_grad)
+
+
 def _torch_forward(x, w, b, spec: ConvSpec, at):
     """torch's output at ``at`` for the same arrays (float16 computed in float32, then rounded)."""
     import torch
-    import torch.nn.functional as F
 
-    def t(a):
-        return None if a is None else torch.from_numpy(np.array(a, dtype=np.float32 if a.dtype == np.float16 else a.dtype))
-
-    xt = t(x if x.ndim == 4 else x[None])
     with torch.no_grad():
-        if spec.padding_mode == "zeros":
-            out = F.conv2d(xt, t(w), t(b), spec.stride, spec.padding_arg, spec.dilation, spec.groups)
-        else:
-            (pt, pb), (pl, pr) = spec.padding
-            out = F.conv2d(F.pad(xt, (pl, pr, pt, pb), mode=spec.padding_mode), t(w), t(b), spec.stride,
-                           0, spec.dilation, spec.groups)
+        out = _torch_conv(_torch_tensor(x if x.ndim == 4 else x[None]), _torch_tensor(w),
+                          None if b is None else _torch_tensor(b), spec)
     out = out.numpy().astype(x.dtype)
-    if x.ndim == 3:
-        out = out[0]
-    return _as_float(out[at])
+    return _as_float((out if x.ndim == 4 else out[0])[at])
 
 
 def _torch_grads(gy, x, w, spec: ConvSpec):
     """torch's (∂input, ∂weight, ∂bias) of ``sum(conv2d(x, w, b) * gy)``, by autograd."""
-    import torch
-    import torch.nn.functional as F
-
-    work = np.float32 if x.dtype == np.float16 else x.dtype
-    xt = torch.tensor(np.array(x if x.ndim == 4 else x[None], dtype=work), requires_grad=True)
-    wt = torch.tensor(np.array(w, dtype=work), requires_grad=True)
-    bt = torch.zeros(w.shape[0], dtype=xt.dtype, requires_grad=True)
-    if spec.padding_mode == "zeros":
-        out = F.conv2d(xt, wt, bt, spec.stride, spec.padding_arg, spec.dilation, spec.groups)
-    else:
-        (pt, pb), (pl, pr) = spec.padding
-        out = F.conv2d(F.pad(xt, (pl, pr, pt, pb), mode=spec.padding_mode), wt, bt, spec.stride, 0,
-                       spec.dilation, spec.groups)
-    g = torch.from_numpy(np.array(gy if gy.ndim == 4 else gy[None], dtype=work))
-    (out * g).sum().backward()
-    dx = xt.grad.numpy().astype(x.dtype)
-    return (dx if x.ndim == 4 else dx[0]), wt.grad.numpy().astype(x.dtype), bt.grad.numpy().astype(x.dtype)
+    xt = _torch_tensor(x if x.ndim == 4 else x[None], requires_grad=True)
+    wt = _torch_tensor(w, requires_grad=True)
+    bt = _torch_tensor(np.zeros(w.shape[0], dtype=w.dtype), requires_grad=True)
+    (_torch_conv(xt, wt, bt, spec) * _torch_tensor(gy if gy.ndim == 4 else gy[None])).sum().backward()
+    dx, dw, db = (t.grad.numpy().astype(x.dtype) for t in (xt, wt, bt))
+    return (dx if x.ndim == 4 else dx[0]), dw, db
 
 
 def torch_available() -> bool:
