@@ -198,7 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--out-channels", type=int, help="output channels, for the full output shape")
     _add_color(shape)
 
-    ex = sub.add_parser("explain", help="how one output (or gradient) number is made")
+    ex = sub.add_parser(
+        "explain", help="how one output (or gradient) number is made",
+        description="Explain how one number of a convolution is made, term by term. Without --input-file "
+                    "the input is seeded random (--input gives its shape); without --weight-file the kernel "
+                    "is seeded random (or ones with --ones).",
+        epilog="examples:  convscope explain --input 5x5 --kernel 3 --bias 0.1 --at 1,2\n"
+               "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
+               "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ex.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
     src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
@@ -211,10 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
     ex.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
     _add_conv_options(ex)
-    ex.add_argument("-g", "--groups", type=int, default=1)
+    ex.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     ex.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
     ex.add_argument("--at", default=None,
-                    help="the element: i,j (output); missing leading indices are 0, e.g. o,i,j or n,o,i,j")
+                    help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j; "
+                         "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
     ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
     ex.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
     ex.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 4)")
