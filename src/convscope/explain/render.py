@@ -128,8 +128,9 @@ def groups_line(e) -> str | None:
     g = o // Og
     return (f"groups {s.groups}: the {shape.C} input channels are split into {s.groups} groups of {Cg}, and "
             f"the {shape.out_channels} output channels into groups of {Og}. Output channel {o} is in group {g}, "
-            f"so it sees input channels {_range(range(g * Cg, (g + 1) * Cg))} only "
-            f"(c = 0..{Cg - 1} in the formula is input channel {g * Cg} + c).")
+            f"so it sees input channel{'s' if Cg > 1 else ''} {_range(range(g * Cg, (g + 1) * Cg))} only "
+            + (f"(c = 0..{Cg - 1} in the formula is input channel {g * Cg} + c)." if Cg > 1 else
+               f"(c = 0 in the formula is input channel {g * Cg})."))
 
 
 def _range(r: range) -> str:
