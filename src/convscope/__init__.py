@@ -5,10 +5,16 @@ Public API
 - :func:`conv2d`, :func:`conv2d_backward`, :func:`conv2d_input`, :func:`conv2d_weight`
 - :func:`conv2d_output_size`
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
+- :func:`plan` (which implementation runs each pass, and why)
+- :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
+- :func:`set_num_threads`, :func:`get_num_threads`
 """
 from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
 from .module import Conv2d
+from .planner import plan
 from .spec import ConvSpec
+from .threads import get_num_threads, set_num_threads
+from .workspace import get_workspace_limit, set_workspace_limit, workspace_limit
 
 __version__ = "0.1.0"
 
@@ -21,4 +27,10 @@ __all__ = [
     "conv2d_input",
     "conv2d_output_size",
     "conv2d_weight",
+    "get_num_threads",
+    "get_workspace_limit",
+    "plan",
+    "set_num_threads",
+    "set_workspace_limit",
+    "workspace_limit",
 ]
