@@ -12,7 +12,9 @@ batched arrays of one compute dtype:
 
 * ``backward(grad_out, x, w, spec, shape, (want_input, want_weight))`` → (dx or None, dw or None),
   both gradients at once, sharing work;
-* ``workspace(pass_, spec, shape, itemsize)`` → an upper estimate of the scratch bytes of a pass.
+* ``workspace(pass_, spec, shape, itemsize)`` → an upper estimate of the scratch bytes of a pass;
+* ``prepared_forward(w)`` → ``f(x, b, spec, shape)``, the forward with its weight-only work
+  done once, for running on many slices.
 
 ``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`.
 Which implementation runs is decided by :mod:`convscope.planner`.
@@ -75,9 +77,11 @@ def run_forward(name, x, w, b, spec, shape):
     if step >= shape.N:
         return impl.forward(x, w, b, spec, shape)
     out = np.empty((shape.N, shape.out_channels, shape.H_out, shape.W_out), dtype=x.dtype)
+    prepared = getattr(impl, "prepared_forward", None)
+    fwd = prepared(w) if prepared else (lambda xs, bs, sp, sh: impl.forward(xs, w, bs, sp, sh))
     if step >= 1:
         for sl in _slices(shape.N, step):
-            out[sl] = impl.forward(x[sl], w, b, spec, shape._replace(N=sl.stop - sl.start))
+            out[sl] = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start))
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
     flat = dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
@@ -93,8 +97,7 @@ def run_forward(name, x, w, b, spec, shape):
         for r0 in range(0, shape.H_out, rows):
             r1 = min(shape.H_out, r0 + rows)
             block = xp[:, :, r0 * sH:(r1 - 1) * sH + dH * (kH - 1) + 1]   # (1, C, rows read, Wp) view
-            out[n:n + 1, :, r0:r1] = impl.forward(np.ascontiguousarray(block), w, b, flat,
-                                                  _rows_shape(spec, shape, r1 - r0))
+            out[n:n + 1, :, r0:r1] = fwd(np.ascontiguousarray(block), b, flat, _rows_shape(spec, shape, r1 - r0))
     return out
 
 

@@ -98,10 +98,19 @@ def matrices(m: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _cache[key]
 
 
-def correlate3x3(x, w, top, bottom, left, right, m=None):
+def transform_weight(w, m=None):
+    """U = G g Gᵀ for every (output, input) channel pair: (O, C, 3, 3) → (T, O, C)."""
+    m = TILE if m is None else m
+    O, C = w.shape[:2]
+    GG = matrices(m, w.dtype)[1]
+    return (GG @ w.reshape(O * C, 9).T).reshape((m + 2) ** 2, O, C)   # (T, 9) @ (9, O·C) → (T, O, C)
+
+
+def correlate3x3(x, w, top, bottom, left, right, m=None, U=None):
     """3×3 stride-1 correlation of x (N, C, H, W) zero-padded by (top, bottom, left, right) with w (O, C, 3, 3).
 
-    Returns (N, O, H + top + bottom − 2, W + left + right − 2).
+    Returns (N, O, H + top + bottom − 2, W + left + right − 2).  ``U`` is
+    :func:`transform_weight` of ``w``, when already computed.
     """
     m = TILE if m is None else m
     a = m + 2
@@ -121,7 +130,8 @@ def correlate3x3(x, w, top, bottom, left, right, m=None):
     del xz, tiles
     V = (BB @ D.reshape(a * a, C * P)).reshape(a * a, C, P)         # (T, C·P) → (T, C, P)
     del D
-    U = (GG @ w.reshape(O * C, 9).T).reshape(a * a, O, C)           # (T, 9) @ (9, O·C) → (T, O, C)
+    if U is None:
+        U = transform_weight(w, m)                                  # (T, O, C)
     M = np.matmul(U, V)                                             # (T, O, C) @ (T, C, P) → (T, O, P)
     del V, U
     Y = (AA @ M.reshape(a * a, O * P)).reshape(m, m, O, N, th, tw)  # (m², O·P) → (m, m, O, N, th, tw)
@@ -134,15 +144,21 @@ def correlate3x3(x, w, top, bottom, left, right, m=None):
     return np.ascontiguousarray(full[:, :, :Ho, :Wo])
 
 
-def forward(x, w, b, spec, shape):
+def forward(x, w, b, spec, shape, U=None):
     if spec.padding_mode == "zeros":
         (pt, pb), (pl, pr) = spec.padding
-        out = correlate3x3(x, w, pt, pb, pl, pr)
+        out = correlate3x3(x, w, pt, pb, pl, pr, U=U)
     else:
-        out = correlate3x3(pad(x, spec), w, 0, 0, 0, 0)
+        out = correlate3x3(pad(x, spec), w, 0, 0, 0, 0, U=U)
     if b is not None:
         out += b.reshape(1, -1, 1, 1)
     return out
+
+
+def prepared_forward(w):
+    """``forward`` with the kernel transform computed once, for running on many slices."""
+    U = transform_weight(w)
+    return lambda x, b, spec, shape: forward(x, w, b, spec, shape, U=U)
 
 
 def grad_input(grad_out, w, spec, shape):
