@@ -54,7 +54,7 @@ MIN_TAPS_PER_PHASE = 4
 
 # Winograd: where it measured faster than gemm
 WINOGRAD_MIN_CHANNELS = 64
-WINOGRAD_MIN_OUTPUT_PIXELS = 64
+WINOGRAD_MIN_OUTPUT_PIXELS = 100
 
 
 # --------------------------------------------------------------------------- what each path can serve

@@ -125,20 +125,28 @@ def _scatter_taps(d, lead, spec, shape, dtype):
 # --------------------------------------------------------------------------- per-sample layout
 
 
-def im2col(x, spec, shape):
-    """cols (N, G, Cg·kH·kW, H_out·W_out) from x (N, C, H, W)."""
+def im2col(x, spec, shape, ones_row=False):
+    """cols (N, G, Cg·kH·kW, H_out·W_out) from x (N, C, H, W).
+
+    With ``ones_row`` cols gets one more row of ones, (N, G, Cg·kH·kW + 1, L), so that a
+    weight matrix with the bias as its last column adds the bias inside the product.
+    """
     N, G, Cg = shape.N, shape.groups, shape.in_per_group
     kH, kW = spec.kernel_size
-    L = shape.H_out * shape.W_out
-    if _is_pointwise(spec):
+    K, L = Cg * kH * kW, shape.H_out * shape.W_out
+    if _is_pointwise(spec) and not ones_row:
         return x.reshape(N, G, Cg, L)                               # a view: no copy
     source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
-    cols = np.empty((N, G, Cg, kH, kW, shape.H_out, shape.W_out), dtype=x.dtype)
+    full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
+    cols = full[:, :, :K]                                           # (N, G, K, L) view
+    cols.shape = (N, G, Cg, kH, kW, shape.H_out, shape.W_out)       # a view (raises if it cannot be)
     for u in range(kH):
         for v in range(kW):
             # (N, C, H_out, W_out) → (N, G, Cg, H_out, W_out)
             cols[:, :, :, u, v] = source(u, v).reshape(N, G, Cg, shape.H_out, shape.W_out)
-    return cols.reshape(N, G, Cg * kH * kW, L)
+    if ones_row:
+        full[:, :, K] = 1
+    return full
 
 
 def col2im(dcols, spec, shape):
@@ -220,12 +228,27 @@ def _grad_matrix_folded(grad_out, shape):
     return _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
 
 
+def _bias_in_product(spec, shape) -> bool:
+    """Whether the per-sample forward adds the bias through a row of ones in cols.
+
+    im2col copies anyway, so the extra row is free; a 1×1 kernel would need a copy of the
+    input, which costs less than a pass over the output only when the output is at least
+    twice as large (C_out ≥ 2·C).
+    """
+    return not _is_pointwise(spec) or shape.out_channels >= 2 * shape.C
+
+
 def forward(x, w, b, spec, shape):
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
     if not planner.gemm_folded(spec, shape, backward=False):
-        cols = im2col(x, spec, shape)                               # (N, G, K, L)
-        out = np.matmul(_weight_matrix(w, shape), cols)             # (N, G, C_out/G, L)
+        wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
+        if b is not None and _bias_in_product(spec, shape):
+            # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
+            wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
+            out = np.matmul(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
+            return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
+        out = np.matmul(wm, im2col(x, spec, shape))                 # (N, G, C_out/G, L)
         out = out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
         if b is not None:
             out += b.reshape(1, -1, 1, 1)

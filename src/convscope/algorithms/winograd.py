@@ -50,6 +50,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ..padding import fold, pad
+from ..threads import get_num_threads, parallel_map
 
 TILE = 4
 
@@ -106,11 +107,20 @@ def transform_weight(w, m=None):
     return (GG @ w.reshape(O * C, 9).T).reshape((m + 2) ** 2, O, C)   # (T, 9) @ (9, O·C) → (T, O, C)
 
 
-def correlate3x3(x, w, top, bottom, left, right, m=None, U=None):
+def _halves(n, parts):
+    """``parts`` contiguous slices covering range(n) (fewer when n is small)."""
+    parts = max(1, min(parts, n))
+    edges = [n * i // parts for i in range(parts + 1)]
+    return [slice(edges[i], edges[i + 1]) for i in range(parts)]
+
+
+def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     """3×3 stride-1 correlation of x (N, C, H, W) zero-padded by (top, bottom, left, right) with w (O, C, 3, 3).
 
-    Returns (N, O, H + top + bottom − 2, W + left + right − 2).  ``U`` is
-    :func:`transform_weight` of ``w``, when already computed.
+    Returns (N, O, H + top + bottom − 2, W + left + right − 2), plus ``bias`` (O,) if given.
+    ``U`` is :func:`transform_weight` of ``w``, when already computed.  The copies (padding,
+    tile gathering, output scattering) are split over channels and run on
+    :func:`convscope.threads.parallel_map`; the products run in BLAS.
     """
     m = TILE if m is None else m
     a = m + 2
@@ -120,39 +130,56 @@ def correlate3x3(x, w, top, bottom, left, right, m=None, U=None):
     th, tw = -(-Ho // m), -(-Wo // m)                               # tiles down and across
     P = N * th * tw
     BB, GG, AA = matrices(m, x.dtype)
+    parts = get_num_threads()
     # the zero-padded input, extended to whole tiles: (N, C, th·m + 2, tw·m + 2)
-    xz = np.zeros((N, C, th * m + 2, tw * m + 2), dtype=x.dtype)
-    xz[:, :, top:top + H, left:left + W] = x
+    Hz, Wz = th * m + 2, tw * m + 2
+    xz = np.empty((N, C, Hz, Wz), dtype=x.dtype)
     s = xz.strides
     tiles = as_strided(xz, (N, C, th, tw, a, a), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]))
-    D = np.empty((a, a, C, N, th, tw), dtype=x.dtype)
-    np.copyto(D, tiles.transpose(4, 5, 1, 0, 2, 3))                 # (N, C, th, tw, a, a) → (a, a, C, N, th, tw)
+    D = np.empty((C, N, th, tw, a, a), dtype=x.dtype)
+
+    def gather(cs):
+        xc = xz[:, cs]                                              # (N, c, Hz, Wz) view
+        xc[:, :, :top] = 0
+        xc[:, :, top + H:] = 0
+        xc[:, :, top:top + H, :left] = 0
+        xc[:, :, top:top + H, left + W:] = 0
+        xc[:, :, top:top + H, left:left + W] = x[:, cs]
+        np.copyto(D[cs], tiles[:, cs].transpose(1, 0, 2, 3, 4, 5))  # (N, c, th, tw, a, a) → (c, N, th, tw, a, a)
+
+    parallel_map(gather, _halves(C, parts))
     del xz, tiles
-    V = (BB @ D.reshape(a * a, C * P)).reshape(a * a, C, P)         # (T, C·P) → (T, C, P)
+    V = (BB @ D.reshape(C * P, a * a).T).reshape(a * a, C, P)       # (T, T) @ (T, C·P) view → (T, C, P)
     del D
     if U is None:
         U = transform_weight(w, m)                                  # (T, O, C)
     M = np.matmul(U, V)                                             # (T, O, C) @ (T, C, P) → (T, O, P)
     del V, U
-    Y = (AA @ M.reshape(a * a, O * P)).reshape(m, m, O, N, th, tw)  # (m², O·P) → (m, m, O, N, th, tw)
+    Y = (M.reshape(a * a, O * P).T @ AA.T).reshape(O, N, th, tw, m, m)  # (O·P, T) view @ (T, m²) → (O, N, th, tw, m, m)
     del M
+    whole = th * m == Ho and tw * m == Wo
     full = np.empty((N, O, th, m, tw, m), dtype=x.dtype)
-    np.copyto(full, Y.transpose(3, 2, 4, 0, 5, 1))                  # (m, m, O, N, th, tw) → (N, O, th, m, tw, m)
-    full = full.reshape(N, O, th * m, tw * m)                       # (N, O, th, m, tw, m) → (N, O, th·m, tw·m)
-    if th * m == Ho and tw * m == Wo:
-        return full
-    return np.ascontiguousarray(full[:, :, :Ho, :Wo])
+    out = full.reshape(N, O, th * m, tw * m) if whole else np.empty((N, O, Ho, Wo), dtype=x.dtype)
+
+    def scatter(os_):
+        src = Y[os_].transpose(1, 0, 2, 4, 3, 5)                    # (o, N, th, tw, m, m) → (N, o, th, m, tw, m)
+        dst = full[:, os_]
+        if bias is None:
+            np.copyto(dst, src)
+        else:
+            np.add(src, bias[os_].reshape(1, -1, 1, 1, 1, 1), out=dst)
+        if not whole:
+            np.copyto(out[:, os_], dst.reshape(N, os_.stop - os_.start, th * m, tw * m)[:, :, :Ho, :Wo])
+
+    parallel_map(scatter, _halves(O, parts))
+    return out
 
 
 def forward(x, w, b, spec, shape, U=None):
     if spec.padding_mode == "zeros":
         (pt, pb), (pl, pr) = spec.padding
-        out = correlate3x3(x, w, pt, pb, pl, pr, U=U)
-    else:
-        out = correlate3x3(pad(x, spec), w, 0, 0, 0, 0, U=U)
-    if b is not None:
-        out += b.reshape(1, -1, 1, 1)
-    return out
+        return correlate3x3(x, w, pt, pb, pl, pr, bias=b, U=U)
+    return correlate3x3(pad(x, spec), w, 0, 0, 0, 0, bias=b, U=U)
 
 
 def prepared_forward(w):
