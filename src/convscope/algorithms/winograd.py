@@ -119,7 +119,7 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
 
     Returns (N, O, H + top + bottom − 2, W + left + right − 2), plus ``bias`` (O,) if given.
     ``U`` is :func:`transform_weight` of ``w``, when already computed.  The copies (padding,
-    tile gathering, output scattering) are split over channels and run on
+    scattering of the output) are split over output channels and run on
     :func:`convscope.threads.parallel_map`; the products run in BLAS.
     """
     m = TILE if m is None else m
@@ -147,7 +147,7 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
         xc[:, :, top:top + H, left:left + W] = x[:, cs]
         np.copyto(D[cs], tiles[:, cs].transpose(1, 0, 2, 3, 4, 5))  # (N, c, th, tw, a, a) → (c, N, th, tw, a, a)
 
-    parallel_map(gather, _halves(C, parts))
+    gather(slice(0, C))     # one thread: split, it ran slower next to BLAS's spinning workers
     del xz, tiles
     V = (BB @ D.reshape(C * P, a * a).T).reshape(a * a, C, P)       # (T, T) @ (T, C·P) view → (T, C, P)
     del D
