@@ -11,17 +11,30 @@ row   condition                                           forward      grad_inpu
 1x1   1×1 kernel (any stride, padding, groups)            pointwise    pointwise    pointwise
 dw    one input channel per group, groups > 1             depthwise    depthwise    depthwise
 wino  3×3, stride 1, dilation 1, groups 1,                winograd     winograd     gemm
-      C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 64
+      C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 100
 else  everything else                                     gemm         gemm         gemm
 ====  ==================================================  ===========  ===========  ===========
 
-The thresholds come from ``bench/bench_conv.py`` on the project's machine (2
-cores, AVX-512, OpenBLAS): Winograd F(4×4, 3×3) beats im2col on ResNet-50's 3×3
-stride-1 layers down to 7×7 images, but not with few channels, where its
-transforms cost more than the products they save.  Winograd has no
-grad_weight (the weight gradient of a 3×3 kernel is 9 numbers per channel
-pair, a reduction over the whole image that im2col's single product does
-well).
+The thresholds come from timing each pass of each implementation against the
+others on the project's machine (2 cores, AVX-512, OpenBLAS; batch 8, float32;
+see ``bench/``):
+
+* Winograd F(4×4, 3×3) beat im2col on ResNet-50's 3×3 stride-1 layers with 64
+  to 256 channels at 56², 28² and 14² (forward 15.2 vs 17.9 ms, 9.4 vs 10.8 ms,
+  7.9 vs 8.9 ms; grad_input 15.9 vs 22.8 ms at 56²), lost at 7² with 512
+  channels (10.0 vs 8.6 ms: too few tiles for its products, a 36× larger
+  kernel transform) and with 32 channels (6.9 vs 6.1 ms: the transforms cost
+  more than the products they save).  Its weight gradient is not implemented:
+  the 3×3 kernel's gradient is a reduction over the whole image, which
+  im2col's single product does well.
+* The depthwise path beat gemm (grouped im2col) on MobileNetV2's depthwise
+  layers: forward 11 vs 28 ms, grad_input 16 vs 57 ms, grad_weight 10 vs 26 ms
+  at 32×112²; 3.6 vs 3.7, 4.8 vs 12.3, 2.1 vs 3.7 ms at 960×7².
+* FFT (``scipy.fft``, 2 workers) was measured and is not used: for the 7×7/2
+  stem the kernel and inverse transforms alone took over 100 ms against
+  im2col's 20 ms and torch's 6 ms (it computes the stride-1 output and
+  discards 3/4 of it), and for 3×3 layers the per-frequency channel products
+  cost more than the whole direct convolution.
 
 The gemm path also has two layout decisions, planned here with the rest:
 
