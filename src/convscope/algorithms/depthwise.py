@@ -77,14 +77,29 @@ class _Grid:
                      for u in range(kH) for v in range(kW)]
         self.phases = sorted({ph for ph, _, _, _ in self.taps})
 
-    def split(self, xp):
-        """{phase: (N, C, Hq·Wq) flat, zero-extended copy of xp[..., a::sH, b::sW]} (stride 1: one phase)."""
-        N, C = xp.shape[:2]
+    def split(self, x, spec):
+        """{phase: (N, C, Hq·Wq) flat, zero-extended copy of x̃[..., a::sH, b::sW]} (stride 1: one phase).
+
+        With zero padding the phases are cut from ``x`` directly (padded row ``a + i·sH``
+        is real row ``a + i·sH − top``); otherwise from the padded input.
+        """
+        N, C = x.shape[:2]
+        if spec.padding_mode == "zeros":
+            (top, _), (left, _) = spec.padding
+        else:
+            x, top, left = pad(x, spec), 0, 0
         out = {}
         for a, b in self.phases:
-            q = np.zeros((N, C, self.Hq, self.Wq), dtype=xp.dtype)
-            src = xp[:, :, a::self.sH, b::self.sW]
-            q[:, :, :src.shape[2], :src.shape[3]] = src
+            q = np.empty((N, C, self.Hq, self.Wq), dtype=x.dtype)
+            i0, j0 = -(-(top - a) // self.sH), -(-(left - b) // self.sW)   # first phase row/col on a real pixel
+            r0, c0 = a + i0 * self.sH - top, b + j0 * self.sW - left
+            src = x[:, :, r0::self.sH, c0::self.sW]                 # (N, C, rows, cols) view
+            i1, j1 = i0 + src.shape[2], j0 + src.shape[3]
+            q[:, :, :i0] = 0                                        # zero only the border, not the whole phase
+            q[:, :, i1:] = 0
+            q[:, :, i0:i1, :j0] = 0
+            q[:, :, i0:i1, j1:] = 0
+            q[:, :, i0:i1, j0:j1] = src
             out[(a, b)] = q.reshape(N, C, self.Hq * self.Wq)       # (N, C, Hq, Wq) → (N, C, Hq·Wq)
         return out
 
@@ -101,7 +116,7 @@ def forward(x, w, b, spec, shape):
     N, C, m = shape.N, shape.C, shape.out_per_group                 # m: channel multiplier
     kH, kW = spec.kernel_size
     grid = _Grid(spec, shape)
-    q = grid.split(pad(x, spec))
+    q = grid.split(x, spec)
     w3 = w.reshape(C, m, kH * kW)                                   # (C·m, 1, kH, kW) → (C, m, kH·kW)
     b2 = None if b is None else b.reshape(C, m, 1)                  # (C·m,) → (C, m, 1)
     ext = np.empty((N, C, m, grid.L), dtype=x.dtype)
@@ -148,7 +163,7 @@ def backward(grad_out, x, w, spec, shape, mask):
     g_ext = g_ext.reshape(N, C, m, grid.L)                          # (N, C, m, Ho, Wq) → (N, C, m, L)
     dq = {ph: np.zeros((N, C, grid.Hq * grid.Wq), dtype=dtype) for ph in grid.phases} if want_dx else None
     w3 = None if w is None else w.reshape(C, m, kH * kW)            # (C·m, 1, kH, kW) → (C, m, kH·kW)
-    q = grid.split(pad(x, spec)) if want_dw else None
+    q = grid.split(x, spec) if want_dw else None
 
     def block(job):
         n, c0, c1 = job

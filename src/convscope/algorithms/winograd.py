@@ -118,9 +118,10 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     """3×3 stride-1 correlation of x (N, C, H, W) zero-padded by (top, bottom, left, right) with w (O, C, 3, 3).
 
     Returns (N, O, H + top + bottom − 2, W + left + right − 2), plus ``bias`` (O,) if given.
-    ``U`` is :func:`transform_weight` of ``w``, when already computed.  The copies (padding,
-    scattering of the output) are split over output channels and run on
-    :func:`convscope.threads.parallel_map`; the products run in BLAS.
+    ``U`` is :func:`transform_weight` of ``w``, when already computed.  The products run in
+    BLAS; the output scatter is split over output channels and run on
+    :func:`convscope.threads.parallel_map`.  The tile gather stays on one thread: split in
+    two it ran slower, its threads competing with BLAS's still-spinning workers.
     """
     m = TILE if m is None else m
     a = m + 2
@@ -129,7 +130,7 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // m), -(-Wo // m)                               # tiles down and across
     P = N * th * tw
-    BB, GG, AA = matrices(m, x.dtype)
+    BB, _, AA = matrices(m, x.dtype)
     parts = get_num_threads()
     # the zero-padded input, extended to whole tiles: (N, C, th·m + 2, tw·m + 2)
     Hz, Wz = th * m + 2, tw * m + 2
@@ -137,17 +138,12 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     s = xz.strides
     tiles = as_strided(xz, (N, C, th, tw, a, a), (s[0], s[1], m * s[2], m * s[3], s[2], s[3]))
     D = np.empty((C, N, th, tw, a, a), dtype=x.dtype)
-
-    def gather(cs):
-        xc = xz[:, cs]                                              # (N, c, Hz, Wz) view
-        xc[:, :, :top] = 0
-        xc[:, :, top + H:] = 0
-        xc[:, :, top:top + H, :left] = 0
-        xc[:, :, top:top + H, left + W:] = 0
-        xc[:, :, top:top + H, left:left + W] = x[:, cs]
-        np.copyto(D[cs], tiles[:, cs].transpose(1, 0, 2, 3, 4, 5))  # (N, c, th, tw, a, a) → (c, N, th, tw, a, a)
-
-    gather(slice(0, C))     # one thread: split, it ran slower next to BLAS's spinning workers
+    xz[:, :, :top] = 0
+    xz[:, :, top + H:] = 0
+    xz[:, :, top:top + H, :left] = 0
+    xz[:, :, top:top + H, left + W:] = 0
+    xz[:, :, top:top + H, left:left + W] = x
+    np.copyto(D, tiles.transpose(1, 0, 2, 3, 4, 5))                 # (N, C, th, tw, a, a) → (C, N, th, tw, a, a)
     del xz, tiles
     V = (BB @ D.reshape(C * P, a * a).T).reshape(a * a, C, P)       # (T, T) @ (T, C·P) view → (T, C, P)
     del D
