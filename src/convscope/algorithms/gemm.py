@@ -249,10 +249,9 @@ def forward(x, w, b, spec, shape):
             out = np.matmul(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
             return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
         out = np.matmul(wm, im2col(x, spec, shape))                 # (N, G, C_out/G, L)
-        out = out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
         if b is not None:
-            out += b.reshape(1, -1, 1, 1)
-        return out
+            out += b.reshape(G, Cog, 1)                             # (C_out,) → (G, C_out/G, 1): rows of L
+        return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)
     out_t = np.matmul(_weight_matrix(w, shape), cols)               # (G, C_out/G, N·L)
     src = out_t.reshape(G, Cog, N, L).transpose(2, 0, 1, 3)         # (N, G, C_out/G, L) view

@@ -153,6 +153,8 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     del V, U
     Y = (M.reshape(a * a, O * P).T @ AA.T).reshape(O, N, th, tw, m, m)  # (O·P, T) view @ (T, m²) → (O, N, th, tw, m, m)
     del M
+    if bias is not None:
+        Y.reshape(O, P * m * m)[...] += bias[:, None]               # (O, N, th, tw, m, m) → (O, P·m²): long rows
     whole = th * m == Ho and tw * m == Wo
     full = np.empty((N, O, th, m, tw, m), dtype=x.dtype)
     out = full.reshape(N, O, th * m, tw * m) if whole else np.empty((N, O, Ho, Wo), dtype=x.dtype)
@@ -160,10 +162,7 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     def scatter(os_):
         src = Y[os_].transpose(1, 0, 2, 4, 3, 5)                    # (o, N, th, tw, m, m) → (N, o, th, m, tw, m)
         dst = full[:, os_]
-        if bias is None:
-            np.copyto(dst, src)
-        else:
-            np.add(src, bias[os_].reshape(1, -1, 1, 1, 1, 1), out=dst)
+        np.copyto(dst, src)
         if not whole:
             np.copyto(out[:, os_], dst.reshape(N, os_.stop - os_.start, th * m, tw * m)[:, :, :Ho, :Wo])
 
