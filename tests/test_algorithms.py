@@ -109,6 +109,25 @@ def test_grad_functions_match_torch(name):
     assert_close(dw, tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(g), **tparams).numpy())
 
 
+@pytest.mark.parametrize("last", [False, True], ids=["flat-windows", "channels-last"])
+@pytest.mark.parametrize("case", SERVED["depthwise"], ids=[f"dw{i}" for i in range(len(SERVED["depthwise"]))])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_depthwise_layouts(case, last, mode, monkeypatch):
+    """Both depthwise layouts (flat windows on phases, channels last), forced, against the reference."""
+    from convscope.algorithms import depthwise
+
+    monkeypatch.setattr(depthwise, "channels_last", lambda spec, shape: last)
+    x, w, b, params = _arrays(case, "batched", np.float64)
+    params["padding_mode"] = mode
+    want = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want)
+    g = np.random.default_rng(2).standard_normal(want.shape)
+    got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+    for field in ("input", "weight", "bias"):
+        assert_close(getattr(got, field), getattr(ref, field), field)
+
+
 @pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("hw", [(4, 4), (5, 9), (12, 7)])
 def test_winograd_tiles(tile, hw, monkeypatch):
