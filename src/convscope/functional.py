@@ -69,6 +69,17 @@ def _spec_from_weight(weight_shape, stride, padding, dilation, groups, padding_m
     return make_spec(tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode)
 
 
+def _bias_grad(gy: np.ndarray, shape: ConvShape) -> np.ndarray:
+    """Σ over batch and positions of grad_output: (N, C_out, H_out, W_out) → (C_out,).
+
+    As a matrix-vector product with ones, which runs along the contiguous positions
+    (several times faster than ``sum(axis=(0, 2, 3))`` on small images).
+    """
+    L = shape.H_out * shape.W_out
+    ones = np.ones(L, dtype=gy.dtype)
+    return (gy.reshape(shape.N, shape.out_channels, L) @ ones).sum(axis=0)   # (N, C_out, L) @ (L,) → (N, C_out)
+
+
 def _batched_shape(shape: ConvShape) -> tuple:
     return (shape.N, shape.C, shape.H, shape.W)
 
@@ -181,7 +192,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     gy4 = _batched(gy, _out_shape(shape, False), cdt)
     dx, dw = algorithms.run_backward((plan.grad_input.algorithm, plan.grad_weight.algorithm),
                                      gy4, x4, w4, spec, shape, mask[:2])
-    db = gy4.sum(axis=(0, 2, 3)) if mask[2] else None
+    db = _bias_grad(gy4, shape) if mask[2] else None
     return Conv2dGrads(_result(dx, dtype, unbatched), _result(dw, dtype, False), _result(db, dtype, False))
 
 
