@@ -106,6 +106,27 @@ def test_chunked_equals_unchunked(algorithm, x_shape, w_shape, params, limit):
         assert peak <= x.nbytes + want.nbytes + limit
 
 
+def test_single_sample_is_cut_into_rows():
+    """One sample (unbatched) above the limit: blocks of output rows, same result."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((16, 30, 22))
+    w = rng.standard_normal((24, 16, 3, 3))
+    want = convscope.conv2d(x, w, padding=1, padding_mode="replicate", algorithm="gemm")
+    calls = []
+    original = algorithms.gemm.forward
+
+    def spy(xs, *args):
+        calls.append(xs.shape)
+        return original(xs, *args)
+
+    with convscope.workspace_limit(64 << 10):
+        import unittest.mock
+        with unittest.mock.patch.object(algorithms.gemm, "forward", spy):
+            got = convscope.conv2d(x, w, padding=1, padding_mode="replicate", algorithm="gemm")
+    assert len(calls) > 1 and all(c[0] == 1 for c in calls)
+    assert_close(got, want)
+
+
 def _spec_shape(x_shape, w_shape, params):
     spec = convscope.spec.make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0),
                                     params.get("dilation", 1), params.get("groups", 1),

@@ -53,9 +53,10 @@ def _estimate(impl, pass_, spec, shape, itemsize):
 def _batch_step(impl, pass_, spec, shape, itemsize):
     """Samples per slice so that a slice's estimate fits the limit (0: one sample does not fit)."""
     limit = get_workspace_limit()
-    if shape.N <= 1 or _estimate(impl, pass_, spec, shape, itemsize) <= limit:
+    total = _estimate(impl, pass_, spec, shape, itemsize)
+    if shape.N == 0 or total <= limit:
         return max(shape.N, 1)
-    per_sample = _estimate(impl, pass_, spec, shape._replace(N=1), itemsize)
+    per_sample = total if shape.N == 1 else _estimate(impl, pass_, spec, shape._replace(N=1), itemsize)
     return int(limit // max(per_sample, 1))
 
 
