@@ -44,7 +44,14 @@ The gemm path also has two layout decisions, planned here with the rest:
   FOLD_BELOW_1X1_BACKWARD`` and its forward when ``< FOLD_BELOW_1X1_FORWARD``;
 * *stride phases* (split the padded input into its sH·sW phases first) when
   the stride exceeds 1, dilation is 1 and at least ``MIN_TAPS_PER_PHASE`` taps
-  read each phase (the 7×7/2 stem: 49 taps, 4 phases).
+  read each phase (the 7×7/2 stem: 49 taps, 4 phases);
+* *batch slices*: for kernels larger than 1×1 with ``H_out·W_out ≥
+  SLICE_FROM_PIXELS`` the batch is cut into slices whose scratch memory is at
+  most ``SLICE_BYTES`` (or the workspace limit, if lower), so that the im2col
+  matrix of a slice is still in cache when the product reads it: the 7×7/2
+  stem's forward + backward went from 75 to 61 ms, the 3×3/2 at 56² from 60 to
+  52 ms.  Smaller images lose by it (the 3×3 at 7², batch folded, 41 → 51 ms
+  with 16 MiB slices), and so do 1×1 kernels, which copy little.
 
 An explicit ``algorithm='name'`` forces that implementation for every pass it
 implements; a pass it does not implement (winograd's grad_weight) uses the
@@ -64,6 +71,8 @@ FOLD_BELOW = 1024
 FOLD_BELOW_1X1_BACKWARD = 256
 FOLD_BELOW_1X1_FORWARD = 100
 MIN_TAPS_PER_PHASE = 4
+SLICE_BYTES = 24 << 20
+SLICE_FROM_PIXELS = 196
 
 # Winograd: where it measured faster than gemm
 WINOGRAD_MIN_CHANNELS = 64
@@ -173,6 +182,13 @@ def gemm_phases(spec) -> bool:
             and kH * kW >= MIN_TAPS_PER_PHASE * sH * sW)
 
 
+def gemm_slice_bytes(spec, shape):
+    """The scratch bytes a slice of the batch should stay under on the gemm path (None: no slicing)."""
+    if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
+        return None
+    return SLICE_BYTES
+
+
 def _layout(name, spec, shape, pass_):
     if name not in ("gemm", "pointwise"):
         return ""
@@ -184,6 +200,8 @@ def _layout(name, spec, shape, pass_):
         parts.append(f"per sample (H_out·W_out = {L})")
     if name == "gemm" and gemm_phases(spec):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if name == "gemm" and gemm_slice_bytes(spec, shape):
+        parts.append(f"batch slices of ≤ {gemm_slice_bytes(spec, shape) >> 20} MiB scratch")
     return ", ".join(parts)
 
 

@@ -14,7 +14,9 @@ batched arrays of one compute dtype:
   both gradients at once, sharing work;
 * ``workspace(pass_, spec, shape, itemsize)`` → an upper estimate of the scratch bytes of a pass;
 * ``prepared_forward(w)`` → ``f(x, b, spec, shape)``, the forward with its weight-only work
-  done once, for running on many slices.
+  done once, for running on many slices;
+* ``preferred_bytes(pass_, spec, shape)`` → a scratch size below the workspace limit that its
+  slices of the batch should stay under because they run faster so (None: no preference).
 
 ``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`.
 Which implementation runs is decided by :mod:`convscope.planner`.
@@ -51,13 +53,22 @@ def _estimate(impl, pass_, spec, shape, itemsize):
 
 
 def _batch_step(impl, pass_, spec, shape, itemsize):
-    """Samples per slice so that a slice's estimate fits the limit (0: one sample does not fit)."""
+    """Samples per slice so that a slice's estimate fits the limit (0: one sample does not fit).
+
+    Where the implementation prefers smaller slices for speed, slices of at least one sample
+    stay under that size too.
+    """
     limit = get_workspace_limit()
     total = _estimate(impl, pass_, spec, shape, itemsize)
-    if shape.N == 0 or total <= limit:
+    preferred = getattr(impl, "preferred_bytes", None)
+    preferred = None if preferred is None else preferred(pass_, spec, shape)
+    if shape.N == 0 or total <= min(limit, preferred or limit):
         return max(shape.N, 1)
     per_sample = total if shape.N == 1 else _estimate(impl, pass_, spec, shape._replace(N=1), itemsize)
-    return int(limit // max(per_sample, 1))
+    step = int(limit // max(per_sample, 1))
+    if preferred is not None and step >= 1:
+        step = max(1, min(step, int(preferred // max(per_sample, 1))))
+    return step
 
 
 def _slices(N, step):

@@ -301,6 +301,11 @@ def backward(grad_out, x, w, spec, shape, mask):
     return dx, dw
 
 
+def preferred_bytes(pass_, spec, shape):
+    """Scratch bytes a slice of the batch should stay under for speed (see the planner), or None."""
+    return planner.gemm_slice_bytes(spec, shape)
+
+
 def workspace(pass_, spec, shape, itemsize):
     """An upper estimate of the scratch bytes of one pass (outputs included)."""
     N, C, Co = shape.N, shape.C, shape.out_channels
