@@ -153,17 +153,17 @@ def _rel_l2(a, b):
 
 def test_winograd_float32_error_is_small_in_norm():
     """float32 F(4×4, 3×3) on a 64-channel layer: relative L2 error ≤ 1e-5 (measured ~2e-6) and
-    max error ≤ 1e-4 of max |exact|, forward and grad-input; float64 ≤ 1e-12."""
+    max error ≤ 1e-4 of max |exact|, forward, grad-input and grad-weight; float64 ≤ 1e-12."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 64, 20, 20))
     w = rng.standard_normal((64, 64, 3, 3)) / 24.0
     exact = convscope.conv2d(x, w, padding=1, algorithm="gemm")
     g = rng.standard_normal(exact.shape)
-    exact_dx = convscope.conv2d_backward(g, x, w, padding=1, algorithm="gemm", output_mask=(True, False, False)).input
+    exact_g = convscope.conv2d_backward(g, x, w, padding=1, algorithm="gemm")
     y32 = convscope.conv2d(x.astype(np.float32), w.astype(np.float32), padding=1, algorithm="winograd")
-    dx32 = convscope.conv2d_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32), padding=1,
-                                     algorithm="winograd", output_mask=(True, False, False)).input
-    for got, want in ((y32, exact), (dx32, exact_dx)):
+    g32 = convscope.conv2d_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32), padding=1,
+                                    algorithm="winograd")
+    for got, want in ((y32, exact), (g32.input, exact_g.input), (g32.weight, exact_g.weight)):
         assert _rel_l2(got, want) <= 1e-5
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
     y64 = convscope.conv2d(x, w, padding=1, algorithm="winograd")

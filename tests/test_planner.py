@@ -18,7 +18,8 @@ from oracle import assert_close
     ((8, 32, 112, 112), (32, 1, 3, 3), dict(padding=1, groups=32), ("depthwise",) * 3),
     ((8, 96, 56, 56), (96, 1, 3, 3), dict(stride=2, padding=1, groups=96), ("depthwise",) * 3),
     ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), ("winograd", "winograd", "gemm")),
-    ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, padding_mode="reflect"), ("winograd", "winograd", "gemm")),
+    ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, padding_mode="reflect"), ("winograd",) * 3),
+    ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), ("gemm",) * 3),             # too few pixels
     ((8, 16, 56, 56), (16, 16, 3, 3), dict(padding=1), ("gemm",) * 3),           # too few channels
     ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm",) * 3),
     ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("gemm",) * 3),
@@ -44,10 +45,15 @@ def test_every_table_name_is_registered():
         assert set(row.choice) <= set(planner.NAMES)
 
 
-def test_forced_algorithm_and_fallback_pass():
+def test_forced_algorithm_and_fallback_pass(monkeypatch):
+    p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
+    assert {c.algorithm for c in p} == {"winograd"} and all("forced" in c.reason for c in p)
+    # a path without one of the passes leaves that pass to the automatic choice
+    monkeypatch.setitem(planner.CAPABILITIES, "winograd",
+                        planner.Capability(("forward", "grad_input"), planner._needs_winograd))
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
     assert (p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm) == ("winograd", "winograd", "gemm")
-    assert "forced" in p.forward.reason and "has no grad_weight" in p.grad_weight.reason
+    assert "has no grad_weight" in p.grad_weight.reason
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="reference")
     assert {c.algorithm for c in p} == {"reference"}
 

@@ -10,8 +10,10 @@ row   condition                                           forward      grad_inpu
 ====  ==================================================  ===========  ===========  ===========
 1x1   1×1 kernel (any stride, padding, groups)            pointwise    pointwise    pointwise
 dw    one input channel per group, groups > 1             depthwise    depthwise    depthwise
-wino  3×3, stride 1, dilation 1, groups 1,                winograd     winograd     gemm
-      C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 100
+wino  3×3, stride 1, dilation 1, groups 1,                winograd     winograd     winograd
+      C_in ≥ 64 and C_out ≥ 64, 100 ≤ H_out·W_out < 1024
+wino- the same with H_out·W_out ≥ 1024                    winograd     winograd     gemm
+large
 else  everything else                                     gemm         gemm         gemm
 ====  ==================================================  ===========  ===========  ===========
 
@@ -24,9 +26,9 @@ see ``bench/``):
   7.9 vs 8.9 ms; grad_input 15.9 vs 22.8 ms at 56²), lost at 7² with 512
   channels (10.0 vs 8.6 ms: too few tiles for its products, a 36× larger
   kernel transform) and with 32 channels (6.9 vs 6.1 ms: the transforms cost
-  more than the products they save).  Its weight gradient is not implemented:
-  the 3×3 kernel's gradient is a reduction over the whole image, which
-  im2col's single product does well.
+  more than the products they save).  Its weight gradient (the adjoint of the
+  tile formula) beat im2col at 28² and 14² (8.6 vs 11.2 ms, 8.3 vs 9.4 ms) but
+  not at 56² (17.0 vs 16.1 ms).
 * The depthwise path beat gemm (grouped im2col) on MobileNetV2's depthwise
   layers: forward 11 vs 28 ms, grad_input 16 vs 57 ms, grad_weight 10 vs 26 ms
   at 32×112²; 3.6 vs 3.7, 4.8 vs 12.3, 2.1 vs 3.7 ms at 960×7².
@@ -77,6 +79,7 @@ SLICE_FROM_PIXELS = 196
 # Winograd: where it measured faster than gemm
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_OUTPUT_PIXELS = 100
+WINOGRAD_WEIGHT_BELOW_PIXELS = 1024
 
 
 # --------------------------------------------------------------------------- what each path can serve
@@ -120,7 +123,7 @@ CAPABILITIES = {
     "reference": Capability(PASSES, lambda spec, shape: None),
     "pointwise": Capability(PASSES, _needs_pointwise),
     "depthwise": Capability(PASSES, _needs_depthwise),
-    "winograd": Capability(("forward", "grad_input"), _needs_winograd),
+    "winograd": Capability(PASSES, _needs_winograd),
 }
 NAMES = tuple(CAPABILITIES)
 
@@ -154,9 +157,15 @@ TABLE = (
         "1×1 kernel: a matrix product over channels, no im2col (strided: subsample first)"),
     Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
         "one input channel per group: multiply-adds per tap, vectorised over batch and channels"),
-    Row("wino", _wins_winograd, ("winograd", "winograd", "gemm"),
+    Row("wino", lambda spec, shape: _wins_winograd(spec, shape)
+        and shape.H_out * shape.W_out < WINOGRAD_WEIGHT_BELOW_PIXELS,
+        ("winograd", "winograd", "winograd"),
+        f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and "
+        f"{WINOGRAD_MIN_OUTPUT_PIXELS}–{WINOGRAD_WEIGHT_BELOW_PIXELS - 1} output pixels: "
+        "Winograd F(4×4, 3×3), 4× fewer multiplies"),
+    Row("wino-large", _wins_winograd, ("winograd", "winograd", "gemm"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
-        f"{WINOGRAD_MIN_OUTPUT_PIXELS} output pixels: Winograd F(4×4, 3×3), 4× fewer multiplies "
+        f"{WINOGRAD_WEIGHT_BELOW_PIXELS} output pixels: Winograd F(4×4, 3×3) "
         "(grad_weight: im2col GEMM)"),
     Row("else", lambda spec, shape: True, ("gemm", "gemm", "gemm"),
         "general case: im2col + GEMM"),

@@ -26,6 +26,10 @@ Padding and sizes.  The input is padded first (every padding mode, through
 :func:`convscope.padding.pad`), then zero-extended at the bottom/right to
 whole tiles; outputs of partial tiles are cropped.
 
+Grad-weight.  The output is linear in the kernel, so its adjoint gives
+∂L/∂w = (G⊗G)ᵀ · Σ_tiles [(A⊗A) dy-tile] ⊙ V, the sum over tiles and samples
+inside one batched product (:func:`grad_weight`).
+
 Grad-input.  For stride 1 the gradient of the padded input is the *full*
 correlation of grad_out with the kernel rotated by 180° and its channel axes
 swapped::
@@ -115,24 +119,17 @@ def _halves(n, parts):
     return [slice(edges[i], edges[i + 1]) for i in range(parts)]
 
 
-def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
-    """3×3 stride-1 correlation of x (N, C, H, W) zero-padded by (top, bottom, left, right) with w (O, C, 3, 3).
+def _input_transform(x, top, bottom, left, right, m):
+    """V = (Bᵀ⊗Bᵀ) @ tiles of x zero-padded by (top, bottom, left, right): (T, C, N·th·tw).
 
-    Returns (N, O, H + top + bottom − 2, W + left + right − 2), plus ``bias`` (O,) if given.
-    ``U`` is :func:`transform_weight` of ``w``, when already computed.  The products run in
-    BLAS; the output scatter is split over output channels and run on
-    :func:`convscope.threads.parallel_map`.  The tile gather stays on one thread: split in
-    two it ran slower, its threads competing with BLAS's still-spinning workers.
+    Also returns (H_out, W_out, th, tw) of the 3×3 correlation on that padded input.
     """
-    m = TILE if m is None else m
     a = m + 2
     N, C, H, W = x.shape
-    O = w.shape[0]
     Ho, Wo = H + top + bottom - 2, W + left + right - 2
     th, tw = -(-Ho // m), -(-Wo // m)                               # tiles down and across
     P = N * th * tw
-    BB, _, AA = matrices(m, x.dtype)
-    parts = get_num_threads()
+    BB = matrices(m, x.dtype)[0]
     # the zero-padded input, extended to whole tiles: (N, C, th·m + 2, tw·m + 2)
     Hz, Wz = th * m + 2, tw * m + 2
     xz = np.empty((N, C, Hz, Wz), dtype=x.dtype)
@@ -147,7 +144,26 @@ def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
     np.copyto(D, tiles.transpose(1, 0, 2, 3, 4, 5))                 # (N, C, th, tw, a, a) → (C, N, th, tw, a, a)
     del xz, tiles
     V = (BB @ D.reshape(C * P, a * a).T).reshape(a * a, C, P)       # (T, T) @ (T, C·P) view → (T, C, P)
-    del D
+    return V, (Ho, Wo, th, tw)
+
+
+def correlate3x3(x, w, top, bottom, left, right, bias=None, m=None, U=None):
+    """3×3 stride-1 correlation of x (N, C, H, W) zero-padded by (top, bottom, left, right) with w (O, C, 3, 3).
+
+    Returns (N, O, H + top + bottom − 2, W + left + right − 2), plus ``bias`` (O,) if given.
+    ``U`` is :func:`transform_weight` of ``w``, when already computed.  The products run in
+    BLAS; the output scatter is split over output channels and run on
+    :func:`convscope.threads.parallel_map`.  The tile gather stays on one thread: split in
+    two it ran slower, its threads competing with BLAS's still-spinning workers.
+    """
+    m = TILE if m is None else m
+    a = m + 2
+    N = x.shape[0]
+    O = w.shape[0]
+    V, (Ho, Wo, th, tw) = _input_transform(x, top, bottom, left, right, m)   # (T, C, P)
+    P = N * th * tw
+    _, _, AA = matrices(m, x.dtype)
+    parts = get_num_threads()
     if U is None:
         U = transform_weight(w, m)                                  # (T, O, C)
     M = np.matmul(U, V)                                             # (T, O, C) @ (T, C, P) → (T, O, P)
@@ -195,8 +211,38 @@ def grad_input(grad_out, w, spec, shape):
     return fold(dxp, spec, (shape.H, shape.W))
 
 
-def grad_weight(grad_out, x, spec, shape):
-    raise NotImplementedError("winograd has no grad_weight; the planner uses gemm for it")
+def grad_weight(grad_out, x, spec, shape, m=None):
+    """∂L/∂w by the adjoint of the tile formula: with Z = (A⊗A) dy-tiles, (T, C_out, P),
+
+        ∂L/∂w = (G⊗G)ᵀ · Σ_tiles Z[t] Vᵀ[t]
+
+    the sum over tiles (and samples) running inside one batched product
+    (T, C_out, P) @ (T, P, C_in).  Outputs beyond H_out, W_out in partial tiles get zero
+    gradient, so they contribute nothing.
+    """
+    m = TILE if m is None else m
+    a = m + 2
+    if spec.padding_mode == "zeros":
+        (pt, pb), (pl, pr) = spec.padding
+        V, (Ho, Wo, th, tw) = _input_transform(x, pt, pb, pl, pr, m)
+    else:
+        V, (Ho, Wo, th, tw) = _input_transform(pad(x, spec), 0, 0, 0, 0, m)   # (T, C, P)
+    N, O = grad_out.shape[:2]
+    P = N * th * tw
+    _, GG, AA = matrices(m, grad_out.dtype)
+    gt = np.zeros((O, N, th, m, tw, m), dtype=grad_out.dtype)
+    # (N, O, Ho, Wo) → (O, N, Ho, Wo) into whole tiles
+    gt.reshape(O, N, th * m, tw * m)[:, :, :Ho, :Wo] = grad_out.transpose(1, 0, 2, 3)
+    g2 = np.empty((O, N, th, tw, m, m), dtype=grad_out.dtype)
+    np.copyto(g2, gt.transpose(0, 1, 2, 4, 3, 5))                   # (O, N, th, m, tw, m) → (O, N, th, tw, m, m)
+    del gt
+    Z = (AA.T @ g2.reshape(O * P, m * m).T).reshape(a * a, O, P)    # (T, m²) @ (m², O·P) view → (T, O, P)
+    del g2
+    dU = np.matmul(Z, V.transpose(0, 2, 1))                         # (T, O, P) @ (T, P, C) → (T, O, C)
+    del Z, V
+    C = dU.shape[2]
+    dw9 = GG.T @ dU.reshape(a * a, O * C)                           # (9, T) @ (T, O·C) → (9, O·C)
+    return np.ascontiguousarray(dw9.T).reshape(O, C, 3, 3)          # (O·C, 9) → (O, C, 3, 3)
 
 
 def workspace(pass_, spec, shape, itemsize, m=None):
@@ -207,6 +253,12 @@ def workspace(pass_, spec, shape, itemsize, m=None):
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     th, tw = -(-shape.H_out // m), -(-shape.W_out // m)
     P = shape.N * th * tw
+    if pass_ == "grad_weight":
+        cin, cout = shape.C, shape.out_channels
+        xz = shape.N * cin * (th * m + 2) * (tw * m + 2) + (0 if spec.padding_mode == "zeros" else shape.N * cin * Hp * Wp)
+        total = max(xz + T * cin * P, 2 * T * cin * P) + T * cin * P + 2 * m * m * cout * P + T * cout * P \
+            + 2 * T * cout * cin
+        return total * itemsize
     if pass_ == "forward":
         cin, cout = shape.C, shape.out_channels
         xz = shape.N * cin * (th * m + 2) * (tw * m + 2) + (0 if spec.padding_mode == "zeros" else shape.N * cin * Hp * Wp)
