@@ -5,17 +5,17 @@ A convolution has three passes, and each is planned on its own: ``forward``,
 (the default everywhere) the first row of :data:`TABLE` whose condition holds
 names the implementation of each pass:
 
-====  ==================================================  ===========  ===========  ===========
-row   condition                                           forward      grad_input   grad_weight
-====  ==================================================  ===========  ===========  ===========
-1x1   1×1 kernel (any stride, padding, groups)            pointwise    pointwise    pointwise
-dw    one input channel per group, groups > 1             depthwise    depthwise    depthwise
-wino  3×3, stride 1, dilation 1, groups 1,                winograd     winograd     winograd
-      C_in ≥ 64 and C_out ≥ 64, 100 ≤ H_out·W_out < 1024
-wino- the same with H_out·W_out ≥ 1024                    winograd     winograd     gemm
-large
-else  everything else                                     gemm         gemm         gemm
-====  ==================================================  ===========  ===========  ===========
+==========  ==============================================  ===========  ===========  ===========
+row         condition                                       forward      grad_input   grad_weight
+==========  ==============================================  ===========  ===========  ===========
+1x1         1×1 kernel (any stride, padding, groups)        pointwise    pointwise    pointwise
+dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
+wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
+            C_in ≥ 64 and C_out ≥ 64,
+            100 ≤ H_out·W_out < 1024
+wino-large  the same with H_out·W_out ≥ 1024                winograd     winograd     gemm
+else        everything else                                 gemm         gemm         gemm
+==========  ==============================================  ===========  ===========  ===========
 
 The thresholds come from timing each pass of each implementation against the
 others on the project's machine (2 cores, AVX-512, OpenBLAS; batch 8, float32;
