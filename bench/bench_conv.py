@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Time convscope's fast path against ``torch.nn.functional.conv2d`` on ResNet-50's conv layers.
+"""Time convscope's fast paths against ``torch.nn.functional.conv2d`` on ResNet-50's and MobileNetV2's conv layers.
 
 Usage::
 
-    python bench/bench_conv.py                       # all 24 layers, about 5 minutes
-    python bench/bench_conv.py --quick               # 8 representative layers, about 1 minute
+    python bench/bench_conv.py                       # all 53 layers, about 11 minutes
+    python bench/bench_conv.py --quick               # 11 representative layers, about 2 minutes
     python bench/bench_conv.py --repeat 21 --markdown bench/results.md
 
 Both libraries run in the same process, in float32, on the same arrays (the
@@ -12,6 +12,9 @@ torch tensors share memory with the NumPy arrays).  For every layer and pass
 the two are sampled alternately (torch, convscope, torch, convscope, ...),
 each sample after untimed warm-up calls (see Thread pools), and the median of
 the samples is reported.
+
+convscope runs with ``algorithm=None``: its planner picks an implementation per
+pass (the ``algorithm`` column shows the choice, from ``convscope.plan``).
 
 Passes
 ------
@@ -83,8 +86,11 @@ import convscope
 BATCH = 8
 DTYPE = np.float32
 
-FWD_TARGET = 3.0
-FWD_BWD_TARGET = 4.0
+FWD_TARGET = 0.9          # geomean convscope/torch, forward
+FWD_BWD_TARGET = 0.8      # geomean convscope/torch, forward+backward
+WORST_TARGET = 2.0        # no layer's ratio above this
+WINOGRAD_GEMM_TARGET = 1.3   # 3×3 stride-1 layers with ≥ 64 channels: forward GF/s ≥ this × NumPy's GEMM GF/s
+ACCURACY_TARGET = 1e-4    # max |convscope − torch| / max |torch|, every layer and pass
 
 LOAD_FLAG = 0.05   # rows where other processes used more than this share of the CPU get a †
 
@@ -107,8 +113,12 @@ class Layer:
     stride: int = 1
     padding: int = 0
     groups: int = 1
-    count: int = 1          # how many convolutions of ResNet-50 have this shape
-    resnet: bool = True
+    count: int = 1          # how many convolutions of its network have this shape
+    net: str = "ResNet-50"  # "ResNet-50", "MobileNetV2" or "seed"
+
+    @property
+    def resnet(self) -> bool:
+        return self.net == "ResNet-50"
 
     @property
     def H_out(self) -> int:
@@ -125,7 +135,8 @@ class Layer:
 
     def describe(self) -> str:
         pad = f" p{self.padding}" if self.padding else ""
-        return (f"{self.kH}×{self.kW}/{self.stride}{pad} {self.C_in}→{self.C_out} "
+        grp = "" if self.groups == 1 else " dw" if self.groups == self.C_in == self.C_out else f" g{self.groups}"
+        return (f"{self.kH}×{self.kW}/{self.stride}{pad}{grp} {self.C_in}→{self.C_out} "
                 f"{self.H}×{self.W}→{self.H_out}×{self.W_out} N={self.N}")
 
 
@@ -164,14 +175,62 @@ RESNET50 = [
 ]
 assert sum(layer.count for layer in RESNET50) == 53
 
-SEED_004 = Layer("seed 004", 14, 4, 32, 35, 5, 3, 2, stride=2, padding=0, resnet=False)
+SEED_004 = Layer("seed 004", 14, 4, 32, 35, 5, 3, 2, stride=2, padding=0, net="seed")
 
-LAYERS = RESNET50 + [SEED_004]
+
+def _dw(name, c, hw, stride, count):
+    return Layer(name, BATCH, c, hw, hw, c, 3, 3, stride, 1, groups=c, count=count, net="MobileNetV2")
+
+
+def _pw(name, c_in, hw, c_out, count):
+    return Layer(name, BATCH, c_in, hw, hw, c_out, 1, 1, count=count, net="MobileNetV2")
+
+
+# torchvision's mobilenet_v2 at 224×224: every distinct depthwise 3×3 and pointwise 1×1
+# convolution of the inverted-residual blocks (features.1–17) and the last 1×1 (features.18);
+# ``count`` is how often each shape occurs among those 51 convolutions.  Names are the first
+# module with the shape: features.B.conv.0.0 expands (1×1), .1.0 is the depthwise 3×3
+# (.0.0 in block 1, which has no expansion), the last conv projects (1×1).
+MOBILENETV2 = [
+    _dw("mb.features.1.dw", 32, 112, 1, 1),
+    _pw("mb.features.1.project", 32, 112, 16, 1),
+    _pw("mb.features.2.expand", 16, 112, 96, 1),
+    _dw("mb.features.2.dw", 96, 112, 2, 1),
+    _pw("mb.features.2.project", 96, 56, 24, 1),
+    _pw("mb.features.3.expand", 24, 56, 144, 2),
+    _dw("mb.features.3.dw", 144, 56, 1, 1),
+    _pw("mb.features.3.project", 144, 56, 24, 1),
+    _dw("mb.features.4.dw", 144, 56, 2, 1),
+    _pw("mb.features.4.project", 144, 28, 32, 1),
+    _pw("mb.features.5.expand", 32, 28, 192, 3),
+    _dw("mb.features.5.dw", 192, 28, 1, 2),
+    _pw("mb.features.5.project", 192, 28, 32, 2),
+    _dw("mb.features.7.dw", 192, 28, 2, 1),
+    _pw("mb.features.7.project", 192, 14, 64, 1),
+    _pw("mb.features.8.expand", 64, 14, 384, 4),
+    _dw("mb.features.8.dw", 384, 14, 1, 4),
+    _pw("mb.features.8.project", 384, 14, 64, 3),
+    _pw("mb.features.11.project", 384, 14, 96, 1),
+    _pw("mb.features.12.expand", 96, 14, 576, 3),
+    _dw("mb.features.12.dw", 576, 14, 1, 2),
+    _pw("mb.features.12.project", 576, 14, 96, 2),
+    _dw("mb.features.14.dw", 576, 14, 2, 1),
+    _pw("mb.features.14.project", 576, 7, 160, 1),
+    _pw("mb.features.15.expand", 160, 7, 960, 3),
+    _dw("mb.features.15.dw", 960, 7, 1, 3),
+    _pw("mb.features.15.project", 960, 7, 160, 2),
+    _pw("mb.features.17.project", 960, 7, 320, 1),
+    _pw("mb.features.18", 320, 7, 1280, 1),
+]
+assert sum(layer.count for layer in MOBILENETV2) == 51
+
+LAYERS = RESNET50 + [SEED_004] + MOBILENETV2
 
 # --quick: the stem, a 3×3 at each stride and at a large and a small image,
 # 1×1s with few and with many channels, a strided projection, and seed 004.
 QUICK = ["conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.downsample",
-         "layer3.0.conv2", "layer3.1.conv2", "layer4.1.conv1", "seed 004"]
+         "layer3.0.conv2", "layer3.1.conv2", "layer4.1.conv1", "seed 004",
+         "mb.features.1.dw", "mb.features.4.dw", "mb.features.3.expand"]
 
 
 # --------------------------------------------------------------------------- machine
@@ -379,6 +438,7 @@ class Result:
     fwd_err: float
     grad_err: float
     other_load: float | None
+    algorithms: str = ""       # convscope's choice: forward / grad_input / grad_weight
 
     @property
     def fwd_ratio(self) -> float:
@@ -445,12 +505,26 @@ def bench_layer(layer: Layer, repeats: int, handover: float, min_sample: float,
         fwd_torch, fwd_cs = interleaved([torch_fwd, cs_fwd], repeats, handover, min_sample)
         fb_torch, fb_cs = interleaved([torch_fb, cs_fb], repeats, handover, min_sample)
         other = load.stop()
-        result = Result(layer, fwd_torch, fwd_cs, fb_torch, fb_cs, fwd_err, grad_err, other)
+        result = Result(layer, fwd_torch, fwd_cs, fb_torch, fb_cs, fwd_err, grad_err, other,
+                        chosen_algorithms(layer))
         if best is None or (other or 0.0) < (best.other_load or 0.0):
             best = result
         if other is None or other <= LOAD_FLAG:
             break
     return best
+
+
+ALGORITHM_ABBREV = {"gemm": "gemm", "pointwise": "1x1", "depthwise": "dw", "winograd": "wino",
+                    "reference": "ref"}
+
+
+def chosen_algorithms(layer: Layer) -> str:
+    """convscope's plan for the layer: forward/grad_input/grad_weight, abbreviated."""
+    plan = convscope.plan((layer.N, layer.C_in, layer.H, layer.W),
+                          (layer.C_out, layer.C_in // layer.groups, layer.kH, layer.kW),
+                          stride=layer.stride, padding=layer.padding, groups=layer.groups)
+    names = [ALGORITHM_ABBREV.get(c.algorithm, c.algorithm) for c in plan]
+    return names[0] if len(set(names)) == 1 else "/".join(names)
 
 
 def gemm_gflops(repeats: int, handover: float, n: int = 2048) -> tuple[float, float]:
@@ -473,7 +547,7 @@ def geomean(values) -> float:
 
 
 
-HEADER = ["layer", "conv", "×", "fwd torch ms", "fwd cs ms", "fwd ratio", "fwd torch GF/s",
+HEADER = ["layer", "conv", "×", "algorithm", "fwd torch ms", "fwd cs ms", "fwd ratio", "fwd torch GF/s",
           "fwd cs GF/s", "fwd err", "f+b torch ms", "f+b cs ms", "f+b ratio", "f+b torch GF/s",
           "f+b cs GF/s", "grad err"]
 
@@ -487,7 +561,7 @@ def row(r: Result) -> list[str]:
     f1, f3 = L.forward_flops / 1e9, 3 * L.forward_flops / 1e9
     flag = " †" if r.other_load is not None and r.other_load > LOAD_FLAG else ""
     return [
-        L.name + flag, L.describe(), str(L.count) if L.resnet else "",
+        L.name + flag, L.describe(), str(L.count) if L.net != "seed" else "", r.algorithms,
         f"{r.fwd_torch * 1e3:.3f}", f"{r.fwd_cs * 1e3:.3f}", f"{r.fwd_ratio:.2f}",
         _rate(f1 / r.fwd_torch), _rate(f1 / r.fwd_cs), f"{r.fwd_err:.1e}",
         f"{r.fb_torch * 1e3:.3f}", f"{r.fb_cs * 1e3:.3f}", f"{r.fb_ratio:.2f}",
@@ -495,7 +569,7 @@ def row(r: Result) -> list[str]:
     ]
 
 
-NUMERIC = set(range(2, len(HEADER)))
+NUMERIC = {2} | set(range(4, len(HEADER)))
 
 
 def text_line(cells: list[str], widths: list[int]) -> str:
@@ -503,33 +577,69 @@ def text_line(cells: list[str], widths: list[int]) -> str:
                      for i, (c, w) in enumerate(zip(cells, widths)))
 
 
-WIDTHS = [max(len(h), w) for h, w in zip(HEADER, [22, 36, 2, 8, 8, 6, 6, 6, 7, 8, 8, 6, 6, 6, 7])]
+WIDTHS = [max(len(h), w) for h, w in zip(HEADER, [22, 36, 2, 14, 8, 8, 6, 6, 6, 7, 8, 8, 6, 6, 6, 7])]
+
+
+def _weighted(results, net):
+    n = sum(r.layer.count for r in results)
+    tf = sum(r.layer.count * r.fwd_torch for r in results)
+    cf = sum(r.layer.count * r.fwd_cs for r in results)
+    tb = sum(r.layer.count * r.fb_torch for r in results)
+    cb = sum(r.layer.count * r.fb_cs for r in results)
+    return (f"{net} convolutions weighted by occurrence ({n} convs, batch {BATCH})",
+            f"forward torch {tf * 1e3:.0f} ms, convscope {cf * 1e3:.0f} ms ({cf / tf:.2f}×); "
+            f"forward+backward torch {tb * 1e3:.0f} ms, convscope {cb * 1e3:.0f} ms ({cb / tb:.2f}×)")
+
+
+def _is_big_3x3_s1(layer: Layer) -> bool:
+    return (layer.kH == layer.kW == 3 and layer.stride == 1 and layer.groups == 1
+            and min(layer.C_in, layer.C_out) >= 64)
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def summary(results: list[Result], gemm: tuple[float, float]) -> list[tuple[str, str]]:
     out = []
-    rn = [r for r in results if r.layer.resnet]
     g_fwd, g_fb = geomean(r.fwd_ratio for r in results), geomean(r.fb_ratio for r in results)
     out.append((f"geomean ratio convscope/torch, all {len(results)} layers",
                 f"forward {g_fwd:.2f}×, forward+backward {g_fb:.2f}×"))
-    if rn and len(rn) != len(results):
-        out.append((f"geomean ratio, the {len(rn)} ResNet-50 layers only",
-                    f"forward {geomean(r.fwd_ratio for r in rn):.2f}×, "
-                    f"forward+backward {geomean(r.fb_ratio for r in rn):.2f}×"))
-    if rn:
-        n = sum(r.layer.count for r in rn)
-        tf = sum(r.layer.count * r.fwd_torch for r in rn)
-        cf = sum(r.layer.count * r.fwd_cs for r in rn)
-        tb = sum(r.layer.count * r.fb_torch for r in rn)
-        cb = sum(r.layer.count * r.fb_cs for r in rn)
-        out.append((f"ResNet-50 convolutions weighted by occurrence ({n} convs, batch {BATCH})",
-                    f"forward torch {tf * 1e3:.0f} ms, convscope {cf * 1e3:.0f} ms ({cf / tf:.2f}×); "
-                    f"forward+backward torch {tb * 1e3:.0f} ms, convscope {cb * 1e3:.0f} ms "
-                    f"({cb / tb:.2f}×)"))
-    out.append(("targets (geomean, all layers)",
-                f"forward ≤ {FWD_TARGET:g}×: {'met' if g_fwd <= FWD_TARGET else 'NOT met'}; "
-                f"forward+backward ≤ {FWD_BWD_TARGET:g}×: "
-                f"{'met' if g_fb <= FWD_BWD_TARGET else 'NOT met'}"))
+    nets = {}
+    for r in results:
+        nets.setdefault(r.layer.net, []).append(r)
+    for net, rs in nets.items():
+        if net != "seed" and len(rs) != len(results):
+            out.append((f"geomean ratio, the {len(rs)} {net} layers only",
+                        f"forward {geomean(r.fwd_ratio for r in rs):.2f}×, "
+                        f"forward+backward {geomean(r.fb_ratio for r in rs):.2f}×"))
+    for net, rs in nets.items():
+        if net != "seed":
+            out.append(_weighted(rs, net))
+    worst_f = max(results, key=lambda r: r.fwd_ratio)
+    worst_b = max(results, key=lambda r: r.fb_ratio)
+    out.append(("slowest layers relative to torch",
+                f"forward {worst_f.layer.name} {worst_f.fwd_ratio:.2f}×, "
+                f"forward+backward {worst_b.layer.name} {worst_b.fb_ratio:.2f}×; "
+                f"{sum(r.fwd_ratio > WORST_TARGET for r in results)} forward and "
+                f"{sum(r.fb_ratio > WORST_TARGET for r in results)} forward+backward rows above {WORST_TARGET:g}×"))
+    big = [r for r in results if _is_big_3x3_s1(r.layer)]
+    if big:
+        rates = [(r.layer.name, r.layer.forward_flops / r.fwd_cs / 1e9) for r in big]
+        worst_rate = min(v for _, v in rates)
+        out.append(("3×3 stride-1 layers with ≥ 64 channels, forward GF/s ÷ NumPy GEMM GF/s",
+                    ", ".join(f"{n} {v / gemm[0]:.2f}" for n, v in rates)))
+    accuracy = max(max(r.fwd_err, r.grad_err) for r in results)
+    targets = [
+        f"forward geomean ≤ {FWD_TARGET:g}×: {_met(g_fwd <= FWD_TARGET)}",
+        f"forward+backward geomean ≤ {FWD_BWD_TARGET:g}×: {_met(g_fb <= FWD_BWD_TARGET)}",
+        f"no layer above {WORST_TARGET:g}×: {_met(max(worst_f.fwd_ratio, worst_b.fb_ratio) <= WORST_TARGET)}",
+    ]
+    if big:
+        targets.append(f"3×3/1 ≥ 64 channels at ≥ {WINOGRAD_GEMM_TARGET:g}× GEMM GF/s: "
+                       f"{_met(worst_rate >= WINOGRAD_GEMM_TARGET * gemm[0])}")
+    targets.append(f"accuracy ≤ {ACCURACY_TARGET:g}: {_met(accuracy <= ACCURACY_TARGET)}")
+    out.append(("targets", "; ".join(targets)))
     out.append(("float32 GEMM 2048×2048 @ 2048×2048 (median)",
                 f"NumPy {gemm[0]:.0f} GFLOP/s, torch {gemm[1]:.0f} GFLOP/s"))
     out.append(("worst accuracy (max |convscope − torch| / max |torch|)",
@@ -546,7 +656,7 @@ def summary(results: list[Result], gemm: tuple[float, float]) -> list[tuple[str,
 
 def markdown(results, gemm, facts, settings, command, started) -> str:
     lines = [
-        "# convscope vs torch: Conv2d on ResNet-50's layers",
+        "# convscope vs torch: Conv2d on ResNet-50's and MobileNetV2's layers",
         "",
         f"- date: {started:%Y-%m-%d %H:%M %Z}".rstrip(),
         f"- command: `{command}`",
@@ -565,7 +675,9 @@ def markdown(results, gemm, facts, settings, command, started) -> str:
         "ms: median time per call; ratio: convscope ms / torch ms (below 1: convscope is faster); "
         "GF/s: direct-convolution FLOPs (forward 2·N·C_out·H_out·W_out·C_in/groups·kH·kW, "
         "forward+backward 3×) per second; fwd err, grad err: max |convscope − torch| / max |torch| "
-        "for the output and (worst of) the three gradients; ×: occurrences in ResNet-50; "
+        "for the output and (worst of) the three gradients; ×: occurrences in the network; "
+        "algorithm: convscope's choice for forward / grad_input / grad_weight (one name: all three; "
+        "1x1 pointwise, dw depthwise, wino Winograd F(4×4, 3×3), gemm im2col); "
         f"†: other processes used more than {100 * LOAD_FLAG:.0f}% of the CPU while the row was measured.",
         "",
     ]

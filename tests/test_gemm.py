@@ -1,6 +1,6 @@
 """The gemm path's internal variants, each forced on, against the reference loops.
 
-gemm picks a layout (per sample or batch-folded) by output size, and reads strided taps either
+The planner picks gemm's layout (per sample or batch-folded) by output size, and reads strided taps either
 directly or through stride phases.  The suite's small shapes mostly take one branch, so here
 every combination is forced over configurations that cover every feature.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import convscope
-from convscope.algorithms import gemm
+from convscope import planner
 from oracle import assert_close
 
 CONFIGS = [
@@ -39,7 +39,7 @@ VARIANTS = {
 def variant(request, monkeypatch):
     for name, value in zip(("FOLD_BELOW", "FOLD_BELOW_1X1_BACKWARD", "FOLD_BELOW_1X1_FORWARD",
                             "MIN_TAPS_PER_PHASE"), VARIANTS[request.param]):
-        monkeypatch.setattr(gemm, name, value)
+        monkeypatch.setattr(planner, name, value)
     return request.param
 
 
@@ -64,9 +64,9 @@ def test_variants_are_really_taken(monkeypatch):
     """The thresholds above switch the branches this file means to test."""
     spec = convscope.spec.make_spec((7, 7), stride=2, padding=3)
     shape = convscope.spec.check_shapes(spec, (2, 3, 13, 12), (4, 3, 7, 7))
-    monkeypatch.setattr(gemm, "FOLD_BELOW", ALWAYS)
-    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", 0)
-    assert gemm._folded(spec, shape, backward=False) and gemm._use_phases(spec)
-    monkeypatch.setattr(gemm, "FOLD_BELOW", NEVER)
-    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", ALWAYS)
-    assert not gemm._folded(spec, shape, backward=False) and not gemm._use_phases(spec)
+    monkeypatch.setattr(planner, "FOLD_BELOW", ALWAYS)
+    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", 0)
+    assert planner.gemm_folded(spec, shape, backward=False) and planner.gemm_phases(spec)
+    monkeypatch.setattr(planner, "FOLD_BELOW", NEVER)
+    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", ALWAYS)
+    assert not planner.gemm_folded(spec, shape, backward=False) and not planner.gemm_phases(spec)

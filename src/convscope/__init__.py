@@ -6,11 +6,17 @@ Public API
 - :func:`conv2d_output_size`
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
 - :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
+- :func:`plan` (which implementation runs each pass, and why)
+- :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
+- :func:`set_num_threads`, :func:`get_num_threads`
 """
 from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
 from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
 from .module import Conv2d
+from .planner import plan
 from .spec import ConvSpec
+from .threads import get_num_threads, set_num_threads
+from .workspace import get_workspace_limit, set_workspace_limit, workspace_limit
 
 __version__ = "0.1.0"
 
@@ -29,4 +35,10 @@ __all__ = [
     "explain",
     "explain_grad",
     "explain_shape",
+    "get_num_threads",
+    "get_workspace_limit",
+    "plan",
+    "set_num_threads",
+    "set_workspace_limit",
+    "workspace_limit",
 ]

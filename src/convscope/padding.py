@@ -25,7 +25,11 @@ def pad(x: np.ndarray, spec) -> np.ndarray:
     if spec.padding_mode == "zeros":
         if pt == pb == pl == pr == 0:
             return x
-        out = np.zeros(x.shape[:-2] + (H + pt + pb, W + pl + pr), dtype=x.dtype)
+        out = np.empty(x.shape[:-2] + (H + pt + pb, W + pl + pr), dtype=x.dtype)
+        out[..., :pt, :] = 0                   # zero the border only: the interior is overwritten
+        out[..., pt + H:, :] = 0
+        out[..., pt:pt + H, :pl] = 0
+        out[..., pt:pt + H, pl + W:] = 0
         out[..., pt:pt + H, pl:pl + W] = x
         return out
     rows = source_map(H, pt, pb, spec.padding_mode)  # (H + pt + pb,), every entry a real row

@@ -374,3 +374,37 @@ def check_grad_output_shape(grad_shape: tuple, expected: tuple) -> None:
         raise ValueError(
             f"grad_output must have the output's shape {tuple(expected)}, got {tuple(grad_shape)}"
         )
+
+
+# --------------------------------------------------------------------------- settings and masks
+
+
+def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
+    """``(input, weight, bias)``: which gradients ``conv2d_backward`` computes."""
+    try:
+        items = tuple(output_mask)
+    except TypeError:
+        raise TypeError(f"output_mask must be a sequence of 3 bools (input, weight, bias), "
+                        f"got {_fmt(output_mask)} ({type(output_mask).__name__})") from None
+    if len(items) != 3:
+        raise ValueError(f"output_mask must have 3 entries (input, weight, bias), got {len(items)}: {items!r}")
+    if not all(isinstance(v, (bool, np.bool_)) for v in items):
+        raise TypeError(f"output_mask must hold bools (input, weight, bias), got {items!r}")
+    return tuple(bool(v) for v in items)  # type: ignore[return-value]
+
+
+def check_workspace_bytes(value, name: str = "workspace limit") -> int:
+    """A byte count ≥ 0 (an int, not a bool or a float)."""
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int number of bytes, got {_fmt(value)} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be non-negative, got {value}")
+    return int(value)
+
+
+def check_num_threads(value) -> int:
+    if not _is_int(value):
+        raise TypeError(f"num_threads must be an int, got {_fmt(value)} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"num_threads must be a positive integer, got {value}")
+    return int(value)

@@ -29,8 +29,8 @@ are each one product per group of width N·L, and the sum over samples of
 grad-weight happens inside the product.  It costs a transpose of the
 activations (input or grad_output, and the result), which pays off when L is
 small: products of width 49 or 196 run far below BLAS's peak, and per-sample
-grad-weight materialises N partial ``(C_out/G, K)`` products.  See
-:func:`_folded` for the rule.
+grad-weight materialises N partial ``(C_out/G, K)`` products.  The rule is
+:func:`convscope.planner.gemm_folded`.
 
 Stride phases
 -------------
@@ -38,7 +38,8 @@ With stride 2 a tap reads every other pixel, and NumPy copies such strided
 slices slowly.  When many taps share a stride phase (the 7×7/2 stem: 49 taps,
 4 phases) the padded input is first split into its ``sH·sW`` phases, each
 contiguous, and every tap reads a unit-stride window of one phase; col2im
-accumulates into the phases and interleaves them once at the end.
+accumulates into the phases and interleaves them once at the end.  The rule is
+:func:`convscope.planner.gemm_phases`.
 
 The only Python loops run over the ``kH·kW`` kernel taps.
 """
@@ -46,19 +47,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import planner
 from ..padding import fold, pad
-
-# Batch folding: for kernels larger than 1×1 (whose im2col copies anyway) when
-# L < FOLD_BELOW; for 1×1 kernels, whose per-sample path copies little or
-# nothing, the backward when L < FOLD_BELOW_1X1_BACKWARD and the forward when
-# L < FOLD_BELOW_1X1_FORWARD.  Measured on ResNet-50's layers (batch 8, 2 cores).
-FOLD_BELOW = 1024
-FOLD_BELOW_1X1_BACKWARD = 256
-FOLD_BELOW_1X1_FORWARD = 100
-
-# Split into stride phases only when at least this many taps read each phase.
-MIN_TAPS_PER_PHASE = 4
-
 
 def _tap_slices(spec, shape, u, v):
     """The (rows, cols) slices of the padded input that tap (u, v) reads for every output."""
@@ -73,22 +63,7 @@ def _is_pointwise(spec) -> bool:
             and spec.padding == ((0, 0), (0, 0)))
 
 
-def _folded(spec, shape, backward: bool) -> bool:
-    """Whether to use the batch-folded layout (see the module docstring)."""
-    L = shape.H_out * shape.W_out
-    if spec.kernel_size != (1, 1):
-        return L < FOLD_BELOW
-    return L < (FOLD_BELOW_1X1_BACKWARD if backward else FOLD_BELOW_1X1_FORWARD)
-
-
 # --------------------------------------------------------------------------- stride phases
-
-
-def _use_phases(spec) -> bool:
-    (sH, sW), (dH, dW) = spec.stride, spec.dilation
-    kH, kW = spec.kernel_size
-    return ((sH > 1 or sW > 1) and dH == dW == 1 and (kH > sH or kW > sW)
-            and kH * kW >= MIN_TAPS_PER_PHASE * sH * sW)
 
 
 def _phase_keys(spec):
@@ -112,7 +87,7 @@ def _phase_window(phases, spec, shape, u, v):
 
 def _tap_sources(xp, spec, shape):
     """A function (u, v) → the (…, H_out, W_out) view of ``xp`` that tap (u, v) reads."""
-    if _use_phases(spec):
+    if planner.gemm_phases(spec):
         phases = _split_phases(xp, spec)
         return lambda u, v: _phase_window(phases, spec, shape, u, v)
 
@@ -128,7 +103,7 @@ def _scatter_taps(d, lead, spec, shape, dtype):
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     kH, kW = spec.kernel_size
-    if _use_phases(spec):
+    if planner.gemm_phases(spec):
         sH, sW = spec.stride
         phases = {(a, b): np.zeros(lead + (len(range(a, Hp, sH)), len(range(b, Wp, sW))), dtype)
                   for a, b in _phase_keys(spec)}
@@ -150,20 +125,28 @@ def _scatter_taps(d, lead, spec, shape, dtype):
 # --------------------------------------------------------------------------- per-sample layout
 
 
-def im2col(x, spec, shape):
-    """cols (N, G, Cg·kH·kW, H_out·W_out) from x (N, C, H, W)."""
+def im2col(x, spec, shape, ones_row=False):
+    """cols (N, G, Cg·kH·kW, H_out·W_out) from x (N, C, H, W).
+
+    With ``ones_row`` cols gets one more row of ones, (N, G, Cg·kH·kW + 1, L), so that a
+    weight matrix with the bias as its last column adds the bias inside the product.
+    """
     N, G, Cg = shape.N, shape.groups, shape.in_per_group
     kH, kW = spec.kernel_size
-    L = shape.H_out * shape.W_out
-    if _is_pointwise(spec):
+    K, L = Cg * kH * kW, shape.H_out * shape.W_out
+    if _is_pointwise(spec) and not ones_row:
         return x.reshape(N, G, Cg, L)                               # a view: no copy
     source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
-    cols = np.empty((N, G, Cg, kH, kW, shape.H_out, shape.W_out), dtype=x.dtype)
+    full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
+    cols = full[:, :, :K]                                           # (N, G, K, L) view
+    cols.shape = (N, G, Cg, kH, kW, shape.H_out, shape.W_out)       # a view (raises if it cannot be)
     for u in range(kH):
         for v in range(kW):
             # (N, C, H_out, W_out) → (N, G, Cg, H_out, W_out)
             cols[:, :, :, u, v] = source(u, v).reshape(N, G, Cg, shape.H_out, shape.W_out)
-    return cols.reshape(N, G, Cg * kH * kW, L)
+    if ones_row:
+        full[:, :, K] = 1
+    return full
 
 
 def col2im(dcols, spec, shape):
@@ -245,16 +228,30 @@ def _grad_matrix_folded(grad_out, shape):
     return _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
 
 
+def _bias_in_product(spec, shape) -> bool:
+    """Whether the per-sample forward adds the bias through a row of ones in cols.
+
+    im2col copies anyway, so the extra row is free; a 1×1 kernel would need a copy of the
+    input, which costs less than a pass over the output only when the output is at least
+    twice as large (C_out ≥ 2·C).
+    """
+    return not _is_pointwise(spec) or shape.out_channels >= 2 * shape.C
+
+
 def forward(x, w, b, spec, shape):
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
-    if not _folded(spec, shape, backward=False):
-        cols = im2col(x, spec, shape)                               # (N, G, K, L)
-        out = np.matmul(_weight_matrix(w, shape), cols)             # (N, G, C_out/G, L)
-        out = out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
+    if not planner.gemm_folded(spec, shape, backward=False):
+        wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
+        if b is not None and _bias_in_product(spec, shape):
+            # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
+            wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
+            out = np.matmul(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
+            return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
+        out = np.matmul(wm, im2col(x, spec, shape))                 # (N, G, C_out/G, L)
         if b is not None:
-            out += b.reshape(1, -1, 1, 1)
-        return out
+            out += b.reshape(G, Cog, 1)                             # (C_out,) → (G, C_out/G, 1): rows of L
+        return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)
     out_t = np.matmul(_weight_matrix(w, shape), cols)               # (G, C_out/G, N·L)
     src = out_t.reshape(G, Cog, N, L).transpose(2, 0, 1, 3)         # (N, G, C_out/G, L) view
@@ -267,21 +264,63 @@ def forward(x, w, b, spec, shape):
 
 
 def grad_input(grad_out, w, spec, shape):
-    wt = _weight_matrix(w, shape).transpose(0, 2, 1)                # (G, K, C_out/G)
-    if not _folded(spec, shape, backward=True):
-        dcols = np.matmul(wt, _grad_matrix(grad_out, shape))        # (N, G, K, L)
-        return col2im(dcols, spec, shape)
-    dcols = np.matmul(wt, _grad_matrix_folded(grad_out, shape))     # (G, K, N·L)
-    return col2im_folded(dcols, spec, shape)
+    return backward(grad_out, None, w, spec, shape, (True, False))[0]
 
 
 def grad_weight(grad_out, x, spec, shape):
-    if not _folded(spec, shape, backward=True):
-        cols = im2col(x, spec, shape)                               # (N, G, K, L)
-        per_sample = np.matmul(_grad_matrix(grad_out, shape), cols.transpose(0, 1, 3, 2))  # (N, G, C_out/G, K)
-        dw = per_sample.sum(axis=0)                                 # (G, C_out/G, K)
+    return backward(grad_out, x, None, spec, shape, (False, True))[1]
+
+
+def backward(grad_out, x, w, spec, shape, mask):
+    """(∂L/∂x or None, ∂L/∂w or None) as ``mask = (input, weight)`` asks.
+
+    With both asked in the batch-folded layout, the folded grad_output matrix
+    (a transposing copy of grad_out) is built once and serves both products.
+    """
+    want_dx, want_dw = mask
+    dx = dw = None
+    if not planner.gemm_folded(spec, shape, backward=True):
+        gym = _grad_matrix(grad_out, shape)                           # (N, G, C_out/G, L) view
+        if want_dx:
+            wt = _weight_matrix(w, shape).transpose(0, 2, 1)          # (G, K, C_out/G)
+            dx = col2im(np.matmul(wt, gym), spec, shape)              # dcols (N, G, K, L)
+        if want_dw:
+            cols = im2col(x, spec, shape)                             # (N, G, K, L)
+            per_sample = np.matmul(gym, cols.transpose(0, 1, 3, 2))   # (N, G, C_out/G, K)
+            dw = per_sample.sum(axis=0)                               # (G, C_out/G, K)
     else:
-        cols = im2col_folded(x, spec, shape)                        # (G, K, N·L)
-        dw = np.matmul(_grad_matrix_folded(grad_out, shape),
-                       cols.transpose(0, 2, 1))                     # (G, C_out/G, K): Σ_n inside the product
-    return dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size)
+        gyf = _grad_matrix_folded(grad_out, shape)                    # (G, C_out/G, N·L), shared
+        if want_dx:
+            wt = _weight_matrix(w, shape).transpose(0, 2, 1)          # (G, K, C_out/G)
+            dx = col2im_folded(np.matmul(wt, gyf), spec, shape)       # dcols (G, K, N·L)
+        if want_dw:
+            cols = im2col_folded(x, spec, shape)                      # (G, K, N·L)
+            dw = np.matmul(gyf, cols.transpose(0, 2, 1))              # (G, C_out/G, K): Σ_n inside
+    if dw is not None:
+        dw = dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size)
+    return dx, dw
+
+
+def preferred_bytes(pass_, spec, shape):
+    """Scratch bytes a slice of the batch should stay under for speed (see the planner), or None."""
+    return planner.gemm_slice_bytes(spec, shape)
+
+
+def workspace(pass_, spec, shape, itemsize):
+    """An upper estimate of the scratch bytes of one pass (outputs included)."""
+    N, C, Co = shape.N, shape.C, shape.out_channels
+    (pt, pb), (pl, pr) = spec.padding
+    padded = N * C * (shape.H + pt + pb) * (shape.W + pl + pr)
+    L = shape.H_out * shape.W_out
+    cols = N * C * spec.kernel_size[0] * spec.kernel_size[1] * L
+    out, x = N * Co * L, N * C * shape.H * shape.W
+    folded = planner.gemm_folded(spec, shape, pass_ != "forward")
+    if pass_ == "forward":
+        total = padded + cols + out * (3 if folded else 1)
+    elif pass_ == "grad_input":
+        total = cols + 2 * padded + x + (out if folded else 0)
+    else:
+        total = padded + cols + (out if folded else 0) + N * Co * C * spec.kernel_size[0] * spec.kernel_size[1]
+    if folded:
+        total += cols                                # the transposed copy of the padded input
+    return total * itemsize

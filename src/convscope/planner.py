@@ -1,0 +1,295 @@
+"""Which implementation computes each pass of a convolution: one table.
+
+A convolution has three passes, and each is planned on its own: ``forward``,
+``grad_input`` (∂L/∂x) and ``grad_weight`` (∂L/∂w).  With ``algorithm=None``
+(the default everywhere) the first row of :data:`TABLE` whose condition holds
+names the implementation of each pass:
+
+==========  ==============================================  ===========  ===========  ===========
+row         condition                                       forward      grad_input   grad_weight
+==========  ==============================================  ===========  ===========  ===========
+1x1         1×1 kernel (any stride, padding, groups)        pointwise    pointwise    pointwise
+dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
+wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
+            C_in ≥ 64 and C_out ≥ 64,
+            100 ≤ H_out·W_out < 1024
+wino-large  the same with H_out·W_out ≥ 1024                winograd     winograd     gemm
+else        everything else                                 gemm         gemm         gemm
+==========  ==============================================  ===========  ===========  ===========
+
+The thresholds come from timing each pass of each implementation against the
+others on the project's machine (2 cores, AVX-512, OpenBLAS; batch 8, float32;
+see ``bench/``):
+
+* Winograd F(4×4, 3×3) beat im2col on ResNet-50's 3×3 stride-1 layers with 64
+  to 256 channels at 56², 28² and 14² (forward 15.2 vs 17.9 ms, 9.4 vs 10.8 ms,
+  7.9 vs 8.9 ms; grad_input 15.9 vs 22.8 ms at 56²), lost at 7² with 512
+  channels (10.0 vs 8.6 ms: too few tiles for its products, a 36× larger
+  kernel transform) and with 32 channels (6.9 vs 6.1 ms: the transforms cost
+  more than the products they save).  Its weight gradient (the adjoint of the
+  tile formula) beat im2col at 28² and 14² (8.6 vs 11.2 ms, 8.3 vs 9.4 ms) but
+  not at 56² (17.0 vs 16.1 ms).
+* The depthwise path beat gemm (grouped im2col) on MobileNetV2's depthwise
+  layers: forward 11 vs 28 ms, grad_input 16 vs 57 ms, grad_weight 10 vs 26 ms
+  at 32×112²; 3.6 vs 3.7, 4.8 vs 12.3, 2.1 vs 3.7 ms at 960×7².
+* FFT (``scipy.fft``, 2 workers) was measured and is not used: for the 7×7/2
+  stem the kernel and inverse transforms alone took over 100 ms against
+  im2col's 20 ms and torch's 6 ms (it computes the stride-1 output and
+  discards 3/4 of it), and for 3×3 layers the per-frequency channel products
+  cost more than the whole direct convolution.
+
+The gemm path also has two layout decisions, planned here with the rest:
+
+* *batch folded* (one product of width N·H_out·W_out instead of N of width
+  H_out·W_out) when ``H_out·W_out < FOLD_BELOW`` for kernels larger than 1×1;
+  the pointwise path folds its backward when ``H_out·W_out <
+  FOLD_BELOW_1X1_BACKWARD`` and its forward when ``< FOLD_BELOW_1X1_FORWARD``;
+* *stride phases* (split the padded input into its sH·sW phases first) when
+  the stride exceeds 1, dilation is 1 and at least ``MIN_TAPS_PER_PHASE`` taps
+  read each phase (the 7×7/2 stem: 49 taps, 4 phases);
+* *batch slices*: for kernels larger than 1×1 with ``H_out·W_out ≥
+  SLICE_FROM_PIXELS`` the batch is cut into slices whose scratch memory is at
+  most ``SLICE_BYTES`` (or the workspace limit, if lower), so that the im2col
+  matrix of a slice is still in cache when the product reads it: the 7×7/2
+  stem's forward went from 25.5 to 18.7 ms and its forward + backward from 76
+  to 62 ms, the 3×3/2 at 56² from 59 to 53 ms.  Smaller images lose by it (the 3×3 at 7², batch folded, 41 → 51 ms
+  with 16 MiB slices), and so do 1×1 kernels, which copy little.
+
+An explicit ``algorithm='name'`` forces that implementation for every pass it
+implements; a pass it does not implement (winograd's grad_weight) uses the
+automatic choice.  A configuration the implementation cannot compute raises
+ValueError naming ``algorithm``, the rule and the offending value.
+
+:func:`plan` shows the choice and the reason for each pass without computing.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+PASSES = ("forward", "grad_input", "grad_weight")
+
+# gemm layouts, measured on ResNet-50's layers (batch 8, 2 cores)
+FOLD_BELOW = 1024
+FOLD_BELOW_1X1_BACKWARD = 256
+FOLD_BELOW_1X1_FORWARD = 100
+MIN_TAPS_PER_PHASE = 4
+SLICE_BYTES = 24 << 20
+SLICE_FROM_PIXELS = 196
+
+# Winograd: where it measured faster than gemm
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_MIN_OUTPUT_PIXELS = 100
+WINOGRAD_WEIGHT_BELOW_PIXELS = 1024
+
+
+# --------------------------------------------------------------------------- what each path can serve
+
+
+def _needs_pointwise(spec, shape):
+    if spec.kernel_size != (1, 1):
+        return f"a 1×1 kernel, got kernel_size={spec.kernel_size}"
+    return None
+
+
+def _needs_depthwise(spec, shape):
+    if shape.in_per_group != 1:
+        return (f"one input channel per group (groups == in_channels), got in_channels={shape.C} "
+                f"and groups={shape.groups}")
+    return None
+
+
+def _needs_winograd(spec, shape):
+    wrong = []
+    if spec.kernel_size != (3, 3):
+        wrong.append(f"kernel_size={spec.kernel_size}")
+    if spec.stride != (1, 1):
+        wrong.append(f"stride={spec.stride}")
+    if spec.dilation != (1, 1):
+        wrong.append(f"dilation={spec.dilation}")
+    if spec.groups != 1:
+        wrong.append(f"groups={spec.groups}")
+    if wrong:
+        return "a 3×3 kernel, stride 1, dilation 1 and groups 1, got " + ", ".join(wrong)
+    return None
+
+
+class Capability(NamedTuple):
+    passes: tuple          # the passes the implementation has
+    needs: object          # (spec, shape) → None if it can serve them, else "what it needs, got what"
+
+
+CAPABILITIES = {
+    "gemm": Capability(PASSES, lambda spec, shape: None),
+    "reference": Capability(PASSES, lambda spec, shape: None),
+    "pointwise": Capability(PASSES, _needs_pointwise),
+    "depthwise": Capability(PASSES, _needs_depthwise),
+    "winograd": Capability(PASSES, _needs_winograd),
+}
+NAMES = tuple(CAPABILITIES)
+
+
+# --------------------------------------------------------------------------- the automatic table
+
+
+def _is_1x1(spec, shape):
+    return spec.kernel_size == (1, 1)
+
+
+def _is_depthwise(spec, shape):
+    return shape.groups > 1 and shape.in_per_group == 1
+
+
+def _wins_winograd(spec, shape):
+    return (_needs_winograd(spec, shape) is None
+            and shape.C >= WINOGRAD_MIN_CHANNELS and shape.out_channels >= WINOGRAD_MIN_CHANNELS
+            and shape.H_out * shape.W_out >= WINOGRAD_MIN_OUTPUT_PIXELS)
+
+
+class Row(NamedTuple):
+    name: str
+    condition: object      # (spec, shape) → bool
+    choice: tuple          # (forward, grad_input, grad_weight)
+    why: str
+
+
+TABLE = (
+    Row("1x1", _is_1x1, ("pointwise", "pointwise", "pointwise"),
+        "1×1 kernel: a matrix product over channels, no im2col (strided: subsample first)"),
+    Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
+        "one input channel per group: multiply-adds per tap, vectorised over batch and channels"),
+    Row("wino", lambda spec, shape: _wins_winograd(spec, shape)
+        and shape.H_out * shape.W_out < WINOGRAD_WEIGHT_BELOW_PIXELS,
+        ("winograd", "winograd", "winograd"),
+        f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and "
+        f"{WINOGRAD_MIN_OUTPUT_PIXELS}–{WINOGRAD_WEIGHT_BELOW_PIXELS - 1} output pixels: "
+        "Winograd F(4×4, 3×3), 4× fewer multiplies"),
+    Row("wino-large", _wins_winograd, ("winograd", "winograd", "gemm"),
+        f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
+        f"{WINOGRAD_WEIGHT_BELOW_PIXELS} output pixels: Winograd F(4×4, 3×3) "
+        "(grad_weight: im2col GEMM)"),
+    Row("else", lambda spec, shape: True, ("gemm", "gemm", "gemm"),
+        "general case: im2col + GEMM"),
+)
+
+
+# --------------------------------------------------------------------------- gemm layouts
+
+
+def gemm_folded(spec, shape, backward: bool) -> bool:
+    """Whether the gemm / pointwise paths use the batch-folded layout."""
+    L = shape.H_out * shape.W_out
+    if spec.kernel_size != (1, 1):
+        return L < FOLD_BELOW
+    return L < (FOLD_BELOW_1X1_BACKWARD if backward else FOLD_BELOW_1X1_FORWARD)
+
+
+def gemm_phases(spec) -> bool:
+    """Whether the gemm path splits the padded input into stride phases."""
+    (sH, sW), (dH, dW) = spec.stride, spec.dilation
+    kH, kW = spec.kernel_size
+    return ((sH > 1 or sW > 1) and dH == dW == 1 and (kH > sH or kW > sW)
+            and kH * kW >= MIN_TAPS_PER_PHASE * sH * sW)
+
+
+def gemm_slice_bytes(spec, shape):
+    """The scratch bytes a slice of the batch should stay under on the gemm path (None: no slicing)."""
+    if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
+        return None
+    return SLICE_BYTES
+
+
+def _layout(name, spec, shape, pass_):
+    if name not in ("gemm", "pointwise"):
+        return ""
+    L = shape.H_out * shape.W_out
+    parts = []
+    if gemm_folded(spec, shape, pass_ != "forward"):
+        parts.append(f"batch folded (H_out·W_out = {L})")
+    else:
+        parts.append(f"per sample (H_out·W_out = {L})")
+    if name == "gemm" and gemm_phases(spec):
+        parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if name == "gemm" and gemm_slice_bytes(spec, shape):
+        parts.append(f"batch slices of ≤ {gemm_slice_bytes(spec, shape) >> 20} MiB scratch")
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+class Choice(NamedTuple):
+    """The implementation of one pass and why it was chosen."""
+
+    algorithm: str
+    reason: str
+
+
+class Plan(NamedTuple):
+    """The implementation chosen for each pass of one convolution."""
+
+    forward: Choice
+    grad_input: Choice
+    grad_weight: Choice
+
+    def __str__(self) -> str:
+        width = max(len(p) for p in PASSES)
+        return "\n".join(f"{p.ljust(width)}  {getattr(self, p).algorithm:<10} {getattr(self, p).reason}"
+                         for p in PASSES)
+
+
+def check_algorithm(algorithm) -> None:
+    """``algorithm`` must be None or a known name (checked before any work)."""
+    if algorithm is None or (isinstance(algorithm, str) and algorithm in CAPABILITIES):
+        return
+    names = ", ".join(["None"] + [repr(n) for n in NAMES])
+    raise ValueError(f"algorithm must be one of {names}, got {algorithm!r}")
+
+
+def choose(spec, shape, algorithm=None) -> Plan:
+    """The :class:`Plan` for a validated ``spec`` and ``shape`` (see the module docstring)."""
+    check_algorithm(algorithm)
+    auto = next(row for row in TABLE if row.condition(spec, shape))
+    choices = []
+    for i, pass_ in enumerate(PASSES):
+        if algorithm is not None:
+            cap = CAPABILITIES[algorithm]
+            problem = cap.needs(spec, shape)
+            if problem is not None:
+                raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: "
+                                 f"it needs {problem}")
+            if pass_ in cap.passes:
+                name, reason = algorithm, f"forced by algorithm={algorithm!r}"
+            else:
+                name = auto.choice[i]
+                reason = (f"algorithm={algorithm!r} has no {pass_}; automatic choice "
+                          f"(row {auto.name!r}: {auto.why})")
+        else:
+            name, reason = auto.choice[i], f"row {auto.name!r}: {auto.why}"
+        layout = _layout(name, spec, shape, pass_)
+        choices.append(Choice(name, reason + (f"; {layout}" if layout else "")))
+    return Plan(*choices)
+
+
+def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+         algorithm=None) -> Plan:
+    """What ``conv2d`` and ``conv2d_backward`` would run for these shapes, and why.
+
+    ``input_shape`` is (N, C, H, W) or (C, H, W), ``weight_shape`` (C_out, C/groups, kH, kW);
+    the other parameters mean what they mean in :func:`convscope.conv2d`.  Nothing is computed.
+
+    >>> import convscope
+    >>> p = convscope.plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
+    >>> p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm
+    ('winograd', 'winograd', 'gemm')
+    >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm
+    'depthwise'
+    """
+    from .spec import check_input_ndim, check_shapes, check_weight_shape, make_spec
+
+    check_algorithm(algorithm)
+    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
+    check_input_ndim(input_shape)
+    check_weight_shape(weight_shape)
+    spec = make_spec(weight_shape[2:], stride, padding, dilation, groups, padding_mode)
+    shape = check_shapes(spec, input_shape, weight_shape)
+    return choose(spec, shape, algorithm)

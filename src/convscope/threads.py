@@ -1,0 +1,97 @@
+"""How many threads convscope uses.
+
+Two kinds of work run in parallel:
+
+* matrix products, in NumPy's BLAS, whose thread pool is set through
+  ``threadpoolctl`` when it is installed (the ``threads`` extra), else through
+  OpenBLAS's own ``openblas_set_num_threads`` when NumPy's BLAS is OpenBLAS;
+* convscope's own large copies (Winograd's output scatter), split into
+  independent blocks run on a pool of Python threads (NumPy releases the GIL
+  inside its copies and ufuncs).  Work made of many short NumPy calls (the
+  depthwise path's cache-sized blocks) stays on one thread: handing the GIL
+  back and forth between such calls costs more than the second core gives.
+
+Both default to the number of cores the process may use.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import os
+
+from .spec import check_num_threads
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+_state = {"n": _usable_cores(), "pool": None}
+
+
+def get_num_threads() -> int:
+    """The number of threads convscope's own loops use (and the BLAS was last set to)."""
+    return _state["n"]
+
+
+def _set_blas_threads(n: int) -> bool:
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    if threadpoolctl is not None:
+        threadpoolctl.threadpool_limits(n, user_api="blas")
+        return True
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return False
+    done = False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                       "openblas_set_num_threads64_", "openblas_set_num_threads"):
+            fn = getattr(lib, symbol, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done = True
+                break
+    return done
+
+
+def set_num_threads(n: int) -> int:
+    """Use ``n`` threads for BLAS and for convscope's own loops; returns the previous number.
+
+    >>> import convscope
+    >>> previous = convscope.set_num_threads(1)
+    >>> convscope.get_num_threads()
+    1
+    >>> _ = convscope.set_num_threads(previous)
+    """
+    n = check_num_threads(n)
+    previous = _state["n"]
+    _set_blas_threads(n)
+    if n != previous and _state["pool"] is not None:
+        _state["pool"].shutdown(wait=True)
+        _state["pool"] = None
+    _state["n"] = n
+    return previous
+
+
+def parallel_map(fn, items) -> list:
+    """``[fn(item) for item in items]``, on up to :func:`get_num_threads` threads."""
+    items = list(items)
+    n = _state["n"]
+    if n <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    if _state["pool"] is None:
+        _state["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=n,
+                                                               thread_name_prefix="convscope")
+    return list(_state["pool"].map(fn, items))

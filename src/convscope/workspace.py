@@ -1,0 +1,72 @@
+"""How much scratch memory one call may use, and how to split work to stay under it.
+
+The fast paths need scratch arrays (im2col matrices, Winograd tiles, padded
+copies) that grow with the batch and the image.  Before running a pass,
+:mod:`convscope.algorithms` asks the implementation for an estimate of its
+scratch bytes and, when that exceeds the limit, runs it on slices of the batch
+(and, for a forward whose single sample is still too big, on blocks of output
+rows of a padded sample), so that the peak extra memory of a call stays below
+input + output + limit.
+
+The limit is process-wide (default 256 MiB); :func:`workspace_limit` changes it
+for a ``with`` block.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from .spec import check_workspace_bytes
+
+DEFAULT_LIMIT = 256 << 20
+
+_state = threading.local()
+
+
+def get_workspace_limit() -> int:
+    """The scratch-memory limit of the calling thread, in bytes."""
+    return getattr(_state, "limit", _global["limit"])
+
+
+_global = {"limit": DEFAULT_LIMIT}
+
+
+def set_workspace_limit(nbytes: int) -> int:
+    """Set the scratch-memory limit (bytes) for every thread; returns the previous limit.
+
+    >>> import convscope
+    >>> previous = convscope.set_workspace_limit(64 << 20)
+    >>> convscope.get_workspace_limit()
+    67108864
+    >>> _ = convscope.set_workspace_limit(previous)
+    """
+    nbytes = check_workspace_bytes(nbytes)
+    previous = get_workspace_limit()
+    _global["limit"] = nbytes
+    if hasattr(_state, "limit"):
+        _state.limit = nbytes
+    return previous
+
+
+@contextlib.contextmanager
+def workspace_limit(nbytes: int):
+    """``with workspace_limit(bytes):`` — the limit for calls made by this thread inside the block.
+
+    >>> import numpy as np, convscope
+    >>> x = np.ones((2, 8, 16, 16), np.float32); w = np.ones((8, 8, 3, 3), np.float32)
+    >>> with convscope.workspace_limit(1 << 16):
+    ...     y = convscope.conv2d(x, w, padding=1)
+    >>> float(y[0, 0, 5, 5])
+    72.0
+    """
+    nbytes = check_workspace_bytes(nbytes)
+    had = hasattr(_state, "limit")
+    old = getattr(_state, "limit", None)
+    _state.limit = nbytes
+    try:
+        yield nbytes
+    finally:
+        if had:
+            _state.limit = old
+        else:
+            del _state.limit
