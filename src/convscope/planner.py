@@ -56,8 +56,8 @@ The gemm path also has two layout decisions, planned here with the rest:
   with 16 MiB slices), and so do 1×1 kernels, which copy little.
 
 An explicit ``algorithm='name'`` forces that implementation for every pass it
-implements; a pass it does not implement (winograd's grad_weight) uses the
-automatic choice.  A configuration the implementation cannot compute raises
+implements; a pass it did not implement would use the automatic choice
+(today every implementation has all three passes).  A configuration the implementation cannot compute raises
 ValueError naming ``algorithm``, the rule and the offending value.
 
 :func:`plan` shows the choice and the reason for each pass without computing.
