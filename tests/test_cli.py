@@ -167,3 +167,13 @@ def test_bad_explain_and_shape_arguments_are_one_line_exit_2(args):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("convscope: error:"), result.stderr
+
+
+def test_a_closed_pipe_ends_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "tour"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.read(100)
+    proc.stdout.close()   # like `convscope tour | head`
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in stderr

@@ -11,6 +11,7 @@ plain text, coloured with ``rich`` (an optional extra) when stdout is a terminal
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -18,28 +19,14 @@ import numpy as np
 from . import __version__
 from .explain import explain, explain_grad, explain_shape
 from .functional import conv2d
-from .tour import SECTIONS, Checker, intro, section_text
+from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
-# nn.Conv2d(1, 1, kernel_size=3), as the notebook printed them (4 decimals).
-SEED000_INPUT = [
-    [1.4518, 0.4856, -0.5389, 0.2733, -0.3157],
-    [0.3609, -1.0716, -0.8421, -0.0280, 1.6671],
-    [-0.1299, -0.9957, 0.2819, 0.1756, -1.1801],
-    [1.1808, -0.9658, -1.1960, 1.0513, -0.0851],
-    [-0.1109, 0.4165, 3.0197, 1.5542, 0.2885],
-]
-SEED000_WEIGHT = [
-    [0.1734, 0.2302, 0.2847],
-    [0.2793, -0.2692, 0.2193],
-    [-0.2059, 0.1034, 0.1096],
-]
-SEED000_BIAS = [0.0002]
-SEED000_TORCH_OUTPUT = [
-    [0.3697, 0.2129, -0.1515],
-    [-0.6041, -0.5124, 0.4407],
-    [0.5533, 0.6222, -1.3116],
-]
+# nn.Conv2d(1, 1, kernel_size=3), as the notebook printed them (4 decimals); the tour holds them.
+SEED000_INPUT = SEED000_X
+SEED000_WEIGHT = SEED000_W
+SEED000_BIAS = [SEED000_B]
+SEED000_TORCH_OUTPUT = SEED000_OUT
 
 
 class UsageError(Exception):
@@ -413,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (e.g. `| head`) closed the pipe: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
