@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..functional import conv2d, conv2d_backward
+from ..functional import _spec_from_weight, conv2d, conv2d_backward
 from ..geometry import spec_tap_sources
 from ..spec import (
     ConvShape,
@@ -39,8 +39,6 @@ from ..spec import (
     check_input_ndim,
     check_same_dtype,
     check_shapes,
-    check_weight_shape,
-    make_spec,
 )
 
 WRT = ("input", "weight", "bias")
@@ -240,8 +238,7 @@ def _prepare(weight, x, bias, stride, padding, dilation, groups, padding_mode, g
     ga = as_array(grad_output, "grad_output", allow_none=True)
     check_same_dtype(input=xa, weight=wa, bias=ba, grad_output=ga)
     check_input_ndim(xa.shape)
-    check_weight_shape(wa.shape)
-    spec = make_spec(tuple(wa.shape[2:]), stride, padding, dilation, groups, padding_mode)
+    spec = _spec_from_weight(wa.shape, stride, padding, dilation, groups, padding_mode)
     shape = check_shapes(spec, xa.shape, wa.shape, None if ba is None else ba.shape)
     if with_grad:
         out_shape = (shape.out_channels, shape.H_out, shape.W_out)

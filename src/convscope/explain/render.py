@@ -45,6 +45,13 @@ def num(v: float, dec: int) -> str:
     return s
 
 
+def channel_terms(e, c: int) -> list:
+    """The terms of the ``c``-th input channel of the group (an output explanation's terms run
+    channel by channel, then kernel row, then kernel column)."""
+    taps = e.spec.kernel_size[0] * e.spec.kernel_size[1]
+    return e.terms[c * taps:(c + 1) * taps]
+
+
 def idx(t) -> str:
     return ", ".join(str(int(v)) for v in t)
 
@@ -189,10 +196,10 @@ def _output_text(e, dec: int) -> list[str]:
     if gl:
         lines.append("  " + gl)
     Cg = shape.in_per_group
-    per_channel = [float(np.sum([t.product for t in e.terms[c * kH * kW:(c + 1) * kH * kW]])) for c in range(Cg)]
+    per_channel = [float(np.sum([t.product for t in channel_terms(e, c)])) for c in range(Cg)]
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = e.channels.start + c
-        block = e.terms[c * kH * kW:(c + 1) * kH * kW]
+        block = channel_terms(e, c)
         lines += ["", f"Input channel {ch}: the window x̃[{bn}{ch}, {_slice_text(r0, kH, dH)}, "
                       f"{_slice_text(c0, kW, dW)}] beside the kernel w[{o}, {c}]"]
         lines += ["  " + line for line in side_by_side(
@@ -357,7 +364,7 @@ def _padded_masks(e, c: int):
     pad = np.ones((Hp, Wp), dtype=bool)
     pad[pt:pt + shape.H, pl:pl + shape.W] = False
     win = np.zeros((Hp, Wp), dtype=bool)
-    for t in e.terms[c * s.kernel_size[0] * s.kernel_size[1]:(c + 1) * s.kernel_size[0] * s.kernel_size[1]]:
+    for t in channel_terms(e, c):
         win[t.padded_index] = True
     return pad, win
 
@@ -382,7 +389,7 @@ def _output_html(e, dec: int) -> str:
     Cg = shape.in_per_group
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = e.channels.start + c
-        block = e.terms[c * kH * kW:(c + 1) * kH * kW]
+        block = channel_terms(e, c)
         out.append(f"<div><b>input channel {ch}</b></div><div>")
         if e.padded_input is not None:
             pad, win = _padded_masks(e, c)
