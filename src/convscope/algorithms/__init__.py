@@ -145,7 +145,10 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
                 else:
                     dx = part_dx
             if part_dw is not None:
-                dw = part_dw if dw is None else dw + part_dw
+                if dw is None:
+                    dw = part_dw
+                else:
+                    dw += part_dw                   # part_dw is a fresh array per slice
     if want_dw and dw is None:                  # an empty batch
         dw = np.zeros((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size), dtype=dtype)
     return dx, dw
