@@ -148,6 +148,24 @@ def _layer_arguments(layer) -> dict:
                 dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode)
 
 
+_DEFAULTS = dict(bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros")
+
+
+def _arguments(layer_or_weight, form: str, **given) -> tuple[dict, bool]:
+    """(weight, bias and hyper-parameters, whether they came from a torch layer).
+
+    With a layer they come from the layer, and any hyper-parameter passed as well is refused.
+    """
+    if not _is_layer(layer_or_weight):
+        return dict(_DEFAULTS, **given, weight=layer_or_weight), False
+    passed = [name for name, value in given.items()
+              if (value is not None if name == "bias" else value != _DEFAULTS[name])]
+    if passed:
+        raise TypeError(f"{form} takes the hyper-parameters from the layer; pass {', '.join(passed)} "
+                        "only with a weight")
+    return _layer_arguments(layer_or_weight), _is_torch_layer(layer_or_weight)
+
+
 def _normalize_at(at, names: tuple[str, ...], sizes: tuple[int, ...], what: str) -> tuple[int, ...]:
     """``at`` as non-negative ints; negative entries count from the end, as in NumPy indexing."""
     layout = f"({', '.join(names)})"
@@ -294,16 +312,8 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     >>> [t.is_padding for t in e.terms]
     [True, True, True, False]
     """
-    if _is_layer(layer_or_weight):
-        if bias is not None or (stride, padding, dilation, groups, padding_mode) != (1, 0, 1, 1, "zeros"):
-            raise TypeError("explain(layer, x, at) takes the hyper-parameters from the layer; "
-                            "pass bias, stride, padding, ... only with a weight")
-        args = _layer_arguments(layer_or_weight)
-        from_layer = _is_torch_layer(layer_or_weight)
-    else:
-        args = dict(weight=layer_or_weight, bias=bias, stride=stride, padding=padding, dilation=dilation,
-                    groups=groups, padding_mode=padding_mode)
-        from_layer = False
+    args, from_layer = _arguments(layer_or_weight, "explain(layer, x, at)", bias=bias, stride=stride,
+                                  padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
     xa, wa, ba, _, spec, shape, from_torch = _prepare(args["weight"], x, args["bias"], args["stride"],
                                                       args["padding"], args["dilation"], args["groups"],
                                                       args["padding_mode"])
@@ -425,17 +435,9 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     """
     if not isinstance(wrt, str) or wrt not in WRT:
         raise ValueError(f"wrt must be one of 'input', 'weight', 'bias', got {wrt!r}")
-    if _is_layer(layer_or_weight):
-        if (stride, padding, dilation, groups, padding_mode) != (1, 0, 1, 1, "zeros"):
-            raise TypeError("explain_grad(layer, ...) takes the hyper-parameters from the layer; "
-                            "pass stride, padding, ... only with a weight")
-        args = _layer_arguments(layer_or_weight)
-        args["bias"] = None
-        from_layer = _is_torch_layer(layer_or_weight)
-    else:
-        args = dict(weight=layer_or_weight, bias=None, stride=stride, padding=padding, dilation=dilation,
-                    groups=groups, padding_mode=padding_mode)
-        from_layer = False
+    args, from_layer = _arguments(layer_or_weight, "explain_grad(layer, ...)", stride=stride, padding=padding,
+                                  dilation=dilation, groups=groups, padding_mode=padding_mode)
+    args["bias"] = None  # the gradients do not depend on the bias
     if at is None:
         raise TypeError("at is required: the index of the gradient element to explain")
     xa, wa, _, ga, spec, shape, from_torch = _prepare(args["weight"], x, None, args["stride"], args["padding"],
@@ -451,7 +453,7 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
         return (o, i, j) if unbatched else (n, o, i, j)
 
     grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
-                            spec.padding_mode)
+                            spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
     terms, reason = [], None
     channels = range(0)
     if wrt == "input":
