@@ -936,6 +936,49 @@ def test_html_highlights_the_window(mode, groups, C):
         assert ">" not in re.sub(r"<[^<>]*>", "", page)
 
 
+def _cells(page: str, caption_start: str) -> list[list[set[str]]]:
+    """The class sets of each cell of the first table whose caption starts with ``caption_start``."""
+    at = page.index(f"<caption>{html.escape(caption_start)}")
+    table = page[at:page.index("</table>", at)]
+    return [[set(c.split()) for c in re.findall(r'<td(?: class="([^"]*)")?', row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table)]
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_html_links_each_tap_across_the_tables(mode):
+    """Every tap's key sits on its padded-input cell, window cell, weight and product, and nowhere else;
+    a padding cell's key also marks (``s-`` prefix) the real pixel it copies."""
+    x, w, b, params = _text_case(mode, C=2)
+    e = explain(w, x, (0, 1, 0, 4), bias=b, stride=1, dilation=(1, 2), **params)
+    page = e._repr_html_()
+    (pt, _), (pl, _) = e.spec.padding
+    for c in range(2):
+        ch = e.channels.start + c
+        padded = _cells(page, f"padded input x̃, channel {ch}")
+        window = _cells(page.split(f"<b>input channel {ch}</b>")[1], "window")
+        kernel = _cells(page, f"kernel w[1, {c}]")
+        products = _cells(page.split(f"<b>input channel {ch}</b>")[1], "products")
+        block = [t for t in e.terms if t.weight_index[0] == c]
+        for t in block:
+            key = f"cs-t{c}-{t.tap[0]}-{t.tap[1]}"
+            u, v = t.tap
+            for grid in (window, kernel, products):
+                assert key in grid[u][v]
+                assert sum(key in cell for row in grid for cell in row) == 1
+            r, q = t.padded_index
+            assert key in padded[r][q] and "cs-win" in padded[r][q]
+            assert sum(key in cell for row in padded for cell in row) == 1
+            sources = [(i, j) for i, row in enumerate(padded) for j, cell in enumerate(row) if "s-" + key in cell]
+            if t.is_padding and t.input_index is not None:
+                assert sources == [(t.input_index[1] + pt, t.input_index[2] + pl)]
+                assert "cs-src" in padded[sources[0][0]][sources[0][1]]
+            else:
+                assert sources == []
+        copies = any(t.is_padding and t.input_index is not None for t in block)
+        assert any("cs-src" in cell for row in padded for cell in row) == copies
+    assert (mode != "zeros") == bool(re.search(r'<td class="[^"]*\bcs-src\b', page))
+
+
 def test_many_input_channels_show_four_and_sum_the_rest():
     rng = np.random.default_rng(11)
     x, w, b = random_case(rng, (1, 6, 5, 5), (2, 6, 3, 3), np.float64)

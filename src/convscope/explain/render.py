@@ -8,6 +8,7 @@ when it is known.
 from __future__ import annotations
 
 import html
+import itertools
 
 import numpy as np
 
@@ -329,6 +330,8 @@ _STYLE = (
     ".cs-expl td.cs-pad{background:#eeeeee;color:#777;font-style:italic}"
     ".cs-expl td.cs-win{background:#ffe08a;outline:2px solid #d19a00}"
     ".cs-expl td.cs-win.cs-pad{background:#f3dfa6}"
+    ".cs-expl td.cs-src{background:#d5f5dc;box-shadow:inset 0 0 0 2px #27ae60}"
+    ".cs-expl td.cs-win.cs-src{background:#ffe08a}"
     ".cs-expl .cs-value{font-size:15px;font-weight:700}"
     ".cs-expl caption{caption-side:top;text-align:left;color:#555;padding-bottom:2px}"
     "</style>"
@@ -339,7 +342,8 @@ def _esc(s) -> str:
     return html.escape(str(s))
 
 
-def _grid_html(a: np.ndarray, dec: int, caption: str, pad=None, win=None, titles=None) -> str:
+def _grid_html(a: np.ndarray, dec: int, caption: str, pad=None, win=None, titles=None, keys=None) -> str:
+    """A table of ``a``; ``keys[r][c]`` are extra class names that tie the cell to its tap (hover links)."""
     rows = []
     for r in range(a.shape[0]):
         cells = []
@@ -349,11 +353,31 @@ def _grid_html(a: np.ndarray, dec: int, caption: str, pad=None, win=None, titles
                 cls.append("cs-win")
             if pad is not None and pad[r, c]:
                 cls.append("cs-pad")
+            if keys is not None:
+                cls.extend(keys[r][c])
             attr = f' class="{" ".join(cls)}"' if cls else ""
             title = f' title="{_esc(titles[r][c])}"' if titles is not None and titles[r][c] else ""
             cells.append(f"<td{attr}{title}>{_esc(num(a[r, c], dec))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><caption>{_esc(caption)}</caption>{''.join(rows)}</table>"
+
+
+_HTML_IDS = itertools.count()
+
+
+def _link_style(root: str, keys: list[str]) -> str:
+    """Hover links, in CSS only (no script, so it works wherever the HTML is shown).
+
+    Hovering any cell of class ``k`` (a tap: its padded-input cell, window cell, kernel weight and
+    product) highlights every cell of class ``k``, and with ``s-k`` the real pixel a padding cell
+    copied (reflect, replicate, circular).  ``:has()`` needs a current browser; elsewhere the
+    tables are shown without the links.
+    """
+    rules = []
+    for k in keys:
+        rules.append(f"#{root}:has(.{k}:hover) td.{k}{{background:#ff9f43;outline:2px solid #c0392b;color:#000}}")
+        rules.append(f"#{root}:has(.{k}:hover) td.s-{k}{{background:#9be7a7;outline:2px dashed #1e8449}}")
+    return "<style>" + "".join(rules) + "</style>" if rules else ""
 
 
 def _padded_masks(e, c: int):
@@ -374,39 +398,55 @@ def to_html(e) -> str:
     lines = to_text(e, dec).split("\n")
     start = lines.index("The formula")
     stop = lines.index("", start)  # the formula block ends at the first blank line
-    parts = [_STYLE, '<div class="cs-expl">', f'<div class="cs-value">{_esc(lines[0])}</div>']
+    root = f"cs-expl-{next(_HTML_IDS)}"
+    parts = [_STYLE, f'<div class="cs-expl" id="{root}">', f'<div class="cs-value">{_esc(lines[0])}</div>']
     parts += [f"<div>{_esc(line.strip())}</div>" for line in lines[1:stop] if line.strip()]
-    parts.append(_output_html(e, dec) if e.kind == "output" else _grad_html(e, dec))
+    parts.append(_output_html(e, dec, root) if e.kind == "output" else _grad_html(e, dec))
     parts.append("</div>")
     return "".join(parts)
 
 
-def _output_html(e, dec: int) -> str:
+def _output_html(e, dec: int, root: str) -> str:
     s, shape = e.spec, e.shape
     kH, kW = s.kernel_size
+    (pt, _), (pl, _) = s.padding
     o = e.at[-3]
     out = []
+    links = []
     Cg = shape.in_per_group
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = e.channels.start + c
         block = channel_terms(e, c)
+        tap_keys = [[[] for _ in range(kW)] for _ in range(kH)]  # window, kernel and products cells
+        for t in block:
+            key = f"cs-t{c}-{t.tap[0]}-{t.tap[1]}"
+            links.append(key)
+            tap_keys[t.tap[0]][t.tap[1]].append(key)
         out.append(f"<div><b>input channel {ch}</b></div><div>")
         if e.padded_input is not None:
             pad, win = _padded_masks(e, c)
-            (pt, _), (pl, _) = s.padding
+            cell_keys = [[[] for _ in range(pad.shape[1])] for _ in range(pad.shape[0])]
+            for t in block:
+                key = f"cs-t{c}-{t.tap[0]}-{t.tap[1]}"
+                cell_keys[t.padded_index[0]][t.padded_index[1]].append(key)
+                if t.is_padding and t.input_index is not None:  # the real pixel this padding cell copies
+                    src = cell_keys[t.input_index[1] + pt][t.input_index[2] + pl]
+                    src.extend(k for k in ("cs-src", "s-" + key) if k not in src)
             rmap = source_map(shape.H, pt, s.padding[0][1], s.padding_mode)  # padded row → real row, −1: zero
             cmap = source_map(shape.W, pl, s.padding[1][1], s.padding_mode)
             titles = [[("zero padding" if rmap[r] < 0 or cmap[cc] < 0 else
                         f"padding ({s.padding_mode}) ← x[{ch}, {rmap[r]}, {cmap[cc]}]")
                        if pad[r, cc] else f"x[{ch}, {r - pt}, {cc - pl}]" for cc in range(pad.shape[1])]
                       for r in range(pad.shape[0])]
-            out.append(_grid_html(e.padded_input[c], dec, f"padded input x̃, channel {ch}: the window highlighted",
-                                  pad, win, titles))
+            caption = f"padded input x̃, channel {ch}: the window highlighted"
+            if any(t.is_padding and t.input_index is not None for t in block):
+                caption += f" (green: the pixels its {s.padding_mode} padding copies)"
+            out.append(_grid_html(e.padded_input[c], dec, caption, pad, win, titles, cell_keys))
         titles = [[term_source(block[u * kW + v], s.padding_mode) for v in range(kW)] for u in range(kH)]
-        out.append(_grid_html(e.window[c], dec, "window", e.window_padding[c], None, titles))
-        out.append(_grid_html(e.kernel[c], dec, f"kernel w[{o}, {c}]"))
+        out.append(_grid_html(e.window[c], dec, "window", e.window_padding[c], None, titles, tap_keys))
+        out.append(_grid_html(e.kernel[c], dec, f"kernel w[{o}, {c}]", keys=tap_keys))
         prod = np.array([t.product for t in block]).reshape(kH, kW)
-        out.append(_grid_html(prod, dec, "products", e.window_padding[c]))
+        out.append(_grid_html(prod, dec, "products", e.window_padding[c], keys=tap_keys))
         out.append(f"</div><div>sum for input channel {ch}: {_esc(num(sum(t.product for t in block), dec))}</div>")
     rows = [("sum of products", e.sum_of_products), (f"+ bias[{o}]" if e.has_bias else "+ bias (none)", e.bias),
             (f"= out[{idx(e.at)}]", e.value)]
@@ -414,7 +454,8 @@ def _output_html(e, dec: int) -> str:
         rows.append(("torch", e.torch_value))
     out.append("<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(num(v, dec))}</td></tr>" for k, v in rows)
                + "</table>")
-    return "".join(out)
+    out.append("<div>Hover a cell of the window, the kernel or the products to see its tap in every table.</div>")
+    return _link_style(root, links) + "".join(out)
 
 
 def _grad_html(e, dec: int) -> str:
