@@ -23,6 +23,7 @@ import ipaddress
 import json
 import shlex
 import socket
+import socketserver
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -283,6 +284,11 @@ class ExploreServer(ThreadingHTTPServer):
         if self.port == 80:
             self.allowed_hosts |= {host, "localhost"}
         self.allowed_origins = {f"http://{h}" for h in self.allowed_hosts}
+
+    def server_bind(self):
+        """Bind without HTTPServer's reverse DNS lookup of the address (getfqdn)."""
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
 
 class _Handler(BaseHTTPRequestHandler):
