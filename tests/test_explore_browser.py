@@ -155,6 +155,13 @@ def test_hover_shows_the_window_copied_pixels_and_explains_numbers(page):
     check_output(page, 0, 5, 3, **params)
     check_output(page, 0, 2, 2, **params)                            # inside: no padding, nothing copied
     assert marked(page, "input", "hl-src", ["c", "h", "w"]) == set()
+    page.click("[data-grid=output][data-o='0'][data-i='4'][data-j='5']")     # a click pins the cell
+    pinned = float(page.get_attribute("#explain-value", "data-value"))
+    page.hover("[data-grid=output][data-o='0'][data-i='1'][data-j='1']")
+    assert float(page.get_attribute("#explain-value", "data-value")) == pinned
+    check_output(page, 0, 4, 5, **params)
+    page.click("[data-grid=output][data-o='0'][data-i='4'][data-j='5']")     # a second click unpins it
+    check_output(page, 0, 1, 1, **params)
 
 
 def test_changing_parameters(page):

@@ -101,11 +101,13 @@ def test_layer_by_query_is_layer_data(server):
 
 def test_layer_from_a_posted_npy(server):
     x = np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 7
-    body = {"kernel_size": 2, "padding": [1, 0], "padding_mode": "replicate", "bias": True,
+    body = {"kernel_size": 2, "padding": [1, 0], "padding_mode": "replicate", "bias": [0.5],
             "npy": base64.b64encode(npy_bytes(x)).decode()}
     status, _, data = post_json(server, body)
     assert status == 200, data
-    assert data == roundtrip(layer_data(x, kernel_size=2, padding=(1, 0), padding_mode="replicate", bias=True))
+    assert data == roundtrip(layer_data(x, kernel_size=2, padding=(1, 0), padding_mode="replicate", bias=[0.5]))
+    status, _, body = post_json(server, {"kernel_size": [3, 2.5]})
+    assert status == 400 and "kernel_size must be an integer or two" in body["error"]
     assert data["config"]["dtype"] == "float64" and data["config"]["input_given"]
 
 

@@ -259,7 +259,7 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
     _check_totals(C, H, W, w.shape, (Ho, Wo))
     gy = (np.ones(out.shape, dtype=dtype) if grad_output == "ones"
           else _random(rng, out.shape, integers, -3, dtype))
-    if not (np.all(np.isfinite(out))):
+    if not np.all(np.isfinite(out)):
         raise ValueError(f"the output is not finite in {dtype} (it overflows): use smaller numbers or float32")
 
     Cg = C // spec.groups
@@ -284,12 +284,11 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
                 }
         group_channels.append(list(e.channels))
 
-    grad_params = dict(params)
     grad_input = [[[None] * W for _ in range(H)] for _ in range(C)]
     for c in range(C):
         for h in range(H):
             for w_ in range(W):
-                e = explain_grad(w, xa, gy, "input", (c, h, w_), **grad_params)
+                e = explain_grad(w, xa, gy, "input", (c, h, w_), **params)
                 item = {"v": e.value, "s": e.sum_of_products,
                         "t": [[*t.output_index, *t.weight_index[1:], *t.padded_index, int(t.is_padding), t.product]
                               for t in e.terms]}
@@ -298,14 +297,14 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
                 grad_input[c][h][w_] = item
     grad_weight = [[[[None] * kW for _ in range(kH)] for _ in range(Cg)] for _ in range(O)]
     for o, c, u, v in np.ndindex(w.shape):
-        e = explain_grad(w, xa, gy, "weight", (o, c, u, v), **grad_params)
+        e = explain_grad(w, xa, gy, "weight", (o, c, u, v), **params)
         grad_weight[o][c][u][v] = {
             "v": e.value, "s": e.sum_of_products, "ch": e.channels.start,
             "t": [[*t.output_index[1:], *t.padded_index, *_term_index(t.input_index), int(t.is_padding),
                    t.product] for t in e.terms]}
     grad_bias = []
     for o in range(O):
-        e = explain_grad(w, xa, gy, "bias", (o,), **grad_params)
+        e = explain_grad(w, xa, gy, "bias", (o,), **params)
         grad_bias.append({"v": e.value, "s": e.sum_of_products})
 
     (pt, pb), (pl, pr) = spec.padding

@@ -22,6 +22,7 @@ import io
 import ipaddress
 import json
 import shlex
+import signal
 import socket
 import socketserver
 import sys
@@ -39,7 +40,6 @@ MAX_BODY = 1 << 20        # bytes of a POST body (a 16×64×64 float64 input is 
 BUILD_WAIT = 30           # seconds a request waits for the build before it is answered 503
 PARAMETERS = ("input", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode",
               "bias", "seed", "integers", "grad_output")
-LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -56,8 +56,9 @@ def _text(value, name: str) -> str:
         return "1" if value else "0"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return ",".join(str(v) for v in value)
+    if isinstance(value, list) and 0 < len(value) <= LIMITS["out_channels"] and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return ",".join(repr(v) for v in value)
     if not isinstance(value, str):
         raise ParameterError(f"{name} must be a string or a number, got {type(value).__name__}")
     if len(value) > 64:
@@ -105,8 +106,8 @@ def _bias(text: str):
 def parse_parameters(items) -> dict:
     """Keyword arguments of :func:`layer_data` from ``(name, value)`` pairs (a query or a JSON object).
 
-    Values are strings (or, from JSON, numbers, booleans and lists of ints); every name must be
-    one of :data:`PARAMETERS` and appear once.
+    Values are strings (or, from JSON, numbers, booleans and short lists of numbers); every name
+    must be one of :data:`PARAMETERS` and appear once.
     """
     seen: dict[str, str] = {}
     for name, value in items:
@@ -489,9 +490,12 @@ def serve(x=None, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool 
 
     ``x`` and ``config`` are :func:`layer_data`'s arguments (the page starts with them);
     ``port=0`` picks a free port; ``open_browser`` opens the page with :mod:`webbrowser`;
-    ``verbose`` logs every request on stderr.  Ctrl-C stops the server and returns.
+    ``verbose`` logs every request on stderr.  Ctrl-C (or SIGTERM) stops the server and returns.
     """
     server = make_server(x, host=host, port=port, verbose=verbose, npy_name=npy_name, **config)
+    previous = None
+    if threading.current_thread() is threading.main_thread():   # `kill` stops it like Ctrl-C
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"convscope explore: serving {server.url} (Ctrl-C stops it)", flush=True)
         if open_browser:
@@ -504,4 +508,10 @@ def serve(x=None, *, host: str = "127.0.0.1", port: int = 0, open_browser: bool 
         pass
     finally:
         server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print("convscope explore: stopped", flush=True)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
