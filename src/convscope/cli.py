@@ -3,6 +3,8 @@
 * ``convscope tour``: the guided tour through the seeds' examples (the main job);
 * ``convscope explain``: how one output or gradient number is made;
 * ``convscope shape``: the output size, step by step;
+* ``convscope explore``: an interactive local page (or, with ``--out``, a static one) showing a
+  layer's numbers, how each output and gradient is made;
 * ``convscope`` alone (or ``convscope demo``): a short demo, seed 000's convolution by hand.
 
 Bad arguments print one line on stderr and exit 2, never a traceback.  Output is
@@ -216,6 +218,37 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 4)")
     ex.add_argument("--html", metavar="FILE", help="also write the explanation as HTML to FILE")
     _add_color(ex)
+
+    xp = sub.add_parser(
+        "explore", help="an interactive page: hover any output or gradient to see how it is made",
+        description="Serve a local page (127.0.0.1 only, no network needed) that shows a layer's input, "
+                    "kernel, output and gradients with their numbers: hover an output cell to see its window, "
+                    "padding included, and its arithmetic; change the parameters in the page. With --out, write "
+                    "a self-contained page for this configuration instead. Without --input-file the input is "
+                    "seeded random, as in `convscope explain`.",
+        epilog="examples:  convscope explore\n"
+               "           convscope explore --input 3x6x6 --integers -p 1 --padding-mode reflect\n"
+               "           convscope explore --input 2x7x7 -k 3 -s 2 --bias --out conv.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    xsrc = xp.add_mutually_exclusive_group()
+    xsrc.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or 1xCxHxW (default 5x5)")
+    xsrc.add_argument("--input-file", metavar="X.npy", help="the input (one sample), from a .npy file")
+    xp.add_argument("--seed", type=int, default=0, help="seed of the random input, kernel, bias and grad_output (default 0)")
+    xp.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
+    xp.add_argument("-k", "--kernel", default="3", help="kernel size: int or HxW (default 3)")
+    xp.add_argument("--out-channels", type=int, default=1, help="output channels (default 1)")
+    xp.add_argument("--bias", nargs="?", const="random", metavar="B[,B...]",
+                    help="add a bias: seeded random, or the values given (one, or one per output channel)")
+    _add_conv_options(xp)
+    xp.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
+    xp.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
+    xp.add_argument("--grad-output", choices=("ones", "random"), default="ones",
+                    help="grad_output of the gradient view: ones (L = out.sum(), the default) or seeded random")
+    xp.add_argument("--host", default="127.0.0.1", help="loopback address to listen on: 127.0.0.1 (default), ::1 or localhost")
+    xp.add_argument("--port", type=int, default=0, help="port (default 0: a free one, printed)")
+    xp.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
+    xp.add_argument("--out", metavar="FILE", help="write a self-contained page (works from disk, no server) and exit")
+    xp.add_argument("--verbose", action="store_true", help="log every request on stderr")
     return parser
 
 
@@ -377,6 +410,46 @@ def run_explain(args) -> int:
     return 0
 
 
+def run_explore(args) -> int:
+    from .explore import serve, write_page
+    from .explore.server import check_host
+
+    config = dict(out_channels=args.out_channels, kernel_size=_pair_or_int(args.kernel, "--kernel"),
+                  stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
+                  dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
+                  padding_mode=args.padding_mode, seed=args.seed, integers=args.integers,
+                  grad_output=args.grad_output)
+    if args.bias is None:
+        config["bias"] = False
+    elif args.bias == "random":
+        config["bias"] = True
+    else:
+        try:
+            config["bias"] = [float(v) for v in args.bias.split(",")]
+        except ValueError:
+            raise UsageError(f"--bias must be numbers separated by ',' (or nothing: random), got {args.bias!r}") from None
+    x = None
+    if args.input_file:
+        x = _load(args.input_file, "--input-file")
+    else:
+        config["input_shape"] = _ints(args.input or "5x5", "--input", "x")
+    if args.out:
+        try:
+            write_page(args.out, x, input_file=args.input_file, **config)
+        except OSError as exc:
+            raise UsageError(f"--out: cannot write {args.out!r} ({exc.strerror or exc})") from None
+        print(f"convscope explore: wrote {args.out} ({os.path.getsize(args.out) // 1024} KiB); "
+              "open it in a browser, no server needed")
+        return 0
+    check_host(args.host)
+    try:
+        serve(x, host=args.host, port=args.port, open_browser=not args.no_browser, verbose=args.verbose,
+              npy_name=args.input_file, **config)
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:
     """Missing leading indices are 0: ``(i, j)`` → ``(0, 0, i, j)``."""
     if len(given) > full:
@@ -390,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in (None, "demo"):
             print(demo_text())
             return 0
-        return {"tour": run_tour, "shape": run_shape, "explain": run_explain}[args.command](args)
+        return {"tour": run_tour, "shape": run_shape, "explain": run_explain,
+                "explore": run_explore}[args.command](args)
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2

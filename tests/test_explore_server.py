@@ -1,0 +1,324 @@
+"""The explore server, without a browser: routes, validation, the loopback guard, Ctrl-C, --out."""
+import base64
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlencode
+
+import numpy as np
+import pytest
+
+import convscope
+from convscope.explore import layer_data, write_page
+from convscope.explore.server import MAX_BODY, MAX_QUERY, check_host, make_server, npy_bytes
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = make_server(input_shape=(2, 5, 5), padding=1, padding_mode="reflect", integers=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+def request(srv, method, path, body=None, headers=None, host=None):
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", host if host is not None else f"127.0.0.1:{srv.port}")
+    for k, v in (headers or {}).items():
+        conn.putheader(k, v)
+    if body is not None:
+        if "Content-Length" not in (headers or {}):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+    else:
+        conn.endheaders()
+    response = conn.getresponse()
+    raw = response.read()
+    conn.close()
+    content_type = response.getheader("Content-Type", "")
+    payload = json.loads(raw) if content_type.startswith("application/json") else raw.decode("utf-8")
+    return response.status, response, payload
+
+
+def post_json(srv, obj, **kw):
+    return request(srv, "POST", "/api/layer", json.dumps(obj).encode(), {"Content-Type": "application/json"}, **kw)
+
+
+def roundtrip(d):
+    return json.loads(json.dumps(d))
+
+
+def external_urls(text):
+    return [u for u in re.findall(r"https?://[^\s\"'<>)]+", text)
+            if not re.match(r"https?://(127\.0\.0\.1|localhost|\[::1\])[:/]", u)]
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def test_the_page(server):
+    status, response, text = request(server, "GET", "/")
+    assert status == 200 and response.getheader("Content-Type").startswith("text/html")
+    assert "default-src 'none'" in response.getheader("Content-Security-Policy")
+    assert "<title>convscope explore</title>" in text and 'id="error"' in text
+    assert external_urls(text) == []
+    boot = json.loads(re.search(r'id="convscope-boot">(.*?)</script>', text, re.S).group(1))
+    assert boot["mode"] == "server"
+    assert boot["data"] == roundtrip(layer_data(input_shape=(2, 5, 5), padding=1, padding_mode="reflect",
+                                                integers=True))
+    assert request(server, "GET", "/api/health")[2] == {"ok": True}
+
+
+def test_layer_by_query_is_layer_data(server):
+    query = urlencode(dict(input="3x6x5", out_channels=2, kernel_size="3,2", stride=1, padding="1,2",
+                           dilation="1", groups=1, padding_mode="circular", bias="random", seed=4, integers=1,
+                           grad_output="random"))
+    status, response, data = request(server, "GET", "/api/layer?" + query)
+    assert status == 200, data
+    assert response.getheader("Content-Type").startswith("application/json")
+    assert data == roundtrip(layer_data(input_shape=(3, 6, 5), out_channels=2, kernel_size=(3, 2),
+                                        padding=(1, 2), padding_mode="circular", bias=True, seed=4,
+                                        integers=True, grad_output="random"))
+    status, _, data = request(server, "GET", "/api/layer?input=4x4&padding=same&bias=0.5,-1&out_channels=2")
+    assert status == 200, data
+    assert data["bias"] == [0.5, -1.0] and data["config"]["bias_given"] == [0.5, -1.0]
+    assert data["config"]["padding"] == "same"
+
+
+def test_layer_from_a_posted_npy(server):
+    x = np.arange(24, dtype=np.float64).reshape(2, 3, 4) / 7
+    body = {"kernel_size": 2, "padding": [1, 0], "padding_mode": "replicate", "bias": [0.5],
+            "npy": base64.b64encode(npy_bytes(x)).decode()}
+    status, _, data = post_json(server, body)
+    assert status == 200, data
+    assert data == roundtrip(layer_data(x, kernel_size=2, padding=(1, 0), padding_mode="replicate", bias=[0.5]))
+    status, _, body = post_json(server, {"kernel_size": [3, 2.5]})
+    assert status == 400 and "kernel_size must be an integer or two" in body["error"]
+    assert data["config"]["dtype"] == "float64" and data["config"]["input_given"]
+
+
+@pytest.mark.parametrize("query, library", [
+    ("input=3x5x5&groups=2", lambda: convscope.Conv2d(3, 1, 3, groups=2)),
+    ("input=3x3&padding=3&padding_mode=reflect",
+     lambda: convscope.conv2d(np.zeros((1, 3, 3), np.float32), np.zeros((1, 1, 3, 3), np.float32), padding=3,
+                              padding_mode="reflect")),
+    ("padding=same&stride=2", lambda: convscope.Conv2d(1, 1, 3, padding="same", stride=2)),
+    ("padding_mode=mirror", lambda: convscope.Conv2d(1, 1, 3, padding_mode="mirror")),
+    ("input=2x2&kernel_size=5",
+     lambda: convscope.conv2d(np.zeros((1, 2, 2), np.float32), np.zeros((1, 1, 5, 5), np.float32))),
+])
+def test_invalid_combinations_answer_the_librarys_message(server, query, library):
+    with pytest.raises((ValueError, TypeError)) as info:
+        library()
+    status, _, body = request(server, "GET", "/api/layer?" + query)
+    assert (status, body) == (400, {"error": str(info.value)})
+
+
+@pytest.mark.parametrize("query, words", [
+    ("input=100x100", "input height H must be at most 64 in convscope explore, got 100"),
+    ("input=20x4x4", "input channels C must be at most 16"),
+    ("kernel_size=99", "kernel_size must be at most 11"),
+    ("out_channels=1000", "out_channels must be at most 16"),
+    ("stride=9,1", "stride must be at most 8"),
+    ("padding=100", "padding must be at most 16"),
+    ("input=40x40&kernel_size=1", "explains at most"),
+    ("input=16x16&kernel_size=11&padding=5", "terms"),
+    ("stride=abc", "stride must be an integer or two"),
+    ("seed=1e9", "seed must be an integer, got '1e9'"),
+    ("seed=99999999999999999999", "seed must be an integer"),
+    ("input=5", "input must be HxW, CxHxW or 1xCxHxW"),
+    ("integers=maybe", "integers must be true or false"),
+    ("bias=lots", "bias must be 'none', 'random' or numbers"),
+    ("grad_output=twos", "grad_output must be 'ones' or 'random'"),
+    ("frobnicate=1", "unknown parameter 'frobnicate'"),
+    ("seed=1&seed=2", "parameter 'seed' is given twice"),
+    ("kernel_size=" + "1" * 100, "kernel_size must be at most 64 characters"),
+])
+def test_bad_and_oversize_parameters_are_refused_by_name(server, query, words):
+    status, _, body = request(server, "GET", "/api/layer?" + query)
+    assert status == 400 and words in body["error"], body
+
+
+def test_oversize_requests(server):
+    status, _, body = request(server, "GET", "/api/layer?seed=" + "1" * (MAX_QUERY + 1))
+    assert status == 400 and "query string" in body["error"]
+    status, _, body = request(server, "GET", "/api/layer?" + "&".join(f"a{k}=1" for k in range(100)))
+    assert status == 400
+    status, _, body = request(server, "POST", "/api/layer", b"{}",
+                              {"Content-Type": "application/json", "Content-Length": str(MAX_BODY + 1)})
+    assert status == 413 and str(MAX_BODY) in body["error"]
+    x = np.zeros((16, 64, 64))     # the largest input is within the body limit, then refused by a bound
+    status, _, body = post_json(server, {"npy": base64.b64encode(npy_bytes(x)).decode()})
+    assert status == 400 and "explains at most" in body["error"]
+    status, _, body = post_json(server, {"npy": base64.b64encode(npy_bytes(np.zeros((17, 2, 2)))).decode()})
+    assert status == 400 and "input channels C must be at most 16" in body["error"]
+
+
+def test_bad_bodies(server):
+    assert request(server, "POST", "/api/layer", b"{", {"Content-Type": "application/json"})[0] == 400
+    assert request(server, "POST", "/api/layer", b"[1]", {"Content-Type": "application/json"})[0] == 400
+    assert request(server, "POST", "/api/layer", b"{}", {"Content-Type": "text/plain"})[0] == 415
+    status, _, body = post_json(server, {"npy": "not base64!"})
+    assert status == 400 and "npy must be base64" in body["error"]
+    status, _, body = post_json(server, {"npy": base64.b64encode(b"hello").decode()})
+    assert status == 400 and "cannot read the file as a .npy array" in body["error"]
+    pickled = np.array([{"a": 1}], dtype=object)
+    buffer = io.BytesIO()
+    np.save(buffer, pickled, allow_pickle=True)
+    status, _, body = post_json(server, {"npy": base64.b64encode(buffer.getvalue()).decode()})
+    assert status == 400 and "pickle" in body["error"].lower()
+
+
+@pytest.mark.parametrize("path", ["/foo", "/api", "/api/layer/", "/index.html", "/favicon.ico",
+                                  "/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/api/../../etc/passwd",
+                                  "//etc/passwd", "/page.html", "/convscope/explore/page.html"])
+def test_unknown_routes_and_traversal_are_404(server, path):
+    status, _, body = request(server, "GET", path)
+    assert status == 404 and "not found" in body["error"]
+
+
+@pytest.mark.parametrize("method, path", [("PUT", "/"), ("DELETE", "/api/layer"), ("POST", "/"),
+                                          ("PATCH", "/api/layer"), ("OPTIONS", "/api/layer")])
+def test_wrong_methods_are_405(server, method, path):
+    status, response, _ = request(server, method, path, b"" if method != "OPTIONS" else None)
+    assert status == 405 and response.getheader("Allow")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:{other}", "", "127.0.0.1",
+                                  "0.0.0.0:{port}", "127.0.0.1.evil.example:{port}"])
+def test_a_foreign_host_header_is_403(server, host):
+    host = host.format(port=server.port, other=server.port + 1)
+    for path in ("/", "/api/layer", "/api/health", "/nowhere"):
+        status, _, body = request(server, "GET", path, host=host)
+        assert status == 403 and "local requests only" in body["error"]
+
+
+def test_localhost_is_accepted_and_cross_site_is_refused(server):
+    assert request(server, "GET", "/api/health", host=f"localhost:{server.port}")[0] == 200
+    status, _, _ = request(server, "GET", "/api/health", headers={"Origin": "http://evil.example"})
+    assert status == 403
+    status, _, _ = request(server, "POST", "/api/layer", b"{}", {"Content-Type": "application/json",
+                                                                 "Origin": "http://evil.example"})
+    assert status == 403
+    assert request(server, "GET", "/api/health", headers={"Sec-Fetch-Site": "cross-site"})[0] == 403
+    status, _, _ = request(server, "POST", "/api/layer", b"{}", {"Content-Type": "application/json",
+                                                                 "Origin": f"http://127.0.0.1:{server.port}"})
+    assert status == 200
+
+
+# --------------------------------------------------------------------------- binding
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "8.8.8.8", "example.com", "", "127.0.0.1.nip.io"])
+def test_non_loopback_hosts_are_refused(host):
+    with pytest.raises(ValueError, match="host must be a loopback address"):
+        make_server(host=host)
+
+
+def test_loopback_hosts():
+    assert check_host("localhost") == ("127.0.0.1", socket.AF_INET)
+    assert check_host("127.0.0.1") == ("127.0.0.1", socket.AF_INET)
+    assert check_host("::1") == ("::1", socket.AF_INET6)
+    assert check_host("[::1]") == ("::1", socket.AF_INET6)
+    srv = make_server(host="localhost", input_shape=(3, 3), kernel_size=2)
+    try:
+        assert srv.url == f"http://127.0.0.1:{srv.port}/" and srv.server_address[0] == "127.0.0.1"
+    finally:
+        srv.server_close()
+    with pytest.raises(ValueError, match="port must be an int in 0..65535"):
+        make_server(port=70000)
+
+
+def test_an_invalid_configuration_is_refused_before_listening():
+    with pytest.raises(ValueError, match=re.escape("in_channels (3) must be divisible by groups (2)")):
+        make_server(input_shape=(3, 4, 4), groups=2)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def run_cli(*args, timeout=60):
+    env = dict(os.environ, PYTHONPATH=SRC)
+    return subprocess.run([sys.executable, "-m", "convscope", "explore", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--host", "0.0.0.0"], "host must be a loopback address"),
+    (["--host", "example.com"], "host must be a loopback address"),
+    (["--input", "3x5x5", "-g", "2"], "in_channels (3) must be divisible by groups (2)"),
+    (["--kernel", "12"], "kernel_size must be at most 11"),
+    (["--bias", "x,y"], "--bias must be numbers"),
+    (["--port", "-5"], "port must be an int in 0..65535"),
+])
+def test_cli_refusals_are_one_line_exit_2(args, words):
+    result = run_cli("--no-browser", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convscope: error:") and words in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_ctrl_c_stops_cleanly_and_requests_are_not_logged():
+    env = dict(os.environ, PYTHONPATH=SRC, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "convscope", "explore", "--no-browser", "--port", "0",
+                             "--input", "2x4x4", "--bias", "0.5"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        port = int(match.group(1))
+        for path in ("/", "/api/layer?input=3x3&kernel_size=2", "/missing"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", path)
+            assert conn.getresponse().status in (200, 404)
+            conn.close()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and err.strip() == ""           # quiet: no line per request
+    assert out.strip().splitlines() == ["convscope explore: stopped"]
+
+
+def test_out_writes_a_self_contained_page(tmp_path):
+    path = tmp_path / "conv.html"
+    result = run_cli("--input", "2x5x5", "--integers", "-p", "1", "--padding-mode", "reflect", "--bias",
+                     "--out", str(path))
+    assert result.returncode == 0, result.stderr
+    assert str(path) in result.stdout
+    text = path.read_text(encoding="utf-8")
+    assert external_urls(text) == []
+    assert not re.search(r"<(script|link|img|iframe)[^>]+(src|href)=\"(?!data:)", text)  # nothing loaded
+    boot = json.loads(re.search(r'id="convscope-boot">(.*?)</script>', text, re.S).group(1))
+    assert boot["mode"] == "static"
+    assert boot["data"] == roundtrip(layer_data(input_shape=(2, 5, 5), integers=True, padding=1,
+                                                padding_mode="reflect", bias=True))
+    assert boot["command"] == "convscope explore --input 2x5x5 --seed 0 --integers -k 3 --bias -p 1 --padding-mode reflect"
+
+
+def test_write_page_escapes_the_data(tmp_path):
+    x = np.ones((3, 3), np.float32)
+    path = write_page(tmp_path / "p.html", x, kernel_size=2, input_file="</script><b>x.npy")
+    text = open(path, encoding="utf-8").read()
+    assert text.count("</script>") == 2                # the boot data cannot close its element
+    assert "--input-file '\\u003c/script>\\u003cb>x.npy'" in text
