@@ -1,6 +1,6 @@
 """Headless Chromium for the browser tests: Debian's ``chromium`` driven by Playwright (never a download).
 
-``launch_browser()`` skips the calling test when Playwright or Chromium is missing, unless
+``launch_browser()`` uses ``CONVSCOPE_CHROMIUM`` or /usr/bin/chromium; it skips the calling test when Playwright or Chromium is missing, unless
 ``CONVSCOPE_REQUIRE_BROWSER`` is set (``.ci/run`` sets it), when it fails instead.
 """
 import contextlib
@@ -14,7 +14,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 
 def chromium_path() -> str | None:
-    for name in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+    for name in (os.environ.get("CONVSCOPE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
         if name and os.path.exists(name):
             return name
     return None

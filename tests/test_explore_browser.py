@@ -2,9 +2,8 @@
 
 `convscope explore --no-browser --port 0` runs as a subprocess; the tests change parameters,
 hover cells and check that the highlighted cells and the numbers shown are explain's and
-explain_grad's.  Without Chromium (/usr/bin/chromium, or CONVSCOPE_CHROMIUM) or Playwright the
-tests are skipped, unless CONVSCOPE_REQUIRE_BROWSER is set (as in CI): then they fail.  No
-browser is ever downloaded.
+explain_grad's.  The browser comes from tests/browser.py (skipped without Chromium or Playwright,
+unless CONVSCOPE_REQUIRE_BROWSER is set, as in CI).
 """
 import io
 import os
@@ -19,33 +18,18 @@ import pytest
 import convscope
 from convscope import explain, explain_grad
 
-CHROMIUM = os.environ.get("CONVSCOPE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+from browser import launch_browser
+
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 # the page has answered the latest change (a function: the page's CSP forbids evaluating strings)
 SETTLED = "(before) => document.body.dataset.busy === '0' && (document.body.dataset.settled || '') !== before"
 START = ["--input", "3x6x6", "--integers", "-p", "1", "--padding-mode", "reflect", "--bias"]
 
 
-def _unavailable(reason):
-    if os.environ.get("CONVSCOPE_REQUIRE_BROWSER"):
-        pytest.fail(f"{reason}, and CONVSCOPE_REQUIRE_BROWSER is set", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (pip install '.[test]')")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with launch_browser() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +263,26 @@ def test_the_static_page_from_file_and_a_screenshot(browser, tmp_path):
     assert image.size == (1100, 700)
     pixels = np.asarray(image)
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50   # not blank
+
+
+def test_the_notebook_widget_in_its_iframe(browser):
+    layer = convscope.Conv2d(2, 2, 3, stride=2, padding=1, padding_mode="replicate")
+    x = np.random.default_rng(5).standard_normal((2, 5, 5)).astype(np.float32)
+    shown = convscope.widget(layer, x)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    pg = context.new_page()
+    requests = []
+    pg.on("request", lambda r: requests.append(r.url))
+    pg.set_content("<!doctype html><meta charset='utf-8'><h1>notebook</h1>" + shown._repr_html_())
+    frame = pg.frame_locator("iframe")
+    frame.locator("[data-grid=output]").first.wait_for()
+    inner = next(f for f in pg.frames if f is not pg.main_frame)
+    for o, i, j in [(0, 0, 0), (1, 2, 1)]:
+        inner.hover(f"[data-grid=output][data-o='{o}'][data-i='{i}'][data-j='{j}']")
+        e = explain(layer, x, (o, i, j))
+        assert value(inner, "#explain-value") == e.value
+        copied = {t.input_index for t in e.terms if t.is_padding and t.input_index is not None}
+        assert marked(inner, "input", "hl-src", ["c", "h", "w"]) == copied
+    assert "Your layer" in inner.text_content("#hint")
+    context.close()
+    assert all(u.startswith(("about:", "data:")) for u in requests), requests

@@ -6,6 +6,8 @@ Public API
 - :func:`conv2d_output_size`
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
 - :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
+- :func:`widget`: the interactive explore page of a layer, inline in a notebook
+  (:mod:`convscope.explore` also serves it: ``convscope explore``)
 - :func:`plan` (which implementation runs each pass, and why)
 - :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
 - :func:`set_num_threads`, :func:`get_num_threads`
@@ -17,6 +19,8 @@ from .planner import plan
 from .spec import ConvSpec
 from .threads import get_num_threads, set_num_threads
 from .workspace import get_workspace_limit, set_workspace_limit, workspace_limit
+from . import explore
+from .explore import widget
 
 __version__ = "0.1.0"
 
@@ -40,5 +44,6 @@ __all__ = [
     "plan",
     "set_num_threads",
     "set_workspace_limit",
+    "widget",
     "workspace_limit",
 ]

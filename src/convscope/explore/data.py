@@ -31,6 +31,7 @@ from ..functional import conv2d
 from ..geometry import source_map
 from ..module import Conv2d
 from ..padding import pad
+from ..spec import as_array, check_same_dtype, check_shapes
 
 #: Upper bounds of the single parameters (lower bounds and types are the library's).
 LIMITS = {
@@ -165,7 +166,7 @@ def _term_index(index) -> tuple[int, int]:
 
 def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride=1, padding=0,
                dilation=1, groups=1, padding_mode="zeros", bias=False, seed=0, integers=False,
-               grad_output="ones") -> dict:
+               grad_output="ones", weight=None) -> dict:
     """The explore page's data for one ``Conv2d`` layer and one input sample.
 
     Parameters
@@ -182,6 +183,9 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
         instead of 4-decimal ones
     grad_output : ``'ones'`` (the gradients of ``L = out.sum()``) or ``'random'`` (seeded, of
         ``L = Σ out · grad_output``)
+    weight : array (C_out, C/groups, kH, kW), or None for a seeded random weight; when given,
+        ``out_channels`` and ``kernel_size`` are its shape's (passing other values is an error), its
+        dtype must be the input's, and it is never modified
 
     Returns
     -------
@@ -237,6 +241,17 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
     else:
         xa = _one_sample(x)
         C, H, W = xa.shape
+    if weight is not None:
+        wa = as_array(weight, "weight")
+        if wa.ndim != 4:
+            raise ValueError(f"weight must be 4-D (C_out, C/groups, kH, kW), got shape {wa.shape}")
+        own_kernel = tuple(int(k) for k in wa.shape[2:])
+        given_kernel = (kernel_size, kernel_size) if _is_int(kernel_size) else tuple(kernel_size)
+        if out_channels != 1 and out_channels != wa.shape[0]:
+            raise ValueError(f"out_channels is the weight's ({wa.shape[0]}) when a weight is given, got {out_channels!r}")
+        if kernel_size != 3 and given_kernel != own_kernel:
+            raise ValueError(f"kernel_size is the weight's {own_kernel} when a weight is given, got {kernel_size!r}")
+        out_channels, kernel_size = int(wa.shape[0]), own_kernel
     check_bounds(C, H, W, out_channels, kernel_size, stride, padding, dilation)
     # The layer validates the hyper-parameters with nn.Conv2d's rules and messages.
     layer = Conv2d(C, out_channels, kernel_size, stride, padding, dilation, groups,
@@ -250,7 +265,14 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
         raise ValueError("input must hold finite numbers (no NaN or infinity)")
     dtype = xa.dtype
     kH, kW = spec.kernel_size
-    w = _random(rng, (layer.out_channels, C // spec.groups, kH, kW), integers, -3, dtype, normal=False)
+    if weight is None:
+        w = _random(rng, (layer.out_channels, C // spec.groups, kH, kW), integers, -3, dtype, normal=False)
+    else:
+        check_same_dtype(input=xa, weight=wa)
+        check_shapes(spec, (1, C, H, W), wa.shape)
+        if not np.all(np.isfinite(wa)):
+            raise ValueError("weight must hold finite numbers (no NaN or infinity)")
+        w = wa
     b = _bias_array(bias, rng, layer.out_channels, integers, dtype)
     params = dict(stride=spec.stride, padding=spec.padding_arg, dilation=spec.dilation, groups=spec.groups,
                   padding_mode=spec.padding_mode)
@@ -321,6 +343,7 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
             "bias_given": None if b is None or bias is True else _floats(b), "seed": int(seed),
             "integers": bool(integers), "grad_output": grad_output, "input_given": x is not None,
             "dtype": str(dtype), "layer": repr(layer), "decimals": 0 if whole else 4,
+            "weight_given": weight is not None,
         },
         "shape": {"text": str(shape), "output_hw": [Ho, Wo]},
         "input": _floats(xa),

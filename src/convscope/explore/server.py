@@ -219,7 +219,8 @@ def page_html(data: dict | None = None, *, static: bool = False, npy: bytes | No
         "error": error,
         "npy": None if npy is None else base64.b64encode(npy).decode("ascii"),
         "npy_name": npy_name,
-        "command": command_line(data["config"], npy_name) if data is not None else None,
+        "command": (command_line(data["config"], npy_name)
+                    if data is not None and not data["config"].get("weight_given") else None),
         "limits": dict(LIMITS, elements=MAX_ELEMENTS, terms=MAX_TERMS),
     }
     return _template().replace("__CONVSCOPE_BOOT__", _script_json(boot), 1)

@@ -1,0 +1,69 @@
+"""The explore page of your own layer, inline in a Jupyter notebook: :func:`widget`."""
+from __future__ import annotations
+
+import html
+
+from ..explain.core import _arguments
+from ..spec import as_array, check_same_dtype
+from .data import layer_data
+from .server import page_html
+
+
+class ExplorePage:
+    """One layer's explore page, every element precomputed; a notebook shows it inline.
+
+    ``data`` is :func:`convscope.explore.layer_data`'s dict, ``html`` the self-contained page (as
+    ``convscope explore --out`` writes it).  In a notebook the page is shown in a sandboxed
+    ``<iframe>`` (scripts only: no network, no access to the notebook); hover an output cell, an
+    input pixel or a weight to see how it is made.
+    """
+
+    def __init__(self, data: dict, height: int = 760):
+        self.data = data
+        self.height = height
+        self.html = page_html(data, static=True)
+
+    def save(self, path) -> str:
+        """Write the page to ``path`` (it works opened from disk); return ``path``."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.html)
+        return str(path)
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{html.escape(self.html, quote=True)}" sandbox="allow-scripts" '
+                f'title="convscope explore" style="width:100%;height:{self.height}px;border:1px solid #ddd">'
+                "</iframe>")
+
+    def __repr__(self) -> str:
+        return f"ExplorePage({self.data['config']['layer']}, input {tuple(self.data['config']['input_shape'])})"
+
+
+def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
+           grad_output="ones", seed=0, height=760) -> ExplorePage:
+    """The explore page of a layer and one input sample, for a notebook.
+
+    Two forms, as :func:`convscope.explain`: ``widget(weight, x, bias=None, stride=1, padding=0,
+    dilation=1, groups=1, padding_mode='zeros')`` or ``widget(layer, x)`` with a
+    :class:`convscope.Conv2d` or a ``torch.nn.Conv2d``.  ``x`` is (H, W), (C, H, W) or
+    (1, C, H, W), NumPy or torch.  ``grad_output`` is ``'ones'`` (the gradients of
+    ``L = out.sum()``) or ``'random'`` (seeded by ``seed``).  Sizes are bounded as in
+    ``convscope explore`` (:data:`convscope.explore.LIMITS`); nothing is modified.
+
+    Every number on the page comes from :func:`convscope.explain` and
+    :func:`convscope.explain_grad`; the page only looks them up.
+
+    >>> import numpy as np
+    >>> page = widget(np.ones((1, 1, 3, 3)), np.arange(25.0).reshape(5, 5), padding=1)
+    >>> page.data["output"][0][0][0], "<iframe" in page._repr_html_()
+    (24.0, True)
+    """
+    args, _ = _arguments(layer_or_weight, "widget", bias=bias, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, padding_mode=padding_mode)
+    xa = as_array(x, "input")
+    w = as_array(args["weight"], "weight")
+    b = as_array(args["bias"], "bias", allow_none=True)
+    check_same_dtype(input=xa, weight=w, bias=b)
+    data = layer_data(xa, weight=w, bias=False if b is None else b, stride=args["stride"],
+                      padding=args["padding"], dilation=args["dilation"], groups=args["groups"],
+                      padding_mode=args["padding_mode"], grad_output=grad_output, seed=seed)
+    return ExplorePage(data, height)
