@@ -7,7 +7,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODULES = ["convscope.functional", "convscope.module", "convscope.geometry", "convscope.explain.core",
-           "convscope.explain.shape"]
+           "convscope.explain.shape", "convscope.explore.data", "convscope.explore.server",
+           "convscope.explore.notebook"]
 
 
 def test_readme_examples():

@@ -299,11 +299,3 @@ def test_bad_parameters_name_themselves(kwargs, error, words):
     with pytest.raises(error, match=words):
         layer_data(**kwargs)
 
-
-@pytest.mark.parametrize("name", ["convscope.explore.data", "convscope.explore.server"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
