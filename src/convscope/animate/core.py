@@ -45,7 +45,8 @@ class FrameInfo:
     ``at`` is the element (``explain``'s ``at`` for the forward pass, ``explain_grad``'s for a
     gradient), ``value`` its number, ``value_text`` that number as drawn, ``title`` and
     ``subtitle`` the header, ``lines`` the arithmetic (terms, sums, the result), ``captions``
-    the panel captions and ``side`` the per-slot sums, both keyed like :meth:`Animation.cell_box`.
+    the panel captions and ``side`` the per-slot sums, keyed like :meth:`Animation.cell_box`;
+    ``cells`` the text of every cell, ``{(panel, slot): rows of strings}``.
     ``explanation`` is the :class:`~convscope.Explanation` every number comes from.
     """
 
@@ -57,6 +58,7 @@ class FrameInfo:
     lines: tuple
     captions: dict = field(repr=False)
     side: dict = field(repr=False)
+    cells: dict = field(repr=False)
     explanation: Explanation = field(repr=False)
 
 
@@ -88,14 +90,17 @@ class Animation:
     Attributes
     ----------
     kind : ``'output'`` (the forward pass), ``'input'`` or ``'weight'`` (a gradient)
+    layer : the layer as torch prints it (``Conv2d(1, 1, kernel_size=(3, 3), ...)``) and the input's
+        shape, as the frames' header shows them
     size : ``(width, height)`` of every frame in pixels
     fps : frames per second used by :meth:`save` and the notebook display (the last frame is held
         three times as long)
     panels : ``{(panel, slot): PanelBox}``: the grid of every panel (see :meth:`cell_box`)
     """
 
-    def __init__(self, kind: str, indices: list[np.ndarray], layout, info: list[FrameInfo], fps: float):
+    def __init__(self, kind: str, indices: list[np.ndarray], layout, info: list[FrameInfo], fps: float, layer: str):
         self.kind = kind
+        self.layer = layer
         self._indices = indices
         self._layout = layout
         self.info = tuple(info)
@@ -196,6 +201,11 @@ def _layer_text(spec, shape, has_bias: bool | None, input_shape) -> str:
     return s + f") on an input of shape {tuple(input_shape)}"
 
 
+def _longest(texts, count: int = 6) -> list:
+    """The ``count`` longest texts (by characters): the ones to measure when sizing a column."""
+    return sorted(texts, key=len, reverse=True)[:count]
+
+
 def _is_whole(*arrays) -> bool:
     for a in arrays:
         if a is None:
@@ -276,12 +286,20 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
 
     Examples
     --------
-    >>> import numpy as np, convscope
+    >>> import numpy as np
+    >>> from convscope.animate import animate
     >>> x = np.arange(16.0).reshape(1, 4, 4)
-    >>> a = convscope.animate(np.ones((1, 1, 3, 3)), x, padding=1, stride=2)   # doctest: +SKIP
-    >>> len(a), a.info[0].lines[-1]                                            # doctest: +SKIP
-    (4, 'out[0, 0, 0] = Σ (no bias) = 10')
-    >>> a.save("conv.gif")                                                     # doctest: +SKIP
+    >>> a = animate(np.ones((1, 1, 3, 3)), x, padding=1, stride=2)
+    >>> len(a), a.info[0].at
+    (4, (0, 0, 0))
+    >>> print("\n".join(a.info[0].lines))
+    Σ x̃·w = 0×1 + 0×1 + 0×1 + 0×1 + 0×1 + 1×1 + 0×1 + 4×1 + 5×1 = 10
+    out[0, 0, 0] = Σ (no bias) = 10
+    >>> x0, y0, x1, y1 = a.cell_box("input", 1, 1)      # padded cell (1, 1) holds x[0, 0, 0]
+    >>> a.frames[0][y0 + 4, x0 + 3].tolist()            # the window's colour (THEME["window"])
+    [255, 217, 102]
+    >>> a.save("conv.gif")                              # doctest: +SKIP
+    PosixPath('conv.gif')
     """
     if grad is not None and (not isinstance(grad, str) or grad not in ("input", "weight")):
         hint = (" (∂L/∂bias is Σ grad_output, with no window to draw: see explain_grad(..., wrt='bias'))"
@@ -303,13 +321,13 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
             raise TypeError(f"decimals must be an int or None, got {decimals!r} ({type(decimals).__name__})")
         if not 0 <= decimals <= 10:
             raise ValueError(f"decimals must be between 0 and 10, got {decimals}")
+    if kind == "weight" and not (_is_int(sample) and sample == 0):
+        raise ValueError("sample selects the frames of the forward pass and of grad='input'; grad='weight' sums "
+                         f"over every sample, got sample={sample!r}")
     if sample is None:
         raise TypeError("sample must be an int, got None")
     n = _optional_index(sample, shape.N, "sample", "an unbatched input (one sample)" if unbatched else
                         f"a batch of {shape.N}")
-    if kind == "weight" and sample != 0:
-        raise ValueError("sample selects the frames of the forward pass and of grad='input'; grad='weight' sums "
-                         f"over every sample, got sample={sample}")
     kH, kW = spec.kernel_size
     O, Cg = shape.out_channels, shape.in_per_group
     if kind == "input" and out_channel is not None:
@@ -372,7 +390,8 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     # pass 1 (no wrapping): every string, to size the cells and columns; pass 2 wraps the arithmetic
     measure = draw.Measure()
     rough = sc.build_scenes(ctx, explanations, width=10**6)
-    cell_w = draw.cell_width(measure, {t for s in rough for rows in s.texts.values() for row in rows for t in row})
+    cell_w = draw.cell_width(measure, _longest({t for s in rough for rows in s.texts.values() for row in rows
+                                                for t in row}))
     captions: dict = {}
     side: dict = {}
     for s in rough:
@@ -380,7 +399,10 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
             captions.setdefault(key, set()).add(text)
         for key, text in s.side.items():
             side.setdefault(key, set()).add(text)
-    headers = [(0, s.title) for s in rough] + [(1, s.subtitle) for s in rough] + [(1, ctx.layer)]
+    captions = {key: _longest(texts) for key, texts in captions.items()}
+    side = {key: _longest(texts) for key, texts in side.items()}
+    headers = ([(0, t) for t in _longest({s.title for s in rough})]
+               + [(1, t) for t in _longest({s.subtitle for s in rough} | {ctx.layer})])
     legend = _legend(kind, spec)
     first = draw.make_layout(panels, measure, cell_w, captions, side, headers, 0, legend)
     scenes = sc.build_scenes(ctx, explanations, width=first.line_chars)
@@ -398,6 +420,7 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     finally:
         renderer.close()
     info = [FrameInfo(at=e.at, value=e.value, value_text=s.value_text, title=s.title, subtitle=s.subtitle,
-                      lines=tuple(s.lines), captions=dict(s.captions), side=dict(s.side), explanation=e)
+                      lines=tuple(s.lines), captions=dict(s.captions), side=dict(s.side), cells=dict(s.texts),
+                      explanation=e)
             for e, s in zip(explanations, scenes)]
-    return Animation(kind, indices, layout, info, fps)
+    return Animation(kind, indices, layout, info, fps, ctx.layer)

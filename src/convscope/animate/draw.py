@@ -122,6 +122,7 @@ class Layout:
     subtitle_y: tuple[int, int]
     lines_y: list
     line_chars: int                 # characters per line of arithmetic
+    columns: dict = field(default_factory=dict)  # column name → its right edge (x)
     legend: list = field(default_factory=list)  # (state, label, x, y) of each legend entry
 
 
@@ -230,7 +231,8 @@ def make_layout(panels: list, measure: Measure, cell_w: int, captions: dict, sid
     height += height % 2
     return Layout(width=width, height=height, boxes=boxes, side=side, title_y=MARGIN + TITLE_H // 2,
                   subtitle_y=(MARGIN + TITLE_H + SUB_H // 2, MARGIN + TITLE_H + SUB_H + SUB_H // 2),
-                  lines_y=lines_y, line_chars=int((width - 2 * MARGIN) // measure.char_width()), legend=items)
+                  lines_y=lines_y, line_chars=int((width - 2 * MARGIN) // measure.char_width()), legend=items,
+                  columns={col: col_x[col] + col_w[col] for col in col_x})
 
 
 # --------------------------------------------------------------------------- renderer
@@ -247,19 +249,91 @@ _RC = {  # drawing settings of our own figure, whatever the user's matplotlib st
 }
 
 
+BAND = 2  # width in pixels of a window-extent or current-pixel outline, drawn inside the cells
+
+
+def _bands(outline, r: int, c: int) -> tuple:
+    """The sides of cell ``(r, c)`` on the border of ``outline`` (``(r0, c0, r1, c1, kind)``), with its colour."""
+    if outline is None:
+        return ()
+    r0, c0, r1, c1, kind = outline
+    if not (r0 <= r <= r1 and c0 <= c <= c1):
+        return ()
+    color = THEME["window_edge"] if kind == "window" else THEME["current_edge"]
+    sides = tuple(side for side, on in (("top", r == r0), ("bottom", r == r1), ("left", c == c0), ("right", c == c1))
+                  if on)
+    return tuple((side, color) for side in sides)
+
+
+class _Cell:
+    """The artists of one cell; each paints only inside the cell's box (so a cell can be redrawn alone)."""
+
+    def __init__(self, ax, box: tuple[int, int, int, int], last_row: bool, last_col: bool, pad: bool, Rectangle):
+        x0, y0, x1, y1 = box
+        w, h = x1 - x0, y1 - y0
+        flat = dict(antialiased=False, linewidth=0, snap=True)
+        self.fill = Rectangle((x0, y0), w, h, facecolor=THEME["normal"], zorder=1, **flat)
+        lines = [Rectangle((x0, y0), w, 1, **flat), Rectangle((x0, y0), 1, h, **flat)]  # top and left grid lines
+        if last_row:
+            lines.append(Rectangle((x0, y1 - 1), w, 1, **flat))
+        if last_col:
+            lines.append(Rectangle((x1 - 1, y0), 1, h, **flat))
+        for line in lines:
+            line.set_facecolor(THEME["grid"])
+            line.set_zorder(2)
+        self.lines = lines
+        bottom, right = y1 - int(last_row), x1 - int(last_col)  # inside the cell's own grid lines
+        self.bands = {"top": Rectangle((x0 + 1, y0 + 1), right - x0 - 1, BAND, **flat),
+                      "bottom": Rectangle((x0 + 1, bottom - BAND), right - x0 - 1, BAND, **flat),
+                      "left": Rectangle((x0 + 1, y0 + 1), BAND, bottom - y0 - 1, **flat),
+                      "right": Rectangle((right - BAND, y0 + 1), BAND, bottom - y0 - 1, **flat)}
+        for band in self.bands.values():
+            band.set_visible(False)
+            band.set_zorder(3)
+        self.text = ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.5, "", ha="center", va="center", fontsize=SIZE_CELL,
+                            style="italic" if pad else "normal", color=THEME["pad_text"] if pad else THEME["text"],
+                            family=FONT, parse_math=False, zorder=4)
+        for artist in [self.fill, *lines, *self.bands.values()]:
+            ax.add_artist(artist)  # not add_patch: the axes limits are fixed, no need to update them
+        self.key = None
+
+    def update(self, state: int, text: str, bands: tuple) -> bool:
+        """Set what the cell shows; True when that changed."""
+        key = (state, text, bands)
+        if key == self.key:
+            return False
+        self.key = key
+        self.fill.set_facecolor(STATE_COLORS[state])
+        self.text.set_text(text)
+        on = dict(bands)
+        for side, band in self.bands.items():
+            band.set_visible(side in on)
+            if side in on:
+                band.set_facecolor(on[side])
+        return True
+
+    def artists(self) -> list:
+        return [self.fill, *self.lines, *self.bands.values(), self.text]
+
+
 class Renderer:
-    """One figure holding every artist of an animation; :meth:`render` draws one scene."""
+    """One figure holding every artist of an animation; :meth:`render` draws one scene.
+
+    The first frame is a full draw.  Later frames redraw only what changed: each cell whose
+    colour, text or outline changed (its artists cover exactly its box, the fill first, so the
+    result is the same as a full draw), and the texts of the header, the captions, the sums and
+    the arithmetic that changed, each over an opaque background box.
+    """
 
     def __init__(self, layout: Layout, panels: list, layer: str):
         import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.collections import PolyCollection
         from matplotlib.figure import Figure
         from matplotlib.patches import Rectangle
 
         self._matplotlib = matplotlib
-        self.layout = layout
-        L = layout
+        self.layout = L = layout
+        self._started = False
         with matplotlib.rc_context(_RC):
             fig = Figure(figsize=(L.width / DPI, L.height / DPI), dpi=DPI, facecolor=THEME["background"])
             self.canvas = FigureCanvasAgg(fig)
@@ -268,91 +342,83 @@ class Renderer:
             ax.set_ylim(L.height, 0)
             ax.set_axis_off()
             self.fig, self.ax = fig, ax
-            text = dict(parse_math=False, color=THEME["text"], family=FONT)
-            self.cells, self.cell_texts, self.captions, self.outlines = {}, {}, {}, {}
-            self._last: dict = {}
+            text = dict(parse_math=False, color=THEME["text"], family=FONT, zorder=6)
+            self.cells: dict = {}
+            self.texts: list = []  # (key, Text, eraser): redrawn every frame
+
+            def eraser(x0, y0, x1, y1):
+                rect = Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=THEME["background"], antialiased=False,
+                                 linewidth=0, zorder=5)
+                ax.add_artist(rect)
+                return rect
+
+            col_right = {}
             for p in panels:
                 box = L.boxes[p.key]
-                verts = []
-                for r in range(p.rows):
-                    for c in range(p.cols):
-                        x0, y0, x1, y1 = box.cell(r, c)
-                        verts.append([(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
-                coll = PolyCollection(verts, facecolors=THEME["normal"], edgecolors=THEME["grid"], linewidths=0.8)
-                ax.add_collection(coll)
-                self.cells[p.key] = coll
-                texts = []
-                for r in range(p.rows):
-                    row = []
-                    for c in range(p.cols):
-                        x0, y0, x1, y1 = box.cell(r, c)
-                        pad = p.pad is not None and p.pad[r, c]
-                        row.append(ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.5, "", ha="center", va="center",
-                                           fontsize=SIZE_CELL, style="italic" if pad else "normal",
-                                           **dict(text, color=THEME["pad_text"] if pad else THEME["text"])))
-                    texts.append(row)
-                self.cell_texts[p.key] = texts
-                self.captions[p.key] = ax.text(box.x0, box.y0 - CAPTION_H / 2, "", ha="left", va="center",
-                                               fontsize=SIZE_TEXT, **dict(text, color=THEME["muted"]))
-                rect = Rectangle((0, 0), 1, 1, fill=False, linewidth=2.2, visible=False, zorder=3)
-                ax.add_patch(rect)
-                self.outlines[p.key] = rect
-            self.side = {k: ax.text(x, y, "", ha="left", va="center", fontsize=SIZE_TEXT, weight="bold", **text)
-                         for k, (x, y) in L.side.items()}
-            self.title = ax.text(MARGIN, L.title_y, "", ha="left", va="center", fontsize=SIZE_TITLE, weight="bold",
-                                 **text)
+                col_right[p.column] = L.columns[p.column]
+            for p in panels:
+                box = L.boxes[p.key]
+                self.cells[p.key] = [[_Cell(ax, box.cell(r, c), r == p.rows - 1, c == p.cols - 1,
+                                            p.pad is not None and bool(p.pad[r, c]), Rectangle)
+                                      for c in range(p.cols)] for r in range(p.rows)]
+                right = col_right[p.column]
+                t = ax.text(box.x0, box.y0 - CAPTION_H / 2, "", ha="left", va="center", fontsize=SIZE_TEXT,
+                            **dict(text, color=THEME["muted"]))
+                self.texts.append((("caption", p.key), t, eraser(box.x0, box.y0 - CAPTION_H, right, box.y0)))
+            for k, (x, y) in L.side.items():
+                t = ax.text(x, y, "", ha="left", va="center", fontsize=SIZE_TEXT, weight="bold", **text)
+                self.texts.append((("side", k), t, eraser(x, y - SIDE_H // 2, col_right["b"], y + SIDE_H // 2)))
+            t = ax.text(MARGIN, L.title_y, "", ha="left", va="center", fontsize=SIZE_TITLE, weight="bold", **text)
+            self.texts.append((("title",), t, eraser(0, L.title_y - TITLE_H // 2, L.width, L.title_y + TITLE_H // 2)))
             ax.text(MARGIN, L.subtitle_y[0], layer, ha="left", va="center", fontsize=SIZE_TEXT,
                     **dict(text, color=THEME["muted"]))
-            self.subtitle = ax.text(MARGIN, L.subtitle_y[1], "", ha="left", va="center", fontsize=SIZE_TEXT,
-                                    **dict(text, color=THEME["muted"]))
-            self.lines = [ax.text(MARGIN, y, "", ha="left", va="center", fontsize=SIZE_TEXT,
-                                  **dict(text, family=MONO)) for y in L.lines_y]
+            y = L.subtitle_y[1]
+            t = ax.text(MARGIN, y, "", ha="left", va="center", fontsize=SIZE_TEXT, **dict(text, color=THEME["muted"]))
+            self.texts.append((("subtitle",), t, eraser(0, y - SUB_H // 2, L.width, y + SUB_H // 2)))
+            for k, y in enumerate(L.lines_y):
+                t = ax.text(MARGIN, y, "", ha="left", va="center", fontsize=SIZE_TEXT, **dict(text, family=MONO))
+                self.texts.append((("line", k), t, eraser(0, y - LINE_H // 2, L.width, y + LINE_H // 2)))
             for state, label, x, y in L.legend:
                 ax.add_patch(Rectangle((x, y - 7), 14, 14, facecolor=THEME[state], edgecolor=THEME["grid"],
                                        linewidth=0.8))
                 ax.text(x + 19, y, label, ha="left", va="center", fontsize=SIZE_CELL,
                         **dict(text, color=THEME["muted"]))
 
-    def _set_text(self, artist, value: str) -> None:
-        key = id(artist)
-        if self._last.get(key) != value:
-            artist.set_text(value)
-            self._last[key] = value
+    def render(self, scene: sc.Scene, full: bool = False) -> np.ndarray:
+        """The frame for ``scene``: an RGB uint8 array ``(height, width, 3)``.
 
-    def render(self, scene: sc.Scene) -> np.ndarray:
-        """The frame for ``scene``: an RGB uint8 array ``(height, width, 3)``."""
-        colors = STATE_COLORS
-        for key, coll in self.cells.items():
-            states = scene.states[key].ravel()
-            coll.set_facecolor([colors[s] for s in states])
-            edges = [THEME["window_edge"] if s in (sc.WINDOW, sc.WINDOW_PAD) else
-                     THEME["current_edge"] if s == sc.CURRENT else THEME["grid"] for s in states]
-            coll.set_edgecolor(edges)
-            for row_artists, row_texts in zip(self.cell_texts[key], scene.texts[key]):
-                for artist, value in zip(row_artists, row_texts):
-                    self._set_text(artist, value)
-            self._set_text(self.captions[key], scene.captions[key])
-            rect = self.outlines[key]
-            outline = scene.outlines.get(key)
-            if outline is None:
-                rect.set_visible(False)
-            else:
-                r0, c0, r1, c1, kind = outline
-                box = self.layout.boxes[key]
-                x0, y0, _, _ = box.cell(r0, c0)
-                _, _, x1, y1 = box.cell(r1, c1)
-                rect.set_bounds(x0, y0, x1 - x0, y1 - y0)
-                rect.set_edgecolor(THEME["window_edge"] if kind == "window" else THEME["current_edge"])
-                rect.set_linestyle((0, (4, 2)) if kind == "window" else "solid")
-                rect.set_visible(True)
-        for k, artist in self.side.items():
-            self._set_text(artist, scene.side.get(k, ""))
-        self._set_text(self.title, scene.title)
-        self._set_text(self.subtitle, scene.subtitle)
-        for k, artist in enumerate(self.lines):
-            self._set_text(artist, scene.lines[k] if k < len(scene.lines) else "")
+        ``full`` redraws the whole figure (the first frame always is); otherwise only what changed.
+        """
+        dirty = []
+        for key, rows in self.cells.items():
+            states, texts, outline = scene.states[key], scene.texts[key], scene.outlines.get(key)
+            for r, row in enumerate(rows):
+                for c, cell in enumerate(row):
+                    if cell.update(int(states[r, c]), texts[r][c], _bands(outline, r, c)):
+                        dirty.append(cell)
+        values = {("title",): scene.title, ("subtitle",): scene.subtitle}
+        values.update({("caption", key): text for key, text in scene.captions.items()})
+        values.update({("side", k): text for k, text in scene.side.items()})
+        values.update({("line", k): text for k, text in enumerate(scene.lines)})
+        changed = []
+        for entry in self.texts:
+            key, artist, _ = entry
+            value = values.get(key, "")
+            if value != artist.get_text():
+                artist.set_text(value)
+                changed.append(entry)
         with self._matplotlib.rc_context(_RC):
-            self.canvas.draw()
+            if full or not self._started:
+                self.canvas.draw()
+                self._started = True
+            else:
+                renderer = self.canvas.get_renderer()
+                for cell in dirty:
+                    for artist in cell.artists():
+                        artist.draw(renderer)
+                for _, artist, eraser in changed:
+                    eraser.draw(renderer)
+                    artist.draw(renderer)
         return np.array(self.canvas.buffer_rgba())[..., :3]
 
     def close(self) -> None:

@@ -196,6 +196,10 @@ def wrap_text(text: str, width: int) -> list[str]:
     return lines + ([current] if current else [])
 
 
+def _plural(word: str, count: int) -> str:
+    return word if count == 1 else word + "s"
+
+
 def _range(r: range) -> str:
     return str(r.start) if len(r) == 1 else f"{r.start}–{r.stop - 1}"
 
@@ -319,7 +323,8 @@ def _forward(ctx: Context, e, k: int, total: int, width: int, max_lines: int, fi
             lines += wrap_sum(f"channel {ch0 + c}: ", pieces, f" = {num(sums[c], dec)}", width, 1)
         if Cg > S:
             rest = float(np.sum(sums[S:]))
-            lines.append(f"channels {_range(range(ch0 + S, ch0 + Cg))} (not drawn): Σ = {num(rest, dec)}")
+            lines.append(f"{_plural('channel', Cg - S)} {_range(range(ch0 + S, ch0 + Cg))} (not drawn): "
+                         f"Σ = {num(rest, dec)}")
         lines += wrap_sum("Σ over channels = ", [factor(v, dec) for v in sums],
                           f" = {num(e.sum_of_products, dec)}", width, 1)
     if e.has_bias:
@@ -390,7 +395,8 @@ def _grad_input(ctx: Context, e, k: int, total: int, width: int, max_lines: int,
         pieces = [f"{factor(t.grad_output_value, dec)}×{factor(t.weight_value, dec)}" for t in e.terms]
         lines = wrap_sum("Σ grad_out·w = ", pieces, f" = {num(e.sum_of_products, dec)}", width, max_lines)
         if len(outs) > S:
-            lines.append(f"(output channels {_range(range(outs.start + S, outs.stop))} are in the sum, not drawn)")
+            rest = range(outs.start + S, outs.stop)
+            lines.append(f"(output {_plural('channel', len(rest))} {_range(rest)}: in the sum, not drawn)")
         reads = len({tuple(t.output_index) for t in e.terms})
         what = f"{reads} output{'s' if reads != 1 else ''} read this pixel ({len(e.terms)} tap{'s' if len(e.terms) != 1 else ''})"
     else:
@@ -447,7 +453,8 @@ def _grad_weight(ctx: Context, e, k: int, total: int, width: int, max_lines: int
             pieces = [f"{factor(t.grad_output_value, dec)}×{factor(t.input_value, dec, t.input_index is None)}" for t in by_n[n]]
             lines += wrap_sum(f"sample {n}: ", pieces, f" = {num(sums[n], dec)}", width, 1)
         if sh.N > S:
-            lines.append(f"samples {_range(range(S, sh.N))} (not drawn): Σ = {num(float(np.sum(sums[S:])), dec)}")
+            lines.append(f"{_plural('sample', sh.N - S)} {_range(range(S, sh.N))} (not drawn): "
+                         f"Σ = {num(float(np.sum(sums[S:])), dec)}")
         lines += wrap_sum("Σ over samples = ", [factor(q, dec) for q in sums], f" = {num(e.sum_of_products, dec)}",
                           width, 1)
     lines.append(f"{name} = {value_text}")
