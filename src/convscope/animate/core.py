@@ -292,7 +292,7 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     >>> a = animate(np.ones((1, 1, 3, 3)), x, padding=1, stride=2)
     >>> len(a), a.info[0].at
     (4, (0, 0, 0))
-    >>> print("\n".join(a.info[0].lines))
+    >>> print("\\n".join(a.info[0].lines))
     Σ x̃·w = 0×1 + 0×1 + 0×1 + 0×1 + 0×1 + 1×1 + 0×1 + 4×1 + 5×1 = 10
     out[0, 0, 0] = Σ (no bias) = 10
     >>> x0, y0, x1, y1 = a.cell_box("input", 1, 1)      # padded cell (1, 1) holds x[0, 0, 0]
