@@ -425,7 +425,7 @@ def test_mp4_when_ffmpeg_is_present(tmp_path):
         assert (width, height, frames) == (*anim.size, len(anim))
 
 
-def test_notebook_html_is_the_gif_inline():
+def test_notebook_html_is_the_gif_inline(monkeypatch):
     anim = animate(np.ones((1, 1, 2, 2)), np.arange(9.0).reshape(1, 3, 3))
     page = anim._repr_html_()
     prefix = '<img src="data:image/gif;base64,'
@@ -434,6 +434,11 @@ def test_notebook_html_is_the_gif_inline():
     with Image.open(io.BytesIO(data)) as gif:
         assert gif.n_frames == len(anim) == 4
     assert "4 frames" in repr(anim)
+    from convscope.animate import media
+
+    monkeypatch.setattr(media, "HTML_MAX_BYTES", 100)  # a GIF too large to inline: the first frame, and how to save it
+    page = anim._repr_html_()
+    assert page.startswith('<div><img src="data:image/png;base64,') and ".save(" in page
 
 
 # --------------------------------------------------------------------------- the command line
@@ -527,8 +532,8 @@ def test_frames_drawn_in_part_equal_frames_drawn_in_full(monkeypatch):
 
 def test_docstring_examples():
     import doctest
+    import importlib
 
-    import convscope.animate.core as module
-
+    module = importlib.import_module("convscope.animate.core")  # convscope.animate may name the function
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -93,8 +93,8 @@ class Animation:
     layer : the layer as torch prints it (``Conv2d(1, 1, kernel_size=(3, 3), ...)``) and the input's
         shape, as the frames' header shows them
     size : ``(width, height)`` of every frame in pixels
-    fps : frames per second used by :meth:`save` and the notebook display (the last frame is held
-        three times as long)
+    fps : frames per second used by :meth:`save` and the notebook display (a GIF holds its last
+        frame three times as long)
     panels : ``{(panel, slot): PanelBox}``: the grid of every panel (see :meth:`cell_box`)
     """
 

@@ -1,14 +1,16 @@
 """Pixels for the scenes: the layout of the panels, and a matplotlib (Agg) renderer.
 
 The renderer uses :class:`matplotlib.figure.Figure` with :class:`FigureCanvasAgg` directly
-(no pyplot, no change of the user's backend).  It draws every artist once and, per frame,
-only changes the cell colours and texts, then grabs the canvas.  Data coordinates are pixels
-(``x`` to the right, ``y`` down), so :meth:`Layout.cell_box` is exact.
+(no pyplot, no change of the user's backend; its drawing settings are set only while it
+draws).  It creates every artist once, draws the first frame in full and, for each later
+frame, redraws only the cells and texts that changed, then grabs the canvas.  Data
+coordinates are pixels (``x`` to the right, ``y`` down), so :meth:`PanelBox.cell` is exact.
 
 Colours (:data:`THEME`) are the same in every animation: gold for the cells a sum reads (the
 window), grey for padding, a muted gold for padding inside the window, a pale gold for the
 pixel a reflect / replicate / circular padding cell copies, blue for the element being
-computed, light grey for elements not computed yet.  Frames are stored as indices into one
+computed, light grey for elements not computed yet; a band inside the border cells outlines
+the window's extent (or the pixel whose gradient is computed).  Frames are stored as indices into one
 fixed :data:`PALETTE` (the theme's colours and their blends with the text colours), which
 keeps GIFs small and every flat colour exact.
 """

@@ -258,10 +258,6 @@ def panels_for(ctx: Context) -> list[Panel]:
             + [Panel("grad_weight", 0, kH, kW, "right")])
 
 
-def slot_count(panels: list[Panel]) -> int:
-    return max(p.slot for p in panels if p.column == "a") + 1
-
-
 # --------------------------------------------------------------------------- scenes
 
 
