@@ -6,12 +6,14 @@ Public API
 - :func:`conv2d_output_size`
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
 - :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
+- :func:`animate` (:class:`Animation`): a GIF or MP4, one frame per output or gradient element
 - :func:`widget`: the interactive explore page of a layer, inline in a notebook
   (:mod:`convscope.explore` also serves it: ``convscope explore``)
 - :func:`plan` (which implementation runs each pass, and why)
 - :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
 - :func:`set_num_threads`, :func:`get_num_threads`
 """
+from .animate import Animation, animate
 from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
 from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
 from .module import Conv2d
@@ -25,12 +27,14 @@ from .explore import widget
 __version__ = "0.1.0"
 
 __all__ = [
+    "Animation",
     "Conv2d",
     "Conv2dGrads",
     "ConvSpec",
     "Explanation",
     "ShapeExplanation",
     "Term",
+    "animate",
     "conv2d",
     "conv2d_backward",
     "conv2d_input",

@@ -5,6 +5,7 @@
 * ``convscope shape``: the output size, step by step;
 * ``convscope explore``: an interactive local page (or, with ``--out``, a static one) showing a
   layer's numbers, how each output and gradient is made;
+* ``convscope animate``: a GIF or MP4 of the convolution or a gradient, one frame per element;
 * ``convscope`` alone (or ``convscope demo``): a short demo, seed 000's convolution by hand.
 
 Bad arguments print one line on stderr and exit 2, never a traceback.  Output is
@@ -14,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import numpy as np
 
 from . import __version__
+from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
 from .functional import conv2d
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
@@ -196,20 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
                "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ex.add_mutually_exclusive_group()
-    src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
-    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
-    ex.add_argument("--seed", type=int, default=0, help="seed of the random input and kernel (default 0)")
-    ex.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
-    ker = ex.add_mutually_exclusive_group()
-    ker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
-    ker.add_argument("--ones", action="store_true", help="a kernel of ones")
-    ex.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
-    ex.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
-    ex.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
-    _add_conv_options(ex)
-    ex.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
-    ex.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
+    _add_array_options(ex)
     ex.add_argument("--at", default=None,
                     help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j; "
                          "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
@@ -249,7 +239,49 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
     xp.add_argument("--out", metavar="FILE", help="write a self-contained page (works from disk, no server) and exit")
     xp.add_argument("--verbose", action="store_true", help="log every request on stderr")
+
+    an = sub.add_parser(
+        "animate", help="a GIF (or MP4) of the convolution: one frame per output or gradient element",
+        description="Animate a convolution with its numbers: one frame per output element (or, with --grad, per "
+                    "element of the input or weight gradient). The input and kernel options are explain's. "
+                    "Needs matplotlib and Pillow (pip install 'convscope[viz]'); .mp4 needs ffmpeg.",
+        epilog="examples:  convscope animate --input 5x5 -p 1 -s 2 --bias 0.1 --out conv.gif\n"
+               "           convscope animate --input 2x5x5 --integers -p 1 --padding-mode reflect --out conv.gif\n"
+               "           convscope animate --input 4x4 --ones -k 2 -s 2 --grad input --out grad.mp4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_array_options(an)
+    an.add_argument("--grad", choices=("input", "weight"), help="animate a gradient instead of the output")
+    an.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
+    an.add_argument("--sample", type=int, default=0, metavar="N", help="the sample of a batched input (default 0)")
+    an.add_argument("--out-channel", type=int, metavar="O",
+                    help="only the frames of output channel O (the output, or --grad weight)")
+    an.add_argument("--in-channel", type=int, metavar="C",
+                    help="only the frames of input channel C (--grad input), or of weight[:, C] (--grad weight)")
+    an.add_argument("--fps", type=float, default=2.0, help="frames per second (default 2)")
+    an.add_argument("--max-frames", type=int, default=ANIMATE_MAX_FRAMES, metavar="N",
+                    help=f"refuse more frames than this (default {ANIMATE_MAX_FRAMES})")
+    an.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 2 in the grids "
+                                                 "and 4 in the sums)")
+    an.add_argument("-o", "--out", required=True, metavar="FILE", help="the file to write: FILE.gif or FILE.mp4")
     return parser
+
+
+def _add_array_options(p: argparse.ArgumentParser) -> None:
+    """The input, the kernel and the convolution's parameters (explain and animate)."""
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
+    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input and kernel (default 0)")
+    p.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
+    ker = p.add_mutually_exclusive_group()
+    ker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
+    ker.add_argument("--ones", action="store_true", help="a kernel of ones")
+    p.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
+    p.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
+    p.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
+    _add_conv_options(p)
+    p.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
+    p.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
 
 
 def _add_color(p: argparse.ArgumentParser) -> None:
@@ -382,11 +414,15 @@ def _explain_arrays(args):
     return x, w, bias
 
 
+def _conv_params(args) -> dict:
+    return dict(stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
+                dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
+                padding_mode=args.padding_mode)
+
+
 def run_explain(args) -> int:
     x, w, bias = _explain_arrays(args)
-    params = dict(stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
-                  dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
-                  padding_mode=args.padding_mode)
+    params = _conv_params(args)
     batched = x.ndim == 4
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
@@ -450,6 +486,42 @@ def run_explore(args) -> int:
     return 0
 
 
+def run_animate(args) -> int:
+    out = args.out
+    suffix = os.path.splitext(out)[1].lower()
+    if suffix not in (".gif", ".mp4"):
+        raise UsageError(f"--out must name a .gif or .mp4 file, got {out!r}")
+    if suffix == ".mp4" and shutil.which("ffmpeg") is None:
+        raise UsageError("--out .mp4 needs ffmpeg, which was not found on PATH (install ffmpeg, or write a .gif)")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--out: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK) or (os.path.exists(out) and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out: cannot write {out!r} (permission denied)")
+    x, w, bias = _explain_arrays(args)
+    if args.grad is None and args.grad_output_file:
+        raise UsageError("--grad-output-file needs --grad input or weight")
+    gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
+    if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
+        gy = gy.astype(x.dtype)
+    from .animate import animate
+
+    try:
+        anim = animate(w, x, bias, **_conv_params(args), grad=args.grad, grad_output=gy, sample=args.sample,
+                       out_channel=args.out_channel, in_channel=args.in_channel, max_frames=args.max_frames,
+                       decimals=args.decimals, fps=args.fps)
+        anim.save(out)
+    except (ImportError, RuntimeError) as exc:  # the viz extra or ffmpeg is missing, or ffmpeg failed
+        print(f"convscope: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"convscope: error: --out: cannot write {out!r} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    what = {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
+    print(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
+    return 0
+
+
 def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:
     """Missing leading indices are 0: ``(i, j)`` → ``(0, 0, i, j)``."""
     if len(given) > full:
@@ -464,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             print(demo_text())
             return 0
         return {"tour": run_tour, "shape": run_shape, "explain": run_explain,
-                "explore": run_explore}[args.command](args)
+                "explore": run_explore, "animate": run_animate}[args.command](args)
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2
