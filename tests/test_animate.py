@@ -384,15 +384,20 @@ def test_layer_hyper_parameters_and_large_grids_are_refused():
         animate(np.ones((1, 1, 3, 3)), np.zeros((1, 32, 32)), padding=1, stride=16)
 
 
-def test_missing_matplotlib_names_the_extra(monkeypatch):
+def _hide(monkeypatch, package: str) -> None:
+    """Make ``import package`` (and its submodules) fail, as where the package is not installed."""
     real_import = builtins.__import__
 
     def fake_import(name, *args, **kwargs):
-        if name == "matplotlib" or name.startswith("matplotlib."):
+        if name == package or name.startswith(package + "."):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    _hide(monkeypatch, "matplotlib")
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'convscope\[viz\]'"):
         animate(np.ones((1, 1, 2, 2)), np.zeros((1, 3, 3)))
     with pytest.raises(ValueError, match="padding_mode"):  # arguments are checked first
@@ -491,14 +496,7 @@ def test_cli_mp4_without_ffmpeg_and_without_the_extra(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ffmpeg" in err[0]
     monkeypatch.undo()
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "PIL" or name.startswith("PIL."):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+    _hide(monkeypatch, "PIL")
     assert cli.main(["animate", "--input", "4x4", "--out", str(tmp_path / "a.gif")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pip install 'convscope[viz]'" in err[0]

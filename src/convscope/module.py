@@ -25,6 +25,23 @@ def _import_torch(what: str):
     return torch
 
 
+
+def layer_arguments_text(in_channels: int, out_channels: int, spec, has_bias: bool | None) -> str:
+    """The arguments of ``Conv2d(...)`` as torch prints them (defaults left out; ``has_bias=None``:
+    bias not mentioned)."""
+    s = f"{in_channels}, {out_channels}, kernel_size={spec.kernel_size}, stride={spec.stride}"
+    if spec.padding_arg != (0, 0):
+        s += f", padding={spec.padding_arg}"
+    if spec.dilation != (1, 1):
+        s += f", dilation={spec.dilation}"
+    if spec.groups != 1:
+        s += f", groups={spec.groups}"
+    if has_bias is False:
+        s += ", bias=False"
+    if spec.padding_mode != "zeros":
+        s += f", padding_mode={spec.padding_mode}"
+    return s
+
 class Conv2d:
     r"""A 2-D convolution layer with the parameters and numbers of ``torch.nn.Conv2d``.
 
@@ -229,18 +246,7 @@ class Conv2d:
 
     # ----------------------------------------------------------------- repr
     def extra_repr(self) -> str:
-        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            s += f", padding={self.padding}"
-        if self.dilation != (1, 1):
-            s += f", dilation={self.dilation}"
-        if self.groups != 1:
-            s += f", groups={self.groups}"
-        if self._bias is None:
-            s += ", bias=False"
-        if self.padding_mode != "zeros":
-            s += f", padding_mode={self.padding_mode}"
-        return s
+        return layer_arguments_text(self.in_channels, self.out_channels, self.spec, self._bias is not None)
 
     def __repr__(self) -> str:
         return f"Conv2d({self.extra_repr()})"

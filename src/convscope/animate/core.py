@@ -12,6 +12,7 @@ import numpy as np
 
 from ..explain.core import Explanation, _arguments, _prepare, explain, explain_grad
 from ..explain.render import decimals_for
+from ..module import layer_arguments_text
 from ..spec import _is_int, check_positive_int
 from . import media
 from . import scenes as sc
@@ -187,18 +188,8 @@ def _optional_index(value, size: int, name: str, what: str):
 
 def _layer_text(spec, shape, has_bias: bool | None, input_shape) -> str:
     """``Conv2d(...)`` as torch prints it, and the input's shape."""
-    s = f"Conv2d({shape.C}, {shape.out_channels}, kernel_size={spec.kernel_size}, stride={spec.stride}"
-    if spec.padding_arg != (0, 0):
-        s += f", padding={spec.padding_arg}"
-    if spec.dilation != (1, 1):
-        s += f", dilation={spec.dilation}"
-    if spec.groups != 1:
-        s += f", groups={spec.groups}"
-    if has_bias is False:
-        s += ", bias=False"
-    if spec.padding_mode != "zeros":
-        s += f", padding_mode={spec.padding_mode}"
-    return s + f") on an input of shape {tuple(input_shape)}"
+    return (f"Conv2d({layer_arguments_text(shape.C, shape.out_channels, spec, has_bias)}) "
+            f"on an input of shape {tuple(input_shape)}")
 
 
 def _longest(texts, count: int = 6) -> list:
