@@ -527,11 +527,3 @@ def test_frames_drawn_in_part_equal_frames_drawn_in_full(monkeypatch):
         for k in range(len(a)):
             assert np.array_equal(a.frames[k], b.frames[k]), k
 
-
-def test_docstring_examples():
-    import doctest
-    import importlib
-
-    module = importlib.import_module("convscope.animate.core")  # convscope.animate may name the function
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

@@ -8,7 +8,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODULES = ["convscope.functional", "convscope.module", "convscope.geometry", "convscope.explain.core",
            "convscope.explain.shape", "convscope.explore.data", "convscope.explore.server",
-           "convscope.explore.notebook"]
+           "convscope.explore.notebook", "convscope.animate.core"]
 
 
 def test_readme_examples():
