@@ -50,6 +50,15 @@ The kernel's spectrum likewise never goes through a padded ``LH × LW`` array: `
 ``W*`` are two DFT matrix products of the ``kH × kW`` taps at their dilated positions
 (:func:`_kernel_spectrum`), which write the frequency-major layout directly.
 
+Layouts
+-------
+The per-frequency products need the spectra frequency-major, ``(F, G, N, C/G)``, which costs a
+transposing copy of every spectrum (in tiles of ``TILE_FREQUENCIES`` frequencies, see
+:func:`_tiled_copy`).  With one input channel per group (depthwise) there is no sum over
+input channels: the forward and ∂L/∂x̃ are elementwise products (a sum over the channel
+multiplier at most) and ∂L/∂W̃ a sum over the batch, which run on the spectra as the FFT
+leaves them, channel-major ``(N, G, K, F)``, with no transposes.
+
 Backend
 -------
 :func:`backend` (the one place that chooses) uses ``scipy.fft`` with ``workers=`` the
@@ -288,22 +297,30 @@ def _extend_adjoint(y, spec, shape, g: Grid) -> np.ndarray:
     return fold(dxp, spec, (H, W))
 
 
-def _spectra(a, G, g: Grid) -> np.ndarray:
-    """Frequency-major spectra of grid arrays: a (N, G·K, LH, LW) real → (F, G, N, K) complex."""
+def _spectra(a, G, g: Grid, channel_major: bool = False) -> np.ndarray:
+    """Spectra of grid arrays: a (N, G·K, LH, LW) real → (F, G, N, K) complex, frequency-major,
+    or (N, G, K, F) channel-major (see Layouts)."""
     N, GK = a.shape[:2]
     K = GK // G
     spec_ = backend().rfft2(a, (g.LH, g.LW)).astype(_complex(a.dtype), copy=False)   # (N, G·K, LH, Lr)
     del a
+    if channel_major:
+        return spec_.reshape(N, G, K, g.F)                          # (N, G·K, LH, Lr) → (N, G, K, F) view
     out = np.empty((g.F, G, N, K), dtype=spec_.dtype)
     _tiled_copy(out, spec_.reshape(N, G, K, g.F).transpose(3, 1, 0, 2), axis=0)   # (N, G, K, F) → (F, G, N, K)
     return out
 
 
-def _to_grid(Y, g: Grid, dtype) -> np.ndarray:
-    """Inverse of :func:`_spectra`: Y (F, G, N, K) complex → (N, G, K, LH, LW) real."""
-    F, G, N, K = Y.shape
-    Yt = np.empty((N, G, K, F), dtype=Y.dtype)
-    _tiled_copy(Yt, Y.transpose(2, 1, 3, 0), axis=3)                # (F, G, N, K) → (N, G, K, F)
+def _to_grid(Y, g: Grid, dtype, channel_major: bool = False) -> np.ndarray:
+    """Inverse of :func:`_spectra`: Y (F, G, N, K), or (N, G, K, F) channel-major, complex →
+    (N, G, K, LH, LW) real.  Y is scratch: the transform may overwrite it."""
+    if channel_major:
+        Yt = Y
+        N, G, K, F = Y.shape
+    else:
+        F, G, N, K = Y.shape
+        Yt = np.empty((N, G, K, F), dtype=Y.dtype)
+        _tiled_copy(Yt, Y.transpose(2, 1, 3, 0), axis=3)            # (F, G, N, K) → (N, G, K, F)
     del Y
     y = backend().irfft2(Yt.reshape(N, G, K, g.LH, g.Lr), (g.LH, g.LW))   # (N, G, K, LH, LW)
     return y.astype(dtype, copy=False)
@@ -411,7 +428,8 @@ def forward(x, w, b, spec, shape, cache=None):
         return out
     g = grid(spec, shape)
     (sH, sW), (kH, kW) = spec.stride, spec.kernel_size
-    X = _spectra(_extend(x, spec, shape, g), G, g)                  # (F, G, N, C/G)
+    cm = Cg == 1                                                    # channel-major (see Layouts)
+    X = _spectra(_extend(x, spec, shape, g), G, g, cm)              # (F, G, N, C/G), or (N, G, 1, F)
     fixed, per = _bytes(shape, g, x.itemsize)["forward"]
     wt = _weight_taps(w, shape, "io")                               # (kH, kW, G, C/G, C_out/G)
     out5 = out.reshape(N, G, Og, shape.H_out, shape.W_out)          # a view
@@ -421,12 +439,18 @@ def forward(x, w, b, spec, shape, cache=None):
         K = None if cache is None else cache.get(key)
         if K is None:
             taps = np.ascontiguousarray(wt[..., blk]).reshape(kH, kW, G * Cg * ob)   # (kH, kW, G·C/G·ob)
-            K = _kernel_spectrum(taps, g, spec, +1).reshape(g.F, G, Cg, ob)          # W*: (F, G, C/G, ob)
+            K = _kernel_spectrum(taps, g, spec, +1)                 # W*: (F, G·C/G·ob)
+            # (F, G·ob) → (G, ob, F) channel-major; (F, G·C/G·ob) → (F, G, C/G, ob)
+            K = np.ascontiguousarray(K.T).reshape(G, ob, g.F) if cm else K.reshape(g.F, G, Cg, ob)
             if cache is not None and ob == Og:
+                cache.clear()
                 cache[key] = K
-        Y = _product(X, K)                                          # (F, G, N, C/G) @ (F, G, C/G, ob) → (F, G, N, ob)
+        if cm:
+            Y = X * K                                               # (N, G, 1, F) * (G, ob, F) → (N, G, ob, F)
+        else:
+            Y = _product(X, K)                                      # (F, G, N, C/G) @ (F, G, C/G, ob) → (F, G, N, ob)
         del K
-        y = _to_grid(Y, g, x.dtype)                                 # (N, G, ob, LH, LW)
+        y = _to_grid(Y, g, x.dtype, cm)                             # (N, G, ob, LH, LW)
         y = y[..., :g.Hs:sH, :g.Ws:sW]                              # (N, G, ob, H_out, W_out) view
         if b is None:
             out5[:, :, blk] = y
@@ -442,13 +466,14 @@ def prepared_forward(w):
     return lambda x, b, spec, shape: forward(x, w, b, spec, shape, cache=cache)
 
 
-def _grad_spectra(grad_out, spec, shape, g: Grid) -> np.ndarray:
-    """grad_out on the stride-1 grid (zeros between strided outputs), frequency-major: (F, G, N, C_out/G)."""
+def _grad_spectra(grad_out, spec, shape, g: Grid, channel_major: bool) -> np.ndarray:
+    """grad_out on the stride-1 grid (zeros between strided outputs), transformed:
+    (F, G, N, C_out/G), or (N, G, C_out/G, F) channel-major."""
     N, O = grad_out.shape[:2]
     (sH, sW) = spec.stride
     buf = np.zeros((N, O, g.LH, g.LW), dtype=grad_out.dtype)
     buf[:, :, :g.Hs:sH, :g.Ws:sW] = grad_out
-    return _spectra(buf, shape.groups, g)
+    return _spectra(buf, shape.groups, g, channel_major)
 
 
 def grad_input(grad_out, w, spec, shape):
@@ -472,26 +497,40 @@ def backward(grad_out, x, w, spec, shape, mask):
         return dx, dw
     g = grid(spec, shape)
     sizes = _bytes(shape, g, dtype.itemsize)
-    Gs = _grad_spectra(grad_out, spec, shape, g)                    # (F, G, N, C_out/G)
+    cm = Cg == 1                                                    # channel-major (see Layouts)
+    Gs = _grad_spectra(grad_out, spec, shape, g, cm)                # (F, G, N, C_out/G), or (N, G, C_out/G, F)
     if want_dx:
         wt = _weight_taps(w, shape, "oi")                           # (kH, kW, G, C_out/G, C/G)
         dx5 = dx.reshape(N, G, Cg, shape.H, shape.W)                # a view
         for blk in _blocks(Cg, *sizes["grad_input"]):
             cb = blk.stop - blk.start
             taps = np.ascontiguousarray(wt[..., blk]).reshape(kH, kW, G * Og * cb)  # (kH, kW, G·C_out/G·cb)
-            K = _kernel_spectrum(taps, g, spec, -1).reshape(g.F, G, Og, cb)         # W: (F, G, C_out/G, cb)
-            D = _product(Gs, K)                                     # (F, G, N, C_out/G) @ (F, G, C_out/G, cb) → (F, G, N, cb)
+            K = _kernel_spectrum(taps, g, spec, -1)                 # W: (F, G·C_out/G·cb)
+            if cm:
+                K = np.ascontiguousarray(K.T).reshape(G, Og, g.F)   # (F, G·C_out/G) → (G, C_out/G, F)
+                if Og == 1:
+                    D = Gs * K                                      # (N, G, 1, F) * (G, 1, F) → (N, G, 1, F)
+                else:
+                    D = np.einsum("ngof,gof->ngf", Gs, K)[:, :, None]   # Σ_o: (N, G, F) → (N, G, 1, F)
+            else:
+                # (F, G, N, C_out/G) @ (F, G, C_out/G, cb) → (F, G, N, cb)
+                D = _product(Gs, K.reshape(g.F, G, Og, cb))
             del K
-            dx5[:, :, blk] = _extend_adjoint(_to_grid(D, g, dtype), spec, shape, g)  # (N, G, cb, H, W)
+            dx5[:, :, blk] = _extend_adjoint(_to_grid(D, g, dtype, cm), spec, shape, g)  # (N, G, cb, H, W)
     if want_dw:
-        X = _spectra(_extend(x, spec, shape, g), G, g)              # (F, G, N, C/G)
+        X = _spectra(_extend(x, spec, shape, g), G, g, cm)          # (F, G, N, C/G), or (N, G, 1, F)
         np.conjugate(Gs, out=Gs)                                    # G*, in place (Gs is scratch)
-        GsH = Gs.transpose(0, 1, 3, 2)                              # (F, G, C_out/G, N) view: Gᴴ
         dw5 = dw.reshape(G, Og, Cg, kH, kW)                         # a view
         for blk in _blocks(Og, *sizes["grad_weight"]):
             ob = blk.stop - blk.start
-            R = _product(GsH[:, :, blk], X)                         # (F, G, ob, N) @ (F, G, N, C/G) → (F, G, ob, C/G)
-            taps = _at_taps(R.reshape(g.F, G * ob * Cg), g, spec, dtype)   # (kH, kW, G·ob·C/G)
+            if cm:
+                R = np.einsum("ngof,ngf->gof", Gs[:, :, blk], X[:, :, 0])   # Σ_n G* X: (G, ob, F)
+                R = R.reshape(G * ob, g.F).T                        # (F, G·ob) view
+            else:
+                GsH = Gs[:, :, :, blk].transpose(0, 1, 3, 2)        # (F, G, ob, N) view: Gᴴ
+                # (F, G, ob, N) @ (F, G, N, C/G) → (F, G, ob, C/G) → (F, G·ob·C/G)
+                R = _product(GsH, X).reshape(g.F, G * ob * Cg)
+            taps = _at_taps(R, g, spec, dtype)                      # (kH, kW, G·ob·C/G)
             del R
             dw5[:, blk] = taps.reshape(kH, kW, G, ob, Cg).transpose(2, 3, 4, 0, 1)   # → (G, ob, C/G, kH, kW)
     return dx, dw
