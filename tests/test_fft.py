@@ -131,8 +131,8 @@ def _rel_l2(a, b):
 
 
 def test_float32_error_is_small_in_norm():
-    """float32 FFT on a 15×15 kernel, 16→16 channels: relative L2 error ≤ 2e-6 and max error ≤ 2e-5
-    of max |exact| (measured about 2e-7 and 1e-6), forward and both gradients; float64 ≤ 1e-12."""
+    """float32 FFT on a 15×15 kernel, 16→16 channels: relative L2 error ≤ 1e-6 and max error ≤ 2e-6
+    of max |exact| (measured 2.1e-7 to 2.8e-7 for both), forward and both gradients; float64 ≤ 1e-12."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 40, 40))
     w = rng.standard_normal((16, 16, 15, 15)) / 60.0
@@ -144,8 +144,8 @@ def test_float32_error_is_small_in_norm():
     g32 = convscope.conv2d_backward(f32[2], f32[0], f32[1], padding=7, algorithm="fft")
     for got, want in ((y32, exact), (g32.input, exact_g.input), (g32.weight, exact_g.weight)):
         assert got.dtype == np.float32
-        assert _rel_l2(got, want) <= 2e-6
-        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+        assert _rel_l2(got, want) <= 1e-6
+        assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
     y64 = convscope.conv2d(x, w, padding=7, algorithm="fft")
     assert _rel_l2(y64, exact) <= 1e-12
 
@@ -313,9 +313,11 @@ def test_large_layer_stays_under_the_limit():
     ((8, 16, 56, 56), (16, 16, 15, 15), dict(stride=3, padding=7), "gemm"),       # stride above 2
     ((8, 64, 28, 28), (64, 64, 3, 3), dict(padding=1), "winograd"),
     ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), "fft"),    # large depthwise
-    ((8, 128, 28, 28), (128, 1, 9, 9), dict(padding=4, groups=128), "fft"),       # measured 35 vs 65 ms
-    ((8, 128, 56, 56), (128, 1, 7, 7), dict(padding=3, groups=128), "depthwise"),
+    ((8, 128, 28, 28), (128, 1, 9, 9), dict(padding=4, groups=128), "fft"),       # measured 32 vs 88 ms
+    ((8, 96, 56, 56), (96, 1, 7, 7), dict(padding=3, groups=96), "fft"),          # ConvNeXt's depthwise 7×7
+    ((8, 128, 112, 112), (128, 1, 5, 5), dict(padding=2, groups=128), "depthwise"),   # 579 vs 388 ms
     ((8, 128, 56, 56), (128, 1, 3, 3), dict(padding=1, groups=128), "depthwise"),
+    ((8, 128, 56, 56), (128, 1, 7, 7), dict(stride=2, padding=3, groups=128), "depthwise"),
 ])
 def test_planner_chooses_fft_for_large_kernels(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)

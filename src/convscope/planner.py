@@ -10,7 +10,7 @@ row         condition                                       forward      grad_in
 ==========  ==============================================  ===========  ===========  ===========
 1x1         1×1 kernel (any stride, padding, groups)        pointwise    pointwise    pointwise
 fft-dw      one input channel per group, groups > 1,        fft          fft          fft
-            kH·kW ≥ 81, stride 1, dilation 1
+            kH·kW ≥ 49, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64,
@@ -68,12 +68,14 @@ see ``bench/``):
   for grad_weight 13 (1.9×).
   Grouped layers (not measured in the fit) gain more from FFT than dense ones:
   85 against 246 ms (8×64×56², 7×7, 4 groups).
-* For depthwise layers (row *fft-dw*) FFT beat the depthwise path from 9×9
-  kernels on, in every configuration measured (32 to 512 channels, 14² to
-  112², batch 1 and 8) but one: 8×512×14², 9×9 (72 against 68 ms); e.g. 35
-  against 65 ms at 8×128×28², 9×9, 29 against 381 ms at 8×32×28², 31×31.  At
-  7×7 it won about half the time (149 against 177 ms at 8×128×56², but 214
-  against 197 ms at 8×512×28²), at 5×5 and 3×3 rarely.
+* For depthwise layers (row *fft-dw*) FFT needs no transposes (see the fft
+  module's Layouts).  It beat the depthwise path in every pass of every layer
+  measured from 9×9 on (32 to 512 channels, 14² to 112², batch 1 and 8; 48
+  layers): e.g. three passes in 32 against 88 ms at 8×128×28², 9×9, 25 against
+  382 ms at 8×32×28², 31×31, 41 against 337 ms at 1×128×56², 31×31.  At 7×7 it
+  won 19 of 21 layers (109 against 175 ms at 8×128×56²; lost 65 against 63 ms
+  at 1×128×112² and 309 against 286 ms at 1×512×112²), at 5×5 10 of 23 (but
+  up to 1.9× slower: 319 against 170 ms at 1×512×112²), at 3×3 2 of 24.
 
 The gemm path also has two layout decisions, planned here with the rest:
 
@@ -121,7 +123,7 @@ WINOGRAD_WEIGHT_BELOW_PIXELS = 1024
 # FFT: where it measured faster than gemm (dense) or the depthwise path
 FFT_MIN_TAPS = 25
 FFT_MAX_STRIDE = 2
-FFT_DEPTHWISE_MIN_TAPS = 81
+FFT_DEPTHWISE_MIN_TAPS = 49
 # the cost models of the three passes, milliseconds (fitted; see the module docstring)
 FFT_MS = dict(call=0.55, kernel=2.65e-6, kernel_tap=4.4e-7, product=6.3e-7, transform=9.1e-7)
 GEMM_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)

@@ -81,11 +81,14 @@ is exceeded, as on every path.
 
 Accuracy
 --------
-Every output is a sum over the whole ``LH × LW`` grid, so rounding errors do not scale with
-an output's own magnitude but with the largest values of the input and kernel: in float32 the
-error is about 1e-7 to 1e-6 of ``max |y|`` (relative L2 norm ``‖y − y_exact‖/‖y_exact‖``
-about 1e-7 to 5e-7; see the tests), small outputs next to large ones get a relatively larger
-error than with direct summation.  float64 agrees with direct convolution to about 1e-14.
+Every output is a sum over the whole grid of products of transformed values, so its rounding
+error depends on the magnitudes of the whole input and kernel rather than on the output's own:
+the error is spread evenly over the outputs.  In float32, on random layers (dense 7×7 to
+31×31, depthwise 31×31, strided 5×5), the relative L2 error ``‖y − y_exact‖ / ‖y_exact‖`` of
+the output and of both gradients measured 1.9e-7 to 2.5e-7 (im2col's: 2e-7 to 4e-7) and
+``max |y − y_exact|`` 2e-7 to 3.4e-7 of ``max |y_exact|``; an output much smaller than the
+largest gets a larger relative error than with direct summation.  float64 agrees with
+direct convolution to about 1e-15 (relative L2).
 """
 from __future__ import annotations
 
@@ -345,11 +348,19 @@ def _tiled_copy(dst, src, axis: int) -> None:
 # --------------------------------------------------------------------------- products and blocks
 
 
-def _product(a, b) -> np.ndarray:
-    """a (F, G, n, k) @ b (F, G, k, m) → (F, G, n, m), the frequencies split over the threads.
+SPLIT_FROM = 1 << 14
 
-    With k = 1 (one channel per group) it is an elementwise product, and with n = m = 1 a sum
-    over k: NumPy's matmul would call BLAS once per frequency on 1×1 matrices.
+
+def _product(a, b) -> np.ndarray:
+    """a (F, G, n, k) @ b (F, G, k, m) → (F, G, n, m).
+
+    NumPy's matmul calls BLAS once per frequency, and BLAS runs such small products on one
+    thread, so from ``SPLIT_FROM`` multiply-adds per frequency the frequencies are split over
+    the threads (measured, complex64, 2 cores: (8×64) @ (64×64) at 2112 frequencies 6.4 against
+    12.3 ms; (8×16) @ (16×16) at 3280, 1.6 against 1.5 ms; (8×128) @ (128×128) at 840, 14.8
+    against 15.6 ms).  With k = 1 (grad_weight of one sample, grad_input of one output channel
+    per group) it is an outer product per frequency, and with n = m = 1 (a forward of one sample
+    in blocks of one channel) a dot product, both run as NumPy elementwise operations.
     """
     F, G, n, k = a.shape
     m = b.shape[-1]
@@ -358,7 +369,7 @@ def _product(a, b) -> np.ndarray:
     if n == 1 and m == 1:
         return np.einsum("fgik,fgkj->fgij", a, b)
     parts = min(get_num_threads(), F)
-    if parts <= 1 or F * G * n * k * m < 1 << 16:
+    if parts <= 1 or G * n * k * m < SPLIT_FROM:
         return np.matmul(a, b)
     out = np.empty((F, G, n, m), dtype=np.result_type(a, b))
     edges = [F * i // parts for i in range(parts + 1)]
@@ -373,7 +384,7 @@ def _product(a, b) -> np.ndarray:
 def _blocks(total: int, fixed: int, per_channel: int) -> list[slice]:
     """Blocks of channels (per group) as large as the workspace limit allows (≥ MIN_BLOCK)."""
     room = get_workspace_limit() - fixed
-    size = max(min(total, MIN_BLOCK), min(total, room // max(per_channel, 1)))
+    size = max(MIN_BLOCK, min(total, room // max(per_channel, 1)))
     return [slice(c0, min(total, c0 + size)) for c0 in range(0, total, size)]
 
 
