@@ -194,7 +194,10 @@ def test_scipy_fft_with_workers(monkeypatch):
     calls = []
     for name in ("rfft2", "irfft2"):
         original = getattr(sfft, name)
-        monkeypatch.setattr(sfft, name, lambda *a, _f=original, _n=name, **k: calls.append((_n, k["workers"])) or _f(*a, **k))
+        def spy(*a, _f=original, _n=name, **k):
+            calls.append((_n, k["workers"]))
+            return _f(*a, **k)
+        monkeypatch.setattr(sfft, name, spy)
     previous = convscope.set_num_threads(1)
     try:
         x, w = np.ones((1, 2, 9, 9)), np.ones((3, 2, 5, 5))
@@ -367,7 +370,8 @@ def test_fft_agrees_with_reference_property(data):
     limit_w = W - 1 if mode == "reflect" else W
     pad = (data.draw(st.integers(0, max(0, min(4, limit_h))), label="pH"),
            data.draw(st.integers(0, max(0, min(4, limit_w))), label="pW"))
-    if any(n + 2 * p - d * (k - 1) - 1 < 0 for n, p, d, k in ((H, pad[0], dilation[0], kH), (W, pad[1], dilation[1], kW))):
+    sizes = ((H, pad[0], dilation[0], kH), (W, pad[1], dilation[1], kW))
+    if any(n + 2 * p - d * (k - 1) - 1 < 0 for n, p, d, k in sizes):
         return
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     x = rng.standard_normal((N, C, H, W))

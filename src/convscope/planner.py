@@ -59,15 +59,15 @@ see ``bench/``):
   with K = C·C_out/groups, the FFT grid LH × LW and F = LH·(LW/2 + 1) its
   frequencies (:func:`convscope.algorithms.fft.grid`); with ``numpy.fft`` (no
   SciPy) the transform term is taken ``NUMPY_FFT_FACTOR`` = 4 times (its
-  rfft2 + irfft2 measured 2.4 to 4.4 times slower than scipy.fft's with 2 workers).  The
-  comparison picked the faster implementation for 240 of the 253 layers; where
-  it picked the slower one, that one took at most 1.24× the faster's time
-  (8×256×14², 7×7), except on two layers of 1 to 2 ms (1.42× and 1.43×).  Three passes, not one, because a layer is
-  trained: of the 229 layers with kernels from 5×5, for the forward alone it
-  picked the slower one for 17 (at worst 1.6×), for grad_input 30 (1.97×),
-  for grad_weight 13 (1.9×).
-  Grouped layers (not measured in the fit) gain more from FFT than dense ones:
-  85 against 246 ms (8×64×56², 7×7, 4 groups).
+  rfft2 + irfft2 measured 2.4 to 4.4 times slower than scipy.fft's with 2
+  workers).  The comparison picked the faster implementation for 240 of the
+  253 layers; where it picked the slower one, that one took at most 1.24× the
+  faster's time (8×256×14², 7×7), except on two layers of 1 to 2 ms (1.42×
+  and 1.43×).  Three passes, not one, because a layer is trained: of the 229
+  layers with kernels from 5×5, for the forward alone it picked the slower one
+  for 17 (at worst 1.6×), for grad_input 30 (1.97×), for grad_weight 13
+  (1.9×).  Grouped layers (not in the fit) gain more from FFT than dense
+  ones: 85 against 246 ms (8×64×56², 7×7, 4 groups).
 * For depthwise layers (row *fft-dw*) FFT needs no transposes (see the fft
   module's Layouts).  It beat the depthwise path in every pass of every layer
   measured from 9×9 on (32 to 512 channels, 14² to 112², batch 1 and 8; 48

@@ -443,7 +443,7 @@ def forward(x, w, b, spec, shape, cache=None):
     X = _spectra(_extend(x, spec, shape, g), G, g, cm)              # (F, G, N, C/G), or (N, G, 1, F)
     fixed, per = _bytes(shape, g, x.itemsize)["forward"]
     wt = _weight_taps(w, shape, "io")                               # (kH, kW, G, C/G, C_out/G)
-    out5 = out.reshape(N, G, Og, shape.H_out, shape.W_out)          # a view
+    out5 = out.reshape(N, G, Og, shape.H_out, shape.W_out)          # (N, G, C_out/G, H_out, W_out) view
     for blk in _blocks(Og, fixed, per):
         ob = blk.stop - blk.start
         key = (g, blk.start, blk.stop)
@@ -466,7 +466,7 @@ def forward(x, w, b, spec, shape, cache=None):
         if b is None:
             out5[:, :, blk] = y
         else:
-            np.add(y, b.reshape(G, Og)[:, blk, None, None], out=out5[:, :, blk])     # bias (G, ob, 1, 1)
+            np.add(y, b.reshape(G, Og)[:, blk, None, None], out=out5[:, :, blk])     # (C_out,) → bias (G, ob, 1, 1)
         del y
     return out
 
@@ -512,7 +512,7 @@ def backward(grad_out, x, w, spec, shape, mask):
     Gs = _grad_spectra(grad_out, spec, shape, g, cm)                # (F, G, N, C_out/G), or (N, G, C_out/G, F)
     if want_dx:
         wt = _weight_taps(w, shape, "oi")                           # (kH, kW, G, C_out/G, C/G)
-        dx5 = dx.reshape(N, G, Cg, shape.H, shape.W)                # a view
+        dx5 = dx.reshape(N, G, Cg, shape.H, shape.W)                # (N, C, H, W) → (N, G, C/G, H, W) view
         for blk in _blocks(Cg, *sizes["grad_input"]):
             cb = blk.stop - blk.start
             taps = np.ascontiguousarray(wt[..., blk]).reshape(kH, kW, G * Og * cb)  # (kH, kW, G·C_out/G·cb)
@@ -531,17 +531,18 @@ def backward(grad_out, x, w, spec, shape, mask):
     if want_dw:
         X = _spectra(_extend(x, spec, shape, g), G, g, cm)          # (F, G, N, C/G), or (N, G, 1, F)
         np.conjugate(Gs, out=Gs)                                    # G*, in place (Gs is scratch)
-        dw5 = dw.reshape(G, Og, Cg, kH, kW)                         # a view
+        dw5 = dw.reshape(G, Og, Cg, kH, kW)                         # (G, C_out/G, C/G, kH, kW) view
         for blk in _blocks(Og, *sizes["grad_weight"]):
             ob = blk.stop - blk.start
             if cm:
                 R = np.einsum("ngof,ngf->gof", Gs[:, :, blk], X[:, :, 0])   # Σ_n G* X: (G, ob, F)
-                R = R.reshape(G * ob, g.F).T                        # (F, G·ob) view
+                R = R.reshape(G * ob, g.F).T                        # (G, ob, F) → (G·ob, F) → (F, G·ob) view
             else:
                 GsH = Gs[:, :, :, blk].transpose(0, 1, 3, 2)        # (F, G, ob, N) view: Gᴴ
                 # (F, G, ob, N) @ (F, G, N, C/G) → (F, G, ob, C/G) → (F, G·ob·C/G)
                 R = _product(GsH, X).reshape(g.F, G * ob * Cg)
             taps = _at_taps(R, g, spec, dtype)                      # (kH, kW, G·ob·C/G)
             del R
-            dw5[:, blk] = taps.reshape(kH, kW, G, ob, Cg).transpose(2, 3, 4, 0, 1)   # → (G, ob, C/G, kH, kW)
+            # (kH, kW, G·ob·C/G) → (kH, kW, G, ob, C/G) → (G, ob, C/G, kH, kW)
+            dw5[:, blk] = taps.reshape(kH, kW, G, ob, Cg).transpose(2, 3, 4, 0, 1)
     return dx, dw
