@@ -33,8 +33,9 @@ grid with zeros between (the adjoint of subsampling), ``L = Σ y₁ · g₁`` an
     ∂L/∂x̃[q] = Σ_i g₁[i] · w̃[q − i]        a convolution: Hs + KH − 1 = Hu rows, no wrap on LH
     ∂L/∂w̃[p] = Σ_i g₁[i] · x̃[i + p]        a correlation: i + p ≤ Hu − 1, no wrap on LH
 
-In the frequency domain a correlation with ``a`` multiplies by ``A*`` and a convolution
-by ``A`` (for real signals ``rfft(a reversed)`` is ``A*`` up to a phase that cancels), so::
+On the periodic grid a convolution with ``a`` multiplies the spectrum by ``A`` and a
+correlation by ``A*`` (the convolution theorem; for real ``a`` the DFT of ``i ↦ a[−i]`` is
+``A*``), so::
 
     ∂L/∂X̃[n, c, f] = Σ_o G[n, o, f] · W[o, c, f]                    (F, G, N, C_out/G) @ (F, G, C_out/G, C/G)
     ∂L/∂W̃[o, c, f] = Σ_n X[n, c, f] · G[n, o, f]*  = (Gᴴ X)[o, c]   (F, G, C_out/G, N) @ (F, G, N, C/G)
@@ -69,7 +70,7 @@ results are rounded back), float64 in float64/complex128.
 
 Memory
 ------
-The spectra of a whole batch slice, ``(F, G, N, C)`` complex, are kept while the output
+The spectra of a whole batch slice, ``(F, G, N, C/G)`` complex, are kept while the output
 channels (forward, grad_weight) or input channels (grad_input) are processed in blocks:
 a block's kernel spectrum ``(F, G, C/G, block)`` is as large as ``block`` full-size planes
 per input channel, the largest array of the path when channels are many.  The blocks are
