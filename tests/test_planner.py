@@ -24,12 +24,33 @@ from oracle import assert_close
     ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm",) * 3),
     ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("gemm",) * 3),
     ((8, 64, 56, 56), (64, 32, 3, 3), dict(padding=1, groups=2), ("gemm",) * 3),
+    ((8, 16, 64, 64), (16, 16, 15, 15), dict(padding=7), ("fft",) * 3),
+    ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), ("fft",) * 3),
 ])
 def test_table(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)
     assert (p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm) == expected
     assert all(choice.reason.startswith("row ") for choice in p)
     assert "forward" in str(p) and expected[0] in str(p)
+
+
+def test_plan_reports_the_fft_estimate():
+    """Where FFT could serve, plan says what the cost models estimated, whichever won."""
+    fft = convscope.plan((8, 64, 56, 56), (64, 64, 7, 7), padding=3)
+    assert fft.forward.algorithm == "fft"
+    assert re.search(r"row 'fft': .*; scipy\.fft, \d workers?, 64×64 grid; estimated [\d.]+ ms against "
+                     r"gemm's [\d.]+ ms for the three passes$", fft.forward.reason)
+    stem = convscope.plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
+    assert re.search(r"; FFT estimated ([\d.]+) ms against gemm's ([\d.]+) ms", stem.forward.reason)
+    fft_ms, gemm_ms = planner.cost_ms(*_spec_shape((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3))
+    assert fft_ms > 5 * gemm_ms
+
+
+def _spec_shape(x_shape, w_shape, **params):
+    from convscope.spec import check_shapes, make_spec
+
+    spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), 1, 1, "zeros")
+    return spec, check_shapes(spec, x_shape, w_shape)
 
 
 def test_plan_reports_gemm_layouts():
@@ -108,7 +129,8 @@ MASKS = [(a, b, c) for a in (False, True) for b in (False, True) for c in (False
     ((2, 4, 3, 3), (6, 2, 3, 3), dict(groups=2)),                                   # batch folded
     ((2, 4, 7, 6), (6, 4, 1, 1), dict(stride=2)),
     ((2, 4, 7, 6), (8, 1, 3, 3), dict(groups=4, padding=1)),
-], ids=["gemm", "gemm-folded", "pointwise", "depthwise"])
+    ((2, 8, 32, 32), (8, 8, 15, 15), dict(padding=7)),
+], ids=["gemm", "gemm-folded", "pointwise", "depthwise", "fft"])
 def test_output_mask(mask, x_shape, w_shape, params, monkeypatch):
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)

@@ -112,8 +112,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
     algorithm : None (automatic: :mod:`convscope.planner` picks per pass; :func:`convscope.plan`
         shows the choice), or one of ``'gemm'``, ``'pointwise'``, ``'depthwise'``,
-        ``'winograd'``, ``'reference'`` (the readable loops) to force that implementation;
-        ValueError if it cannot compute this convolution
+        ``'winograd'``, ``'fft'``, ``'reference'`` (the readable loops) to force that
+        implementation; ValueError if it cannot compute this convolution
 
     Shape
     -----

@@ -9,11 +9,16 @@ names the implementation of each pass:
 row         condition                                       forward      grad_input   grad_weight
 ==========  ==============================================  ===========  ===========  ===========
 1x1         1×1 kernel (any stride, padding, groups)        pointwise    pointwise    pointwise
+fft-dw      one input channel per group, groups > 1,        fft          fft          fft
+            kH·kW ≥ 49, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64,
             100 ≤ H_out·W_out < 1024
 wino-large  the same with H_out·W_out ≥ 1024                winograd     winograd     gemm
+fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and the     fft          fft          fft
+            cost model below estimates FFT's three passes
+            faster than gemm's
 else        everything else                                 gemm         gemm         gemm
 ==========  ==============================================  ===========  ===========  ===========
 
@@ -32,11 +37,45 @@ see ``bench/``):
 * The depthwise path beat gemm (grouped im2col) on MobileNetV2's depthwise
   layers: forward 11 vs 28 ms, grad_input 16 vs 57 ms, grad_weight 10 vs 26 ms
   at 32×112²; 3.6 vs 3.7, 4.8 vs 12.3, 2.1 vs 3.7 ms at 960×7².
-* FFT (``scipy.fft``, 2 workers) was measured and is not used: for the 7×7/2
-  stem the kernel and inverse transforms alone took over 100 ms against
-  im2col's 20 ms and torch's 6 ms (it computes the stride-1 output and
-  discards 3/4 of it), and for 3×3 layers the per-frequency channel products
-  cost more than the whole direct convolution.
+* FFT (:mod:`convscope.algorithms.fft`, ``scipy.fft`` with 2 workers) costs
+  per pass about the same whatever the kernel's size, im2col's cost grows with
+  kH·kW.  Timed against gemm (each pass, float32, interleaved, median of 3) on
+  229 dense layers with 5×5 to 15×15 kernels, 8 to 256 channels each way,
+  images 14² to 112², batch 1 and 8, stride 1 and 2, and 24 with 3×3 kernels:
+  FFT's three passes took 137 against 255 ms (8×64×56², 7×7), 22 against
+  200 ms (8×16×56², 15×15), 7.6 against 33 ms (8×16×28², 11×11); they lost with
+  many channels on small images, where the kernel's spectrum (C·C_out·F
+  complex values for F frequencies) costs more than its reuse saves: 237 against
+  191 ms (8×256×14², 7×7), 102 against 92 ms (8×128×28², 5×5), 71 against
+  49 ms (1×64×56², 7×7: one sample), and at every 3×3 layer (1.1 to 26 times
+  slower per pass).  For the 7×7/2 stem 3→64 at 224² the three passes took 870 against
+  56 ms: it computes the stride-1 output and keeps a quarter of it.
+  So the row *fft* compares two cost models fitted to those timings
+  (least squares on relative error, milliseconds for all three passes)::
+
+      fft  = 0.55 + 2.65e-6·K·F + 4.4e-7·K·F·kH + 6.3e-7·N·K·F + 9.1e-7·N·(C + C_out)·LH·LW·log₂(LH·LW)
+      gemm = 0.29 + 2.9e-8·N·K·kH·kW·H_out·W_out + 2.13e-6·N·C·kH·kW·H_out·W_out
+
+  with K = C·C_out/groups, the FFT grid LH × LW and F = LH·(LW/2 + 1) its
+  frequencies (:func:`convscope.algorithms.fft.grid`); with ``numpy.fft`` (no
+  SciPy) the transform term is taken ``NUMPY_FFT_FACTOR`` = 4 times (its
+  rfft2 + irfft2 measured 2.4 to 4.4 times slower than scipy.fft's with 2
+  workers).  The comparison picked the faster implementation for 240 of the
+  253 layers; where it picked the slower one, that one took at most 1.24× the
+  faster's time (8×256×14², 7×7), except on two layers of 1 to 2 ms (1.42×
+  and 1.43×).  Three passes, not one, because a layer is trained: of the 229
+  layers with kernels from 5×5, for the forward alone it picked the slower one
+  for 17 (at worst 1.6×), for grad_input 30 (1.97×), for grad_weight 13
+  (1.9×).  Grouped layers (not in the fit) gain more from FFT than dense
+  ones: 85 against 246 ms (8×64×56², 7×7, 4 groups).
+* For depthwise layers (row *fft-dw*) FFT needs no transposes (see the fft
+  module's Layouts).  It beat the depthwise path in every pass of every layer
+  measured from 9×9 on (32 to 512 channels, 14² to 112², batch 1 and 8; 48
+  layers): e.g. three passes in 32 against 88 ms at 8×128×28², 9×9, 25 against
+  382 ms at 8×32×28², 31×31, 41 against 337 ms at 1×128×56², 31×31.  At 7×7 it
+  won 19 of 21 layers (109 against 175 ms at 8×128×56²; lost 65 against 63 ms
+  at 1×128×112² and 309 against 286 ms at 1×512×112²), at 5×5 10 of 23 (but
+  up to 1.9× slower: 319 against 170 ms at 1×512×112²), at 3×3 2 of 24.
 
 The gemm path also has two layout decisions, planned here with the rest:
 
@@ -81,6 +120,15 @@ WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_MIN_OUTPUT_PIXELS = 100
 WINOGRAD_WEIGHT_BELOW_PIXELS = 1024
 
+# FFT: where it measured faster than gemm (dense) or the depthwise path
+FFT_MIN_TAPS = 25
+FFT_MAX_STRIDE = 2
+FFT_DEPTHWISE_MIN_TAPS = 49
+# the cost models of the three passes, milliseconds (fitted; see the module docstring)
+FFT_MS = dict(call=0.55, kernel=2.65e-6, kernel_tap=4.4e-7, product=6.3e-7, transform=9.1e-7)
+GEMM_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)
+NUMPY_FFT_FACTOR = 4
+
 
 # --------------------------------------------------------------------------- what each path can serve
 
@@ -124,6 +172,7 @@ CAPABILITIES = {
     "pointwise": Capability(PASSES, _needs_pointwise),
     "depthwise": Capability(PASSES, _needs_depthwise),
     "winograd": Capability(PASSES, _needs_winograd),
+    "fft": Capability(PASSES, lambda spec, shape: None),
 }
 NAMES = tuple(CAPABILITIES)
 
@@ -145,6 +194,45 @@ def _wins_winograd(spec, shape):
             and shape.H_out * shape.W_out >= WINOGRAD_MIN_OUTPUT_PIXELS)
 
 
+def cost_ms(spec, shape) -> tuple[float, float]:
+    """(FFT's, gemm's) estimated milliseconds for the three passes (the cost models above)."""
+    import math
+
+    from .algorithms import fft
+
+    g = fft.grid(spec, shape)
+    N, C, O = shape.N, shape.C, shape.out_channels
+    K = C * O / shape.groups
+    kH, kW = spec.kernel_size
+    taps_out = kH * kW * shape.H_out * shape.W_out
+    transform = FFT_MS["transform"] * N * (C + O) * g.LH * g.LW * math.log2(g.LH * g.LW)
+    if fft.backend().name != "scipy.fft":
+        transform *= NUMPY_FFT_FACTOR
+    fft_ms = (FFT_MS["call"] + FFT_MS["kernel"] * K * g.F + FFT_MS["kernel_tap"] * K * g.F * kH
+              + FFT_MS["product"] * N * K * g.F + transform)
+    gemm_ms = GEMM_MS["call"] + GEMM_MS["mac"] * N * K * taps_out + GEMM_MS["copy"] * N * C * taps_out
+    return fft_ms, gemm_ms
+
+
+def _fft_candidate(spec, shape) -> bool:
+    kH, kW = spec.kernel_size
+    return (kH * kW >= FFT_MIN_TAPS and max(spec.stride) <= FFT_MAX_STRIDE and spec.dilation == (1, 1)
+            and not _is_depthwise(spec, shape))
+
+
+def _wins_fft(spec, shape) -> bool:
+    if not _fft_candidate(spec, shape):
+        return False
+    fft_ms, gemm_ms = cost_ms(spec, shape)
+    return fft_ms < gemm_ms
+
+
+def _wins_fft_depthwise(spec, shape) -> bool:
+    kH, kW = spec.kernel_size
+    return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
+            and spec.dilation == (1, 1))
+
+
 class Row(NamedTuple):
     name: str
     condition: object      # (spec, shape) → bool
@@ -155,6 +243,9 @@ class Row(NamedTuple):
 TABLE = (
     Row("1x1", _is_1x1, ("pointwise", "pointwise", "pointwise"),
         "1×1 kernel: a matrix product over channels, no im2col (strided: subsample first)"),
+    Row("fft-dw", _wins_fft_depthwise, ("fft", "fft", "fft"),
+        f"one input channel per group, kH·kW ≥ {FFT_DEPTHWISE_MIN_TAPS}, stride 1, dilation 1: "
+        "FFT, whose cost does not grow with the kernel"),
     Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
         "one input channel per group: multiply-adds per tap, vectorised over batch and channels"),
     Row("wino", lambda spec, shape: _wins_winograd(spec, shape)
@@ -167,6 +258,9 @@ TABLE = (
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
         f"{WINOGRAD_WEIGHT_BELOW_PIXELS} output pixels: Winograd F(4×4, 3×3) "
         "(grad_weight: im2col GEMM)"),
+    Row("fft", _wins_fft, ("fft", "fft", "fft"),
+        f"kH·kW ≥ {FFT_MIN_TAPS}, stride ≤ {FFT_MAX_STRIDE}, dilation 1, and FFT's estimated cost "
+        "below im2col's: products per frequency"),
     Row("else", lambda spec, shape: True, ("gemm", "gemm", "gemm"),
         "general case: im2col + GEMM"),
 )
@@ -199,6 +293,14 @@ def gemm_slice_bytes(spec, shape):
 
 
 def _layout(name, spec, shape, pass_):
+    if name == "fft":
+        from .algorithms import fft
+
+        g = fft.grid(spec, shape)
+        text = f"{fft.describe_backend()}, {g.LH}×{g.LW} grid"
+        if _fft_candidate(spec, shape):
+            text += "; estimated {:.3g} ms against gemm's {:.3g} ms for the three passes".format(*cost_ms(spec, shape))
+        return text
     if name not in ("gemm", "pointwise"):
         return ""
     L = shape.H_out * shape.W_out
@@ -211,7 +313,10 @@ def _layout(name, spec, shape, pass_):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
     if name == "gemm" and gemm_slice_bytes(spec, shape):
         parts.append(f"batch slices of ≤ {gemm_slice_bytes(spec, shape) >> 20} MiB scratch")
-    return ", ".join(parts)
+    text = ", ".join(parts)
+    if name == "gemm" and _fft_candidate(spec, shape):
+        text += "; FFT estimated {:.3g} ms against gemm's {:.3g} ms for the three passes".format(*cost_ms(spec, shape))
+    return text
 
 
 # --------------------------------------------------------------------------- the plan

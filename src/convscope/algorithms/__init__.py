@@ -36,7 +36,7 @@ import numpy as np
 from .. import reference
 from ..padding import pad
 from ..workspace import get_workspace_limit
-from . import depthwise, gemm, pointwise, winograd
+from . import depthwise, fft, gemm, pointwise, winograd
 
 ALGORITHMS = {
     "gemm": gemm,
@@ -44,6 +44,7 @@ ALGORITHMS = {
     "pointwise": pointwise,
     "depthwise": depthwise,
     "winograd": winograd,
+    "fft": fft,
 }
 
 
