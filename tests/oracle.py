@@ -12,6 +12,8 @@ own CPU float16 kernels are not used: they round intermediate results differentl
 """
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 import convscope
@@ -107,3 +109,28 @@ def check_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, 
         if before is not None:
             assert np.array_equal(before, after), f"{name} was modified"
     return out
+
+
+def case_arrays(case, layout: str, dtype, seed: int = 0):
+    """(x, w, b, params) for a path test case ``(chw, w_shape, params)``; ``params`` may hold
+    ``bias=False``.  ``layout`` is 'batched' (N = 2), 'unbatched' or 'zero_batch' (N = 0)."""
+    chw, w_shape, params = case
+    params = dict(params)
+    bias = params.pop("bias", True)
+    rng = np.random.default_rng(seed)
+    x_shape = {"batched": (2,) + chw, "unbatched": chw, "zero_batch": (0,) + chw}[layout]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b, params
+
+
+def peak_bytes(fn):
+    """(result, peak bytes allocated while fn ran), by tracemalloc."""
+    tracemalloc.start()
+    try:
+        result = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return result, peak

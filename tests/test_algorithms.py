@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import convscope  # noqa: E402
 from convscope.algorithms import winograd  # noqa: E402
-from oracle import assert_close, check_against_torch  # noqa: E402
+from oracle import assert_close, case_arrays, check_against_torch  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -63,21 +63,9 @@ def _grid():
     return params
 
 
-def _arrays(case, layout, dtype, seed=0):
-    chw, w_shape, params = case
-    params = dict(params)
-    bias = params.pop("bias", True)
-    rng = np.random.default_rng(seed)
-    x_shape = {"batched": (2,) + chw, "unbatched": chw, "zero_batch": (0,) + chw}[layout]
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
-    return x, w, b, params
-
-
 @pytest.mark.parametrize("name, case, mode, dtype, layout", _grid())
 def test_path_matches_torch_and_reference(name, case, mode, dtype, layout):
-    x, w, b, params = _arrays(case, layout, dtype)
+    x, w, b, params = case_arrays(case, layout, dtype)
     params["padding_mode"] = mode
     if mode in ("reflect", "circular") and params.get("padding") == (2, 0) and x.shape[-2] <= 2:
         pytest.skip("padding larger than the input")
@@ -117,7 +105,7 @@ def test_depthwise_layouts(case, last, mode, monkeypatch):
     from convscope.algorithms import depthwise
 
     monkeypatch.setattr(depthwise, "channels_last", lambda spec, shape: last)
-    x, w, b, params = _arrays(case, "batched", np.float64)
+    x, w, b, params = case_arrays(case, "batched", np.float64)
     params["padding_mode"] = mode
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
     assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 import convscope
 from convscope import planner
 from convscope.algorithms import fft
-from oracle import assert_close, check_against_torch
+from oracle import assert_close, case_arrays, check_against_torch, peak_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -53,20 +52,8 @@ def _grid():
     return params
 
 
-def _arrays(case, layout, dtype, seed=0):
-    chw, w_shape, params = case
-    params = dict(params)
-    bias = params.pop("bias", True)
-    rng = np.random.default_rng(seed)
-    x_shape = {"batched": (2,) + chw, "unbatched": chw, "zero_batch": (0,) + chw}[layout]
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
-    return x, w, b, params
-
-
 def _check(case, mode, dtype, layout):
-    x, w, b, params = _arrays(case, layout, dtype)
+    x, w, b, params = case_arrays(case, layout, dtype)
     params["padding_mode"] = mode
     out = check_against_torch(x, w, b, algorithm="fft", **params)
     assert_close(out, convscope.conv2d(x, w, b, algorithm="reference", **params), "forward vs reference")
@@ -248,16 +235,6 @@ def test_only_the_asked_gradients_are_computed(mask, monkeypatch):
 # --------------------------------------------------------------------------- workspace
 
 
-def _peak(fn):
-    tracemalloc.start()
-    try:
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return result, peak
-
-
 @pytest.mark.parametrize("limit", [16 << 10, 1 << 20, 3 << 20])
 def test_chunked_equals_unchunked(limit, monkeypatch):
     """Blocks of channels and slices of the batch (and rows of one sample) give the same results;
@@ -274,7 +251,7 @@ def test_chunked_equals_unchunked(limit, monkeypatch):
     original = fft._blocks
     monkeypatch.setattr(fft, "_blocks", lambda *a: blocks.append(original(*a)) or blocks[-1])
     with convscope.workspace_limit(limit):
-        got, peak = _peak(lambda: convscope.conv2d(x, w, b, algorithm="fft", **params))
+        got, peak = peak_bytes(lambda: convscope.conv2d(x, w, b, algorithm="fft", **params))
         got_g = convscope.conv2d_backward(g, x, w, algorithm="fft", **params)
     assert_close(got, want, "forward")
     for field in ("input", "weight", "bias"):
@@ -293,7 +270,7 @@ def test_large_layer_stays_under_the_limit():
     x = rng.standard_normal((1, 32, 64, 64), dtype=np.float32)
     w = rng.standard_normal((32, 32, 31, 31), dtype=np.float32) / np.float32(31 * 31 * 32) ** 0.5
     with convscope.workspace_limit(16 << 20):
-        y, peak = _peak(lambda: convscope.conv2d(x, w, padding=15, algorithm="fft"))
+        y, peak = peak_bytes(lambda: convscope.conv2d(x, w, padding=15, algorithm="fft"))
     assert peak <= x.nbytes + y.nbytes + (16 << 20), f"peak {peak / 2**20:.1f} MiB"
     assert_close(y, convscope.conv2d(x, w, padding=15, algorithm="fft"))
 

@@ -4,27 +4,15 @@ set_num_threads."""
 from __future__ import annotations
 
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import convscope
 from convscope import algorithms
-from oracle import assert_close
+from oracle import assert_close, peak_bytes
 
 MiB = 1 << 20
-
-
-def _peak(fn):
-    """(result, peak bytes allocated while fn ran)."""
-    tracemalloc.start()
-    try:
-        result = fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return result, peak
 
 
 def test_limit_api():
@@ -65,7 +53,7 @@ def test_resnet_layer_forward_stays_under_the_limit(algorithm, limit):
     x = rng.standard_normal((8, 256, 56, 56), dtype=np.float32)
     w = rng.standard_normal((256, 256, 3, 3), dtype=np.float32) / np.float32(48)
     with convscope.workspace_limit(limit):
-        y, peak = _peak(lambda: convscope.conv2d(x, w, padding=1, algorithm=algorithm))
+        y, peak = peak_bytes(lambda: convscope.conv2d(x, w, padding=1, algorithm=algorithm))
     assert peak <= x.nbytes + y.nbytes + limit, f"peak {peak / MiB:.1f} MiB"
     # spot-check the values on one sample through the other path
     other = "gemm" if algorithm != "gemm" else "winograd"
@@ -97,7 +85,7 @@ def test_chunked_equals_unchunked(algorithm, x_shape, w_shape, params, limit):
     impl = algorithms.ALGORITHMS[algorithm]
     assert impl.workspace("forward", *_spec_shape(x_shape, w_shape, params), 8) > limit   # really chunked
     with convscope.workspace_limit(limit):
-        got, peak = _peak(lambda: convscope.conv2d(x, w, b, algorithm=algorithm, **params))
+        got, peak = peak_bytes(lambda: convscope.conv2d(x, w, b, algorithm=algorithm, **params))
         got_g = convscope.conv2d_backward(g, x, w, algorithm=algorithm, **params)
     assert_close(got, want, "forward")
     for field in ("input", "weight", "bias"):
