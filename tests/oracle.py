@@ -134,3 +134,24 @@ def peak_bytes(fn):
     finally:
         tracemalloc.stop()
     return result, peak
+
+
+def rel_l2(a, b) -> float:
+    """‖a − b‖ / ‖b‖ in float64 (the norm-relative error of a fast algorithm's result a)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def float32_against_exact(algorithm: str, x, w, rng, **params):
+    """A path's float32 results against float64 gemm, and its own float64 forward.
+
+    Returns ``(pairs, (y64, exact))``: ``pairs`` are (float32 result, float64 gemm result) for the
+    output, grad-input and grad-weight (grad_output drawn from ``rng``, the output's shape)."""
+    exact = convscope.conv2d(x, w, algorithm="gemm", **params)
+    g = rng.standard_normal(exact.shape)
+    exact_g = convscope.conv2d_backward(g, x, w, algorithm="gemm", **params)
+    x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
+    y32 = convscope.conv2d(x32, w32, algorithm=algorithm, **params)
+    grads32 = convscope.conv2d_backward(g32, x32, w32, algorithm=algorithm, **params)
+    pairs = ((y32, exact), (grads32.input, exact_g.input), (grads32.weight, exact_g.weight))
+    return pairs, (convscope.conv2d(x, w, algorithm=algorithm, **params), exact)

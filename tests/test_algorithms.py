@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import convscope  # noqa: E402
 from convscope.algorithms import winograd  # noqa: E402
-from oracle import assert_close, case_arrays, check_against_torch  # noqa: E402
+from oracle import assert_close, case_arrays, check_against_torch, float32_against_exact, rel_l2  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -134,9 +134,6 @@ def test_winograd_tiles(tile, hw, monkeypatch):
                                                algorithm="reference").input)
 
 
-def _rel_l2(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def test_winograd_float32_error_is_small_in_norm():
@@ -145,17 +142,11 @@ def test_winograd_float32_error_is_small_in_norm():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 64, 20, 20))
     w = rng.standard_normal((64, 64, 3, 3)) / 24.0
-    exact = convscope.conv2d(x, w, padding=1, algorithm="gemm")
-    g = rng.standard_normal(exact.shape)
-    exact_g = convscope.conv2d_backward(g, x, w, padding=1, algorithm="gemm")
-    y32 = convscope.conv2d(x.astype(np.float32), w.astype(np.float32), padding=1, algorithm="winograd")
-    g32 = convscope.conv2d_backward(g.astype(np.float32), x.astype(np.float32), w.astype(np.float32), padding=1,
-                                    algorithm="winograd")
-    for got, want in ((y32, exact), (g32.input, exact_g.input), (g32.weight, exact_g.weight)):
-        assert _rel_l2(got, want) <= 1e-5
+    pairs, (y64, exact) = float32_against_exact("winograd", x, w, rng, padding=1)
+    for got, want in pairs:
+        assert rel_l2(got, want) <= 1e-5
         assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
-    y64 = convscope.conv2d(x, w, padding=1, algorithm="winograd")
-    assert _rel_l2(y64, exact) <= 1e-12
+    assert rel_l2(y64, exact) <= 1e-12
 
 
 @settings(max_examples=40, deadline=None)

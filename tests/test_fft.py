@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import convscope
 from convscope import planner
 from convscope.algorithms import fft
-from oracle import assert_close, case_arrays, check_against_torch, peak_bytes
+from oracle import (assert_close, case_arrays, check_against_torch, float32_against_exact, peak_bytes,
+                    rel_l2)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -112,9 +113,6 @@ def test_module_and_inputs_untouched():
 # --------------------------------------------------------------------------- accuracy
 
 
-def _rel_l2(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def test_float32_error_is_small_in_norm():
@@ -123,18 +121,12 @@ def test_float32_error_is_small_in_norm():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 40, 40))
     w = rng.standard_normal((16, 16, 15, 15)) / 60.0
-    exact = convscope.conv2d(x, w, padding=7, algorithm="gemm")
-    g = rng.standard_normal(exact.shape)
-    exact_g = convscope.conv2d_backward(g, x, w, padding=7, algorithm="gemm")
-    f32 = [a.astype(np.float32) for a in (x, w, g)]
-    y32 = convscope.conv2d(f32[0], f32[1], padding=7, algorithm="fft")
-    g32 = convscope.conv2d_backward(f32[2], f32[0], f32[1], padding=7, algorithm="fft")
-    for got, want in ((y32, exact), (g32.input, exact_g.input), (g32.weight, exact_g.weight)):
+    pairs, (y64, exact) = float32_against_exact("fft", x, w, rng, padding=7)
+    for got, want in pairs:
         assert got.dtype == np.float32
-        assert _rel_l2(got, want) <= 1e-6
+        assert rel_l2(got, want) <= 1e-6
         assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
-    y64 = convscope.conv2d(x, w, padding=7, algorithm="fft")
-    assert _rel_l2(y64, exact) <= 1e-12
+    assert rel_l2(y64, exact) <= 1e-12
 
 
 def test_float32_is_computed_in_complex64(monkeypatch):

@@ -417,17 +417,16 @@ def _output_html(e, dec: int, root: str) -> str:
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = e.channels.start + c
         block = channel_terms(e, c)
+        keys = [f"cs-t{c}-{t.tap[0]}-{t.tap[1]}" for t in block]  # one class per tap, linking its cells
+        links.extend(keys)
         tap_keys = [[[] for _ in range(kW)] for _ in range(kH)]  # window, kernel and products cells
-        for t in block:
-            key = f"cs-t{c}-{t.tap[0]}-{t.tap[1]}"
-            links.append(key)
+        for t, key in zip(block, keys):
             tap_keys[t.tap[0]][t.tap[1]].append(key)
         out.append(f"<div><b>input channel {ch}</b></div><div>")
         if e.padded_input is not None:
             pad, win = _padded_masks(e, c)
             cell_keys = [[[] for _ in range(pad.shape[1])] for _ in range(pad.shape[0])]
-            for t in block:
-                key = f"cs-t{c}-{t.tap[0]}-{t.tap[1]}"
+            for t, key in zip(block, keys):
                 cell_keys[t.padded_index[0]][t.padded_index[1]].append(key)
                 if t.is_padding and t.input_index is not None:  # the real pixel this padding cell copies
                     src = cell_keys[t.input_index[1] + pt][t.input_index[2] + pl]

@@ -31,7 +31,7 @@ from ..functional import conv2d
 from ..geometry import source_map
 from ..module import Conv2d
 from ..padding import pad
-from ..spec import as_array, check_same_dtype, check_shapes
+from ..spec import as_array
 
 #: Upper bounds of the single parameters (lower bounds and types are the library's).
 LIMITS = {
@@ -268,8 +268,6 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
     if weight is None:
         w = _random(rng, (layer.out_channels, C // spec.groups, kH, kW), integers, -3, dtype, normal=False)
     else:
-        check_same_dtype(input=xa, weight=wa)
-        check_shapes(spec, (1, C, H, W), wa.shape)
         if not np.all(np.isfinite(wa)):
             raise ValueError("weight must hold finite numbers (no NaN or infinity)")
         w = wa
