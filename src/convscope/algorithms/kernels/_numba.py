@@ -1,0 +1,84 @@
+"""numba, prepared for convscope's kernels: cache directory, threading layer, thread count.
+
+* Cache: numba caches compiled kernels beside their source (``__pycache__``).  Where that folder is not
+  writable (a read-only site-packages) the cache goes to ``$NUMBA_CACHE_DIR`` if set, else to
+  ``$XDG_CACHE_HOME/convscope/numba`` (``~/.cache/convscope/numba``).
+* Threading layer: a parallel kernel may be called from several Python threads at once (a web server,
+  a data loader, Dask's threaded scheduler).  numba's thread-safe layers (OpenMP, TBB) allow that; its
+  fallback layer (workqueue) does not, so where neither is available parallel launches are serialised
+  by a lock.
+* Threads: :func:`launch` runs a kernel with ``convscope.get_num_threads()`` threads (numba's count is
+  per calling thread, so it is set at every launch).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "convscope", "numba")
+
+
+def _writable(path: str) -> bool:
+    cache = os.path.join(path, "__pycache__")
+    target = cache if os.path.isdir(cache) else path
+    return os.access(target, os.W_OK)
+
+
+if "NUMBA_CACHE_DIR" not in os.environ and not _writable(_HERE):
+    os.environ["NUMBA_CACHE_DIR"] = _user_cache_dir()
+
+import numba  # noqa: E402  (after the cache directory is settled)
+
+if "NUMBA_CACHE_DIR" in os.environ and not numba.config.CACHE_DIR:
+    numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]   # numba was imported before, by the user
+
+
+def _threadsafe_layer_available() -> bool:
+    if os.environ.get("NUMBA_THREADING_LAYER"):
+        return os.environ["NUMBA_THREADING_LAYER"] in ("omp", "tbb", "threadsafe")
+    for module in ("numba.np.ufunc.omppool", "numba.np.ufunc.tbbpool"):
+        try:
+            __import__(module)
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+THREADSAFE = _threadsafe_layer_available()
+if THREADSAFE and not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "threadsafe"
+
+_launch_lock = threading.Lock()
+
+njit = numba.njit
+prange = numba.prange
+
+
+def _threads() -> int:
+    from ...threads import get_num_threads
+
+    return max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def parallel_region():
+    """Set this thread's numba thread count; serialise launches where the layer is not thread-safe."""
+    numba.set_num_threads(_threads())
+    if THREADSAFE:
+        yield
+    else:
+        with _launch_lock:
+            yield
+
+
+def launch(kernel, *args):
+    """``kernel(*args)`` on :func:`convscope.get_num_threads` threads."""
+    with parallel_region():
+        return kernel(*args)
