@@ -113,7 +113,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     algorithm : None (automatic: :mod:`convscope.planner` picks per pass; :func:`convscope.plan`
         shows the choice), or one of ``'gemm'``, ``'pointwise'``, ``'depthwise'``,
         ``'winograd'``, ``'fft'``, ``'reference'`` (the readable loops) to force that
-        implementation; ValueError if it cannot compute this convolution
+        implementation; ValueError if it cannot compute this convolution.
+        Rounding error: gemm, pointwise, depthwise and the reference round each output from
+        the products it sums (error relative to what it read, as torch's CPU kernels); Winograd
+        mixes the values of a 4×4 tile and FFT those of a whole image, so their error is relative
+        to the call's largest values, up to about 1e-7 × max |output| in float32 (1e-16 in
+        float64) even at outputs that never read the largest value.
+        :func:`convscope.set_conv_precision` ``("highest")`` keeps the automatic choice
+        on the local paths; ``algorithm=`` still forces.  NaN and ±Inf land where torch puts
+        them on every path: Winograd and FFT run only on finite input, weight and bias, and a
+        result of theirs that is not finite (a value that overflows inside a transform) is
+        recomputed on gemm (depthwise for depthwise layers).  A non-finite weight tap that reads
+        a zero-padding cell gives NaN (0·Inf), as torch's native kernels do.
 
     Shape
     -----

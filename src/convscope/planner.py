@@ -94,6 +94,18 @@ The gemm path also has two layout decisions, planned here with the rest:
   to 62 ms, the 3×3/2 at 56² from 59 to 53 ms.  Smaller images lose by it (the 3×3 at 7², batch folded, 41 → 51 ms
   with 16 MiB slices), and so do 1×1 kernels, which copy little.
 
+Precision.  Winograd and FFT mix values before summing them (across a 4×4 tile,
+across a whole image), so their rounding error is relative to the call's largest
+values rather than to the values an output reads: up to about 1e-7 × max |output|
+in float32 (1e-16 in float64), at outputs that never read the largest value too.
+With :func:`convscope.set_conv_precision` ``("highest")`` (or inside
+``conv_precision("highest")``) a pass whose row names one of them (their module
+says ``ERROR = "global"``) takes the first row below that holds and names a path
+with local error (``"fft-dw"`` → depthwise, ``"wino"``/``"fft"`` → gemm), and the
+reason says so.  The default, ``"high"``, keeps the table as it is
+(:mod:`convscope.precision` says why).  NaN and ±Inf are handled whatever the
+setting (:mod:`convscope.algorithms`).
+
 An explicit ``algorithm='name'`` forces that implementation for every pass it
 implements; a pass it did not implement would use the automatic choice
 (today every implementation has all three passes).  A configuration the implementation cannot compute raises
@@ -353,7 +365,11 @@ def check_algorithm(algorithm) -> None:
 def choose(spec, shape, algorithm=None) -> Plan:
     """The :class:`Plan` for a validated ``spec`` and ``shape`` (see the module docstring)."""
     check_algorithm(algorithm)
+    from .algorithms import ALGORITHMS
+    from .precision import get_conv_precision
+
     auto = next(row for row in TABLE if row.condition(spec, shape))
+    local_only = algorithm is None and get_conv_precision() == "highest"
     choices = []
     for i, pass_ in enumerate(PASSES):
         if algorithm is not None:
@@ -370,6 +386,10 @@ def choose(spec, shape, algorithm=None) -> Plan:
                           f"(row {auto.name!r}: {auto.why})")
         else:
             name, reason = auto.choice[i], f"row {auto.name!r}: {auto.why}"
+            if local_only and ALGORITHMS[name].ERROR != "local":
+                row = next(r for r in TABLE if r.condition(spec, shape) and ALGORITHMS[r.choice[i]].ERROR == "local")
+                name, reason = row.choice[i], (f"row {row.name!r}: {row.why}; conv precision 'highest' keeps to "
+                                               f"paths whose error is local (row {auto.name!r} would choose {auto.choice[i]})")
         layout = _layout(name, spec, shape, pass_)
         choices.append(Choice(name, reason + (f"; {layout}" if layout else "")))
     return Plan(*choices)

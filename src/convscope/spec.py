@@ -408,3 +408,14 @@ def check_num_threads(value) -> int:
     if value < 1:
         raise ValueError(f"num_threads must be a positive integer, got {value}")
     return int(value)
+
+
+CONV_PRECISIONS = ("highest", "high")
+
+
+def check_conv_precision(value) -> str:
+    """``'highest'`` (only paths whose rounding error is local) or ``'high'`` (Winograd and FFT too)."""
+    if not isinstance(value, str) or value not in CONV_PRECISIONS:
+        raise ValueError(f"conv precision must be one of {', '.join(repr(m) for m in CONV_PRECISIONS)}, "
+                         f"got {_fmt(value)}")
+    return value

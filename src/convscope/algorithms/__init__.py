@@ -26,6 +26,22 @@ The ``run_*`` functions here call an implementation under the workspace limit
 cut into slices that fit (gradients w.r.t. the weight are summed over the
 slices), and a forward whose single sample does not fit is run on blocks of
 output rows of the padded sample, with the padding already applied.
+
+Each implementation also declares where its rounding error goes, as a module
+constant ``ERROR``:
+
+* ``"local"``: each output is rounded from the products it sums, so NaN and ±Inf
+  reach exactly the outputs that read them, as in torch;
+* ``"global"`` (Winograd, FFT): values are mixed across a tile or a whole image
+  before they are summed, so the error is relative to the call's largest values
+  (:mod:`convscope.precision`), and one NaN or Inf (or one value large enough to
+  overflow inside a transform) spreads over a tile or an image.
+
+``run_forward`` and ``run_backward`` are the one place that makes the second kind
+safe: before a ``"global"`` pass they check that what it reads (input, weight, bias,
+grad_output) is finite, and after it that its result is; otherwise the pass is
+computed (again) on the exact local path for the layer, :func:`exact_path`.  The
+checks are sums over the arrays (no copies), about the cost of reading them once.
 """
 from __future__ import annotations
 
@@ -34,6 +50,7 @@ import dataclasses
 import numpy as np
 
 from .. import reference
+from ..geometry import spec_tap_sources
 from ..padding import pad
 from ..workspace import get_workspace_limit
 from . import depthwise, fft, gemm, pointwise, winograd
@@ -83,7 +100,73 @@ def _rows_shape(spec, shape, rows):
     return shape._replace(N=1, H=(rows - 1) * sH + dH * (kH - 1) + 1, W=shape.W + pl + pr, H_out=rows)
 
 
+def exact_path(shape) -> str:
+    """The local path that recomputes a ``"global"`` pass: depthwise for depthwise layers, else gemm."""
+    return "depthwise" if shape.groups > 1 and shape.in_per_group == 1 else "gemm"
+
+
+def all_finite(*arrays) -> bool:
+    """Whether every value of the arrays (None skipped) is finite, without a temporary array.
+
+    A finite sum has no NaN or Inf among its terms; only when the sum is not finite (a NaN,
+    an Inf, or finite values whose sum overflows) are the extremes looked at.
+    """
+    for a in arrays:
+        if a is None or a.size == 0 or np.isfinite(a.sum()):
+            continue
+        if not (np.isfinite(a.min()) and np.isfinite(a.max())):
+            return False
+    return True
+
+
+def _zero_padded(spec) -> bool:
+    return spec.padding_mode == "zeros" and any(sum(p) for p in spec.padding)
+
+
+def _nan_where_padding_meets(result, nonfinite, spec, shape, pass_):
+    """NaN where a non-finite value meets a zero-padding cell: 0·(±Inf or NaN) is NaN.
+
+    The padded input holds zeros, so a forward output whose non-finite weight tap reads padding is
+    NaN, and so is a weight gradient ``∂w[o, :, u, v]`` that sums a non-finite ``grad_output[n, o, i, j]``
+    times the padding tap ``(u, v)`` of ``(i, j)`` reads.  This is the definition and what torch's
+    native kernels compute; a path that skips padding cells would leave ±Inf or a number there.
+    ``nonfinite`` is the weight's mask (forward) or grad_output's (grad_weight).
+    """
+    if not _zero_padded(spec):
+        return
+    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))     # (H_out, kH), (W_out, kW); -1: padding
+    rows, cols = rows < 0, cols < 0
+    if pass_ == "forward":
+        taps = nonfinite.any(axis=1)                                    # (C_out, kH, kW)
+        for o in np.flatnonzero(taps.any(axis=(1, 2))):
+            u, v = np.nonzero(taps[o])
+            hit = (rows[:, None, u] | cols[None, :, v]).any(axis=-1)    # (H_out, W_out)
+            result[:, o, hit] = np.nan
+    else:
+        where = nonfinite.any(axis=0)                                   # (C_out, H_out, W_out)
+        for o in np.flatnonzero(where.any(axis=(1, 2))):
+            i, j = np.nonzero(where[o])
+            hit = (rows[i, :, None] | cols[j, None, :]).any(axis=0)     # (kH, kW)
+            result[o, :, hit] = np.nan
+
+
 def run_forward(name, x, w, b, spec, shape):
+    """The forward on implementation ``name``, under the workspace limit; a ``"global"`` one only on
+    finite values and with a finite result (else on :func:`exact_path`)."""
+    with np.errstate(all="ignore"):            # NaN and Inf are results here, as in torch, not warnings
+        finite_w = all_finite(w)
+        checked = ALGORITHMS[name].ERROR != "local" and finite_w and all_finite(x, b)
+        if ALGORITHMS[name].ERROR != "local" and not checked:
+            name = exact_path(shape)
+        out = _forward(name, x, w, b, spec, shape)
+        if checked and not all_finite(out):
+            out = _forward(exact_path(shape), x, w, b, spec, shape)
+        if not finite_w:
+            _nan_where_padding_meets(out, ~np.isfinite(w), spec, shape, "forward")
+        return out
+
+
+def _forward(name, x, w, b, spec, shape):
     impl = ALGORITHMS[name]
     itemsize = x.dtype.itemsize
     step = _batch_step(impl, "forward", spec, shape, itemsize)
@@ -115,7 +198,33 @@ def run_forward(name, x, w, b, spec, shape):
 
 
 def run_backward(names, grad_out, x, w, spec, shape, mask):
-    """(∂L/∂x or None, ∂L/∂w or None): ``names = (grad_input's, grad_weight's)``, ``mask`` the same order."""
+    """(∂L/∂x or None, ∂L/∂w or None): ``names = (grad_input's, grad_weight's)``, ``mask`` the same order.
+
+    A ``"global"`` implementation computes a gradient only from finite grad_output and weight
+    (∂L/∂x) or input (∂L/∂w), and only a finite gradient is kept; the others are computed on
+    :func:`exact_path`.
+    """
+    with np.errstate(all="ignore"):
+        exact = exact_path(shape)
+        names = list(names)
+        checked = [False, False]
+        finite_grad = None
+        for i, other in enumerate((w, x)):
+            if mask[i] and ALGORITHMS[names[i]].ERROR != "local":
+                finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
+                checked[i] = finite_grad and all_finite(other)
+                names[i] = names[i] if checked[i] else exact
+        dx, dw = _backward(tuple(names), grad_out, x, w, spec, shape, mask)
+        redo = (checked[0] and not all_finite(dx), checked[1] and not all_finite(dw))
+        if any(redo):
+            again = _backward((exact, exact), grad_out, x, w, spec, shape, redo)
+            dx, dw = (again[0] if redo[0] else dx), (again[1] if redo[1] else dw)
+        if dw is not None and _zero_padded(spec) and not all_finite(grad_out):
+            _nan_where_padding_meets(dw, ~np.isfinite(grad_out), spec, shape, "grad_weight")
+        return dx, dw
+
+
+def _backward(names, grad_out, x, w, spec, shape, mask):
     want_dx, want_dw = mask
     dtype = grad_out.dtype
     itemsize = dtype.itemsize

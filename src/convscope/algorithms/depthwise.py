@@ -44,6 +44,8 @@ import numpy as np
 
 from ..padding import fold, pad
 
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
+
 BLOCK_ELEMENTS = 1 << 16     # extended-grid output values per block (256 KiB of float32)
 
 
@@ -157,8 +159,14 @@ def grad_weight(grad_out, x, spec, shape):
 
 
 def backward(grad_out, x, w, spec, shape, mask):
-    """(∂L/∂x or None, ∂L/∂w or None) as ``mask = (input, weight)`` asks; one pass over the blocks."""
-    if channels_last(spec, shape):
+    """(∂L/∂x or None, ∂L/∂w or None) as ``mask = (input, weight)`` asks; one pass over the blocks.
+
+    The flat windows multiply the dropped columns' zeros by the weight and the input, so a NaN or
+    Inf there would put NaN where none belongs: such calls run channels last.
+    """
+    from . import all_finite
+
+    if channels_last(spec, shape) or not all_finite(w, x):
         return _nhwc_backward(grad_out, x, w, spec, shape, mask)
     want_dx, want_dw = mask
     N, C, m = shape.N, shape.C, shape.out_per_group

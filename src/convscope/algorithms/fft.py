@@ -102,6 +102,9 @@ from ..padding import fold, pad
 from ..threads import get_num_threads, parallel_map
 from ..workspace import get_workspace_limit
 
+ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
+                    # a non-finite call is recomputed on a local path (see convscope.algorithms)
+
 MIN_BLOCK = 1              # channels per group per block, at least
 
 

@@ -50,6 +50,9 @@ import numpy as np
 from .. import planner
 from ..padding import fold, pad
 
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
+
+
 def _tap_slices(spec, shape, u, v):
     """The (rows, cols) slices of the padded input that tap (u, v) reads for every output."""
     (sH, sW), (dH, dW) = spec.stride, spec.dilation
