@@ -9,7 +9,9 @@ rows of a padded sample), so that the peak extra memory of a call stays below
 input + output + limit.
 
 The limit is process-wide (default 256 MiB); :func:`workspace_limit` changes it
-for a ``with`` block.
+for a ``with`` block of the calling thread.  Both may be used from any thread
+while others compute: a call reads the limit once, when it starts, and keeps it
+to the end (a change made meanwhile applies from the next call).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .spec import check_workspace_bytes
 DEFAULT_LIMIT = 256 << 20
 
 _state = threading.local()
+_lock = threading.Lock()
 
 
 def get_workspace_limit() -> int:
@@ -41,10 +44,11 @@ def set_workspace_limit(nbytes: int) -> int:
     >>> _ = convscope.set_workspace_limit(previous)
     """
     nbytes = check_workspace_bytes(nbytes)
-    previous = get_workspace_limit()
-    _global["limit"] = nbytes
-    if hasattr(_state, "limit"):
-        _state.limit = nbytes
+    with _lock:
+        previous = get_workspace_limit()
+        _global["limit"] = nbytes
+        if hasattr(_state, "limit"):
+            _state.limit = nbytes
     return previous
 
 

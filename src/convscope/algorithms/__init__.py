@@ -52,7 +52,7 @@ import numpy as np
 from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import pad
-from ..workspace import get_workspace_limit
+from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, pointwise, winograd
 
 ALGORITHMS = {
@@ -153,7 +153,8 @@ def _nan_where_padding_meets(result, nonfinite, spec, shape, pass_):
 def run_forward(name, x, w, b, spec, shape):
     """The forward on implementation ``name``, under the workspace limit; a ``"global"`` one only on
     finite values and with a finite result (else on :func:`exact_path`)."""
-    with np.errstate(all="ignore"):            # NaN and Inf are results here, as in torch, not warnings
+    # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
         finite_w = all_finite(w)
         checked = ALGORITHMS[name].ERROR != "local" and finite_w and all_finite(x, b)
         if ALGORITHMS[name].ERROR != "local" and not checked:
@@ -204,7 +205,7 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
     (∂L/∂x) or input (∂L/∂w), and only a finite gradient is kept; the others are computed on
     :func:`exact_path`.
     """
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
         exact = exact_path(shape)
         names = list(names)
         checked = [False, False]
