@@ -4,8 +4,8 @@ The fast paths need scratch arrays (im2col matrices, Winograd tiles, padded
 copies) that grow with the batch and the image.  Before running a pass,
 :mod:`convscope.algorithms` asks the implementation for an estimate of its
 scratch bytes and, when that exceeds the limit, runs it on slices of the batch
-(and, for a forward whose single sample is still too big, on blocks of output
-rows of a padded sample), so that the peak extra memory of a call stays below
+(and, for a pass whose single sample is still too big, on blocks of output
+rows of the padded sample), so that the peak extra memory of a call stays below
 input + output + limit.
 
 The limit is process-wide (default 256 MiB); :func:`workspace_limit` changes it

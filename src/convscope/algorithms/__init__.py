@@ -24,8 +24,9 @@ Which implementation runs is decided by :mod:`convscope.planner`.
 The ``run_*`` functions here call an implementation under the workspace limit
 (:mod:`convscope.workspace`): when its estimate exceeds the limit the batch is
 cut into slices that fit (gradients w.r.t. the weight are summed over the
-slices), and a forward whose single sample does not fit is run on blocks of
-output rows of the padded sample, with the padding already applied.
+slices), and a pass whose single sample does not fit is run on blocks of
+output rows of the padded sample, with the padding already applied (backward: the
+blocks' gradients are summed into the padded sample's, then folded back).
 
 Each implementation also declares where its rounding error goes, as a module
 constant ``ERROR``:
@@ -51,7 +52,7 @@ import numpy as np
 
 from .. import reference
 from ..geometry import spec_tap_sources
-from ..padding import pad
+from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, pointwise, winograd
 
@@ -98,6 +99,13 @@ def _rows_shape(spec, shape, rows):
     (sH, _), (dH, _), (kH, _) = spec.stride, spec.dilation, spec.kernel_size
     (pl, pr) = spec.padding[1]
     return shape._replace(N=1, H=(rows - 1) * sH + dH * (kH - 1) + 1, W=shape.W + pl + pr, H_out=rows)
+
+
+def workspace_need(jobs, spec, shape, itemsize) -> int:
+    """The scratch bytes the passes ``jobs``, ``((name, pass), ...)``, need at least: each pass's
+    estimate, or the workspace limit where that is lower (the pass is then cut to fit it)."""
+    limit = get_workspace_limit()
+    return max((min(_estimate(ALGORITHMS[n], p, spec, shape, itemsize), limit) for n, p in jobs), default=0)
 
 
 def exact_path(shape) -> str:
@@ -176,26 +184,51 @@ def _forward(name, x, w, b, spec, shape):
     out = np.empty((shape.N, shape.out_channels, shape.H_out, shape.W_out), dtype=x.dtype)
     prepared = getattr(impl, "prepared_forward", None)
     fwd = prepared(w) if prepared else (lambda xs, bs, sp, sh: impl.forward(xs, w, bs, sp, sh))
-    if step >= 1:
-        for sl in _slices(shape.N, step):
+    blocks = None if step >= 1 else _row_blocks(impl, ("forward",), spec, shape, itemsize,
+                                                _padded_sample_bytes(spec, shape, itemsize))
+    if blocks is None:
+        for sl in _slices(shape.N, max(step, 1)):
             out[sl] = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start))
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
-    flat = dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
-    padded_bytes = shape.C * (shape.H + sum(spec.padding[0])) * (shape.W + sum(spec.padding[1])) * itemsize
-    limit = get_workspace_limit()
-    rows = shape.H_out
-    while rows > 1 and padded_bytes + _estimate(impl, "forward", flat, _rows_shape(spec, shape, rows),
-                                                itemsize) > limit:
-        rows = (rows + 1) // 2
-    sH, dH, kH = spec.stride[0], spec.dilation[0], spec.kernel_size[0]
+    flat = _unpadded(spec)
     for n in range(shape.N):
         xp = pad(x[n:n + 1], spec)                                  # (1, C, Hp, Wp)
-        for r0 in range(0, shape.H_out, rows):
-            r1 = min(shape.H_out, r0 + rows)
-            block = xp[:, :, r0 * sH:(r1 - 1) * sH + dH * (kH - 1) + 1]   # (1, C, rows read, Wp) view
-            out[n:n + 1, :, r0:r1] = fwd(np.ascontiguousarray(block), b, flat, _rows_shape(spec, shape, r1 - r0))
+        for r0, r1, read in blocks:
+            block = np.ascontiguousarray(xp[:, :, read])            # (1, C, rows read, Wp)
+            out[n:n + 1, :, r0:r1] = fwd(block, b, flat, _rows_shape(spec, shape, r1 - r0))
     return out
+
+
+def _unpadded(spec):
+    """``spec`` without padding: the spec of a block of an already padded sample."""
+    return dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
+
+
+def _padded_sample_bytes(spec, shape, itemsize):
+    return shape.C * (shape.H + sum(spec.padding[0])) * (shape.W + sum(spec.padding[1])) * itemsize
+
+
+def _row_blocks(impl, passes, spec, shape, itemsize, fixed):
+    """``[(r0, r1, read)]``: blocks of output rows ``r0:r1`` of one sample, as large as the passes'
+    estimates plus ``fixed`` bytes allow under the limit, with ``read`` the padded rows they read;
+    None when blocks would need as much as the whole sample (a path with little scratch)."""
+    flat, limit = _unpadded(spec), get_workspace_limit()
+
+    def need(rows):
+        return fixed + max(_estimate(impl, p, flat, _rows_shape(spec, shape, rows), itemsize) for p in passes)
+
+    rows = shape.H_out
+    while rows > 1 and need(rows) > limit:
+        rows = (rows + 1) // 2
+    if need(rows) >= max(_estimate(impl, p, spec, shape._replace(N=1), itemsize) for p in passes):
+        return None
+    sH, dH, kH = spec.stride[0], spec.dilation[0], spec.kernel_size[0]
+    blocks = []
+    for r0 in range(0, shape.H_out, rows):
+        r1 = min(shape.H_out, r0 + rows)
+        blocks.append((r0, r1, slice(r0 * sH, (r1 - 1) * sH + dH * (kH - 1) + 1)))
+    return blocks
 
 
 def run_backward(names, grad_out, x, w, spec, shape, mask):
@@ -238,28 +271,68 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
     dx = dw = None
     for impl, job in jobs:
         passes = ("grad_input", "grad_weight") if job == "both" else (job,)
-        step = max(1, min(_batch_step(impl, p, spec, shape, itemsize) for p in passes))
-        if job != "grad_weight" and step < shape.N:
+        step = min(_batch_step(impl, p, spec, shape, itemsize) for p in passes)
+        # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
+        fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
+            (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
+        blocks = None if step >= 1 else _row_blocks(impl, passes, spec, shape, itemsize, fixed)
+        step = max(step, 1)
+        if job != "grad_weight" and (step < shape.N or blocks is not None):
             dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
+        if blocks is not None:
+            dw = _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw)
+            continue
         for sl in _slices(shape.N, step) if step < shape.N else [slice(0, shape.N)]:
             sub = shape._replace(N=sl.stop - sl.start)
-            g, xs = grad_out[sl], None if x is None else x[sl]
-            if job == "both":
-                part_dx, part_dw = impl.backward(g, xs, w, spec, sub, (True, True))
-            elif job == "grad_input":
-                part_dx, part_dw = impl.grad_input(g, w, spec, sub), None
-            else:
-                part_dx, part_dw = None, impl.grad_weight(g, xs, spec, sub)
+            part_dx, part_dw = _run_job(impl, job, grad_out[sl], None if x is None else x[sl], w, spec, sub)
             if part_dx is not None:
                 if step < shape.N:
                     dx[sl] = part_dx
                 else:
                     dx = part_dx
-            if part_dw is not None:
-                if dw is None:
-                    dw = part_dw
-                else:
-                    dw += part_dw                   # part_dw is a fresh array per slice
+            dw = _accumulate(dw, part_dw)
     if want_dw and dw is None:                  # an empty batch
         dw = np.zeros((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size), dtype=dtype)
     return dx, dw
+
+
+def _run_job(impl, job, g, xs, w, spec, shape):
+    """(∂x part or None, ∂w part or None) of one slice: ``job`` is 'both', 'grad_input' or 'grad_weight'."""
+    if job == "both":
+        return impl.backward(g, xs, w, spec, shape, (True, True))
+    if job == "grad_input":
+        return impl.grad_input(g, w, spec, shape), None
+    return None, impl.grad_weight(g, xs, spec, shape)
+
+
+def _accumulate(total, part):
+    if part is None or total is None:
+        return total if part is None else part
+    total += part                                   # part is a fresh array per slice
+    return total
+
+
+def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
+    """The backward of samples too big for the limit, one sample at a time on blocks of output rows.
+
+    A block of output rows ``r0:r1`` reads the padded rows ``read`` only, so it is a convolution of
+    those rows with no padding (the forward's blocks): its ∂/∂(rows read) is added into the padded
+    sample's gradient, which :func:`convscope.padding.fold` (the adjoint of the padding) then takes
+    to the input; its ∂w is one term of the sum over blocks.  Writes ``dx[n]``; returns ``dw``.
+    """
+    want_dx, want_dw = job != "grad_weight", job != "grad_input"
+    flat = _unpadded(spec)
+    Hp, Wp = shape.H + sum(spec.padding[0]), shape.W + sum(spec.padding[1])
+    for n in range(shape.N):
+        xp = pad(x[n:n + 1], spec) if want_dw else None             # (1, C, Hp, Wp)
+        dxp = np.zeros((1, shape.C, Hp, Wp), dtype=grad_out.dtype) if want_dx else None
+        for r0, r1, read in blocks:
+            g = np.ascontiguousarray(grad_out[n:n + 1, :, r0:r1])    # (1, C_out, rows, W_out)
+            xs = None if xp is None else np.ascontiguousarray(xp[:, :, read])   # (1, C, rows read, Wp)
+            part_dx, part_dw = _run_job(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
+            if part_dx is not None:
+                dxp[:, :, read] += part_dx
+            dw = _accumulate(dw, part_dw)
+        if want_dx:
+            dx[n:n + 1] = fold(dxp, spec, (shape.H, shape.W))
+    return dw
