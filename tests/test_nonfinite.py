@@ -197,7 +197,7 @@ def test_star_on_a_dark_sky():
     x = rng.uniform(0, 1e-3, (1, 4, 48, 48))
     x[0, 0, 5, 5] = 1e6
     w = rng.standard_normal((4, 4, 7, 7)) / 7
-    exact = convscope.conv2d(x, w, padding=3, algorithm="reference")
+    exact = convscope.conv2d(x, w, padding=3, algorithm="gemm")                # float64, local error
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
     assert convscope.plan(x.shape, w.shape, padding=3).forward.algorithm == "fft"
     high = convscope.conv2d(x32, w32, padding=3)
