@@ -30,21 +30,17 @@ calling thread makes inside a ``with`` block.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-
+from ._setting import Setting
 from .spec import check_conv_precision
 
 DEFAULT_PRECISION = "high"
 
-_global = {"mode": DEFAULT_PRECISION}
-_lock = threading.Lock()
-_state = threading.local()
+_mode = Setting(DEFAULT_PRECISION)
 
 
 def get_conv_precision() -> str:
     """The precision mode of the calling thread: ``"highest"`` or ``"high"``."""
-    return getattr(_state, "mode", _global["mode"])
+    return _mode.get()
 
 
 def set_conv_precision(mode: str) -> str:
@@ -58,14 +54,9 @@ def set_conv_precision(mode: str) -> str:
     >>> convscope.plan((8, 64, 28, 28), (64, 64, 3, 3), padding=1).forward.algorithm
     'winograd'
     """
-    mode = check_conv_precision(mode)
-    with _lock:
-        previous = _global["mode"]
-        _global["mode"] = mode
-    return previous
+    return _mode.set(check_conv_precision(mode))
 
 
-@contextlib.contextmanager
 def conv_precision(mode: str):
     """``with conv_precision(mode):`` — the mode for calls made by this thread inside the block.
 
@@ -74,14 +65,4 @@ def conv_precision(mode: str):
     ...     convscope.plan((1, 16, 64, 64), (16, 16, 7, 7), padding=3).forward.algorithm
     'gemm'
     """
-    mode = check_conv_precision(mode)
-    had = hasattr(_state, "mode")
-    old = getattr(_state, "mode", None)
-    _state.mode = mode
-    try:
-        yield mode
-    finally:
-        if had:
-            _state.mode = old
-        else:
-            del _state.mode
+    return _mode.override(check_conv_precision(mode))

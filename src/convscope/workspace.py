@@ -15,23 +15,17 @@ to the end (a change made meanwhile applies from the next call).
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-
+from ._setting import Setting
 from .spec import check_workspace_bytes
 
 DEFAULT_LIMIT = 256 << 20
 
-_state = threading.local()
-_lock = threading.Lock()
+_limit = Setting(DEFAULT_LIMIT)
 
 
 def get_workspace_limit() -> int:
     """The scratch-memory limit of the calling thread, in bytes."""
-    return getattr(_state, "limit", _global["limit"])
-
-
-_global = {"limit": DEFAULT_LIMIT}
+    return _limit.get()
 
 
 def set_workspace_limit(nbytes: int) -> int:
@@ -43,16 +37,9 @@ def set_workspace_limit(nbytes: int) -> int:
     67108864
     >>> _ = convscope.set_workspace_limit(previous)
     """
-    nbytes = check_workspace_bytes(nbytes)
-    with _lock:
-        previous = get_workspace_limit()
-        _global["limit"] = nbytes
-        if hasattr(_state, "limit"):
-            _state.limit = nbytes
-    return previous
+    return _limit.set(check_workspace_bytes(nbytes))
 
 
-@contextlib.contextmanager
 def workspace_limit(nbytes: int):
     """``with workspace_limit(bytes):`` — the limit for calls made by this thread inside the block.
 
@@ -63,14 +50,4 @@ def workspace_limit(nbytes: int):
     >>> float(y[0, 0, 5, 5])
     72.0
     """
-    nbytes = check_workspace_bytes(nbytes)
-    had = hasattr(_state, "limit")
-    old = getattr(_state, "limit", None)
-    _state.limit = nbytes
-    try:
-        yield nbytes
-    finally:
-        if had:
-            _state.limit = old
-        else:
-            del _state.limit
+    return _limit.override(check_workspace_bytes(nbytes))
