@@ -16,8 +16,8 @@ speed for where rounding error lands:
 
 Why ``"high"`` by default: the planner's Winograd and FFT rows are where they are
 because those paths are faster there, and their error stays within float32's
-norm-relative accuracy (about 2e-6 for Winograd) on ordinary data; cuDNN and
-``torch.backends.cudnn`` pick Winograd and FFT by default for the same reason.
+norm-relative accuracy (about 2e-6 for Winograd) on ordinary data; torch on a GPU
+makes the same trade by default, where cuDNN's heuristics may pick Winograd and FFT.
 Data with a large dynamic range (astronomy, HDR images, radar) should ask for
 ``"highest"``.  NaN and ±Inf do not depend on this setting: whatever the
 setting, the paths that mix values recompute a call whose input, weight,
