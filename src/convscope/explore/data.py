@@ -439,7 +439,7 @@ def build(plan: Plan) -> dict:
         "arrays": {
             "x": encode(xa), "weight": encode(w), "bias": None if b is None else encode(b), "output": encode(out),
             "grad_output": encode(gy), "grad_input": encode(grads.input), "grad_weight": encode(grads.weight),
-            "grad_bias": encode(np.sum(gy, axis=(1, 2), dtype=np.float64).astype(dtype)),
+            "grad_bias": encode(grads.bias),
         },
     }
     data["_arrays"] = (xa, w, b, gy, params)
