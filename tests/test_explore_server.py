@@ -458,3 +458,55 @@ def test_connections_are_capped_and_slow_clients_are_cut():
         for s in socks:
             s.close()
         stop(srv, thread)
+
+
+def boot_of(path):
+    text = open(path, encoding="utf-8").read()
+    return json.loads(re.search(r'id="convscope-boot">(.*?)</script>', text, re.S).group(1))
+
+
+def test_out_with_an_image_a_preset_a_weight_file_and_a_png(tmp_path):
+    pytest.importorskip("skimage")
+    from PIL import Image
+
+    page = tmp_path / "p.html"
+    result = run_cli("--image", "coins", "--preset", "gaussian", "--no-bias", "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    boot = boot_of(page)
+    cfg = boot["data"]["config"]
+    assert cfg["image"] == "coins" and cfg["kernel_name"] == "gaussian" and not cfg["bias"]
+    assert boot["command"] == "convscope explore --image coins --preset gaussian --no-bias"
+    assert boot["data"] == roundtrip(layer_data(image="coins", kernel="gaussian", bias=False))
+
+    w = np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3) - 9
+    np.save(tmp_path / "w.npy", w)
+    png = tmp_path / "a.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png)
+    result = run_cli("--input-file", str(png), "--weight-file", str(tmp_path / "w.npy"), "--bias", "0.5", "-p", "1",
+                     "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    data = boot_of(page)["data"]
+    assert np.array_equal(decode(data["arrays"]["weight"]), w) and data["config"]["input_name"] == "a.png"
+    x = np.arange(48, dtype=np.float32).reshape(1, 6, 8) / 255
+    assert np.array_equal(decode(data["arrays"]["output"]), convscope.conv2d(x, w, np.float32([0.5, 0.5]), padding=1))
+
+    batch = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    np.save(tmp_path / "batch.npy", batch)
+    result = run_cli("--input-file", str(tmp_path / "batch.npy"), "--sample", "1", "-k", "2", "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    data = boot_of(page)["data"]
+    assert np.array_equal(decode(data["arrays"]["x"]), batch[1]) and data["config"]["sample"] == 1
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nbroken"), "cannot read the file as a PNG or JPEG image"),
+    (lambda p: p.write_bytes(b""), "not a .npy, PNG or JPEG file"),
+    (lambda p: os.mkfifo(p), "is not a regular file"),
+    (lambda p: np.save(p, np.zeros((2, 1, 3, 3), np.float32)), "pass sample=n"),
+])
+def test_cli_bad_input_files_are_one_line_exit_2(tmp_path, make, words):
+    path = tmp_path / "in.npy"
+    make(path)
+    result = run_cli("--input-file", str(path), "--out", str(tmp_path / "p.html"), timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr

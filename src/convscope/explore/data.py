@@ -486,7 +486,7 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
     >>> d["shape"]["output_hw"], decode(d["arrays"]["output"]).shape
     ([2, 2], (1, 2, 2))
     >>> e = element(d, "output", (0, 1, 1))
-    >>> e["v"] == decode(d["arrays"]["output"])[0, 1, 1]
+    >>> e["v"] == float(decode(d["arrays"]["output"])[0, 1, 1])
     True
     """
     return build(prepare(x, input_shape=input_shape, out_channels=out_channels, kernel_size=kernel_size,

@@ -58,7 +58,7 @@ def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, group
     >>> import numpy as np
     >>> page = widget(np.ones((1, 1, 3, 3)), np.arange(25.0).reshape(5, 5), padding=1)
     >>> from convscope.explore.data import decode
-    >>> decode(page.data["arrays"]["output"])[0, 0, 0], "<iframe" in page._repr_html_()  # x[0,0]+x[0,1]+x[1,0]+x[1,1]
+    >>> float(decode(page.data["arrays"]["output"])[0, 0, 0]), "<iframe" in page._repr_html_()  # x[0,0]+x[0,1]+x[1,0]+x[1,1]
     (12.0, True)
     """
     args, _ = _arguments(layer_or_weight, "widget", bias=bias, stride=stride, padding=padding, dilation=dilation,
