@@ -207,6 +207,11 @@ def test_the_image_view_is_conv2ds_output_and_a_click_shows_explains_numbers(pag
     assert page.text_content("#numbers-value") == str(int(e.value))        # whole numbers are shown whole
     click_pixel(page, "output", "0", 0, 0)
     assert sum(s["pads"] for s in numbers_output(page)) == 15               # the corner: 5 of 9 taps per channel
+    e = check_output(page, 0, 0, 0)
+    copied = {tuple(t.input_index[-2:]) for t in e.terms[:9] if t.is_padding}     # reflect copies real pixels
+    shown = page.eval_on_selector_all("#numbers details.channel[data-c='0'] .cell.hl-src",
+                                      "els => els.map(e => [+e.dataset.r - 1, +e.dataset.col - 1])")
+    assert copied and {tuple(v) for v in shown} == copied                   # padding 1: real = padded − 1
     assert "x[0, 0, 0]" in page.text_content("#numbers pre.arith")
 
 
