@@ -510,3 +510,20 @@ def test_cli_bad_input_files_are_one_line_exit_2(tmp_path, make, words):
     result = run_cli("--input-file", str(path), "--out", str(tmp_path / "p.html"), timeout=30)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_a_client_that_goes_away_costs_no_traceback(capfd):
+    srv, thread = fresh_server()
+    try:
+        for pause in (0.05, 0.3, 0.6):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(f"GET /api/layer?input=1x1024x1024&out_channels=4 HTTP/1.0\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n"
+                      .encode())
+            time.sleep(pause)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")   # reset, mid-answer
+            s.close()
+        time.sleep(1.5)
+        assert request(srv, "GET", "/api/health")[0] == 200
+    finally:
+        stop(srv, thread)
+    assert "Traceback" not in capfd.readouterr().err

@@ -368,6 +368,12 @@ class ExploreServer(ThreadingHTTPServer):
         finally:
             self.slots.release()
 
+    def handle_error(self, request, client_address):
+        """One line on stderr instead of a traceback; a client that went away or timed out is not an error."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            print(f"convscope explore: error on a request: {type(exc).__name__}: {exc}", file=sys.stderr)
+
     def keep(self, data: dict) -> str:
         """Keep a built layer for ``/api/element``; return its key (the oldest is dropped)."""
         key = secrets.token_urlsafe(9)
