@@ -212,10 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     xp = sub.add_parser(
         "explore", help="an interactive page: a layer's images and feature maps, and the numbers of any pixel",
         description="Serve a local page (127.0.0.1 only, no network needed) that shows a layer's input, "
-                    "kernel, output and gradients with their numbers: hover an output cell to see its window, "
-                    "padding included, and its arithmetic; change the parameters in the page. With --out, write "
-                    "a self-contained page for this configuration instead. Without --input-file the input is "
-                    "seeded random, as in `convscope explain`.",
+                    "output and gradients as images, and beside them the numbers of the pixel you point at or "
+                    "click: its window, padding included, the kernel and the arithmetic; change the parameters "
+                    "in the page. With --out, write a self-contained page for this configuration instead. "
+                    "Without --input-file or --image the input is seeded random, as in `convscope explain`.",
         epilog="examples:  convscope explore\n"
                "           convscope explore --input 3x6x6 --integers -p 1 --padding-mode reflect\n"
                "           convscope explore --image camera --preset sobel_x -p 1\n"
