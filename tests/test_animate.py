@@ -204,7 +204,7 @@ def test_padding_copies_mark_their_source_pixel(mode):
         e = anim.info[k].explanation
         rs = roles(anim, k, "input")
         taps = {tuple(t.padded_index) for t in e.terms}
-        sources = {(t.input_index[1] + pt, t.input_index[2] + pl) for t in e.terms if t.is_padding} - taps
+        sources = {(t.input_index[-2] + pt, t.input_index[-1] + pl) for t in e.terms if t.is_padding} - taps
         seen |= sources
         for cell, name in rs.items():
             if cell in taps:

@@ -55,9 +55,10 @@ class Term(NamedTuple):
     ----------
     product : the term's value (float64 arithmetic on the array's values)
     is_padding : the tap read a padding cell
-    input_index : ``(c, h, w)`` in the unpadded input: the pixel read, or for reflect, replicate
-        and circular padding the real pixel the padding cell copied; None for zero padding
-        (and for bias terms)
+    input_index : the index of the pixel in the input as passed, ``(n, c, h, w)`` for a batch and
+        ``(c, h, w)`` unbatched (as ``output_index``), so ``x[input_index] == input_value``: the
+        pixel read, or for reflect, replicate and circular padding the real pixel the padding
+        cell copied; None for zero padding (and for bias terms)
     input_value : that pixel's value (0 for zero padding)
     weight_index : forward ``(c_in_group, u, v)`` of ``weight[o]``; ∂input ``(o, c_in_group, u, v)``
     weight_value : the weight
@@ -273,6 +274,11 @@ def _padded_cell(spec: ConvSpec, i: int, j: int, u: int, v: int) -> tuple[int, i
     return i * sH + u * dH, j * sW + v * dW
 
 
+def _as_passed(unbatched: bool, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+    """Index ``(n, c, h, w)`` of a 4-D view in the array as the caller passed it (no ``n`` unbatched)."""
+    return (c, h, w) if unbatched else (n, c, h, w)
+
+
 def _is_padding_cell(spec: ConvSpec, shape: ConvShape, p: tuple[int, int]) -> bool:
     (pt, _), (pl, _) = spec.padding
     return not (0 <= p[0] - pt < shape.H and 0 <= p[1] - pl < shape.W)
@@ -350,7 +356,8 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
                 wv = _as_float(wa[o, c, u, v])
                 window[c, u, v] = xv
                 window_padding[c, u, v] = pad
-                terms.append(Term(product=xv * wv, is_padding=pad, input_index=(ch, h, w_) if real else None,
+                terms.append(Term(product=xv * wv, is_padding=pad,
+                                  input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
                                   input_value=xv, weight_index=(c, u, v), weight_value=wv, padded_index=p,
                                   tap=(u, v)))
     bias_value = _as_float(ba[o]) if ba is not None else 0.0
@@ -449,9 +456,6 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     Cg, Og = shape.in_per_group, shape.out_per_group
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
 
-    def out_index(n, o, i, j):
-        return (o, i, j) if unbatched else (n, o, i, j)
-
     grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
                             spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
     terms, reason = [], None
@@ -475,9 +479,10 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                     gv, wv = _as_float(g4[n, o, i, j]), _as_float(wa[o, c - g * Cg, u, v])
                     p = _padded_cell(spec, int(i), int(j), int(u), int(v))
                     terms.append(Term(product=gv * wv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=(c, h, w_), input_value=_as_float(x4[n, c, h, w_]),
+                                      input_index=_as_passed(unbatched, n, c, h, w_),
+                                      input_value=_as_float(x4[n, c, h, w_]),
                                       weight_index=(o, c - g * Cg, int(u), int(v)), weight_value=wv,
-                                      output_index=out_index(n, o, int(i), int(j)), grad_output_value=gv,
+                                      output_index=_as_passed(unbatched, n, o, int(i), int(j)), grad_output_value=gv,
                                       padded_index=p, tap=(int(u), int(v))))
         if not terms:
             reason = _unread_reason(spec, shape, 0, h) or _unread_reason(spec, shape, 1, w_)
@@ -498,8 +503,9 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                     gv = _as_float(g4[n, o, i, j])
                     p = _padded_cell(spec, i, j, u, v)
                     terms.append(Term(product=gv * xv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=(ch, h, w_) if real else None, input_value=xv,
-                                      weight_index=None, weight_value=None, output_index=out_index(n, o, i, j),
+                                      input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
+                                      input_value=xv,
+                                      weight_index=None, weight_value=None, output_index=_as_passed(unbatched, n, o, i, j),
                                       grad_output_value=gv, padded_index=p, tap=(u, v)))
     else:
         (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
@@ -509,7 +515,7 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
             for i in range(shape.H_out):
                 for j in range(shape.W_out):
                     gv = _as_float(g4[n, o, i, j])
-                    terms.append(Term(product=gv, output_index=out_index(n, o, i, j), grad_output_value=gv))
+                    terms.append(Term(product=gv, output_index=_as_passed(unbatched, n, o, i, j), grad_output_value=gv))
     torch_value = None
     if (from_torch or from_layer) and torch_available():
         dx, dw, db = _torch_grads(ga, xa, wa, spec)

@@ -161,7 +161,7 @@ def _bias_array(bias, rng, out_channels: int, integers: bool, dtype) -> np.ndarr
 
 def _term_index(index) -> tuple[int, int]:
     """(h, w) of a term's input pixel, (−1, −1) for zero padding."""
-    return (-1, -1) if index is None else (int(index[1]), int(index[2]))
+    return (-1, -1) if index is None else (int(index[-2]), int(index[-1]))
 
 
 def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride=1, padding=0,
