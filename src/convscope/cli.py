@@ -14,8 +14,10 @@ plain text, coloured with ``rich`` (an optional extra) when stdout is a terminal
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
+import stat
 import sys
 
 import numpy as np
@@ -23,7 +25,9 @@ import numpy as np
 from . import __version__
 from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
-from .functional import conv2d
+from .explain.render import check_decimals
+from .functional import _spec_from_weight, conv2d
+from .spec import check_shapes
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
@@ -36,6 +40,36 @@ SEED000_TORCH_OUTPUT = SEED000_OUT
 
 class UsageError(Exception):
     """A bad command line: reported as one line, exit status 2."""
+
+
+class OutputError(Exception):
+    """stdout cannot be written (a full disk, a closed terminal): reported as one line, exit status 2."""
+
+
+def _write(text: str = "") -> None:
+    """Print ``text`` on stdout; a failed write is an OutputError (a closed pipe stays a BrokenPipeError)."""
+    try:
+        sys.stdout.write(text + "\n")
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so what is left in its buffer is dropped at exit without another error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,11 +193,58 @@ def _padding(text: str):
     return _pair_or_int(text, "--padding")
 
 
+MAX_VALUES = 10**7  # the most values of one array the commands explain, draw or load
+
+
 def _load(path: str, name: str) -> np.ndarray:
+    """The array in the ``.npy`` file ``path``; anything else is a UsageError naming ``name``.
+
+    Only a regular file is opened (a FIFO or a device could block or never end), its header is
+    checked against the file's size before any data is read, and pickles are never loaded.
+    """
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError(f"{name}: {path!r} is not a regular file (give a .npy file saved with np.save)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never waits, even if path changed
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"{name}: {path!r} is not a regular file (give a .npy file saved with np.save)")
+            return _read_npy(f, info.st_size, f"{name}: {path!r}")
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read {path!r} ({exc.strerror or exc})") from None
+    except (ValueError, EOFError) as exc:
         raise UsageError(f"{name}: cannot read {path!r} as a .npy file ({exc})") from None
+
+
+def _read_npy(f, size: int, where: str) -> np.ndarray:
+    if size == 0:
+        raise UsageError(f"{where} is empty (give a .npy file saved with np.save)")
+    head = f.read(6)
+    if head.startswith(b"PK"):
+        raise UsageError(f"{where} is a .npz archive; give one array as a .npy file (np.save)")
+    if head != b"\x93NUMPY":
+        raise UsageError(f"{where} is not a .npy file (it does not start with numpy's magic string)")
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise UsageError(f"{where}: .npy format version {version[0]}.{version[1]} is not supported (1.0 and 2.0 are)")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, _, dtype = read_header(f)
+    except (ValueError, SyntaxError, EOFError):
+        raise UsageError(f"{where} has a malformed .npy header (not a file np.save wrote, or a damaged one)") from None
+    if dtype.hasobject:
+        raise UsageError(f"{where} holds Python objects (dtype {dtype}); convscope never loads pickles")
+    count = math.prod(shape)
+    if count > MAX_VALUES:
+        raise UsageError(f"{where} holds an array of shape {shape}: more than {MAX_VALUES} values, too large to explain")
+    need, have = count * dtype.itemsize, size - f.tell()
+    if need > have:
+        raise UsageError(f"{where}: its header claims shape {shape} of {dtype} ({need} bytes), "
+                         f"but the file holds {have} bytes of data")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _add_conv_options(p: argparse.ArgumentParser) -> None:
@@ -196,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the input is seeded random (--input gives its shape); without --weight-file the kernel "
                     "is seeded random (or ones with --ones).",
         epilog="examples:  convscope explain --input 5x5 --kernel 3 --bias 0.1 --at 1,2\n"
+               "           convscope explain --input 5x5 --kernel 3 --no-bias --at 0,0\n"
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
                "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "seeded random, as in `convscope explain`.",
         epilog="examples:  convscope explore\n"
                "           convscope explore --input 3x6x6 --integers -p 1 --padding-mode reflect\n"
-               "           convscope explore --input 2x7x7 -k 3 -s 2 --bias --out conv.html",
+               "           convscope explore --input 2x7x7 -k 3 -s 2 --no-bias --out conv.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     xsrc = xp.add_mutually_exclusive_group()
     xsrc.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or 1xCxHxW (default 5x5)")
@@ -227,8 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
     xp.add_argument("-k", "--kernel", default="3", help="kernel size: int or HxW (default 3)")
     xp.add_argument("--out-channels", type=int, default=1, help="output channels (default 1)")
-    xp.add_argument("--bias", nargs="?", const="random", metavar="B[,B...]",
-                    help="add a bias: seeded random, or the values given (one, or one per output channel)")
+    _add_bias_options(xp)
     _add_conv_options(xp)
     xp.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     xp.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
@@ -278,10 +359,19 @@ def _add_array_options(p: argparse.ArgumentParser) -> None:
     ker.add_argument("--ones", action="store_true", help="a kernel of ones")
     p.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
     p.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
-    p.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
+    _add_bias_options(p)
     _add_conv_options(p)
     p.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     p.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
+
+
+def _add_bias_options(p: argparse.ArgumentParser) -> None:
+    """A bias unless --no-bias, as nn.Conv2d has one unless bias=False (explain, animate and explore)."""
+    bias = p.add_mutually_exclusive_group()
+    bias.add_argument("--bias", nargs="?", const="random", metavar="B[,B...]",
+                      help="the bias: seeded random (the default, as nn.Conv2d has a bias), or the values "
+                           "given (one, or one per output channel)")
+    bias.add_argument("--no-bias", action="store_true", help="no bias (nn.Conv2d's bias=False)")
 
 
 def _add_color(p: argparse.ArgumentParser) -> None:
@@ -305,7 +395,7 @@ def _use_rich(color: str) -> bool:
 def emit(text: str, color: str = "never") -> None:
     """Print ``text``; with rich, numbers, padding marks, headings and checks are coloured."""
     if not _use_rich(color):
-        print(text)
+        _write(text)
         return
     from rich.console import Console
     from rich.highlighter import RegexHighlighter
@@ -324,8 +414,14 @@ def emit(text: str, color: str = "never") -> None:
 
     theme = Theme({"cs.number": "cyan", "cs.pad": "magenta", "cs.ok": "green", "cs.bad": "bold red",
                    "cs.head": "bold yellow", "cs.value": "bold"})
-    Console(highlighter=_Highlighter(), theme=theme, soft_wrap=True,
-            force_terminal=True if color == "always" else None).print(text, markup=False, highlight=True)
+    console = Console(highlighter=_Highlighter(), theme=theme, soft_wrap=True,
+                      force_terminal=True if color == "always" else None)
+    try:
+        console.print(text, markup=False, highlight=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -349,14 +445,14 @@ def run_tour(args) -> int:
                 answer = ""
             if answer.strip().lower().startswith("q"):
                 return 0
-        print()
+        _write()
         emit(section_text(number, check), args.color)
     if check.failures:
         print(f"convscope: {len(check.failures)} result(s) disagree with torch: {', '.join(check.failures)}",
               file=sys.stderr)
         return 1
     if check.torch is not None and len(numbers) == len(SECTIONS):
-        print(f"\nAll {check.checks} results agree with torch {check.torch.__version__}.")
+        _write(f"\nAll {check.checks} results agree with torch {check.torch.__version__}.")
     return 0
 
 
@@ -369,49 +465,104 @@ def run_shape(args) -> int:
     return 0
 
 
-def _explain_arrays(args):
-    rng = np.random.default_rng(args.seed)
-    if args.input_file:
-        x = _load(args.input_file, "--input-file")
-    else:
-        dims = _ints(args.input or "5x5", "--input", "x")
-        if len(dims) == 2:
-            dims = (1,) + dims
-        if len(dims) not in (3, 4) or min(dims) < 1:
-            raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
-        if np.prod(dims) > 10**7:
-            raise UsageError(f"--input {args.input} is too large to explain (more than 10**7 values)")
-        x = (rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4))
+def _input_from_file(path: str) -> np.ndarray:
+    """The input of ``--input-file``: HxW (one channel, one sample), CxHxW or NxCxHxW; whole numbers as float32."""
+    x = _load(path, "--input-file")
+    if x.ndim not in (2, 3, 4):
+        raise UsageError(f"--input-file: {path!r} holds an array of shape {x.shape}; the input must be HxW "
+                         "(one channel), CxHxW or NxCxHxW")
+    if x.dtype.kind in "biu":
         x = x.astype(np.float32)
-    groups = args.groups
+    return x[None] if x.ndim == 2 else x
+
+
+def _seeded_input(args, rng) -> np.ndarray:
+    dims = _ints(args.input or "5x5", "--input", "x")
+    if len(dims) == 2:
+        dims = (1,) + dims
+    if len(dims) not in (3, 4) or min(dims) < 1:
+        raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
+    if math.prod(dims) > MAX_VALUES:
+        raise UsageError(f"--input {args.input} is too large to explain (more than {MAX_VALUES} values)")
+    x = rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4)
+    return x.astype(np.float32)
+
+
+def _seeded_weight(args, rng, x: np.ndarray, params: dict) -> np.ndarray:
+    """A ones or seeded random kernel, its shape checked against the input before it is drawn."""
+    kernel = _pair_or_int(args.kernel, "--kernel")
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    groups = params["groups"]
+    if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+        raise UsageError("--out-channels, --groups and --kernel must be positive")
+    if x.shape[-3] % groups:
+        raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3]} channels")
+    shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
+    _check_call(x.shape, shape, params)
+    if args.ones:
+        return np.ones(shape, dtype=x.dtype)
+    if args.integers:
+        return rng.integers(-3, 4, size=shape).astype(x.dtype)
+    return rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
+
+
+def _check_call(x_shape: tuple, w_shape: tuple, params: dict) -> None:
+    """The convolution's rules (the library's messages) and the size of what would be computed."""
+    spec = _spec_from_weight(w_shape, params["stride"], params["padding"], params["dilation"], params["groups"],
+                             params["padding_mode"])
+    shape = check_shapes(spec, x_shape, w_shape)
+    if math.prod(w_shape) > MAX_VALUES:
+        raise UsageError(f"the weight {w_shape} is too large to explain (more than {MAX_VALUES} values)")
+    outputs = shape.N * shape.out_channels * shape.H_out * shape.W_out
+    if outputs > MAX_VALUES:
+        raise UsageError(f"the output would hold {outputs} values ({shape.N}×{shape.out_channels}×{shape.H_out}×"
+                         f"{shape.W_out}), too many to explain (more than {MAX_VALUES})")
+
+
+def _as_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A loaded weight or grad_output in the input's float dtype (whole numbers and other floats)."""
+    return a.astype(dtype) if a.dtype != dtype and a.dtype.kind in "biuf" and dtype.kind == "f" else a
+
+
+def _bias(args, rng, out_channels: int, dtype) -> np.ndarray | None:
+    """The bias: seeded random unless --no-bias (as nn.Conv2d has one unless bias=False), or --bias's values."""
+    if args.no_bias:
+        return None
+    if args.bias is None or args.bias == "random":
+        values = rng.integers(-3, 4, size=out_channels) if args.integers else \
+            rng.uniform(-1, 1, size=out_channels).round(4)
+        return values.astype(dtype)
+    values = _bias_values(args.bias)
+    if len(values) == 1:
+        values = values * out_channels
+    return np.array(values, dtype=dtype)
+
+
+def _bias_values(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--bias must be numbers separated by ',' (or nothing: seeded random), got {text!r}") from None
+
+
+def _explain_arrays(args, params: dict):
+    """Input, weight and bias of explain and animate: from files or seeded (drawn in that order)."""
+    rng = np.random.default_rng(args.seed)
+    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
     if args.weight_file:
         w = _load(args.weight_file, "--weight-file")
+        if w.ndim == 2:
+            w = w[None, None]  # one kernel: one output and one input channel
+        w = _as_dtype(w, x.dtype)
+        if w.ndim == 4:
+            _check_call(x.shape, w.shape, params)
     else:
-        kernel = _pair_or_int(args.kernel, "--kernel")
-        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
-            raise UsageError("--out-channels, --groups and --kernel must be positive")
-        if x.ndim < 3 or x.shape[-3] % groups:
-            raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3] if x.ndim >= 3 else '?'} channels")
-        shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
-        if args.ones:
-            w = np.ones(shape, dtype=x.dtype)
-        elif args.integers:
-            w = rng.integers(-3, 4, size=shape).astype(x.dtype)
-        else:
-            w = rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
-    if w.dtype != x.dtype and w.dtype.kind == "f" and x.dtype.kind == "f":
-        w = w.astype(x.dtype)
-    bias = None
-    if args.bias is not None:
-        try:
-            values = [float(v) for v in args.bias.split(",")]
-        except ValueError:
-            raise UsageError(f"--bias must be numbers separated by ',', got {args.bias!r}") from None
-        if len(values) == 1 and w.ndim == 4:
-            values = values * w.shape[0]
-        bias = np.array(values, dtype=x.dtype)
-    return x, w, bias
+        w = _seeded_weight(args, rng, x, params)
+    return x, w, _bias(args, rng, w.shape[0] if w.ndim == 4 else 1, x.dtype)
+
+
+def _grad_output(args, x: np.ndarray) -> np.ndarray | None:
+    return _as_dtype(_load(args.grad_output_file, "--grad-output-file"), x.dtype) if args.grad_output_file else None
 
 
 def _conv_params(args) -> dict:
@@ -421,8 +572,9 @@ def _conv_params(args) -> dict:
 
 
 def run_explain(args) -> int:
-    x, w, bias = _explain_arrays(args)
+    check_decimals(args.decimals)
     params = _conv_params(args)
+    x, w, bias = _explain_arrays(args, params)
     batched = x.ndim == 4
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
@@ -431,9 +583,7 @@ def run_explain(args) -> int:
         full = 4 if batched else 3
         e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
     else:
-        gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
-        if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
-            gy = gy.astype(x.dtype)
+        gy = _grad_output(args, x)
         full = {"input": 4 if batched else 3, "weight": 4, "bias": 1}[args.grad]
         e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
     emit(e.text(args.decimals), args.color)
@@ -455,15 +605,12 @@ def run_explore(args) -> int:
                   dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
                   padding_mode=args.padding_mode, seed=args.seed, integers=args.integers,
                   grad_output=args.grad_output)
-    if args.bias is None:
+    if args.no_bias:
         config["bias"] = False
-    elif args.bias == "random":
+    elif args.bias is None or args.bias == "random":
         config["bias"] = True
     else:
-        try:
-            config["bias"] = [float(v) for v in args.bias.split(",")]
-        except ValueError:
-            raise UsageError(f"--bias must be numbers separated by ',' (or nothing: random), got {args.bias!r}") from None
+        config["bias"] = _bias_values(args.bias)
     x = None
     if args.input_file:
         x = _load(args.input_file, "--input-file")
@@ -474,7 +621,7 @@ def run_explore(args) -> int:
             write_page(args.out, x, input_file=args.input_file, **config)
         except OSError as exc:
             raise UsageError(f"--out: cannot write {args.out!r} ({exc.strerror or exc})") from None
-        print(f"convscope explore: wrote {args.out} ({os.path.getsize(args.out) // 1024} KiB); "
+        _write(f"convscope explore: wrote {args.out} ({os.path.getsize(args.out) // 1024} KiB); "
               "open it in a browser, no server needed")
         return 0
     check_host(args.host)
@@ -498,16 +645,16 @@ def run_animate(args) -> int:
         raise UsageError(f"--out: the folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(out) and not os.access(out, os.W_OK)):
         raise UsageError(f"--out: cannot write {out!r} (permission denied)")
-    x, w, bias = _explain_arrays(args)
+    check_decimals(args.decimals)
     if args.grad is None and args.grad_output_file:
         raise UsageError("--grad-output-file needs --grad input or weight")
-    gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
-    if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
-        gy = gy.astype(x.dtype)
+    params = _conv_params(args)
+    x, w, bias = _explain_arrays(args, params)
+    gy = _grad_output(args, x)
     from .animate import animate
 
     try:
-        anim = animate(w, x, bias, **_conv_params(args), grad=args.grad, grad_output=gy, sample=args.sample,
+        anim = animate(w, x, bias, **params, grad=args.grad, grad_output=gy, sample=args.sample,
                        out_channel=args.out_channel, in_channel=args.in_channel, max_frames=args.max_frames,
                        decimals=args.decimals, fps=args.fps)
         anim.save(out)
@@ -518,7 +665,7 @@ def run_animate(args) -> int:
         print(f"convscope: error: --out: cannot write {out!r} ({exc.strerror or exc})", file=sys.stderr)
         return 2
     what = {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
-    print(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
+    _write(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
     return 0
 
 
@@ -533,10 +680,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in (None, "demo"):
-            print(demo_text())
-            return 0
-        return {"tour": run_tour, "shape": run_shape, "explain": run_explain,
-                "explore": run_explore, "animate": run_animate}[args.command](args)
+            _write(demo_text())
+            status = 0
+        else:
+            status = {"tour": run_tour, "shape": run_shape, "explain": run_explain,
+                      "explore": run_explore, "animate": run_animate}[args.command](args)
+        _flush()  # a full disk shows here, not in the interpreter's last flush
+        return status
+    except OutputError as exc:
+        _stdout_to_devnull()
+        print(f"convscope: error: cannot write the output to stdout ({exc})", file=sys.stderr)
+        return 2
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2
@@ -547,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         print("convscope: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader (e.g. `| head`) closed the pipe: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
         return 0
 
 

@@ -42,6 +42,8 @@ from ..spec import (
 )
 
 WRT = ("input", "weight", "bias")
+#: The most terms one explanation builds (each is a Python object: about 1.5 s and 300 MB at the bound).
+MAX_TERMS = 500_000
 
 
 class Term(NamedTuple):
@@ -279,6 +281,20 @@ def _as_passed(unbatched: bool, n: int, c: int, h: int, w: int) -> tuple[int, ..
     return (c, h, w) if unbatched else (n, c, h, w)
 
 
+def _check_terms(what: str, names: str, factors: tuple[int, ...], smaller: str) -> None:
+    """Refuse, before building any, an explanation of more than :data:`MAX_TERMS` terms."""
+    count = int(np.prod(factors, dtype=object))
+    if count > MAX_TERMS:
+        raise ValueError(f"{what} is a sum of {names} = {'·'.join(map(str, factors))} = {count} terms; an "
+                         f"explanation builds at most {MAX_TERMS}: ask a smaller question, {smaller}")
+
+
+def _smaller_input(unbatched: bool) -> str:
+    crop = "x[:, :64, :64]" if unbatched else "x[:1, :, :64, :64]"
+    return f"for example of a crop of the input ({crop})" if unbatched else \
+        f"for example of fewer samples or a crop of the input ({crop})"
+
+
 def _is_padding_cell(spec: ConvSpec, shape: ConvShape, p: tuple[int, int]) -> bool:
     (pt, _), (pl, _) = spec.padding
     return not (0 <= p[0] - pt < shape.H and 0 <= p[1] - pl < shape.W)
@@ -332,6 +348,9 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
                             (shape.N, shape.out_channels, shape.H_out, shape.W_out), "batched input (N, C, H, W)")
     n, o, i, j = at4
     out_at = at4[1:] if unbatched else at4
+    kH, kW = spec.kernel_size
+    _check_terms(f"out[{', '.join(map(str, out_at))}]", "(C/groups)·kH·kW", (shape.in_per_group, kH, kW),
+                 "for example with fewer input channels or a smaller kernel")
 
     out = conv2d(xa, wa, ba, spec.stride, spec.padding_arg, spec.dilation, spec.groups, spec.padding_mode)
     value = _as_float(out[out_at])
@@ -340,7 +359,6 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
     Cg = shape.in_per_group
     g = o // shape.out_per_group
-    kH, kW = spec.kernel_size
     window = np.zeros((Cg, kH, kW))
     window_padding = np.zeros((Cg, kH, kW), dtype=bool)
     terms = []
@@ -456,8 +474,13 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     Cg, Og = shape.in_per_group, shape.out_per_group
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
 
-    grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
-                            spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
+    def component(at_out):  # conv2d_backward's value at ``at_out``, computed once the size is checked
+        grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
+                                spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
+        return _as_float(getattr(grads, wrt)[at_out])
+
+    reads = ("H_out·W_out", (shape.H_out, shape.W_out)) if unbatched else \
+        ("N·H_out·W_out", (shape.N, shape.H_out, shape.W_out))
     terms, reason = [], None
     channels = range(0)
     if wrt == "input":
@@ -468,11 +491,14 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                                  "batched input (N, C, H, W)")
         n, c, h, w_ = at_n
         at_out = at_n[1:] if unbatched else at_n
-        value = _as_float(grads.input[at_out])
         g = c // Cg
         channels = range(g * Og, (g + 1) * Og)  # the output channels that read input channel c
         ius = np.argwhere(rows == h)  # (i, u) pairs whose tap reads row h
         jvs = np.argwhere(cols == w_)
+        _check_terms(f"∂L/∂x[{', '.join(map(str, at_out))}]", "(C_out/groups)·(taps reading row h)·(taps "
+                     "reading column w)", (Og, len(ius), len(jvs)),
+                     "for example with fewer output channels or a smaller kernel")
+        value = component(at_out)
         for o in channels:
             for i, u in ius:
                 for j, v in jvs:
@@ -490,7 +516,8 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
         at_n = _normalize_at(at, ("o", "c", "u", "v"), tuple(wa.shape), "the weight (C_out, C/groups, kH, kW)")
         o, c, u, v = at_n
         at_out = at_n
-        value = _as_float(grads.weight[at_n])
+        _check_terms(f"∂L/∂w[{', '.join(map(str, at_out))}]", *reads, _smaller_input(unbatched))
+        value = component(at_out)
         g = o // Og
         ch = g * Cg + c
         channels = range(ch, ch + 1)
@@ -510,7 +537,8 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     else:
         (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
         at_out = (o,)
-        value = _as_float(grads.bias[o])
+        _check_terms(f"∂L/∂bias[{o}]", *reads, _smaller_input(unbatched))
+        value = component(at_out)
         for n in range(shape.N):
             for i in range(shape.H_out):
                 for j in range(shape.W_out):

@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from ..geometry import source_map
+from ..spec import _is_int
 
 MODE_NOTES = {
     "zeros": "padding cells hold 0",
@@ -37,6 +38,17 @@ def decimals_for(e) -> int:
         arr = np.concatenate([arr, e.window.ravel(), e.kernel.ravel()])
     whole = np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 1e9)
     return 0 if whole else 4
+
+
+def check_decimals(decimals) -> int | None:
+    """``decimals`` as given: None, or an int from 0 to 10."""
+    if decimals is None:
+        return None
+    if not _is_int(decimals):
+        raise TypeError(f"decimals must be an int or None, got {decimals!r} ({type(decimals).__name__})")
+    if not 0 <= decimals <= 10:
+        raise ValueError(f"decimals must be between 0 and 10, got {decimals}")
+    return int(decimals)
 
 
 def num(v: float, dec: int) -> str:
@@ -165,6 +177,7 @@ def torch_line(e, dec: int) -> str | None:
 
 
 def to_text(e, decimals: int | None = None) -> str:
+    decimals = check_decimals(decimals)
     dec = decimals_for(e) if decimals is None else decimals
     if e.kind == "output":
         return "\n".join(_output_text(e, dec))
