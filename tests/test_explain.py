@@ -1130,3 +1130,46 @@ def test_property_value_is_conv2d_and_terms_sum_to_it(config):
     assert len(products) == w.shape[1] * w.shape[2] * w.shape[3]
     assert abs(e.sum_of_products + e.bias - e.value) <= sum_tolerance(x.dtype, products, e.bias)
     assert all(t.product == t.input_value * t.weight_value for t in e.terms)
+
+
+# --------------------------------------------------------------------------- size bound
+
+
+def test_an_explanation_refuses_too_many_terms_before_computing(monkeypatch):
+    """More than MAX_TERMS terms is a ValueError that says how to ask a smaller question, raised before
+    the convolution (or its backward) runs; at the bound the explanation is built."""
+    import importlib
+
+    core = importlib.import_module("convscope.explain.core")  # convscope.explain is also the function
+    x = np.ones((2, 2, 4, 4))
+    w = np.ones((3, 2, 2, 2))
+    cases = [(explain, (w, x, (0, 0, 0, 0)), 2 * 2 * 2),                      # (C/groups)·kH·kW
+             (explain_grad, (w, x, None, "input", (0, 0, 1, 1)), 3 * 2 * 2),  # C_out · taps on row h · on column w
+             (explain_grad, (w, x, None, "weight", (0, 0, 0, 0)), 2 * 3 * 3),  # N·H_out·W_out
+             (explain_grad, (w, x, None, "bias", (0,)), 2 * 3 * 3)]
+    for function, args, count in cases:
+        assert len(function(*args).terms) == count
+        monkeypatch.setattr(core, "MAX_TERMS", count)
+        assert len(function(*args).terms) == count
+        monkeypatch.setattr(core, "MAX_TERMS", count - 1)
+        for name in ("conv2d", "conv2d_backward"):
+            monkeypatch.setattr(core, name, lambda *a, **k: pytest.fail("computed before the size check"))
+        with pytest.raises(ValueError, match=f"= {count} terms; an explanation builds at most {count - 1}: "
+                                             "ask a smaller question"):
+            function(*args)
+        monkeypatch.undo()
+
+
+def test_a_weight_gradient_of_a_large_image_is_refused_quickly():
+    x = np.zeros((1, 3000, 3000), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"H_out·W_out = 3000·3000 = 9000000 terms.*crop of the input"):
+        explain_grad(np.ones((1, 1, 1, 1), dtype=np.float32), x, None, "weight", (0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("decimals, error", [(-1, ValueError), (11, ValueError), (10**8, ValueError),
+                                             (2.0, TypeError), (True, TypeError)])
+def test_text_decimals_between_0_and_10(decimals, error):
+    e = explain(np.ones((1, 1, 2, 2)), np.ones((1, 3, 3)), (0, 0, 0))
+    with pytest.raises(error, match="decimals"):
+        e.text(decimals)
+    assert e.text(10).startswith("out[0, 0, 0] = 4.0000000000")
