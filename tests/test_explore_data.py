@@ -159,8 +159,9 @@ def test_numbers_are_convscope_explains_seeded_ones():
     """The same seed, shape and kernel give the same input and weight as `convscope explain`."""
     for integers in (False, True):
         args = types.SimpleNamespace(seed=7, input_file=None, input="2x5x4", integers=integers, groups=1,
-                                     weight_file=None, kernel="3x2", out_channels=3, ones=False, bias=None)
-        x, w, _ = cli._explain_arrays(args)
+                                     weight_file=None, kernel="3x2", out_channels=3, ones=False, bias=None,
+                                     no_bias=True, stride="1", padding="0", dilation="1", padding_mode="zeros")
+        x, w, _ = cli._explain_arrays(args, cli._conv_params(args))
         d = layer_data(input_shape=(2, 5, 4), kernel_size=(3, 2), out_channels=3, seed=7, integers=integers)
         assert np.array_equal(np.array(d["input"], dtype=np.float32), x)
         assert np.array_equal(np.array(d["weight"], dtype=np.float32), w)

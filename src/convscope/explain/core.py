@@ -42,7 +42,8 @@ from ..spec import (
 )
 
 WRT = ("input", "weight", "bias")
-#: The most terms one explanation builds (each is a Python object: about 1.5 s and 300 MB at the bound).
+#: The most terms one explanation builds; each is a Python object, so more would take long and much memory.
+#: A larger sum raises ValueError, before any term is built, saying how to ask a smaller question.
 MAX_TERMS = 500_000
 
 
@@ -314,6 +315,7 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     ``x`` is a NumPy array or a torch tensor, ``(N, C, H, W)`` or unbatched ``(C, H, W)``;
     ``at`` is ``(n, c_out, i, j)`` for batched input and ``(c_out, i, j)`` for unbatched input.
     When the layer or an array comes from torch, ``torch_value`` is torch's number.
+    A sum of more than :data:`MAX_TERMS` terms raises ``ValueError``.
 
     Returns
     -------
@@ -444,7 +446,9 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
 
     ``layer_or_weight`` is a weight or a convscope / torch ``Conv2d`` (then the hyper-parameters
     come from the layer).  ``grad_output`` has the output's shape; None means all ones
-    (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.
+    (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.  A sum of
+    more than :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer
+    samples).
 
     Examples
     --------
