@@ -243,18 +243,24 @@ def test_a_2d_npy_is_one_image_and_other_shapes_are_named(tmp_path):
     np.save(tmp_path / "kernel.npy", np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32))
     np.save(tmp_path / "line.npy", np.ones(5, dtype=np.float32))
     np.save(tmp_path / "five.npy", np.ones((1, 1, 1, 5, 5), dtype=np.float32))
+    grad = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    np.save(tmp_path / "grad.npy", grad)
     files = ["--input-file", str(tmp_path / "image.npy"), "--weight-file", str(tmp_path / "kernel.npy")]
-    explained, animated, line, five = run_all([
+    explained, grad_explained, animated, line, five = run_all([
         ["explain", *files, "--no-bias", "--at", "1,2"],
-        ["animate", *files, "-o", str(tmp_path / "a.gif")],
+        ["explain", *files, "--grad", "weight", "--grad-output-file", str(tmp_path / "grad.npy"), "--at", "0,0,1,2"],
+        ["animate", *files, "--grad", "input", "--grad-output-file", str(tmp_path / "grad.npy"),
+         "-o", str(tmp_path / "a.gif")],
         ["explain", "--input-file", str(tmp_path / "line.npy")],
         ["animate", "--input-file", str(tmp_path / "five.npy"), "-o", str(tmp_path / "b.gif")],
     ])
     assert explained.returncode == 0, explained.stderr
     kernel = np.load(tmp_path / "kernel.npy")[None, None]
     assert explained.stdout.strip() == str(convscope.explain(kernel, image[None], (0, 1, 2))).strip()
+    assert grad_explained.stdout.strip() == str(convscope.explain_grad(kernel, image[None], grad[None], "weight",
+                                                                       (0, 0, 1, 2))).strip()
     assert animated.returncode == 0, animated.stderr
-    assert "wrote" in animated.stdout and "12 frames" in animated.stdout  # one per output element, 3×4
+    assert "wrote" in animated.stdout and "30 frames" in animated.stdout  # one per input pixel, 5×6
     assert "(5,)" in one_line_error(line) and "HxW" in one_line_error(line)
     assert "(1, 1, 1, 5, 5)" in one_line_error(five)
 

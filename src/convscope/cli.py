@@ -552,7 +552,7 @@ def _explain_arrays(args, params: dict):
     if args.weight_file:
         w = _load(args.weight_file, "--weight-file")
         if w.ndim == 2:
-            w = w[None, None]  # one kernel: one output and one input channel
+            w = w[None, None]  # kH×kW: one kernel, one output and one input channel
         w = _as_dtype(w, x.dtype)
         if w.ndim == 4:
             _check_call(x.shape, w.shape, params)
@@ -562,7 +562,13 @@ def _explain_arrays(args, params: dict):
 
 
 def _grad_output(args, x: np.ndarray) -> np.ndarray | None:
-    return _as_dtype(_load(args.grad_output_file, "--grad-output-file"), x.dtype) if args.grad_output_file else None
+    """``--grad-output-file`` in the input's dtype; H_out×W_out is one channel of one sample, as the input's H×W."""
+    if not args.grad_output_file:
+        return None
+    gy = _load(args.grad_output_file, "--grad-output-file")
+    if gy.ndim == 2:
+        gy = gy.reshape((1,) * (x.ndim - 2) + gy.shape)
+    return _as_dtype(gy, x.dtype)
 
 
 def _conv_params(args) -> dict:
