@@ -280,14 +280,16 @@ def test_oversized_requests_are_refused_before_any_work():
 @pytest.mark.parametrize("command", ["explain", "animate"])
 def test_decimals_between_0_and_10(command, tmp_path):
     extra = ["-o", str(tmp_path / "a.gif")] if command == "animate" else []
-    *bad, good = run_all([[command, "--input", "3x3", "--decimals", d, *extra] for d in ("-1", "11", "100000000", "10")])
+    *bad, good = run_all([[command, "--input", "3x3", "--decimals", d, *extra]
+                          for d in ("-1", "11", "100000000", "10")])
     for result in bad:
         assert "decimals must be between 0 and 10" in one_line_error(result)
     assert good.returncode == 0, good.stderr
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
-@pytest.mark.parametrize("args", [["shape", "1x1x5x5", "-k", "3"], ["explain", "--input", "4x4"], ["tour", "--section", "2"]])
+@pytest.mark.parametrize("args", [["shape", "1x1x5x5", "-k", "3"], ["explain", "--input", "4x4"],
+                                  ["tour", "--section", "2"]])
 def test_a_full_disk_on_stdout_is_one_line_exit_2(args):
     with open("/dev/full", "w") as full:
         result = subprocess.run([sys.executable, "-m", "convscope", *args], stdout=full, stderr=subprocess.PIPE,

@@ -975,7 +975,8 @@ def test_text_and_html_of_a_batch_name_the_sample_read(mode):
     assert {int(r[0]) for r in rows} == {0, 1}
     for n, *index, value in rows:
         assert int(index[0]) == int(n) and x[tuple(int(v) for v in index)] == float(value)
-    html_rows = re.findall(r"<td>grad_out\[(\d+), [^<]*</td><td>[^<]*</td><td>(?:padding ← )?x\[(\d+), ", e._repr_html_())
+    html_rows = re.findall(r"<td>grad_out\[(\d+), [^<]*</td><td>[^<]*</td><td>(?:padding ← )?x\[(\d+), ",
+                           e._repr_html_())
     assert len(html_rows) == len([t for t in e.terms if t.input_index is not None])
     assert all(n == m for n, m in html_rows)
 

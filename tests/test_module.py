@@ -271,7 +271,9 @@ def test_float64_input_to_a_float32_layer_says_how_to_fix_it():
     """torch's rule (the layer is float32 and refuses float64), with the two ways out in the message."""
     m = Conv2d(1, 1, 3)
     fixes = r"convert it with {}, or make the layer float64 with Conv2d\(\.\.\., dtype=np\.float64\)"
-    with pytest.raises(TypeError, match="input is float64 but the layer is float32.*" + fixes.format(r"x\.astype\(np\.float32\)")):
+    with pytest.raises(TypeError,
+                       match="input is float64 and weight is float32 .the layer's dtype, torch's default.: "
+                             + fixes.format(r"x\.astype\(np\.float32\)")):
         m(np.random.rand(1, 1, 5, 5))
     with pytest.raises(TypeError, match=fixes.format(r"x\.to\(torch\.float32\)")):
         m(torch.from_numpy(np.random.rand(1, 1, 5, 5)))

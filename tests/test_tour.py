@@ -64,8 +64,8 @@ def test_tour_seed004_batch_weight_gradient_names_the_samples(full_tour):
     section = full_tour[full_tour.index(tour.header(5)):]
     block = section[section.index("∂L/∂w[0, 0, 0, 0] ="):]
     block = block[:block.index("= ∂L/∂w[0, 0, 0, 0]")]
-    rows = re.findall(r"grad_out\[(\d+), 0, (\d+), (\d+)\]\s+1\.0000 × x\[(\d+), (\d+), (\d+), (\d+)\]\s+(-?\d+\.\d{4}) =",
-                      block)
+    row = r"grad_out\[(\d+), 0, (\d+), (\d+)\]\s+1\.0000 × x\[(\d+), (\d+), (\d+), (\d+)\]\s+(-?\d+\.\d{4}) ="
+    rows = re.findall(row, block)
     assert len(rows) == 24
     for n, i, j, *index, value in rows:
         nn, c, h, w = (int(v) for v in index)

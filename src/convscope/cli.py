@@ -238,7 +238,8 @@ def _read_npy(f, size: int, where: str) -> np.ndarray:
         raise UsageError(f"{where} holds Python objects (dtype {dtype}); convscope never loads pickles")
     count = math.prod(shape)
     if count > MAX_VALUES:
-        raise UsageError(f"{where} holds an array of shape {shape}: more than {MAX_VALUES} values, too large to explain")
+        raise UsageError(f"{where} holds an array of shape {shape}: more than {MAX_VALUES} values, "
+                         "too large to explain")
     need, have = count * dtype.itemsize, size - f.tell()
     if need > have:
         raise UsageError(f"{where}: its header claims shape {shape} of {dtype} ({need} bytes), "
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
     ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
     ex.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
-    ex.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 4)")
+    ex.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 4)")
     ex.add_argument("--html", metavar="FILE", help="also write the explanation as HTML to FILE")
     _add_color(ex)
 
@@ -341,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--fps", type=float, default=2.0, help="frames per second (default 2)")
     an.add_argument("--max-frames", type=int, default=ANIMATE_MAX_FRAMES, metavar="N",
                     help=f"refuse more frames than this (default {ANIMATE_MAX_FRAMES})")
-    an.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 2 in the grids "
-                                                 "and 4 in the sums)")
+    an.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 2 in "
+                                                 "the grids and 4 in the sums)")
     an.add_argument("-o", "--out", required=True, metavar="FILE", help="the file to write: FILE.gif or FILE.mp4")
     return parser
 
@@ -351,11 +352,13 @@ def _add_array_options(p: argparse.ArgumentParser) -> None:
     """The input, the kernel and the convolution's parameters (explain and animate)."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
-    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input and kernel (default 0)")
+    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file: HxW (one channel), CxHxW "
+                                                          "or NxCxHxW")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input, kernel and bias (default 0)")
     p.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
     ker = p.add_mutually_exclusive_group()
-    ker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
+    ker.add_argument("--weight-file", metavar="W.npy",
+                     help="the weight (C_out, C/groups, kH, kW), or one kH×kW kernel, from a .npy file")
     ker.add_argument("--ones", action="store_true", help="a kernel of ones")
     p.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
     p.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")

@@ -181,10 +181,10 @@ class Conv2d:
         array = as_array(value, name)
         if array.dtype != self.dtype:
             fix = f"{var}.to(torch.{self.dtype})" if _is_torch_tensor(value) else f"{var}.astype(np.{self.dtype})"
-            default = " (the default, as in torch)" if self.dtype == np.float32 else ""
-            raise TypeError(f"{name} is {array.dtype} but the layer is {self.dtype}{default}: convert it with "
-                            f"{fix}, or make the layer {array.dtype} with {type(self).__name__}(..., "
-                            f"dtype=np.{array.dtype})")
+            default = ", torch's default" if self.dtype == np.float32 else ""
+            raise TypeError(f"{name} and weight must have the same dtype, but {name} is {array.dtype} and weight is "
+                            f"{self.dtype} (the layer's dtype{default}): convert it with {fix}, or make the layer "
+                            f"{array.dtype} with {type(self).__name__}(..., dtype=np.{array.dtype})")
         return array
 
     def forward(self, x, algorithm=None) -> np.ndarray:

@@ -536,7 +536,8 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                     terms.append(Term(product=gv * xv, is_padding=_is_padding_cell(spec, shape, p),
                                       input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
                                       input_value=xv,
-                                      weight_index=None, weight_value=None, output_index=_as_passed(unbatched, n, o, i, j),
+                                      weight_index=None, weight_value=None,
+                                      output_index=_as_passed(unbatched, n, o, i, j),
                                       grad_output_value=gv, padded_index=p, tap=(u, v)))
     else:
         (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
