@@ -223,16 +223,27 @@ def bad_files(tmp_path):
             "huge": (tmp_path / "huge.npy", "24000000 bytes"), "fifo": (tmp_path / "fifo.npy", "not a regular file")}
 
 
-@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_bad_array_files_are_one_line_exit_2_and_never_hang(bad_files, tmp_path):
-    commands, expected = [], []
+def bad_file_commands(bad_files, tmp_path, kinds):
     for command in ("explain", "animate"):
         for option in ("--input-file", "--weight-file", "--grad-output-file"):
-            for kind, (path, words) in bad_files.items():
+            for kind in kinds:
+                path, words = bad_files[kind]
                 args = [command, "--grad", "input", option, str(path)]
-                commands.append(args + (["-o", str(tmp_path / "a.gif")] if command == "animate" else []))
-                expected.append((option, words))
-    for result, (option, words) in zip(run_all(commands, timeout=60), expected):
+                yield args + (["-o", str(tmp_path / "a.gif")] if command == "animate" else []), option, words
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_bad_array_files_are_one_line_exit_2(bad_files, tmp_path, capsys):
+    for args, option, words in bad_file_commands(bad_files, tmp_path, ["npz", "empty", "devnull", "malformed", "huge"]):
+        status = cli.main(args)  # in the same process: an exception that escapes fails the test
+        line = one_line_error(subprocess.CompletedProcess(args, status, "", capsys.readouterr().err))
+        assert option in line and words in line, (args, line)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_refused_without_waiting_for_a_writer(bad_files, tmp_path):
+    commands = list(bad_file_commands(bad_files, tmp_path, ["fifo"]))
+    for result, (_, option, words) in zip(run_all([args for args, _, _ in commands], timeout=60), commands):
         line = one_line_error(result)
         assert option in line and words in line, (result.args, line)
 
