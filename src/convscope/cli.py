@@ -686,20 +686,35 @@ def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    status = _main(argv)
+    try:
+        _flush()  # a full disk shows here, not in the interpreter's last flush
+    except OutputError as exc:
+        if status != 0:  # the error is already reported: drop the rest quietly
+            _stdout_to_devnull()
+            return status
+        return _output_failed(exc)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+    return status
+
+
+def _output_failed(exc: OutputError) -> int:
+    _stdout_to_devnull()
+    print(f"convscope: error: cannot write the output to stdout ({exc})", file=sys.stderr)
+    return 2
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in (None, "demo"):
             _write(demo_text())
-            status = 0
-        else:
-            status = {"tour": run_tour, "shape": run_shape, "explain": run_explain,
-                      "explore": run_explore, "animate": run_animate}[args.command](args)
-        _flush()  # a full disk shows here, not in the interpreter's last flush
-        return status
+            return 0
+        return {"tour": run_tour, "shape": run_shape, "explain": run_explain,
+                "explore": run_explore, "animate": run_animate}[args.command](args)
     except OutputError as exc:
-        _stdout_to_devnull()
-        print(f"convscope: error: cannot write the output to stdout ({exc})", file=sys.stderr)
-        return 2
+        return _output_failed(exc)
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2
