@@ -191,11 +191,13 @@ def test_dilation_highlights_only_the_taps():
     assert highlighted(roles(anim, 1, "input")) == {(r, c + 2) for r, c in taps}
 
 
+@pytest.mark.parametrize("shape, sample", [((1, 4, 4), 0), ((2, 1, 4, 4), 1)])
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
-def test_padding_copies_mark_their_source_pixel(mode):
-    x = np.arange(16, dtype=np.float64).reshape(1, 4, 4)
+def test_padding_copies_mark_their_source_pixel(mode, shape, sample):
+    x = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
     # replicate copies the nearest edge pixel: with padding 1 it is always in the 2×2 window itself
-    anim = animate(np.ones((1, 1, 2, 2)), x, padding=2 if mode == "replicate" else 1, padding_mode=mode, stride=3)
+    anim = animate(np.ones((1, 1, 2, 2)), x, padding=2 if mode == "replicate" else 1, padding_mode=mode, stride=3,
+                   sample=sample)
     pad = anim_pad(anim)
     (pt, _), (pl, _) = anim.info[0].explanation.spec.padding
     seen = set()
@@ -203,8 +205,13 @@ def test_padding_copies_mark_their_source_pixel(mode):
         e = anim.info[k].explanation
         rs = roles(anim, k, "input")
         taps = {tuple(t.padded_index) for t in e.terms}
-        sources = {(t.input_index[1] + pt, t.input_index[2] + pl) for t in e.terms if t.is_padding} - taps
+        sources = {(t.input_index[-2] + pt, t.input_index[-1] + pl) for t in e.terms if t.is_padding} - taps
         seen |= sources
+        for t in e.terms:  # the drawn source cell holds the pixel x[input_index], of this frame's sample
+            if t.is_padding:
+                r, c = t.input_index[-2] + pt, t.input_index[-1] + pl
+                assert len(t.input_index) == x.ndim and (x.ndim == 3 or t.input_index[0] == sample)
+                assert anim.info[k].cells[("input", 0)][r][c] == num(x[t.input_index], 0)
         for cell, name in rs.items():
             if cell in taps:
                 assert name == ("window_padding" if pad[cell] else "window")

@@ -1,4 +1,5 @@
 """The command line: the demo (the README's first command) and bad arguments."""
+import os
 import re
 import subprocess
 import sys
@@ -177,3 +178,180 @@ def test_a_closed_pipe_ends_quietly():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0
     assert "Traceback" not in stderr
+
+
+# --------------------------------------------------------------------------- bad files and oversized requests
+
+
+def one_line_error(result) -> str:
+    """The CLI's answer to a bad request: exit 2 and one line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, (result.stdout or "")[-500:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("convscope: error:"), result.stderr
+    return lines[0]
+
+
+def run_all(commands, timeout=120):
+    """Run the commands side by side (each ``python -m convscope ...``); every one is killed at ``timeout``."""
+    procs = [subprocess.Popen([sys.executable, "-m", "convscope", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for args in commands]
+    results = []
+    try:
+        for args, proc in zip(commands, procs):
+            out, err = proc.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    np.savez(tmp_path / "arrays.npz", x=np.ones((5, 5)))
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "malformed.npy").write_bytes(b"\x93NUMPY\x01\x00\x20\x00{'descr': <f8, 'shape': (5, 5)}   \n")
+    with open(tmp_path / "huge.npy", "wb") as f:  # a valid header claiming 24 MB over 64 bytes of data
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (3000, 1000)})
+        f.write(bytes(64))
+    os.mkfifo(tmp_path / "fifo.npy")  # opening it for reading would wait for a writer forever
+    return {"npz": (tmp_path / "arrays.npz", ".npz"), "empty": (tmp_path / "empty.npy", "empty"),
+            "devnull": ("/dev/null", "not a regular file"), "malformed": (tmp_path / "malformed.npy", "malformed"),
+            "huge": (tmp_path / "huge.npy", "24000000 bytes"), "fifo": (tmp_path / "fifo.npy", "not a regular file")}
+
+
+def bad_file_commands(bad_files, tmp_path, kinds):
+    for command in ("explain", "animate"):
+        for option in ("--input-file", "--weight-file", "--grad-output-file"):
+            for kind in kinds:
+                path, words = bad_files[kind]
+                args = [command, "--grad", "input", option, str(path)]
+                yield args + (["-o", str(tmp_path / "a.gif")] if command == "animate" else []), option, words
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_bad_array_files_are_one_line_exit_2(bad_files, tmp_path, capsys):
+    for args, option, words in bad_file_commands(bad_files, tmp_path, ["npz", "empty", "devnull", "malformed", "huge"]):
+        status = cli.main(args)  # in the same process: an exception that escapes fails the test
+        line = one_line_error(subprocess.CompletedProcess(args, status, "", capsys.readouterr().err))
+        assert option in line and words in line, (args, line)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_is_refused_without_waiting_for_a_writer(bad_files, tmp_path):
+    commands = list(bad_file_commands(bad_files, tmp_path, ["fifo"]))
+    for result, (_, option, words) in zip(run_all([args for args, _, _ in commands], timeout=60), commands):
+        line = one_line_error(result)
+        assert option in line and words in line, (result.args, line)
+
+
+def test_a_2d_npy_is_one_image_and_other_shapes_are_named(tmp_path):
+    image = np.arange(30, dtype=np.float32).reshape(5, 6) % 7 - 3
+    np.save(tmp_path / "image.npy", image)
+    np.save(tmp_path / "kernel.npy", np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=np.float32))
+    np.save(tmp_path / "line.npy", np.ones(5, dtype=np.float32))
+    np.save(tmp_path / "five.npy", np.ones((1, 1, 1, 5, 5), dtype=np.float32))
+    grad = np.arange(12, dtype=np.float32).reshape(3, 4) - 5
+    np.save(tmp_path / "grad.npy", grad)
+    files = ["--input-file", str(tmp_path / "image.npy"), "--weight-file", str(tmp_path / "kernel.npy")]
+    explained, grad_explained, animated, line, five = run_all([
+        ["explain", *files, "--no-bias", "--at", "1,2"],
+        ["explain", *files, "--grad", "weight", "--grad-output-file", str(tmp_path / "grad.npy"), "--at", "0,0,1,2"],
+        ["animate", *files, "--grad", "input", "--grad-output-file", str(tmp_path / "grad.npy"),
+         "-o", str(tmp_path / "a.gif")],
+        ["explain", "--input-file", str(tmp_path / "line.npy")],
+        ["animate", "--input-file", str(tmp_path / "five.npy"), "-o", str(tmp_path / "b.gif")],
+    ])
+    assert explained.returncode == 0, explained.stderr
+    kernel = np.load(tmp_path / "kernel.npy")[None, None]
+    assert explained.stdout.strip() == str(convscope.explain(kernel, image[None], (0, 1, 2))).strip()
+    assert grad_explained.stdout.strip() == str(convscope.explain_grad(kernel, image[None], grad[None], "weight",
+                                                                       (0, 0, 1, 2))).strip()
+    assert animated.returncode == 0, animated.stderr
+    assert "wrote" in animated.stdout and "30 frames" in animated.stdout  # one per input pixel, 5×6
+    assert "(5,)" in one_line_error(line) and "HxW" in one_line_error(line)
+    assert "(1, 1, 1, 5, 5)" in one_line_error(five)
+
+
+def test_oversized_requests_are_refused_before_any_work():
+    kernel, channels, terms = run_all([
+        ["explain", "-k", "100000"],
+        ["explain", "--out-channels", "100000000"],
+        ["explain", "--input", "1x3000x3000", "--grad", "weight", "-k", "1"],
+    ], timeout=60)
+    assert "output would be empty" in one_line_error(kernel)
+    assert "(100000000, 1, 3, 3)" in one_line_error(channels)
+    line = one_line_error(terms)
+    assert "9000000 terms" in line and "ask a smaller question" in line
+
+
+@pytest.mark.parametrize("command", ["explain", "animate"])
+def test_decimals_between_0_and_10(command, tmp_path):
+    extra = ["-o", str(tmp_path / "a.gif")] if command == "animate" else []
+    *bad, good = run_all([[command, "--input", "3x3", "--decimals", d, *extra]
+                          for d in ("-1", "11", "100000000", "10")])
+    for result in bad:
+        assert "decimals must be between 0 and 10" in one_line_error(result)
+    assert good.returncode == 0, good.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["shape", "1x1x5x5", "-k", "3"], ["explain", "--input", "4x4"],
+                                  ["tour", "--section", "2"]])
+def test_a_full_disk_on_stdout_is_one_line_exit_2(args):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "convscope", *args], stdout=full, stderr=subprocess.PIPE,
+                                text=True, timeout=120)
+    assert "No space left" in one_line_error(result)
+
+
+# --------------------------------------------------------------------------- a batch, and the bias by default
+
+
+def test_explain_of_a_batch_names_the_sample_in_its_products():
+    result = run("explain", "--input", "2x1x4x4", "--integers", "--at", "1,0,1,1")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^    \((\d), (\d)\)  x\[(\d+), (\d+), (\d+), (\d+)\]", result.stdout, re.M)
+    assert len(rows) == 9
+    for u, v, n, c, h, w in rows:
+        assert (int(n), int(c), int(h), int(w)) == (1, 0, 1 + int(u), 1 + int(v))
+    assert "x̃[1, 0, 1:4, 1:4]" in result.stdout
+
+
+def test_explain_has_a_bias_by_default_as_nn_conv2d():
+    default, given, none = run_all([["explain", "--input", "5x5", "--integers", "--seed", "3", "--at", "1,1"],
+                                    ["explain", "--input", "5x5", "--integers", "--seed", "3", "--at", "1,1", "--bias"],
+                                    ["explain", "--input", "5x5", "--integers", "--seed", "3", "--at", "1,1",
+                                     "--no-bias"]])
+    rng = np.random.default_rng(3)  # the documented draws: input, then weight, then bias
+    x = rng.integers(-9, 10, size=(1, 5, 5)).astype(np.float32)
+    w = rng.integers(-3, 4, size=(1, 1, 3, 3)).astype(np.float32)
+    b = rng.integers(-3, 4, size=1).astype(np.float32)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout == given.stdout
+    assert default.stdout.strip() == str(convscope.explain(w, x, (0, 1, 1), bias=b)).strip()
+    assert "+ bias[0]" in default.stdout
+    assert none.stdout.strip() == str(convscope.explain(w, x, (0, 1, 1))).strip()
+    assert "+ bias (none)" in none.stdout
+
+
+@pytest.mark.parametrize("extra, bias", [([], True), (["--bias"], True), (["--no-bias"], False),
+                                         (["--bias", "0.5,1"], [0.5, 1.0])])
+def test_explore_and_animate_have_a_bias_by_default(monkeypatch, tmp_path, extra, bias):
+    import convscope.explore
+
+    seen = {}
+    monkeypatch.setattr(convscope.explore, "write_page", lambda out, x, **config: seen.update(config))
+    monkeypatch.setattr(os.path, "getsize", lambda path: 0)
+    assert cli.main(["explore", "--input", "3x3", "-k", "2", "--out-channels", "2", "--out",
+                     str(tmp_path / "p.html"), *extra]) == 0
+    assert seen["bias"] == bias
+    args = cli.build_parser().parse_args(["animate", "--input", "3x3", "--out-channels", "2", "-k", "2",
+                                          "-o", "a.gif", *extra])
+    _, _, b = cli._explain_arrays(args, cli._conv_params(args))
+    assert (b is not None) == (bias is not False)
+    if isinstance(bias, list):
+        assert b.tolist() == bias

@@ -237,8 +237,8 @@ def check_forward(x, w, b, params, ats):
                 assert t.input_index is None and t.input_value == 0.0, here
                 assert geo.mode == "zeros" and t.is_padding, here
             else:
-                assert t.input_index == (ch,) + src, here
-                assert t.input_value == float(geo.x4[n][t.input_index]), here
+                assert t.input_index == ((ch,) + src if geo.unbatched else (n, ch) + src), here
+                assert t.input_value == float(x[t.input_index]), here  # x as the caller passed it
                 if not t.is_padding:
                     assert src == (p[0] - pt, p[1] - pl), here
     return out
@@ -272,6 +272,35 @@ def test_explain_accepts_numpy_integer_indices_and_lists(mode):
     e2 = explain(w, x, [1, 2, 0, out.shape[-1] - 1], bias=b, padding=1, padding_mode=mode)
     assert e1.at == e2.at == (1, 2, 0, out.shape[-1] - 1)
     assert e1.value == e2.value == float(out[1, 2, 0, -1])
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_input_index_indexes_the_input_as_passed(layout, mode):
+    """x[t.input_index] is the value the term read, for every term of every explanation: (n, c, h, w)
+    in a batch, (c, h, w) unbatched, and for a padding copy the real pixel it copies."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 2, 4, 5) if layout == "batched" else (2, 4, 5))  # every value distinct
+    w = rng.standard_normal((2, 2, 3, 2))
+    params = dict(padding=(1, 2), stride=(1, 2), padding_mode=mode)
+    out = conv2d(x, w, **params)
+    explanations = [explain(w, x, at, **params) for at in all_indices(out.shape)]
+    explanations += [explain_grad(w, x, None, "input", at, **params) for at in all_indices(x.shape)]
+    explanations += [explain_grad(w, x, None, "weight", at, **params) for at in all_indices(w.shape)]
+    copies = 0
+    for e in explanations:
+        for t in e.terms:
+            where = f"{e.kind} at={e.at} tap={t.tap}"
+            if t.input_index is None:
+                assert mode == "zeros" and t.is_padding and t.input_value == 0.0, where
+                continue
+            assert len(t.input_index) == x.ndim, where
+            assert x[t.input_index] == t.input_value, where
+            if layout == "batched":  # the sample is the one the output (or the pixel) belongs to
+                n = e.at[0] if e.kind in ("output", "input") else t.output_index[0]
+                assert t.input_index[0] == n, where
+            copies += t.is_padding
+    assert (copies > 0) == (mode != "zeros")
 
 
 # --------------------------------------------------------------------------- gradient checks
@@ -325,7 +354,7 @@ def check_grad(x, w, params, wrt, ats, seed=0):
                 assert cc == c - (c // geo.Cg) * geo.Cg and t.tap == (u, v), where
                 assert t.weight_value == float(w[t.weight_index]), where
                 assert t.product == t.grad_output_value * t.weight_value, where
-                assert t.input_index == (c, h, w_), where
+                assert t.input_index == full and t.input_value == float(x[t.input_index]), where
                 assert t.padded_index == geo.cell(*t.output_index[-2:], u, v), where
                 assert t.is_padding == geo.is_padding(t.padded_index), where
             if not e.terms:
@@ -346,7 +375,10 @@ def check_grad(x, w, params, wrt, ats, seed=0):
                 assert t.input_value == float(geo.padded[nn, ch, p[0], p[1]]), where
                 assert t.product == t.grad_output_value * t.input_value, where
                 src = geo.source(p)
-                assert t.input_index == (None if src is None else (ch,) + src), where
+                expected = None if src is None else (ch,) + src if geo.unbatched else (nn, ch) + src
+                assert t.input_index == expected, where
+                if src is not None:
+                    assert t.input_value == float(x[t.input_index]), where
         else:
             (o,) = full
             assert len(e.terms) == geo.N * geo.Ho * geo.Wo, where
@@ -506,27 +538,28 @@ def test_padding_terms_at_corners(mode, corner):
         assert t.is_padding == outside
         assert t.input_value == padded[0, 0, i + u, j + v]
         if not outside:
-            assert t.input_index == (0, r, c)
+            assert t.input_index == (0, 0, r, c)
         elif mode == "zeros":
             assert t.input_index is None and t.input_value == 0.0
         else:
             src = (source_pixel(r, H4, mode), source_pixel(c, W5, mode))
-            assert t.input_index == (0,) + src
-            assert x[0, 0, src[0], src[1]] == t.input_value
+            assert t.input_index == (0, 0) + src
+            assert x[t.input_index] == t.input_value
     # the corner tap, by hand from the rule:
     corner_tap = e.terms[0] if corner == "top_left" else e.terms[-1]
     expected = {
-        "top_left": {"zeros": None, "reflect": (0, 1, 1), "replicate": (0, 0, 0), "circular": (0, H4 - 1, W5 - 1)},
+        "top_left": {"zeros": None, "reflect": (0, 0, 1, 1), "replicate": (0, 0, 0, 0),
+                     "circular": (0, 0, H4 - 1, W5 - 1)},
         # real (4, 5): reflect 2(n−1) − r → (2, 3); replicate → (3, 4); circular mod → (0, 0)
-        "bottom_right": {"zeros": None, "reflect": (0, 2, 3), "replicate": (0, H4 - 1, W5 - 1),
-                         "circular": (0, 0, 0)},
+        "bottom_right": {"zeros": None, "reflect": (0, 0, 2, 3), "replicate": (0, 0, H4 - 1, W5 - 1),
+                         "circular": (0, 0, 0, 0)},
     }[corner][mode]
     r, c = (-1, -1) if corner == "top_left" else (H4, W5)
     if mode != "zeros":
-        assert expected == (0, source_pixel(r, H4, mode), source_pixel(c, W5, mode))
+        assert expected == (0, 0, source_pixel(r, H4, mode), source_pixel(c, W5, mode))
     assert corner_tap.is_padding
     assert corner_tap.input_index == expected
-    assert corner_tap.input_value == (0.0 if expected is None else x[0][expected])
+    assert corner_tap.input_value == (0.0 if expected is None else x[expected])
     out = conv2d(x, w, padding=1, padding_mode=mode)
     assert e.value == float(out[0, 0, i, j])
 
@@ -699,7 +732,7 @@ def test_seed001_border_of_1x1_conv_with_padding_is_the_bias(dtype):
         assert e.value == float(b[0]) == float(out[0, 0, i, j])
         assert "bias alone" in str(e)
     e = explain(w, x, (0, 0, 1, 1), bias=b, padding=1)
-    assert not e.terms[0].is_padding and e.terms[0].input_index == (0, 0, 0)
+    assert not e.terms[0].is_padding and e.terms[0].input_index == (0, 0, 0, 0)
     assert e.value == float(out[0, 0, 1, 1])
     assert "bias alone" not in str(e)
 
@@ -918,6 +951,37 @@ def test_text_unbatched_names_out_c_i_j():
 
 
 @pytest.mark.parametrize("mode", PADDING_MODES)
+def test_text_and_html_of_a_batch_name_the_sample_read(mode):
+    """Each product row names the pixel x[n, c, h, w] it read, n included, with that pixel's value."""
+    rng = np.random.default_rng(22)
+    x = rng.integers(-9, 10, size=(2, 1, 4, 4)).astype(np.float64)
+    w = rng.integers(-3, 4, size=(1, 1, 3, 3)).astype(np.float64)
+    pixel = re.compile(r"x\[(\d+), (\d+), (\d+), (\d+)\]\s+(-?\d+) ")
+    e = explain(w, x, (1, 0, 0, 1), padding=1, padding_mode=mode)
+    rows = pixel.findall(str(e))
+    assert len(rows) == len([t for t in e.terms if t.input_index is not None]) > 0
+    for *index, value in rows:
+        assert int(index[0]) == 1 and x[tuple(int(v) for v in index)] == float(value)
+    page = e._repr_html_()
+    for index in re.findall(r'title="(?:padding \(\w+\) ← )?x\[([\d, ]+)\]"', page):
+        assert index.startswith("1, 0, ")
+    grad_row = re.compile(r"grad_out\[(\d+), 0, \d+, \d+\]\s+-?\d+ × (?:padding ← )?x\[(\d+), (\d+), (\d+), (\d+)\]"
+                          r"\s+(-?\d+) =")
+    e = explain_grad(w, x, None, "weight", (0, 0, 2, 2), padding=1, padding_mode=mode)
+    assert e.terms[-1].output_index[0] == 1
+    rows = grad_row.findall(e.text())
+    shown = e.terms[:24]  # the text lists 24 of the 32 terms: 16 of sample 0, then 8 of sample 1
+    assert len(rows) == len([t for t in shown if t.input_index is not None])
+    assert {int(r[0]) for r in rows} == {0, 1}
+    for n, *index, value in rows:
+        assert int(index[0]) == int(n) and x[tuple(int(v) for v in index)] == float(value)
+    html_rows = re.findall(r"<td>grad_out\[(\d+), [^<]*</td><td>[^<]*</td><td>(?:padding ← )?x\[(\d+), ",
+                           e._repr_html_())
+    assert len(html_rows) == len([t for t in e.terms if t.input_index is not None])
+    assert all(n == m for n, m in html_rows)
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
 @pytest.mark.parametrize("groups, C", [(1, 1), (1, 2), (2, 4)])
 def test_html_highlights_the_window(mode, groups, C):
     x, w, b, params = _text_case(mode, groups=groups, C=C)
@@ -970,7 +1034,7 @@ def test_html_links_each_tap_across_the_tables(mode):
             assert sum(key in cell for row in padded for cell in row) == 1
             sources = [(i, j) for i, row in enumerate(padded) for j, cell in enumerate(row) if "s-" + key in cell]
             if t.is_padding and t.input_index is not None:
-                assert sources == [(t.input_index[1] + pt, t.input_index[2] + pl)]
+                assert sources == [(t.input_index[-2] + pt, t.input_index[-1] + pl)]
                 assert "cs-src" in padded[sources[0][0]][sources[0][1]]
             else:
                 assert sources == []
@@ -1067,3 +1131,46 @@ def test_property_value_is_conv2d_and_terms_sum_to_it(config):
     assert len(products) == w.shape[1] * w.shape[2] * w.shape[3]
     assert abs(e.sum_of_products + e.bias - e.value) <= sum_tolerance(x.dtype, products, e.bias)
     assert all(t.product == t.input_value * t.weight_value for t in e.terms)
+
+
+# --------------------------------------------------------------------------- size bound
+
+
+def test_an_explanation_refuses_too_many_terms_before_computing(monkeypatch):
+    """More than MAX_TERMS terms is a ValueError that says how to ask a smaller question, raised before
+    the convolution (or its backward) runs; at the bound the explanation is built."""
+    import importlib
+
+    core = importlib.import_module("convscope.explain.core")  # convscope.explain is also the function
+    x = np.ones((2, 2, 4, 4))
+    w = np.ones((3, 2, 2, 2))
+    cases = [(explain, (w, x, (0, 0, 0, 0)), 2 * 2 * 2),                      # (C/groups)·kH·kW
+             (explain_grad, (w, x, None, "input", (0, 0, 1, 1)), 3 * 2 * 2),  # C_out · taps on row h · on column w
+             (explain_grad, (w, x, None, "weight", (0, 0, 0, 0)), 2 * 3 * 3),  # N·H_out·W_out
+             (explain_grad, (w, x, None, "bias", (0,)), 2 * 3 * 3)]
+    for function, args, count in cases:
+        assert len(function(*args).terms) == count
+        monkeypatch.setattr(core, "MAX_TERMS", count)
+        assert len(function(*args).terms) == count
+        monkeypatch.setattr(core, "MAX_TERMS", count - 1)
+        for name in ("conv2d", "conv2d_backward"):
+            monkeypatch.setattr(core, name, lambda *a, **k: pytest.fail("computed before the size check"))
+        with pytest.raises(ValueError, match=f"= {count} terms; an explanation builds at most {count - 1}: "
+                                             "ask a smaller question"):
+            function(*args)
+        monkeypatch.undo()
+
+
+def test_a_weight_gradient_of_a_large_image_is_refused_quickly():
+    x = np.zeros((1, 3000, 3000), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"H_out·W_out = 3000·3000 = 9000000 terms.*crop of the input"):
+        explain_grad(np.ones((1, 1, 1, 1), dtype=np.float32), x, None, "weight", (0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("decimals, error", [(-1, ValueError), (11, ValueError), (10**8, ValueError),
+                                             (2.0, TypeError), (True, TypeError)])
+def test_text_decimals_between_0_and_10(decimals, error):
+    e = explain(np.ones((1, 1, 2, 2)), np.ones((1, 3, 3)), (0, 0, 0))
+    with pytest.raises(error, match="decimals"):
+        e.text(decimals)
+    assert e.text(10).startswith("out[0, 0, 0] = 4.0000000000")

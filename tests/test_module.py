@@ -267,6 +267,41 @@ def test_forward_accepts_torch_tensor_and_list():
     np.testing.assert_array_equal(m(x.tolist()), expected)
 
 
+def test_float64_input_to_a_float32_layer_says_how_to_fix_it():
+    """torch's rule (the layer is float32 and refuses float64), with the two ways out in the message."""
+    m = Conv2d(1, 1, 3)
+    fixes = r"convert it with {}, or make the layer float64 with Conv2d\(\.\.\., dtype=np\.float64\)"
+    with pytest.raises(TypeError,
+                       match="input is float64 and weight is float32 .the layer's dtype, torch's default.: "
+                             + fixes.format(r"x\.astype\(np\.float32\)")):
+        m(np.random.rand(1, 1, 5, 5))
+    with pytest.raises(TypeError, match=fixes.format(r"x\.to\(torch\.float32\)")):
+        m(torch.from_numpy(np.random.rand(1, 1, 5, 5)))
+    np.testing.assert_array_equal(m(np.random.rand(1, 1, 5, 5).astype(np.float32)).shape, (1, 1, 3, 3))
+    m64 = Conv2d(1, 1, 3, dtype=np.float64)
+    assert m64(np.random.rand(1, 1, 5, 5)).dtype == np.float64
+    m(np.ones((1, 1, 5, 5), dtype=np.float32))
+    with pytest.raises(TypeError, match=r"grad_output is float64 .*grad_output\.astype\(np\.float32\)"):
+        m.backward(np.ones((1, 1, 3, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_nested_lists_take_the_layers_dtype(dtype):
+    m = Conv2d(1, 2, 2, dtype=dtype, seed=0)
+    for x in ([[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]], [[[0.5, -1.25, 3.0], [2.0, 0.0, 1.5], [1.0, 1.0, -2.0]]]):
+        expected = m(np.array(x, dtype=dtype))
+        g = np.arange(expected.size, dtype=dtype).reshape(expected.shape)
+        expected_grad = m.backward(g)
+        y = m(x)
+        assert y.dtype == dtype
+        np.testing.assert_array_equal(y, expected)
+        grad = m.backward(g.tolist())
+        assert grad.dtype == dtype
+        np.testing.assert_array_equal(grad, expected_grad)
+    with pytest.raises(TypeError, match="input could not be converted to a"):
+        m([[1, "a"]])
+
+
 def test_forward_float16_layer():
     m = Conv2d(3, 4, 3, dtype=np.float16, seed=0, padding=1)
     x = random_input(m)
@@ -632,3 +667,13 @@ def test_torch_interop_without_torch_is_import_error(monkeypatch):
     other.load_state_dict(m.state_dict())
     np.testing.assert_array_equal(other.weight, m.weight)
     assert repr(other) == "Conv2d(2, 3, kernel_size=(2, 2), stride=(1, 1))"
+
+
+def test_the_torch_extra_accepts_newer_torch_and_the_test_extra_pins_it():
+    tomllib = pytest.importorskip("tomllib")
+    import pathlib
+
+    project = tomllib.loads((pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert extras["torch"] == ["torch>=2.1"]  # never downgrades a user's newer torch
+    assert "torch==2.13.0" in extras["test"]  # the oracle's exact version

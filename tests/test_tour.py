@@ -56,6 +56,26 @@ def test_tour_seed004_weight_gradient_term_by_term(full_tour):
             assert f"∂L/∂w[0, 0, {u}, {v}] = {value:.0f}" in section
 
 
+def test_tour_seed004_batch_weight_gradient_names_the_samples(full_tour):
+    """The (14, 4, 32, 35) layer's ∂L/∂w[0, 0, 0, 0]: each row names the pixel x[n, c, h, w] of its own
+    sample n with that pixel's value, and the sum is split over the 14 samples."""
+    rng = np.random.default_rng(4)  # the tour's seeded arrays, drawn in the tour's order
+    x = rng.standard_normal((14, 4, 32, 35)).astype(np.float32)
+    section = full_tour[full_tour.index(tour.header(5)):]
+    block = section[section.index("∂L/∂w[0, 0, 0, 0] ="):]
+    block = block[:block.index("= ∂L/∂w[0, 0, 0, 0]")]
+    row = r"grad_out\[(\d+), 0, (\d+), (\d+)\]\s+1\.0000 × x\[(\d+), (\d+), (\d+), (\d+)\]\s+(-?\d+\.\d{4}) ="
+    rows = re.findall(row, block)
+    assert len(rows) == 24
+    for n, i, j, *index, value in rows:
+        nn, c, h, w = (int(v) for v in index)
+        assert (nn, c, h, w) == (int(n), 0, 2 * int(i), 2 * int(j))
+        assert f"{x[nn, c, h, w]:.4f}" == value
+    per_sample = re.search(r"sum per sample n \(Σ_i Σ_j\): (.*)", block).group(1)
+    expected = [x[n, 0, 0:30:2, 0:34:2].astype(np.float64).sum() for n in range(14)]
+    assert per_sample == ", ".join(f"{n}: {v:.4f}" for n, v in enumerate(expected))
+
+
 def test_tour_shows_the_seed_answers(full_tour):
     # seed 001: the bias is the difference between the printed output and the sum of w·x
     x = np.array(tour.SEED001_X)

@@ -14,8 +14,10 @@ plain text, coloured with ``rich`` (an optional extra) when stdout is a terminal
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
+import stat
 import sys
 
 import numpy as np
@@ -23,7 +25,9 @@ import numpy as np
 from . import __version__
 from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
-from .functional import conv2d
+from .explain.render import check_decimals
+from .functional import _spec_from_weight, conv2d
+from .spec import check_shapes
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
@@ -36,6 +40,36 @@ SEED000_TORCH_OUTPUT = SEED000_OUT
 
 class UsageError(Exception):
     """A bad command line: reported as one line, exit status 2."""
+
+
+class OutputError(Exception):
+    """stdout cannot be written (a full disk, a closed terminal): reported as one line, exit status 2."""
+
+
+def _write(text: str = "") -> None:
+    """Print ``text`` on stdout; a failed write is an OutputError (a closed pipe stays a BrokenPipeError)."""
+    try:
+        sys.stdout.write(text + "\n")
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
+
+
+def _flush() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so what is left in its buffer is dropped at exit without another error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -159,11 +193,59 @@ def _padding(text: str):
     return _pair_or_int(text, "--padding")
 
 
+MAX_VALUES = 10**7  # the most values of one array the commands explain, draw or load
+
+
 def _load(path: str, name: str) -> np.ndarray:
+    """The array in the ``.npy`` file ``path``; anything else is a UsageError naming ``name``.
+
+    Only a regular file is opened (a FIFO or a device could block or never end), its header is
+    checked against the file's size before any data is read, and pickles are never loaded.
+    """
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError(f"{name}: {path!r} is not a regular file (give a .npy file saved with np.save)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never waits, even if path changed
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise UsageError(f"{name}: {path!r} is not a regular file (give a .npy file saved with np.save)")
+            return _read_npy(f, info.st_size, f"{name}: {path!r}")
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read {path!r} ({exc.strerror or exc})") from None
+    except (ValueError, EOFError) as exc:
         raise UsageError(f"{name}: cannot read {path!r} as a .npy file ({exc})") from None
+
+
+def _read_npy(f, size: int, where: str) -> np.ndarray:
+    if size == 0:
+        raise UsageError(f"{where} is empty (give a .npy file saved with np.save)")
+    head = f.read(6)
+    if head.startswith(b"PK"):
+        raise UsageError(f"{where} is a .npz archive; give one array as a .npy file (np.save)")
+    if head != b"\x93NUMPY":
+        raise UsageError(f"{where} is not a .npy file (it does not start with numpy's magic string)")
+    f.seek(0)
+    version = np.lib.format.read_magic(f)
+    if version not in ((1, 0), (2, 0)):
+        raise UsageError(f"{where}: .npy format version {version[0]}.{version[1]} is not supported (1.0 and 2.0 are)")
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        shape, _, dtype = read_header(f)
+    except (ValueError, SyntaxError, EOFError):
+        raise UsageError(f"{where} has a malformed .npy header (not a file np.save wrote, or a damaged one)") from None
+    if dtype.hasobject:
+        raise UsageError(f"{where} holds Python objects (dtype {dtype}); convscope never loads pickles")
+    count = math.prod(shape)
+    if count > MAX_VALUES:
+        raise UsageError(f"{where} holds an array of shape {shape}: more than {MAX_VALUES} values, "
+                         "too large to explain")
+    need, have = count * dtype.itemsize, size - f.tell()
+    if need > have:
+        raise UsageError(f"{where}: its header claims shape {shape} of {dtype} ({need} bytes), "
+                         f"but the file holds {have} bytes of data")
+    f.seek(0)
+    return np.lib.format.read_array(f, allow_pickle=False)
 
 
 def _add_conv_options(p: argparse.ArgumentParser) -> None:
@@ -196,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the input is seeded random (--input gives its shape); without --weight-file the kernel "
                     "is seeded random (or ones with --ones).",
         epilog="examples:  convscope explain --input 5x5 --kernel 3 --bias 0.1 --at 1,2\n"
+               "           convscope explain --input 5x5 --kernel 3 --no-bias --at 0,0\n"
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
                "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -205,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
     ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
     ex.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
-    ex.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 4)")
+    ex.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 4)")
     ex.add_argument("--html", metavar="FILE", help="also write the explanation as HTML to FILE")
     _add_color(ex)
 
@@ -237,10 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     xker.add_argument("--kernel-values", metavar="ROWS", help="a kernel typed as rows: '-1 0 1; -2 0 2; -1 0 1'")
     xker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
     xp.add_argument("--out-channels", type=int, default=None, help="output channels (default 1)")
-    xbias = xp.add_mutually_exclusive_group()
-    xbias.add_argument("--bias", metavar="B[,B...]",
-                       help="the bias values (one, or one per output channel); default: seeded random, as nn.Conv2d has one")
-    xbias.add_argument("--no-bias", action="store_true", help="no bias (nn.Conv2d's bias=False)")
+    _add_bias_options(xp)
     _add_conv_options(xp)
     xp.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     xp.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
@@ -272,8 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--fps", type=float, default=2.0, help="frames per second (default 2)")
     an.add_argument("--max-frames", type=int, default=ANIMATE_MAX_FRAMES, metavar="N",
                     help=f"refuse more frames than this (default {ANIMATE_MAX_FRAMES})")
-    an.add_argument("--decimals", type=int, help="decimals shown (default: 0 for whole numbers, else 2 in the grids "
-                                                 "and 4 in the sums)")
+    an.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 2 in "
+                                                 "the grids and 4 in the sums)")
     an.add_argument("-o", "--out", required=True, metavar="FILE", help="the file to write: FILE.gif or FILE.mp4")
     return parser
 
@@ -282,18 +362,29 @@ def _add_array_options(p: argparse.ArgumentParser) -> None:
     """The input, the kernel and the convolution's parameters (explain and animate)."""
     src = p.add_mutually_exclusive_group()
     src.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or NxCxHxW (default 5x5)")
-    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random input and kernel (default 0)")
+    src.add_argument("--input-file", metavar="X.npy", help="the input, from a .npy file: HxW (one channel), CxHxW "
+                                                          "or NxCxHxW")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random input, kernel and bias (default 0)")
     p.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
     ker = p.add_mutually_exclusive_group()
-    ker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
+    ker.add_argument("--weight-file", metavar="W.npy",
+                     help="the weight (C_out, C/groups, kH, kW), or one kH×kW kernel, from a .npy file")
     ker.add_argument("--ones", action="store_true", help="a kernel of ones")
     p.add_argument("-k", "--kernel", default="3", help="kernel size of a random or ones kernel (default 3)")
     p.add_argument("--out-channels", type=int, default=1, help="output channels of a random or ones kernel")
-    p.add_argument("--bias", metavar="B[,B...]", help="the bias: one number, or one per output channel")
+    _add_bias_options(p)
     _add_conv_options(p)
     p.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     p.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
+
+
+def _add_bias_options(p: argparse.ArgumentParser) -> None:
+    """A bias unless --no-bias, as nn.Conv2d has one unless bias=False (explain, animate and explore)."""
+    bias = p.add_mutually_exclusive_group()
+    bias.add_argument("--bias", nargs="?", const="random", metavar="B[,B...]",
+                      help="the bias: seeded random (the default, as nn.Conv2d has a bias), or the values "
+                           "given (one, or one per output channel)")
+    bias.add_argument("--no-bias", action="store_true", help="no bias (nn.Conv2d's bias=False)")
 
 
 def _add_color(p: argparse.ArgumentParser) -> None:
@@ -317,7 +408,7 @@ def _use_rich(color: str) -> bool:
 def emit(text: str, color: str = "never") -> None:
     """Print ``text``; with rich, numbers, padding marks, headings and checks are coloured."""
     if not _use_rich(color):
-        print(text)
+        _write(text)
         return
     from rich.console import Console
     from rich.highlighter import RegexHighlighter
@@ -336,8 +427,14 @@ def emit(text: str, color: str = "never") -> None:
 
     theme = Theme({"cs.number": "cyan", "cs.pad": "magenta", "cs.ok": "green", "cs.bad": "bold red",
                    "cs.head": "bold yellow", "cs.value": "bold"})
-    Console(highlighter=_Highlighter(), theme=theme, soft_wrap=True,
-            force_terminal=True if color == "always" else None).print(text, markup=False, highlight=True)
+    console = Console(highlighter=_Highlighter(), theme=theme, soft_wrap=True,
+                      force_terminal=True if color == "always" else None)
+    try:
+        console.print(text, markup=False, highlight=True)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc)) from None
 
 
 # --------------------------------------------------------------------------- commands
@@ -361,14 +458,14 @@ def run_tour(args) -> int:
                 answer = ""
             if answer.strip().lower().startswith("q"):
                 return 0
-        print()
+        _write()
         emit(section_text(number, check), args.color)
     if check.failures:
         print(f"convscope: {len(check.failures)} result(s) disagree with torch: {', '.join(check.failures)}",
               file=sys.stderr)
         return 1
     if check.torch is not None and len(numbers) == len(SECTIONS):
-        print(f"\nAll {check.checks} results agree with torch {check.torch.__version__}.")
+        _write(f"\nAll {check.checks} results agree with torch {check.torch.__version__}.")
     return 0
 
 
@@ -381,49 +478,110 @@ def run_shape(args) -> int:
     return 0
 
 
-def _explain_arrays(args):
-    rng = np.random.default_rng(args.seed)
-    if args.input_file:
-        x = _load(args.input_file, "--input-file")
-    else:
-        dims = _ints(args.input or "5x5", "--input", "x")
-        if len(dims) == 2:
-            dims = (1,) + dims
-        if len(dims) not in (3, 4) or min(dims) < 1:
-            raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
-        if np.prod(dims) > 10**7:
-            raise UsageError(f"--input {args.input} is too large to explain (more than 10**7 values)")
-        x = (rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4))
+def _input_from_file(path: str) -> np.ndarray:
+    """The input of ``--input-file``: HxW (one channel, one sample), CxHxW or NxCxHxW; whole numbers as float32."""
+    x = _load(path, "--input-file")
+    if x.ndim not in (2, 3, 4):
+        raise UsageError(f"--input-file: {path!r} holds an array of shape {x.shape}; the input must be HxW "
+                         "(one channel), CxHxW or NxCxHxW")
+    if x.dtype.kind in "biu":
         x = x.astype(np.float32)
-    groups = args.groups
+    return x[None] if x.ndim == 2 else x
+
+
+def _seeded_input(args, rng) -> np.ndarray:
+    dims = _ints(args.input or "5x5", "--input", "x")
+    if len(dims) == 2:
+        dims = (1,) + dims
+    if len(dims) not in (3, 4) or min(dims) < 1:
+        raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
+    if math.prod(dims) > MAX_VALUES:
+        raise UsageError(f"--input {args.input} is too large to explain (more than {MAX_VALUES} values)")
+    x = rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4)
+    return x.astype(np.float32)
+
+
+def _seeded_weight(args, rng, x: np.ndarray, params: dict) -> np.ndarray:
+    """A ones or seeded random kernel, its shape checked against the input before it is drawn."""
+    kernel = _pair_or_int(args.kernel, "--kernel")
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    groups = params["groups"]
+    if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+        raise UsageError("--out-channels, --groups and --kernel must be positive")
+    if x.shape[-3] % groups:
+        raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3]} channels")
+    shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
+    _check_call(x.shape, shape, params)
+    if args.ones:
+        return np.ones(shape, dtype=x.dtype)
+    if args.integers:
+        return rng.integers(-3, 4, size=shape).astype(x.dtype)
+    return rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
+
+
+def _check_call(x_shape: tuple, w_shape: tuple, params: dict) -> None:
+    """The convolution's rules (the library's messages) and the size of what would be computed."""
+    spec = _spec_from_weight(w_shape, params["stride"], params["padding"], params["dilation"], params["groups"],
+                             params["padding_mode"])
+    shape = check_shapes(spec, x_shape, w_shape)
+    if math.prod(w_shape) > MAX_VALUES:
+        raise UsageError(f"the weight {w_shape} is too large to explain (more than {MAX_VALUES} values)")
+    outputs = shape.N * shape.out_channels * shape.H_out * shape.W_out
+    if outputs > MAX_VALUES:
+        raise UsageError(f"the output would hold {outputs} values ({shape.N}×{shape.out_channels}×{shape.H_out}×"
+                         f"{shape.W_out}), too many to explain (more than {MAX_VALUES})")
+
+
+def _as_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A loaded weight or grad_output in the input's float dtype (whole numbers and other floats)."""
+    return a.astype(dtype) if a.dtype != dtype and a.dtype.kind in "biuf" and dtype.kind == "f" else a
+
+
+def _bias(args, rng, out_channels: int, dtype) -> np.ndarray | None:
+    """The bias: seeded random unless --no-bias (as nn.Conv2d has one unless bias=False), or --bias's values."""
+    if args.no_bias:
+        return None
+    if args.bias is None or args.bias == "random":
+        values = rng.integers(-3, 4, size=out_channels) if args.integers else \
+            rng.uniform(-1, 1, size=out_channels).round(4)
+        return values.astype(dtype)
+    values = _bias_values(args.bias)
+    if len(values) == 1:
+        values = values * out_channels
+    return np.array(values, dtype=dtype)
+
+
+def _bias_values(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--bias must be numbers separated by ',' (or nothing: seeded random), got {text!r}") from None
+
+
+def _explain_arrays(args, params: dict):
+    """Input, weight and bias of explain and animate: from files or seeded (drawn in that order)."""
+    rng = np.random.default_rng(args.seed)
+    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
     if args.weight_file:
         w = _load(args.weight_file, "--weight-file")
+        if w.ndim == 2:
+            w = w[None, None]  # kH×kW: one kernel, one output and one input channel
+        w = _as_dtype(w, x.dtype)
+        if w.ndim == 4:
+            _check_call(x.shape, w.shape, params)
     else:
-        kernel = _pair_or_int(args.kernel, "--kernel")
-        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
-            raise UsageError("--out-channels, --groups and --kernel must be positive")
-        if x.ndim < 3 or x.shape[-3] % groups:
-            raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3] if x.ndim >= 3 else '?'} channels")
-        shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
-        if args.ones:
-            w = np.ones(shape, dtype=x.dtype)
-        elif args.integers:
-            w = rng.integers(-3, 4, size=shape).astype(x.dtype)
-        else:
-            w = rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
-    if w.dtype != x.dtype and w.dtype.kind == "f" and x.dtype.kind == "f":
-        w = w.astype(x.dtype)
-    bias = None
-    if args.bias is not None:
-        try:
-            values = [float(v) for v in args.bias.split(",")]
-        except ValueError:
-            raise UsageError(f"--bias must be numbers separated by ',', got {args.bias!r}") from None
-        if len(values) == 1 and w.ndim == 4:
-            values = values * w.shape[0]
-        bias = np.array(values, dtype=x.dtype)
-    return x, w, bias
+        w = _seeded_weight(args, rng, x, params)
+    return x, w, _bias(args, rng, w.shape[0] if w.ndim == 4 else 1, x.dtype)
+
+
+def _grad_output(args, x: np.ndarray) -> np.ndarray | None:
+    """``--grad-output-file`` in the input's dtype; H_out×W_out is one channel of one sample, as the input's H×W."""
+    if not args.grad_output_file:
+        return None
+    gy = _load(args.grad_output_file, "--grad-output-file")
+    if gy.ndim == 2:
+        gy = gy.reshape((1,) * (x.ndim - 2) + gy.shape)
+    return _as_dtype(gy, x.dtype)
 
 
 def _conv_params(args) -> dict:
@@ -433,8 +591,9 @@ def _conv_params(args) -> dict:
 
 
 def run_explain(args) -> int:
-    x, w, bias = _explain_arrays(args)
+    check_decimals(args.decimals)
     params = _conv_params(args)
+    x, w, bias = _explain_arrays(args, params)
     batched = x.ndim == 4
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
@@ -443,9 +602,7 @@ def run_explain(args) -> int:
         full = 4 if batched else 3
         e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
     else:
-        gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
-        if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
-            gy = gy.astype(x.dtype)
+        gy = _grad_output(args, x)
         full = {"input": 4 if batched else 3, "weight": 4, "bias": 1}[args.grad]
         e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
     emit(e.text(args.decimals), args.color)
@@ -475,11 +632,10 @@ def run_explore(args) -> int:
         config["kernel"] = args.preset if args.preset is not None else args.kernel_values
     if args.no_bias:
         config["bias"] = False
-    elif args.bias is not None:
-        try:
-            config["bias"] = [float(v) for v in args.bias.split(",")]
-        except ValueError:
-            raise UsageError(f"--bias must be numbers separated by ',', got {args.bias!r}") from None
+    elif args.bias is None or args.bias == "random":
+        config["bias"] = True
+    else:
+        config["bias"] = _bias_values(args.bias)
     x = None
     if args.input_file:
         x = _read_input_file(args.input_file, read_file)
@@ -496,7 +652,7 @@ def run_explore(args) -> int:
             write_page(args.out, x, input_file=args.input_file, **config)
         except OSError as exc:
             raise UsageError(f"--out: cannot write {args.out!r} ({exc.strerror or exc})") from None
-        print(f"convscope explore: wrote {args.out} ({os.path.getsize(args.out) // 1024} KiB); "
+        _write(f"convscope explore: wrote {args.out} ({os.path.getsize(args.out) // 1024} KiB); "
               "open it in a browser, no server needed")
         return 0
     check_host(args.host)
@@ -537,16 +693,16 @@ def run_animate(args) -> int:
         raise UsageError(f"--out: the folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK) or (os.path.exists(out) and not os.access(out, os.W_OK)):
         raise UsageError(f"--out: cannot write {out!r} (permission denied)")
-    x, w, bias = _explain_arrays(args)
+    check_decimals(args.decimals)
     if args.grad is None and args.grad_output_file:
         raise UsageError("--grad-output-file needs --grad input or weight")
-    gy = _load(args.grad_output_file, "--grad-output-file") if args.grad_output_file else None
-    if gy is not None and gy.dtype != x.dtype and gy.dtype.kind == "f":
-        gy = gy.astype(x.dtype)
+    params = _conv_params(args)
+    x, w, bias = _explain_arrays(args, params)
+    gy = _grad_output(args, x)
     from .animate import animate
 
     try:
-        anim = animate(w, x, bias, **_conv_params(args), grad=args.grad, grad_output=gy, sample=args.sample,
+        anim = animate(w, x, bias, **params, grad=args.grad, grad_output=gy, sample=args.sample,
                        out_channel=args.out_channel, in_channel=args.in_channel, max_frames=args.max_frames,
                        decimals=args.decimals, fps=args.fps)
         anim.save(out)
@@ -557,7 +713,7 @@ def run_animate(args) -> int:
         print(f"convscope: error: --out: cannot write {out!r} ({exc.strerror or exc})", file=sys.stderr)
         return 2
     what = {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
-    print(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
+    _write(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
     return 0
 
 
@@ -569,13 +725,35 @@ def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    status = _main(argv)
+    try:
+        _flush()  # a full disk shows here, not in the interpreter's last flush
+    except OutputError as exc:
+        if status != 0:  # the error is already reported: drop the rest quietly
+            _stdout_to_devnull()
+            return status
+        return _output_failed(exc)
+    except BrokenPipeError:
+        _stdout_to_devnull()
+    return status
+
+
+def _output_failed(exc: OutputError) -> int:
+    _stdout_to_devnull()
+    print(f"convscope: error: cannot write the output to stdout ({exc})", file=sys.stderr)
+    return 2
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command in (None, "demo"):
-            print(demo_text())
+            _write(demo_text())
             return 0
         return {"tour": run_tour, "shape": run_shape, "explain": run_explain,
                 "explore": run_explore, "animate": run_animate}[args.command](args)
+    except OutputError as exc:
+        return _output_failed(exc)
     except UsageError as exc:
         print(f"convscope: error: {exc} (see convscope --help)", file=sys.stderr)
         return 2
@@ -586,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
         print("convscope: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader (e.g. `| head`) closed the pipe: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_devnull()
         return 0
 
 

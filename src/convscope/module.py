@@ -9,6 +9,7 @@ from .functional import conv2d, conv2d_backward
 from .spec import (
     SUPPORTED_DTYPES,
     ConvSpec,
+    _is_torch_tensor,
     as_array,
     check_positive_int,
     make_spec,
@@ -169,10 +170,32 @@ class Conv2d:
                     groups=s.groups, padding_mode=s.padding_mode)
 
     # ----------------------------------------------------------------- compute
+    def _layer_array(self, value, name: str, var: str) -> np.ndarray:
+        """``value`` as an array: nested lists take the layer's dtype; an array of another float dtype is
+        refused, as torch refuses it, with the two ways to make them agree."""
+        if isinstance(value, (list, tuple)):
+            try:
+                value = np.asarray(value, dtype=self.dtype)
+            except (ValueError, TypeError) as exc:
+                raise TypeError(f"{name} could not be converted to a {self.dtype} array: {exc}") from None
+        array = as_array(value, name)
+        if array.dtype != self.dtype:
+            fix = f"{var}.to(torch.{self.dtype})" if _is_torch_tensor(value) else f"{var}.astype(np.{self.dtype})"
+            default = ", torch's default" if self.dtype == np.float32 else ""
+            raise TypeError(f"{name} and weight must have the same dtype, but {name} is {array.dtype} and weight is "
+                            f"{self.dtype} (the layer's dtype{default}): convert it with {fix}, or make the layer "
+                            f"{array.dtype} with {type(self).__name__}(..., dtype=np.{array.dtype})")
+        return array
+
     def forward(self, x, algorithm=None) -> np.ndarray:
-        """The output for ``x``; keeps a copy of ``x`` for :meth:`backward`."""
-        out = conv2d(x, self._weight, self._bias, algorithm=algorithm, **self._conv_kwargs())
-        self._saved_input = np.array(as_array(x, "input"), copy=True)
+        """The output for ``x``; keeps a copy of ``x`` for :meth:`backward`.
+
+        ``x`` has the layer's dtype (float32 unless the layer was made with another ``dtype``);
+        nested lists are converted to it.
+        """
+        xa = self._layer_array(x, "input", "x")
+        out = conv2d(xa, self._weight, self._bias, algorithm=algorithm, **self._conv_kwargs())
+        self._saved_input = np.array(xa, copy=True)
         return out
 
     __call__ = forward
@@ -181,7 +204,8 @@ class Conv2d:
         """Gradient w.r.t. the last forward's input; adds into ``weight_grad`` and ``bias_grad``."""
         if self._saved_input is None:
             raise RuntimeError("backward() needs a forward() first: there is no saved input")
-        grads = conv2d_backward(grad_output, self._saved_input, self._weight, algorithm=algorithm,
+        gy = self._layer_array(grad_output, "grad_output", "grad_output")
+        grads = conv2d_backward(gy, self._saved_input, self._weight, algorithm=algorithm,
                                 **self._conv_kwargs())
         self.weight_grad = grads.weight if self.weight_grad is None else self.weight_grad + grads.weight
         if self._bias is not None:

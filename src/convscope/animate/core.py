@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..explain.core import Explanation, _arguments, _prepare, explain, explain_grad
-from ..explain.render import decimals_for
+from ..explain.render import check_decimals, decimals_for
 from ..module import layer_arguments_text
 from ..spec import _is_int, check_positive_int
 from . import media
@@ -306,11 +306,7 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     unbatched = xa.ndim == 3
     max_frames = check_positive_int(max_frames, "max_frames")
     fps = _check_fps(fps)
-    if decimals is not None:
-        if not _is_int(decimals):
-            raise TypeError(f"decimals must be an int or None, got {decimals!r} ({type(decimals).__name__})")
-        if not 0 <= decimals <= 10:
-            raise ValueError(f"decimals must be between 0 and 10, got {decimals}")
+    decimals = check_decimals(decimals)
     if kind == "weight" and not (_is_int(sample) and sample == 0):
         raise ValueError("sample selects the frames of the forward pass and of grad='input'; grad='weight' sums "
                          f"over every sample, got sample={sample!r}")

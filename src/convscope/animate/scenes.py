@@ -127,9 +127,9 @@ class Context:
         return int(padded[0]), int(padded[1])
 
     def source_cell(self, input_index) -> tuple[int, int]:
-        """The padded coordinates of real pixel ``(c, h, w)`` (``h + top``, ``w + left``)."""
+        """The padded coordinates of real pixel ``([n, ]c, h, w)`` (``h + top``, ``w + left``)."""
         (pt, _), (pl, _) = self.spec.padding
-        return int(input_index[1]) + pt, int(input_index[2]) + pl
+        return int(input_index[-2]) + pt, int(input_index[-1]) + pl
 
     def n_prefix(self, n: int) -> str:
         return "" if self.unbatched else f"{n}, "

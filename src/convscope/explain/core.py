@@ -42,6 +42,9 @@ from ..spec import (
 )
 
 WRT = ("input", "weight", "bias")
+#: The most terms one explanation builds; each is a Python object, so more would take long and much memory.
+#: A larger sum raises ValueError, before any term is built, saying how to ask a smaller question.
+MAX_TERMS = 500_000
 
 
 class Term(NamedTuple):
@@ -55,9 +58,10 @@ class Term(NamedTuple):
     ----------
     product : the term's value (float64 arithmetic on the array's values)
     is_padding : the tap read a padding cell
-    input_index : ``(c, h, w)`` in the unpadded input: the pixel read, or for reflect, replicate
-        and circular padding the real pixel the padding cell copied; None for zero padding
-        (and for bias terms)
+    input_index : the index of the pixel in the input as passed, ``(n, c, h, w)`` for a batch and
+        ``(c, h, w)`` unbatched (as ``output_index``), so ``x[input_index] == input_value``: the
+        pixel read, or for reflect, replicate and circular padding the real pixel the padding
+        cell copied; None for zero padding (and for bias terms)
     input_value : that pixel's value (0 for zero padding)
     weight_index : forward ``(c_in_group, u, v)`` of ``weight[o]``; ∂input ``(o, c_in_group, u, v)``
     weight_value : the weight
@@ -273,6 +277,25 @@ def _padded_cell(spec: ConvSpec, i: int, j: int, u: int, v: int) -> tuple[int, i
     return i * sH + u * dH, j * sW + v * dW
 
 
+def _as_passed(unbatched: bool, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+    """Index ``(n, c, h, w)`` of a 4-D view in the array as the caller passed it (no ``n`` unbatched)."""
+    return (c, h, w) if unbatched else (n, c, h, w)
+
+
+def _check_terms(what: str, names: str, factors: tuple[int, ...], smaller: str) -> None:
+    """Refuse, before building any, an explanation of more than :data:`MAX_TERMS` terms."""
+    count = int(np.prod(factors, dtype=object))
+    if count > MAX_TERMS:
+        raise ValueError(f"{what} is a sum of {names} = {'·'.join(map(str, factors))} = {count} terms; an "
+                         f"explanation builds at most {MAX_TERMS}: ask a smaller question, {smaller}")
+
+
+def _smaller_input(unbatched: bool) -> str:
+    crop = "x[:, :64, :64]" if unbatched else "x[:1, :, :64, :64]"
+    return f"for example of a crop of the input ({crop})" if unbatched else \
+        f"for example of fewer samples or a crop of the input ({crop})"
+
+
 def _is_padding_cell(spec: ConvSpec, shape: ConvShape, p: tuple[int, int]) -> bool:
     (pt, _), (pl, _) = spec.padding
     return not (0 <= p[0] - pt < shape.H and 0 <= p[1] - pl < shape.W)
@@ -292,6 +315,7 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     ``x`` is a NumPy array or a torch tensor, ``(N, C, H, W)`` or unbatched ``(C, H, W)``;
     ``at`` is ``(n, c_out, i, j)`` for batched input and ``(c_out, i, j)`` for unbatched input.
     When the layer or an array comes from torch, ``torch_value`` is torch's number.
+    A sum of more than :data:`MAX_TERMS` terms raises ``ValueError``.
 
     Returns
     -------
@@ -326,6 +350,9 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
                             (shape.N, shape.out_channels, shape.H_out, shape.W_out), "batched input (N, C, H, W)")
     n, o, i, j = at4
     out_at = at4[1:] if unbatched else at4
+    kH, kW = spec.kernel_size
+    _check_terms(f"out[{', '.join(map(str, out_at))}]", "(C/groups)·kH·kW", (shape.in_per_group, kH, kW),
+                 "for example with fewer input channels or a smaller kernel")
 
     out = conv2d(xa, wa, ba, spec.stride, spec.padding_arg, spec.dilation, spec.groups, spec.padding_mode)
     value = _as_float(out[out_at])
@@ -334,7 +361,6 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
     Cg = shape.in_per_group
     g = o // shape.out_per_group
-    kH, kW = spec.kernel_size
     window = np.zeros((Cg, kH, kW))
     window_padding = np.zeros((Cg, kH, kW), dtype=bool)
     terms = []
@@ -350,7 +376,8 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
                 wv = _as_float(wa[o, c, u, v])
                 window[c, u, v] = xv
                 window_padding[c, u, v] = pad
-                terms.append(Term(product=xv * wv, is_padding=pad, input_index=(ch, h, w_) if real else None,
+                terms.append(Term(product=xv * wv, is_padding=pad,
+                                  input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
                                   input_value=xv, weight_index=(c, u, v), weight_value=wv, padded_index=p,
                                   tap=(u, v)))
     bias_value = _as_float(ba[o]) if ba is not None else 0.0
@@ -419,7 +446,9 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
 
     ``layer_or_weight`` is a weight or a convscope / torch ``Conv2d`` (then the hyper-parameters
     come from the layer).  ``grad_output`` has the output's shape; None means all ones
-    (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.
+    (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.  A sum of
+    more than :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer
+    samples).
 
     Examples
     --------
@@ -449,11 +478,13 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     Cg, Og = shape.in_per_group, shape.out_per_group
     rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
 
-    def out_index(n, o, i, j):
-        return (o, i, j) if unbatched else (n, o, i, j)
+    def component(at_out):  # conv2d_backward's value at ``at_out``, computed once the size is checked
+        grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
+                                spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
+        return _as_float(getattr(grads, wrt)[at_out])
 
-    grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
-                            spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
+    reads = ("H_out·W_out", (shape.H_out, shape.W_out)) if unbatched else \
+        ("N·H_out·W_out", (shape.N, shape.H_out, shape.W_out))
     terms, reason = [], None
     channels = range(0)
     if wrt == "input":
@@ -464,20 +495,24 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                                  "batched input (N, C, H, W)")
         n, c, h, w_ = at_n
         at_out = at_n[1:] if unbatched else at_n
-        value = _as_float(grads.input[at_out])
         g = c // Cg
         channels = range(g * Og, (g + 1) * Og)  # the output channels that read input channel c
         ius = np.argwhere(rows == h)  # (i, u) pairs whose tap reads row h
         jvs = np.argwhere(cols == w_)
+        _check_terms(f"∂L/∂x[{', '.join(map(str, at_out))}]", "(C_out/groups)·(taps reading row h)·(taps "
+                     "reading column w)", (Og, len(ius), len(jvs)),
+                     "for example with fewer output channels or a smaller kernel")
+        value = component(at_out)
         for o in channels:
             for i, u in ius:
                 for j, v in jvs:
                     gv, wv = _as_float(g4[n, o, i, j]), _as_float(wa[o, c - g * Cg, u, v])
                     p = _padded_cell(spec, int(i), int(j), int(u), int(v))
                     terms.append(Term(product=gv * wv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=(c, h, w_), input_value=_as_float(x4[n, c, h, w_]),
+                                      input_index=_as_passed(unbatched, n, c, h, w_),
+                                      input_value=_as_float(x4[n, c, h, w_]),
                                       weight_index=(o, c - g * Cg, int(u), int(v)), weight_value=wv,
-                                      output_index=out_index(n, o, int(i), int(j)), grad_output_value=gv,
+                                      output_index=_as_passed(unbatched, n, o, int(i), int(j)), grad_output_value=gv,
                                       padded_index=p, tap=(int(u), int(v))))
         if not terms:
             reason = _unread_reason(spec, shape, 0, h) or _unread_reason(spec, shape, 1, w_)
@@ -485,7 +520,8 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
         at_n = _normalize_at(at, ("o", "c", "u", "v"), tuple(wa.shape), "the weight (C_out, C/groups, kH, kW)")
         o, c, u, v = at_n
         at_out = at_n
-        value = _as_float(grads.weight[at_n])
+        _check_terms(f"∂L/∂w[{', '.join(map(str, at_out))}]", *reads, _smaller_input(unbatched))
+        value = component(at_out)
         g = o // Og
         ch = g * Cg + c
         channels = range(ch, ch + 1)
@@ -498,18 +534,21 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
                     gv = _as_float(g4[n, o, i, j])
                     p = _padded_cell(spec, i, j, u, v)
                     terms.append(Term(product=gv * xv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=(ch, h, w_) if real else None, input_value=xv,
-                                      weight_index=None, weight_value=None, output_index=out_index(n, o, i, j),
+                                      input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
+                                      input_value=xv,
+                                      weight_index=None, weight_value=None,
+                                      output_index=_as_passed(unbatched, n, o, i, j),
                                       grad_output_value=gv, padded_index=p, tap=(u, v)))
     else:
         (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
         at_out = (o,)
-        value = _as_float(grads.bias[o])
+        _check_terms(f"∂L/∂bias[{o}]", *reads, _smaller_input(unbatched))
+        value = component(at_out)
         for n in range(shape.N):
             for i in range(shape.H_out):
                 for j in range(shape.W_out):
                     gv = _as_float(g4[n, o, i, j])
-                    terms.append(Term(product=gv, output_index=out_index(n, o, i, j), grad_output_value=gv))
+                    terms.append(Term(product=gv, output_index=_as_passed(unbatched, n, o, i, j), grad_output_value=gv))
     torch_value = None
     if (from_torch or from_layer) and torch_available():
         dx, dw, db = _torch_grads(ga, xa, wa, spec)

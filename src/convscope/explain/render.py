@@ -13,6 +13,7 @@ import itertools
 import numpy as np
 
 from ..geometry import source_map
+from ..spec import _is_int
 
 MODE_NOTES = {
     "zeros": "padding cells hold 0",
@@ -37,6 +38,17 @@ def decimals_for(e) -> int:
         arr = np.concatenate([arr, e.window.ravel(), e.kernel.ravel()])
     whole = np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and np.all(np.abs(arr) < 1e9)
     return 0 if whole else 4
+
+
+def check_decimals(decimals) -> int | None:
+    """``decimals`` as given: None, or an int from 0 to 10."""
+    if decimals is None:
+        return None
+    if not _is_int(decimals):
+        raise TypeError(f"decimals must be an int or None, got {decimals!r} ({type(decimals).__name__})")
+    if not 0 <= decimals <= 10:
+        raise ValueError(f"decimals must be between 0 and 10, got {decimals}")
+    return int(decimals)
 
 
 def num(v: float, dec: int) -> str:
@@ -165,6 +177,7 @@ def torch_line(e, dec: int) -> str | None:
 
 
 def to_text(e, decimals: int | None = None) -> str:
+    decimals = check_decimals(decimals)
     dec = decimals_for(e) if decimals is None else decimals
     if e.kind == "output":
         return "\n".join(_output_text(e, dec))
@@ -307,6 +320,8 @@ def _grad_text(e, dec: int) -> list[str]:
                          f"{r[3].rjust(widths[3])} = {r[4].rjust(widths[4])}")
     if len(e.terms) > MAX_TERM_LINES:
         lines.append(f"  … and {len(e.terms) - MAX_TERM_LINES} more terms (all of them in .terms)")
+    if e.kind == "weight" and not e.unbatched and e.shape.N > 1:
+        lines.append(_per_sample_line(e, dec))
     if len(e.terms) <= 12:
         lines.append("sum: " + " + ".join(num(t.product, dec) for t in e.terms).replace("+ -", "− ")
                      + f" = {num(e.sum_of_products, dec)}")
@@ -317,6 +332,16 @@ def _grad_text(e, dec: int) -> list[str]:
     if tl:
         lines.append(tl)
     return lines
+
+
+def _per_sample_line(e, dec: int, limit: int = 16) -> str:
+    """A weight gradient's sum split by sample: Σ_i Σ_j of each sample n of the batch."""
+    sums = np.zeros(e.shape.N)
+    for t in e.terms:
+        sums[t.output_index[0]] += t.product
+    shown = ", ".join(f"{n}: {num(v, dec)}" for n, v in enumerate(sums[:limit]))
+    more = f", … ({e.shape.N - limit} more)" if e.shape.N > limit else ""
+    return f"sum per sample n (Σ_i Σ_j): {shown}{more}"
 
 
 # --------------------------------------------------------------------------- HTML
@@ -429,13 +454,14 @@ def _output_html(e, dec: int, root: str) -> str:
             for t, key in zip(block, keys):
                 cell_keys[t.padded_index[0]][t.padded_index[1]].append(key)
                 if t.is_padding and t.input_index is not None:  # the real pixel this padding cell copies
-                    src = cell_keys[t.input_index[1] + pt][t.input_index[2] + pl]
+                    src = cell_keys[t.input_index[-2] + pt][t.input_index[-1] + pl]
                     src.extend(k for k in ("cs-src", "s-" + key) if k not in src)
             rmap = source_map(shape.H, pt, s.padding[0][1], s.padding_mode)  # padded row → real row, −1: zero
             cmap = source_map(shape.W, pl, s.padding[1][1], s.padding_mode)
+            bn = "" if e.unbatched else f"{e.at[0]}, "
             titles = [[("zero padding" if rmap[r] < 0 or cmap[cc] < 0 else
-                        f"padding ({s.padding_mode}) ← x[{ch}, {rmap[r]}, {cmap[cc]}]")
-                       if pad[r, cc] else f"x[{ch}, {r - pt}, {cc - pl}]" for cc in range(pad.shape[1])]
+                        f"padding ({s.padding_mode}) ← x[{bn}{ch}, {rmap[r]}, {cmap[cc]}]")
+                       if pad[r, cc] else f"x[{bn}{ch}, {r - pt}, {cc - pl}]" for cc in range(pad.shape[1])]
                       for r in range(pad.shape[0])]
             caption = f"padded input x̃, channel {ch}: the window highlighted"
             if any(t.is_padding and t.input_index is not None for t in block):
