@@ -363,3 +363,18 @@ def test_distributed_local_cluster(cluster_client):
         assert_close(a, e)
     assert set(cluster_client.run(lambda: __import__("convscope").get_num_threads()).values()) == {1}
     assert len(cluster_client.run(os.getpid)) == 2
+
+
+@pytest.mark.parametrize("mode", ["zeros", "circular"])
+def test_only_halos_of_neighbouring_chunks_are_read(mode):
+    """A block depends on its own chunk whole and on thin pieces of its neighbours (for circular
+    padding, of the chunks on the far side): one row or column for a 'same' 3×3 kernel."""
+    x, w, b, _ = _arrays("pad1", (1, 3, 32, 32), (4, 3, 3, 3))
+    y = cdask.conv2d(da.from_array(x, chunks=(1, 3, 8, 8)), w, b, padding=1, padding_mode=mode)
+    graph = dict(y.__dask_graph__())
+    pieces = [k for k in graph if isinstance(k, tuple) and k[0].startswith("conv2d-halo")]
+    shapes = {k: v.shape for k, v in zip(pieces, dask.get(graph, pieces))}
+    assert shapes and all(min(s[2:]) == 1 for s in shapes.values())
+    far = [k for k in pieces if k[3:5] == (3, 0) and k[5:7] == (7, 8)]   # last row chunk's last row
+    assert bool(far) == (mode == "circular")
+    assert y.chunks == ((1,), (4,), (8,) * 4, (8,) * 4)

@@ -125,6 +125,20 @@ class _Part:
     chunk: int
     runs: tuple
 
+    @property
+    def locs(self) -> tuple[int, int]:
+        """The range of chunk positions the runs read (only this piece of the chunk is sent)."""
+        ends = [(r.loc, r.loc + (r.length - 1) * r.step) for r in self.runs]
+        return min(min(e) for e in ends), max(max(e) for e in ends) + 1
+
+    @property
+    def positions(self) -> tuple[int, int]:
+        """The range of block positions the runs fill."""
+        return self.runs[0].pos, self.runs[-1].pos + self.runs[-1].length
+
+    def shifted(self, loc: int, pos: int) -> "_Part":
+        return _Part(self.chunk, tuple(_Run(r.pos - pos, r.length, r.loc - loc, r.step) for r in self.runs))
+
 
 @dataclass(frozen=True)
 class _AxisRead:
@@ -175,9 +189,15 @@ class _Axis:
             read = geometry.block_read(o0, o1, size, kernel, stride, dilation, before, after)
             self.reads.append(_axis_read(geometry.block_sources(read, size, before, mode), starts))
 
+        # what a block's task receives: each part's piece of its chunk, runs counted from the piece
+        self.pieces = [_AxisRead(r.length, tuple(p.shifted(p.locs[0], 0) for p in r.parts), r.zeros)
+                       for r in self.reads]
+
     def readers(self, chunk: int) -> list:
-        """``(block, part)`` for every output block that reads input chunk ``chunk``."""
-        return [(i, part) for i, read in enumerate(self.reads) for part in read.parts if part.chunk == chunk]
+        """``(block, slice of its positions, part)`` for every output block that reads input chunk
+        ``chunk``, with the part's runs counted from the slice."""
+        return [(i, slice(*part.positions), part.shifted(0, part.positions[0]))
+                for i, read in enumerate(self.reads) for part in read.parts if part.chunk == chunk]
 
 
 def _axes(spec, shape, chunks) -> tuple[_Axis, _Axis]:
@@ -278,6 +298,11 @@ def _grad_input_chunk(grads, row_parts, col_parts, shape, dtype):
     return acc
 
 
+def _piece(a, rows: slice, cols: slice):
+    """A copy of ``a[:, :, rows, cols]``: what a neighbouring task needs of a chunk (its halo)."""
+    return a[:, :, rows, cols].copy()
+
+
 def _pick_expanded(results, k):
     """``results[k][None]``: one block's partial ∂/∂weight or ∂/∂bias, as a chunk of the stack."""
     return results[k][None]
@@ -332,8 +357,22 @@ def _setup(x, w, stride, padding, dilation, groups, padding_mode, algorithm, thr
     return x4, spec, shape, call
 
 
-def _input_keys(x4, nb, rows: _AxisRead, cols: _AxisRead) -> list:
-    return [[(x4.name, nb, 0, rp.chunk, cp.chunk) for cp in cols.parts] for rp in rows.parts]
+def _piece_keys(dsk, name, source, rows, cols, row_axis, col_axis) -> list:
+    """``[row part][col part]`` keys of what one block reads of ``source(row chunk, col chunk)``:
+    the chunk's key where the block reads all of it, else the key of a piece task (added to ``dsk``)
+    that cuts out the part read, so that only halos move between workers."""
+    keys = []
+    for rp in rows.parts:
+        keys.append([])
+        for cp in cols.parts:
+            key = source(rp.chunk, cp.chunk)
+            (r0, r1), (c0, c1) = rp.locs, cp.locs
+            if (r1 - r0, c1 - c0) != (row_axis.in_chunks[rp.chunk], col_axis.in_chunks[cp.chunk]):
+                piece = (name,) + key[1:] + (r0, r1, c0, c1)
+                dsk[piece] = (_piece, key, slice(r0, r1), slice(c0, c1))
+                key = piece
+            keys[-1].append(key)
+    return keys
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
@@ -380,11 +419,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     if b is not None:
         bkey = "conv2d-bias-" + token
         dsk[bkey] = b
+    halo = "conv2d-halo-" + token
     for nb, n in enumerate(x4.chunks[0]):
-        for i, rows in enumerate(rows_axis.reads):
-            for j, cols in enumerate(cols_axis.reads):
-                dsk[(name, nb, 0, i, j)] = (_forward_block, _input_keys(x4, nb, rows, cols), rows, cols,
-                                            (n, shape.C), wkey, bkey, call)
+        for i, (rows, rows_in) in enumerate(zip(rows_axis.reads, rows_axis.pieces)):
+            for j, (cols, cols_in) in enumerate(zip(cols_axis.reads, cols_axis.pieces)):
+                keys = _piece_keys(dsk, halo, lambda r, c: (x4.name, nb, 0, r, c), rows, cols,
+                                   rows_axis, cols_axis)
+                dsk[(name, nb, 0, i, j)] = (_forward_block, keys, rows_in, cols_in, (n, shape.C), wkey, bkey, call)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x4])
     out = da.Array(graph, name, chunks=(x4.chunks[0], (shape.out_channels,), rows_axis.out_chunks,
                                         cols_axis.out_chunks), dtype=dtype)
@@ -439,11 +480,13 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     name, wkey = "conv2d-backward-" + token, "conv2d-weight-" + token
     dsk = {wkey: w}
     blocks = []
+    halo = "conv2d-halo-" + token
     for nb, n in enumerate(x4.chunks[0]):
-        for i, rows in enumerate(rows_axis.reads):
-            for j, cols in enumerate(cols_axis.reads):
-                keys = _input_keys(x4, nb, rows, cols) if mask[1] else []
-                dsk[(name, nb, i, j)] = (_backward_block, (gy4.name, nb, 0, i, j), keys, rows, cols,
+        for i, (rows, rows_in) in enumerate(zip(rows_axis.reads, rows_axis.pieces)):
+            for j, (cols, cols_in) in enumerate(zip(cols_axis.reads, cols_axis.pieces)):
+                keys = _piece_keys(dsk, halo, lambda r, c: (x4.name, nb, 0, r, c), rows, cols,
+                                   rows_axis, cols_axis) if mask[1] else []
+                dsk[(name, nb, i, j)] = (_backward_block, (gy4.name, nb, 0, i, j), keys, rows_in, cols_in,
                                          (n, shape.C), wkey, call, mask)
                 blocks.append((name, nb, i, j))
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x4, gy4])
@@ -457,10 +500,16 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
                     layer[(part_name, nb, i, j)] = (operator.getitem, (name, nb, i, j), 0)
             for jr, h in enumerate(rows_axis.in_chunks):
                 for jc, wd in enumerate(cols_axis.in_chunks):
-                    pairs = [(i, rp, j, cp) for i, rp in rows_axis.readers(jr) for j, cp in cols_axis.readers(jc)]
+                    pairs = [(i, rs, rp, j, cs, cp) for i, rs, rp in rows_axis.readers(jr)
+                             for j, cs, cp in cols_axis.readers(jc)]
+                    keys = []
+                    for i, rs, _, j, cs, _ in pairs:       # the piece of each block's gradient this chunk gets
+                        key = (part_name + "-piece", nb, i, j, jr, jc)
+                        layer[key] = (_piece, (part_name, nb, i, j), rs, cs)
+                        keys.append(key)
                     layer[(dx_name, nb, 0, jr, jc)] = (
-                        _grad_input_chunk, [(part_name, nb, i, j) for i, _, j, _ in pairs],
-                        [rp for _, rp, _, _ in pairs], [cp for _, _, _, cp in pairs], (n, shape.C, h, wd), cdt)
+                        _grad_input_chunk, keys, [p[2] for p in pairs], [p[5] for p in pairs],
+                        (n, shape.C, h, wd), cdt)
         dx = da.Array(_add_layer(graph, dx_name, layer, name), dx_name, chunks=x4.chunks, dtype=cdt)
         dx = dx.astype(dtype)
         dx = dx[0] if unbatched else dx
