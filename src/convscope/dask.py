@@ -18,7 +18,12 @@ copies in the padding mode — the same source map the in-memory padding uses, s
 replicate and circular (whose halo at the first chunk comes from the last one) are exact at the
 array's edges.  The task of a block gathers those pixels from the input chunks it depends on
 (zeros where the map says zero padding) and runs :func:`convscope.conv2d` on them with padding 0;
-inside it the planner picks the algorithm, under the workspace limit.
+inside it the planner picks the algorithm, under the workspace limit.  Only the pieces of the
+neighbouring chunks that a block reads (its halo) are sent to its task, not the whole chunks.
+
+The planner's choice depends on the size it is given, so a chunk may run another algorithm than
+the whole array would: results agree with the in-memory ones to the algorithms' rounding, and
+bit for bit in the forward with ``algorithm='reference'`` (the readable loops).
 
 The backward runs, per output block, :func:`convscope.conv2d_backward` on the gathered block:
 its ∂/∂block is scattered back through the same source map (the adjoint of the gather: a border
