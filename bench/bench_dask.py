@@ -20,9 +20,10 @@ scaling   A 12000×12000 image on 1 and on 2 workers: throughput and speed-up.
 pixel     Time per output pixel on a 4000×4000 image that fits in memory: in-memory
           ``convscope.conv2d`` (1 and 2 threads) against ``convscope.dask.conv2d`` on the
           threaded scheduler and on the two-worker cluster.
-overhead  The graph's cost per chunk: a 2048×2048 image cut into 256 and 1024 chunks, the time to
-          build the graph, and (compute time − in-memory time) / chunks on the threaded scheduler
-          and on the cluster.
+overhead  The graph's cost per chunk: a 2048×2048 3×3 convolution cut into 64, 256 and 1024 chunks,
+          the time to build the graph, the compute time on the threaded scheduler and on the
+          cluster, the marginal cost of a chunk, and dask's own ``map_overlap`` (computing nothing)
+          on the same chunks for comparison.
 backward  ``conv2d_backward`` of the 5×5 bank on an 8000×8000 image on the cluster: grad_weight and
           grad_bias reduced by the tree sum, grad_input reduced to its sum.
 
@@ -235,7 +236,15 @@ def section_overhead(size=2048):
             rows.append((n, t_threads, t_cluster))
             print(f"overhead: {size}² 3×3 on {n} chunks of {chunk}² ({tasks} tasks with the random chunks, "
                   f"halo pieces and the sum): graph built in {t_build * 1e3:.0f} ms ({t_build / n * 1e6:.0f} µs "
-                  f"per chunk); computed in {t_threads:.2f} s (threaded), {t_cluster:.2f} s (cluster)")
+                  f"per chunk); computed in {t_threads:.2f} s (threaded), {t_cluster:.2f} s (cluster), "
+                  f"{t_cluster / tasks * 1e3:.2f} ms per task")
+            # the same chunks through dask's own halo exchange, computing nothing: the scheduler's share
+            same = x.map_overlap(lambda block: block, depth={2: 1, 3: 1}, boundary="reflect").sum()
+            tasks = len(dict(same.__dask_graph__()))
+            client.compute(same, sync=True)
+            t_same = best(lambda: client.compute(same, sync=True))
+            print(f"overhead:   map_overlap(identity, depth 1) on the same chunks: {tasks} tasks, "
+                  f"{t_same:.2f} s (cluster), {t_same / tasks * 1e3:.2f} ms per task")
     (n0, a0, c0), (n1, a1, c1) = rows[0], rows[-1]
     print(f"overhead: marginal cost of a chunk: {(a1 - a0) / (n1 - n0) * 1e3:.2f} ms on the threaded scheduler, "
           f"{(c1 - c0) / (n1 - n0) * 1e3:.2f} ms on the cluster")
