@@ -378,3 +378,10 @@ def test_only_halos_of_neighbouring_chunks_are_read(mode):
     far = [k for k in pieces if k[3:5] == (3, 0) and k[5:7] == (7, 8)]   # last row chunk's last row
     assert bool(far) == (mode == "circular")
     assert y.chunks == ((1,), (4,), (8,) * 4, (8,) * 4)
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(cdask, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
