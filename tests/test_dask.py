@@ -198,7 +198,7 @@ def _nested_lists(blocks):
 def test_map_overlap_boundaries_are_not_torch_padding(mode):
     """Why the halos are built from geometry's source maps rather than map_overlap's boundary modes:
     dask's 'reflect' repeats the edge pixel (numpy's 'symmetric'), torch's does not; 'nearest' and
-    'periodic' agree with replicate and circular, but only with a symmetric depth."""
+    'periodic' agree with replicate and circular."""
     row = np.arange(6.0)
     torch_rows = row[geometry.source_map(6, 2, 2, mode)]
     padded = da.overlap.overlap(da.from_array(row, chunks=3), depth=2,

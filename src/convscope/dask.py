@@ -471,7 +471,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
         _check_dask(gy_in, "grad_output", "conv2d_backward")
     dtype = check_same_dtype(grad_output=as_array(_dtype_probe(gy_in), "grad_output"),
                              input=as_array(_dtype_probe(x), "input"), weight=w)
-    x4, spec, shape, call = _setup(x, w, stride, padding, dilation, groups, padding_mode, algorithm, threads, workspace_limit)
+    x4, spec, shape, call = _setup(x, w, stride, padding, dilation, groups, padding_mode, algorithm, threads,
+                                   workspace_limit)
     unbatched = x.ndim == 3
     check_grad_output_shape(gy_in.shape, _out_shape(shape, unbatched))
     rows_axis, cols_axis = _axes(spec, shape, x4.chunks)
