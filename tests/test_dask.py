@@ -26,6 +26,7 @@ import dask  # noqa: E402
 import convscope  # noqa: E402
 import convscope.dask as cdask  # noqa: E402
 from convscope import geometry  # noqa: E402
+from convscope.spec import check_input_hw  # noqa: E402
 from oracle import assert_close, random_case, torch_conv2d  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -238,6 +239,36 @@ def test_blocks_read_what_the_whole_array_reads(size, kernel, stride, dilation, 
         assert set(taps[o0:o1].ravel()) <= set(sources.tolist())       # the block reads every tap
         # aligned to the stride: a block starts at the first output anchored (row i·stride) in a chunk
         assert o0 == 0 or any((o0 - 1) * stride < a <= o0 * stride for a in bounds)
+
+
+@st.composite
+def _chunks(draw, size):
+    cuts = sorted(set(draw(st.lists(st.integers(1, size - 1), max_size=3)))) if size > 1 else []
+    bounds = [0] + cuts + [size]
+    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data(), H=st.integers(1, 9), W=st.integers(1, 9), kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)), dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       padding=st.tuples(st.integers(0, 3), st.integers(0, 3)), mode=st.sampled_from(PADDING_MODES))
+def test_random_chunks_and_parameters_equal_in_memory(data, H, W, kernel, stride, dilation, padding, mode):
+    spec = convscope.ConvSpec(kernel, stride, tuple((p, p) for p in padding), dilation, 1, mode)
+    try:
+        check_input_hw(spec, (H, W))
+    except ValueError:
+        assume(False)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x, w, b = random_case(rng, (2, 2, H, W), (3, 2) + kernel)
+    chunks = ((1, 1), (1, 1), data.draw(_chunks(H)), data.draw(_chunks(W)))
+    params = dict(stride=stride, padding=padding, dilation=dilation, padding_mode=mode)
+    expected = convscope.conv2d(x, w, b, **params)
+    xd = da.from_array(x, chunks=chunks)
+    assert_close(cdask.conv2d(xd, w, b, **params).compute(scheduler="sync"), expected, "forward")
+    gy = rng.standard_normal(expected.shape)
+    got = dask.compute(*cdask.conv2d_backward(gy, xd, w, **params), scheduler="sync")
+    for a, e, what in zip(got, convscope.conv2d_backward(gy, x, w, **params), ("input", "weight", "bias")):
+        assert_close(a, e, "grad " + what)
 
 
 # --------------------------------------------------------------------------- bad input
