@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import convscope
-from convscope import planner
+from convscope.algorithms import gemm
 from oracle import assert_close
 
 CONFIGS = [
@@ -39,7 +39,7 @@ VARIANTS = {
 def variant(request, monkeypatch):
     for name, value in zip(("FOLD_BELOW", "FOLD_BELOW_1X1_BACKWARD", "FOLD_BELOW_1X1_FORWARD",
                             "MIN_TAPS_PER_PHASE"), VARIANTS[request.param]):
-        monkeypatch.setattr(planner, name, value)
+        monkeypatch.setattr(gemm, name, value)
     return request.param
 
 
@@ -64,9 +64,9 @@ def test_variants_are_really_taken(monkeypatch):
     """The thresholds above switch the branches this file means to test."""
     spec = convscope.spec.make_spec((7, 7), stride=2, padding=3)
     shape = convscope.spec.check_shapes(spec, (2, 3, 13, 12), (4, 3, 7, 7))
-    monkeypatch.setattr(planner, "FOLD_BELOW", ALWAYS)
-    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", 0)
-    assert planner.gemm_folded(spec, shape, backward=False) and planner.gemm_phases(spec)
-    monkeypatch.setattr(planner, "FOLD_BELOW", NEVER)
-    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", ALWAYS)
-    assert not planner.gemm_folded(spec, shape, backward=False) and not planner.gemm_phases(spec)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", ALWAYS)
+    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", 0)
+    assert gemm.batch_folded(spec, shape, backward=False) and gemm.stride_phases(spec)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", NEVER)
+    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", ALWAYS)
+    assert not gemm.batch_folded(spec, shape, backward=False) and not gemm.stride_phases(spec)

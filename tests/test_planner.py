@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import types
 
 import numpy as np
 import pytest
@@ -66,15 +65,35 @@ def test_every_table_name_is_registered():
         assert set(row.choice) <= set(planner.NAMES)
 
 
-def test_forced_algorithm_and_fallback_pass(monkeypatch):
+def test_every_algorithm_declares_itself():
+    """Each registered module says what it serves and how errors spread; no algorithm imports the planner."""
+    import inspect
+
+    for name, impl in algorithms.ALGORITHMS.items():
+        assert impl.ERROR in ("local", "global"), name
+        assert hasattr(impl.module, "forward") and (hasattr(impl.module, "backward") or (
+            hasattr(impl.module, "grad_input") and hasattr(impl.module, "grad_weight"))), name
+        assert "planner" not in inspect.getsource(impl.module).split('"""', 2)[-1], name
+    assert {n for n, impl in algorithms.ALGORITHMS.items() if impl.ERROR == "global"} == {"winograd", "fft"}
+
+
+def test_grad_passes_derived_from_backward(monkeypatch):
+    """grad_input and grad_weight of a path with ``backward`` go through it, with the one mask."""
+    impl = algorithms.ALGORITHMS["gemm"]
+    calls = []
+    original = impl.module.backward
+    monkeypatch.setattr(impl.module, "backward", lambda *a: calls.append(a[-1]) or original(*a))
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    g = np.ones((1, 3, 3, 3))
+    convscope.conv2d_input(x.shape, w, g, algorithm="gemm")
+    convscope.conv2d_weight(x, w.shape, g, algorithm="gemm")
+    assert calls == [(True, False), (False, True)]
+
+
+def test_forced_algorithm():
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
     assert {c.algorithm for c in p} == {"winograd"} and all("forced" in c.reason for c in p)
-    # a path without one of the passes leaves that pass to the automatic choice
-    monkeypatch.setitem(planner.CAPABILITIES, "winograd",
-                        planner.Capability(("forward", "grad_input"), planner._needs_winograd))
-    p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
-    assert (p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm) == ("winograd", "winograd", "gemm")
-    assert "has no grad_weight" in p.grad_weight.reason
+    assert {c.source for c in p} == {"forced"}
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="reference")
     assert {c.algorithm for c in p} == {"reference"}
 
@@ -104,9 +123,11 @@ G3 = np.zeros((1, 2, 4, 4))
     (lambda: convscope.plan(X.shape, W5.shape, algorithm="fast"), r"algorithm must be one of.*'fast'"),
 ])
 def test_forced_algorithm_that_cannot_serve(call, pattern, monkeypatch):
-    fake = types.SimpleNamespace(forward=None, grad_input=None, grad_weight=None)
-    for name in list(algorithms.ALGORITHMS):
-        monkeypatch.setitem(algorithms.ALGORITHMS, name, fake)     # nothing may run
+    def nothing_may_run(*args):
+        raise AssertionError("an implementation ran")
+
+    monkeypatch.setattr(algorithms, "run_forward", nothing_may_run)
+    monkeypatch.setattr(algorithms, "run_backward", nothing_may_run)
     with pytest.raises(ValueError, match=pattern):
         call()
 
@@ -170,7 +191,8 @@ def test_output_mask_validation(mask, exc, pattern):
         convscope.conv2d_backward(G3, X, W3, output_mask=mask)
 
 
-@pytest.mark.parametrize("name", ["convscope.planner", "convscope.workspace", "convscope.threads"])
+@pytest.mark.parametrize("name", ["convscope.planner", "convscope.workspace", "convscope.threads",
+                                  "convscope.tuning"])
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -30,6 +30,8 @@ import numpy as np
 
 from .geometry import spec_tap_sources
 
+ERROR = "local"     # each output reads only its own window (see convscope.algorithms)
+
 
 def taps(spec, shape):
     """Every tap that reads a real pixel: ``(o, channels, i, j, u, v, h, w)``.

@@ -30,7 +30,7 @@ grad-weight happens inside the product.  It costs a transpose of the
 activations (input or grad_output, and the result), which pays off when L is
 small: products of width 49 or 196 run far below BLAS's peak, and per-sample
 grad-weight materialises N partial ``(C_out/G, K)`` products.  The rule is
-:func:`convscope.planner.gemm_folded`.
+:func:`batch_folded`.
 
 Stride phases
 -------------
@@ -39,7 +39,7 @@ slices slowly.  When many taps share a stride phase (the 7×7/2 stem: 49 taps,
 4 phases) the padded input is first split into its ``sH·sW`` phases, each
 contiguous, and every tap reads a unit-stride window of one phase; col2im
 accumulates into the phases and interleaves them once at the end.  The rule is
-:func:`convscope.planner.gemm_phases`.
+:func:`stride_phases`.
 
 The only Python loops run over the ``kH·kW`` kernel taps.
 """
@@ -47,8 +47,74 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import planner
 from ..padding import fold, pad
+
+ERROR = "local"
+
+# layouts, measured on ResNet-50's layers (batch 8, 2 cores; bench/README.md)
+FOLD_BELOW = 1024                 # fold the batch below this many output pixels (kernels above 1×1)
+FOLD_BELOW_1X1_BACKWARD = 256     # the same for 1×1 kernels, backward
+FOLD_BELOW_1X1_FORWARD = 100      # and forward
+MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
+SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
+SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
+
+# the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
+COST_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)
+
+
+def needs(spec, shape):
+    """None: im2col + GEMM computes every convolution."""
+    return None
+
+
+def batch_folded(spec, shape, backward: bool) -> bool:
+    """Whether the gemm / pointwise paths use the batch-folded layout."""
+    L = shape.H_out * shape.W_out
+    if spec.kernel_size != (1, 1):
+        return L < FOLD_BELOW
+    return L < (FOLD_BELOW_1X1_BACKWARD if backward else FOLD_BELOW_1X1_FORWARD)
+
+
+def stride_phases(spec) -> bool:
+    """Whether the padded input is split into stride phases first."""
+    (sH, sW), (dH, dW) = spec.stride, spec.dilation
+    kH, kW = spec.kernel_size
+    return ((sH > 1 or sW > 1) and dH == dW == 1 and (kH > sH or kW > sW)
+            and kH * kW >= MIN_TAPS_PER_PHASE * sH * sW)
+
+
+def slice_bytes(spec, shape):
+    """The scratch bytes a slice of the batch should stay under (None: no slicing)."""
+    if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
+        return None
+    return SLICE_BYTES
+
+
+def cost_ms(spec, shape) -> float:
+    """Estimated milliseconds of the three passes: ``call + mac·N·K·taps_out + copy·N·C·taps_out``.
+
+    ``K = C·C_out/groups``, ``taps_out = kH·kW·H_out·W_out`` (the multiply-adds, and im2col's copies).
+    """
+    K = shape.C * shape.out_channels / shape.groups
+    taps_out = spec.kernel_size[0] * spec.kernel_size[1] * shape.H_out * shape.W_out
+    return COST_MS["call"] + COST_MS["mac"] * shape.N * K * taps_out + COST_MS["copy"] * shape.N * shape.C * taps_out
+
+
+def describe(spec, shape, pass_) -> str:
+    """The layouts a pass runs in, for :func:`convscope.plan`."""
+    return layout_text(spec, shape, pass_, with_phases=True)
+
+
+def layout_text(spec, shape, pass_, with_phases: bool) -> str:
+    L = shape.H_out * shape.W_out
+    parts = [f"batch folded (H_out·W_out = {L})" if batch_folded(spec, shape, pass_ != "forward")
+             else f"per sample (H_out·W_out = {L})"]
+    if with_phases and stride_phases(spec):
+        parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if with_phases and slice_bytes(spec, shape):
+        parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
+    return ", ".join(parts)
 
 def _tap_slices(spec, shape, u, v):
     """The (rows, cols) slices of the padded input that tap (u, v) reads for every output."""
@@ -87,7 +153,7 @@ def _phase_window(phases, spec, shape, u, v):
 
 def _tap_sources(xp, spec, shape):
     """A function (u, v) → the (…, H_out, W_out) view of ``xp`` that tap (u, v) reads."""
-    if planner.gemm_phases(spec):
+    if stride_phases(spec):
         phases = _split_phases(xp, spec)
         return lambda u, v: _phase_window(phases, spec, shape, u, v)
 
@@ -103,7 +169,7 @@ def _scatter_taps(d, lead, spec, shape, dtype):
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     kH, kW = spec.kernel_size
-    if planner.gemm_phases(spec):
+    if stride_phases(spec):
         sH, sW = spec.stride
         phases = {(a, b): np.zeros(lead + (len(range(a, Hp, sH)), len(range(b, Wp, sW))), dtype)
                   for a, b in _phase_keys(spec)}
@@ -241,7 +307,7 @@ def _bias_in_product(spec, shape) -> bool:
 def forward(x, w, b, spec, shape):
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
-    if not planner.gemm_folded(spec, shape, backward=False):
+    if not batch_folded(spec, shape, backward=False):
         wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
         if b is not None and _bias_in_product(spec, shape):
             # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
@@ -263,14 +329,6 @@ def forward(x, w, b, spec, shape):
     return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
 
 
-def grad_input(grad_out, w, spec, shape):
-    return backward(grad_out, None, w, spec, shape, (True, False))[0]
-
-
-def grad_weight(grad_out, x, spec, shape):
-    return backward(grad_out, x, None, spec, shape, (False, True))[1]
-
-
 def backward(grad_out, x, w, spec, shape, mask):
     """(∂L/∂x or None, ∂L/∂w or None) as ``mask = (input, weight)`` asks.
 
@@ -279,7 +337,7 @@ def backward(grad_out, x, w, spec, shape, mask):
     """
     want_dx, want_dw = mask
     dx = dw = None
-    if not planner.gemm_folded(spec, shape, backward=True):
+    if not batch_folded(spec, shape, backward=True):
         gym = _grad_matrix(grad_out, shape)                           # (N, G, C_out/G, L) view
         if want_dx:
             wt = _weight_matrix(w, shape).transpose(0, 2, 1)          # (G, K, C_out/G)
@@ -302,8 +360,8 @@ def backward(grad_out, x, w, spec, shape, mask):
 
 
 def preferred_bytes(pass_, spec, shape):
-    """Scratch bytes a slice of the batch should stay under for speed (see the planner), or None."""
-    return planner.gemm_slice_bytes(spec, shape)
+    """Scratch bytes a slice of the batch should stay under for speed, or None."""
+    return slice_bytes(spec, shape)
 
 
 def workspace(pass_, spec, shape, itemsize):
@@ -314,13 +372,13 @@ def workspace(pass_, spec, shape, itemsize):
     L = shape.H_out * shape.W_out
     cols = N * C * spec.kernel_size[0] * spec.kernel_size[1] * L
     out, x = N * Co * L, N * C * shape.H * shape.W
-    folded = planner.gemm_folded(spec, shape, pass_ != "forward")
+    fold_batch = batch_folded(spec, shape, pass_ != "forward")
     if pass_ == "forward":
-        total = padded + cols + out * (3 if folded else 1)
+        total = padded + cols + out * (3 if fold_batch else 1)
     elif pass_ == "grad_input":
-        total = cols + 2 * padded + x + (out if folded else 0)
+        total = cols + 2 * padded + x + (out if fold_batch else 0)
     else:
-        total = padded + cols + (out if folded else 0) + N * Co * C * spec.kernel_size[0] * spec.kernel_size[1]
-    if folded:
+        total = padded + cols + (out if fold_batch else 0) + N * Co * C * spec.kernel_size[0] * spec.kernel_size[1]
+    if fold_batch:
         total += cols                                # the transposed copy of the padded input
     return total * itemsize

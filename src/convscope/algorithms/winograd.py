@@ -57,6 +57,25 @@ from numpy.lib.stride_tricks import as_strided
 from ..padding import fold, pad
 from ..threads import get_num_threads, parallel_map
 
+ERROR = "global"
+
+
+def needs(spec, shape):
+    """None for a 3×3 kernel, stride 1, dilation 1 and groups 1, else what is wrong."""
+    wrong = []
+    if spec.kernel_size != (3, 3):
+        wrong.append(f"kernel_size={spec.kernel_size}")
+    if spec.stride != (1, 1):
+        wrong.append(f"stride={spec.stride}")
+    if spec.dilation != (1, 1):
+        wrong.append(f"dilation={spec.dilation}")
+    if spec.groups != 1:
+        wrong.append(f"groups={spec.groups}")
+    if wrong:
+        return "a 3×3 kernel, stride 1, dilation 1 and groups 1, got " + ", ".join(wrong)
+    return None
+
+
 TILE = 4
 
 _BT = {

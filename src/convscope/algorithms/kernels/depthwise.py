@@ -1,0 +1,324 @@
+"""Depthwise kernels: forward, grad-input and grad-weight of a convolution with one input channel per group.
+
+Output channel ``o`` reads input channel ``c = o // m`` (``m`` the channel multiplier).  With the
+padding ``(pt, pl)`` fused (a tap that falls in the zero border is skipped, there is no padded copy)::
+
+    out[n, o, i, j]  = b[o] + Σ_u Σ_v w[o, u, v] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
+    dx[n, c, r, s]   = Σ_k Σ_u Σ_v w[c·m + k, u, v] · g[n, c·m + k, i, j]    over (i, j, u, v) reading (r, s)
+    dw[o, u, v]      = Σ_n Σ_i Σ_j g[n, o, i, j] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
+
+For a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
+(:func:`_columns`), so the innermost loop runs over ``j`` with no test: contiguous for stride 1, which
+LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches exactly the outputs
+(and gradients) whose windows hold it.  ``fastmath`` allows reassociation and fused multiply-adds only
+(no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
+
+Arrays are C-contiguous, float32 or float64 (one compiled signature each); the weight comes as
+``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..depthwise import BLOCK
+from ._numba import njit, prange
+
+_FLAGS = dict(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+
+
+@njit(cache=True, inline="always")
+def _columns(off, sW, W, Wo):
+    """(j0, j1): the output columns j with 0 ≤ j·sW + off < W."""
+    j0 = max(0, (sW - 1 - off) // sW)
+    j1 = min(Wo, (W - 1 - off) // sW + 1)
+    return j0, max(j0, j1)
+
+
+# The loops below index from 0 with a non-negative step, so that numba drops its negative-index
+# wrap-around and LLVM vectorises them (contiguous for stride 1).
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _axpy(y, a, x, sx):
+    """y[j] += a · x[j·sx] for j < len(y)."""
+    if sx == 1:
+        for j in range(y.shape[0]):
+            y[j] += a * x[j]
+    else:
+        for j in range(y.shape[0]):
+            y[j] += a * x[j * sx]
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _scatter_axpy(y, sy, a, x):
+    """y[j·sy] += a · x[j] for j < len(x)."""
+    if sy == 1:
+        for j in range(x.shape[0]):
+            y[j] += a * x[j]
+    else:
+        for j in range(x.shape[0]):
+            y[j * sy] += a * x[j]
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _dot(g, x, sx, zero):
+    """Σ_j g[j] · x[j·sx] for j < len(g), in the arrays' dtype."""
+    s = zero
+    if sx == 1:
+        for j in range(g.shape[0]):
+            s += g[j] * x[j]
+    else:
+        for j in range(g.shape[0]):
+            s += g[j] * x[j * sx]
+    return s
+
+
+@njit(**_FLAGS)
+def forward(x, w, b, out, sH, sW, dH, dW, pt, pl, m):
+    """out (N, C·m, Ho, Wo) from x (N, C, H, W), w (C·m, kH, kW), b (C·m,)."""
+    N, C, H, W = x.shape
+    Co, kH, kW = w.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    for t in prange(N * Co):
+        n, o = t // Co, t % Co
+        c = o // m
+        for i in range(Ho):
+            row = out[n, o, i]
+            for j in range(Wo):
+                row[j] = b[o]
+            for u in range(kH):
+                r = i * sH + u * dH - pt
+                if r < 0 or r >= H:
+                    continue
+                src = x[n, c, r]
+                for v in range(kW):
+                    wt = w[o, u, v]
+                    off = v * dW - pl
+                    j0, j1 = _columns(off, sW, W, Wo)
+                    _axpy(row[j0:j1], wt, src[j0 * sW + off:], sW)
+
+
+@njit(**_FLAGS)
+def grad_input(g, w, dx, sH, sW, dH, dW, pt, pl, m):
+    """dx (N, C, H, W), overwritten, from g (N, C·m, Ho, Wo) and w (C·m, kH, kW)."""
+    N, C, H, W = dx.shape
+    Co, kH, kW = w.shape
+    Ho, Wo = g.shape[2], g.shape[3]
+    for t in prange(N * C):
+        n, c = t // C, t % C
+        plane = dx[n, c]
+        for r in range(H):
+            for s in range(W):
+                plane[r, s] = 0
+        for k in range(m):
+            o = c * m + k
+            for i in range(Ho):
+                grow = g[n, o, i]
+                for u in range(kH):
+                    r = i * sH + u * dH - pt
+                    if r < 0 or r >= H:
+                        continue
+                    dst = plane[r]
+                    for v in range(kW):
+                        wt = w[o, u, v]
+                        off = v * dW - pl
+                        j0, j1 = _columns(off, sW, W, Wo)
+                        _scatter_axpy(dst[j0 * sW + off:], sW, wt, grow[j0:j1])
+
+
+@njit(**_FLAGS)
+def grad_weight(g, x, dw, sH, sW, dH, dW, pt, pl, m):
+    """dw (C·m, kH, kW), overwritten, from g (N, C·m, Ho, Wo) and x (N, C, H, W).
+
+    Each row's dot product runs in the arrays' dtype (vectorised); the rows' sums add up in float64.
+    """
+    N, C, H, W = x.shape
+    Co, kH, kW = dw.shape
+    Ho, Wo = g.shape[2], g.shape[3]
+    zero = np.zeros(1, dtype=dw.dtype)[0]
+    for o in prange(Co):
+        c = o // m
+        acc = np.zeros((kH, kW), dtype=np.float64)
+        for n in range(N):
+            for i in range(Ho):
+                grow = g[n, o, i]
+                for u in range(kH):
+                    r = i * sH + u * dH - pt
+                    if r < 0 or r >= H:
+                        continue
+                    src = x[n, c, r]
+                    for v in range(kW):
+                        off = v * dW - pl
+                        j0, j1 = _columns(off, sW, W, Wo)
+                        acc[u, v] += _dot(grow[j0:j1], src[j0 * sW + off:], sW, zero)
+        for u in range(kH):
+            for v in range(kW):
+                dw[o, u, v] = acc[u, v]
+
+
+# --------------------------------------------------------------------------- channel blocks
+#
+# For small images the rows above are short (W_out of 7 or 14 values) and the loops cost more than
+# the arithmetic.  With one output channel per input channel (m = 1) the kernels below take BLOCK
+# channels at a time (convscope.algorithms.depthwise.BLOCK).  A tile holds one sample's padded input for those channels, channels last and
+# split by column phase: ``tile[p, a, t, cc] = x̃[n, c0 + cc, p, a + t·sW]``, so that the columns one
+# tap ``v`` reads for an output row, ``j·sW + v·dW`` for j < W_out, are the contiguous run
+# ``tile[p, (v·dW) mod sW, (v·dW) div sW + j, :]`` of W_out·BLOCK values.  Every multiply-add is
+# then one long contiguous loop (the weights repeated along the row, ``(kH, kW, W_out·BLOCK)``),
+# which LLVM vectorises.  The zero border is written once, the interior copied in, and results leave
+# the tile's layout on the way out.  Tiles and accumulators are allocated once per block.
+
+
+@njit(cache=True)
+def _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW):
+    """(Hn, sW, Wq): the rows a block of outputs reads, and its columns split into sW phases."""
+    Hn = (Ho - 1) * sH + dH * (kH - 1) + 1
+    Wn = (Wo - 1) * sW + dW * (kW - 1) + 1
+    return Hn, sW, (Wn + sW - 1) // sW
+
+
+@njit(cache=True)
+def _load_tile(x, n, c0, cn, tile, pt, pl):
+    """tile[p, a, t, cc] = x[n, c0 + cc, p − pt, a + t·sW − pl] (0 outside x)."""
+    H, W = x.shape[2], x.shape[3]
+    Hn, sW, Wq = tile.shape[0], tile.shape[1], tile.shape[2]
+    tile[:] = 0
+    r1, s1 = min(H, Hn - pt), min(W, sW * Wq - pl)
+    for r in range(max(0, -pt), r1):
+        for s in range(max(0, -pl), s1):
+            q = s + pl
+            dst = tile[r + pt, q % sW, q // sW]
+            for cc in range(cn):
+                dst[cc] = x[n, c0 + cc, r, s]
+
+
+@njit(cache=True)
+def _store_tile(dtile, n, c0, cn, dx, pt, pl):
+    """dx[n, c0 + cc, r, s] = dtile[r + pt, phase and column of s + pl, cc] (0 where the tile has no row)."""
+    H, W = dx.shape[2], dx.shape[3]
+    Hn, sW, Wq = dtile.shape[0], dtile.shape[1], dtile.shape[2]
+    for cc in range(cn):
+        for r in range(H):
+            for s in range(W):
+                dx[n, c0 + cc, r, s] = 0
+    r1, s1 = min(H, Hn - pt), min(W, sW * Wq - pl)
+    for r in range(max(0, -pt), r1):
+        for s in range(max(0, -pl), s1):
+            q = s + pl
+            src = dtile[r + pt, q % sW, q // sW]
+            for cc in range(cn):
+                dx[n, c0 + cc, r, s] = src[cc]
+
+
+@njit(cache=True)
+def _repeated_weights(w, c0, cn, Wo):
+    """(kH, kW, W_out·BLOCK): w[u, v, c0 + cc] at every (j, cc) (0 for channels past the last)."""
+    kH, kW = w.shape[0], w.shape[1]
+    out = np.zeros((kH, kW, Wo * BLOCK), dtype=w.dtype)
+    for u in range(kH):
+        for v in range(kW):
+            for j in range(Wo):
+                for cc in range(cn):
+                    out[u, v, j * BLOCK + cc] = w[u, v, c0 + cc]
+    return out
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _triad(y, a, x):
+    """y[k] += a[k] · x[k] for k < len(y)."""
+    for k in range(y.shape[0]):
+        y[k] += a[k] * x[k]
+
+
+@njit(**_FLAGS)
+def forward_blocks(x, w, b, out, sH, sW, dH, dW, pt, pl):
+    """out (N, C, Ho, Wo) from x (N, C, H, W), w (kH, kW, C) channels last, b (C,); m = 1."""
+    N, C = x.shape[0], x.shape[1]
+    kH, kW = w.shape[0], w.shape[1]
+    Ho, Wo = out.shape[2], out.shape[3]
+    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
+    L = Wo * BLOCK
+    nb = (C + BLOCK - 1) // BLOCK
+    for t in prange(N * nb):
+        n, c0 = t // nb, (t % nb) * BLOCK
+        cn = min(BLOCK, C - c0)
+        tile = np.empty((Hn, sW, Wq * BLOCK), dtype=x.dtype)
+        _load_tile(x, n, c0, cn, tile.reshape((Hn, sW, Wq, BLOCK)), pt, pl)
+        wr = _repeated_weights(w, c0, cn, Wo)
+        acc = np.empty(L, dtype=x.dtype)
+        for i in range(Ho):
+            for j in range(Wo):
+                for cc in range(cn):
+                    acc[j * BLOCK + cc] = b[c0 + cc]
+            for u in range(kH):
+                for v in range(kW):
+                    q = v * dW
+                    start = (q // sW) * BLOCK
+                    _triad(acc, wr[u, v], tile[i * sH + u * dH, q % sW, start:start + L])
+            for cc in range(cn):
+                for j in range(Wo):
+                    out[n, c0 + cc, i, j] = acc[j * BLOCK + cc]
+
+
+@njit(**_FLAGS)
+def grad_input_blocks(g, w, dx, sH, sW, dH, dW, pt, pl):
+    """dx (N, C, H, W), overwritten, from g (N, C, Ho, Wo) and w (kH, kW, C) channels last; m = 1."""
+    N, C = dx.shape[0], dx.shape[1]
+    kH, kW = w.shape[0], w.shape[1]
+    Ho, Wo = g.shape[2], g.shape[3]
+    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
+    L = Wo * BLOCK
+    nb = (C + BLOCK - 1) // BLOCK
+    for t in prange(N * nb):
+        n, c0 = t // nb, (t % nb) * BLOCK
+        cn = min(BLOCK, C - c0)
+        dtile = np.zeros((Hn, sW, Wq * BLOCK), dtype=g.dtype)
+        wr = _repeated_weights(w, c0, cn, Wo)
+        grow = np.zeros(L, dtype=g.dtype)
+        for i in range(Ho):
+            for cc in range(cn):
+                for j in range(Wo):
+                    grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
+            for u in range(kH):
+                for v in range(kW):
+                    q = v * dW
+                    start = (q // sW) * BLOCK
+                    _triad(dtile[i * sH + u * dH, q % sW, start:start + L], wr[u, v], grow)
+        _store_tile(dtile.reshape((Hn, sW, Wq, BLOCK)), n, c0, cn, dx, pt, pl)
+
+
+@njit(**_FLAGS)
+def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
+    """parts (N, kH, kW, C), overwritten: sample n's share of dw, channels last; m = 1.
+
+    Per (tap, column, channel) the products add up over the output rows in the arrays' dtype; those
+    sums add up in float64.
+    """
+    N, C = x.shape[0], x.shape[1]
+    kH, kW = parts.shape[1], parts.shape[2]
+    Ho, Wo = g.shape[2], g.shape[3]
+    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
+    L = Wo * BLOCK
+    nb = (C + BLOCK - 1) // BLOCK
+    for t in prange(N * nb):
+        n, c0 = t // nb, (t % nb) * BLOCK
+        cn = min(BLOCK, C - c0)
+        tile = np.empty((Hn, sW, Wq * BLOCK), dtype=x.dtype)
+        _load_tile(x, n, c0, cn, tile.reshape((Hn, sW, Wq, BLOCK)), pt, pl)
+        sums = np.zeros((kH, kW, L), dtype=x.dtype)
+        grow = np.zeros(L, dtype=x.dtype)
+        for i in range(Ho):
+            for cc in range(cn):
+                for j in range(Wo):
+                    grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
+            for u in range(kH):
+                for v in range(kW):
+                    q = v * dW
+                    start = (q // sW) * BLOCK
+                    _triad(sums[u, v], grow, tile[i * sH + u * dH, q % sW, start:start + L])
+        for u in range(kH):
+            for v in range(kW):
+                for cc in range(cn):
+                    total = 0.0
+                    for j in range(Wo):
+                        total += sums[u, v, j * BLOCK + cc]
+                    parts[n, u, v, c0 + cc] = total
