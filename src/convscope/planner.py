@@ -194,7 +194,7 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
         if algorithm is not None:
             name, reason, source = algorithm, f"forced by algorithm={algorithm!r}", "forced"
         elif measured is not None:
-            name, reason, source = measured[pass_], tuning.reason(measured, pass_), "measured"
+            name, reason, source = measured[pass_]["algorithm"], tuning.reason(measured, pass_), "measured"
         else:
             name, reason, source = auto.choice[i], f"row {auto.name!r}: {auto.why}", "table"
         layout = _layout(name, spec, shape, pass_)
