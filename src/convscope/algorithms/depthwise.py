@@ -67,6 +67,20 @@ def _geometry(x, spec):
     return pad(x, spec), 0, 0
 
 
+def _repeated(w, shape, spec):
+    """(blocks, kH, kW, W_out·BLOCK): block b's weights w[b·BLOCK + cc, u, v] at every (j, cc) of an
+    output row, zero past the last channel (the channel-block kernels' weights)."""
+    C, Wo = shape.out_channels, shape.W_out
+    kH, kW = spec.kernel_size
+    nb = -(-C // BLOCK)
+    wp = np.zeros((nb * BLOCK, kH, kW), dtype=w.dtype)
+    wp[:C] = w.reshape(C, kH, kW)                                   # (C, 1, kH, kW) → (C, kH, kW)
+    blocks = wp.reshape(nb, BLOCK, kH, kW).transpose(0, 2, 3, 1)[:, :, :, None, :]   # (nb, kH, kW, 1, BLOCK)
+    out = np.empty((nb, kH, kW, Wo, BLOCK), dtype=w.dtype)
+    np.copyto(out, blocks)                                          # repeated W_out times
+    return out.reshape(nb, kH, kW, Wo * BLOCK)
+
+
 def _args(spec, pt, pl):
     (sH, sW), (dH, dW) = spec.stride, spec.dilation
     return sH, sW, dH, dW, pt, pl
@@ -83,8 +97,7 @@ def forward(x, w, b, spec, shape):
     xs, pt, pl = _geometry(np.ascontiguousarray(x), spec)
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     if blocked(spec, shape):
-        wl = np.ascontiguousarray(w.reshape(Co, kH, kW).transpose(1, 2, 0))   # (C, 1, kH, kW) → (kH, kW, C)
-        _numba.launch(kernels.forward_blocks, xs, wl, bias, out, *_args(spec, pt, pl))
+        _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
     else:
         w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                      # (C·m, 1, kH, kW) → (C·m, kH, kW)
         _numba.launch(kernels.forward, xs, w3, bias, out, *_args(spec, pt, pl), shape.out_per_group)
@@ -108,8 +121,7 @@ def backward(grad_out, x, w, spec, shape, mask):
         target = dx if zeros else np.empty((N, C, shape.H + pt + pb, shape.W + pl + pr), dtype=dtype)
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
         if N and blocked(spec, shape):
-            wl = np.ascontiguousarray(w.reshape(Co, kH, kW).transpose(1, 2, 0))   # → (kH, kW, C)
-            _numba.launch(kernels.grad_input_blocks, g, wl, target, *args)
+            _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N:
             w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                      # → (C·m, kH, kW)
             _numba.launch(kernels.grad_input, g, w3, target, *args, shape.out_per_group)

@@ -212,10 +212,10 @@ def grid(spec, shape) -> Grid:
     return Grid(shape.H + pt + pb, shape.W + pl + pr, Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
 
 
-def cost_ms(spec, shape) -> float:
-    """Estimated milliseconds of the three passes, ``K = C·C_out/groups`` and ``F`` the grid's frequencies::
+def cost_terms(spec, shape) -> dict:
+    """The terms of the cost model, ``K = C·C_out/groups`` and ``F`` the grid's frequencies::
 
-        call + kernel·K·F + kernel_tap·K·F·kH + product·N·K·F + transform·N·(C + C_out)·LH·LW·log₂(LH·LW)
+        call: 1, kernel: K·F, kernel_tap: K·F·kH, product: N·K·F, transform: N·(C + C_out)·LH·LW·log₂(LH·LW)
 
     (the transform term ``NUMPY_FFT_FACTOR`` times with ``numpy.fft``).
     """
@@ -224,12 +224,16 @@ def cost_ms(spec, shape) -> float:
     g = grid(spec, shape)
     N, C, O = shape.N, shape.C, shape.out_channels
     K = C * O / shape.groups
-    c = COST_MS
-    transform = c["transform"] * N * (C + O) * g.LH * g.LW * math.log2(g.LH * g.LW)
+    transform = N * (C + O) * g.LH * g.LW * math.log2(g.LH * g.LW)
     if backend().name != "scipy.fft":
         transform *= NUMPY_FFT_FACTOR
-    return (c["call"] + c["kernel"] * K * g.F + c["kernel_tap"] * K * g.F * spec.kernel_size[0]
-            + c["product"] * N * K * g.F + transform)
+    return dict(call=1.0, kernel=K * g.F, kernel_tap=K * g.F * spec.kernel_size[0], product=N * K * g.F,
+                transform=transform)
+
+
+def cost_ms(spec, shape) -> float:
+    """Estimated milliseconds of the three passes: Σ COST_MS[term] · :func:`cost_terms`[term]."""
+    return sum(COST_MS[k] * v for k, v in cost_terms(spec, shape).items())
 
 
 def describe(spec, shape, pass_) -> str:

@@ -91,14 +91,17 @@ def slice_bytes(spec, shape):
     return SLICE_BYTES
 
 
-def cost_ms(spec, shape) -> float:
-    """Estimated milliseconds of the three passes: ``call + mac·N·K·taps_out + copy·N·C·taps_out``.
-
-    ``K = C·C_out/groups``, ``taps_out = kH·kW·H_out·W_out`` (the multiply-adds, and im2col's copies).
-    """
+def cost_terms(spec, shape) -> dict:
+    """The terms of the cost model: ``call: 1, mac: N·K·taps_out, copy: N·C·taps_out``, with
+    ``K = C·C_out/groups`` and ``taps_out = kH·kW·H_out·W_out`` (the multiply-adds, and im2col's copies)."""
     K = shape.C * shape.out_channels / shape.groups
     taps_out = spec.kernel_size[0] * spec.kernel_size[1] * shape.H_out * shape.W_out
-    return COST_MS["call"] + COST_MS["mac"] * shape.N * K * taps_out + COST_MS["copy"] * shape.N * shape.C * taps_out
+    return dict(call=1.0, mac=shape.N * K * taps_out, copy=shape.N * shape.C * taps_out)
+
+
+def cost_ms(spec, shape) -> float:
+    """Estimated milliseconds of the three passes: Σ COST_MS[term] · :func:`cost_terms`[term]."""
+    return sum(COST_MS[k] * v for k, v in cost_terms(spec, shape).items())
 
 
 def describe(spec, shape, pass_) -> str:

@@ -90,11 +90,37 @@ def forward(x, w, b, out, sH, sW, dH, dW, pt, pl, m):
                 if r < 0 or r >= H:
                     continue
                 src = x[n, c, r]
+                if kW == 3 and sW == 1:
+                    _three_taps(row, src, w[o, u, 0], w[o, u, 1], w[o, u, 2], dW, pl, W)
+                    continue
                 for v in range(kW):
                     wt = w[o, u, v]
                     off = v * dW - pl
                     j0, j1 = _columns(off, sW, W, Wo)
                     _axpy(row[j0:j1], wt, src[j0 * sW + off:], sW)
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _three_taps(row, src, w0, w1, w2, dW, pl, W):
+    """row[j] += w0·src[j − pl] + w1·src[j + dW − pl] + w2·src[j + 2dW − pl] (stride 1): one pass where
+    all three read real columns, one tap at a time at the two ends."""
+    Wo = row.shape[0]
+    a0, a1 = _columns(-pl, 1, W, Wo)
+    b0, b1 = _columns(dW - pl, 1, W, Wo)
+    c0, c1 = _columns(2 * dW - pl, 1, W, Wo)
+    j0, j1 = max(a0, b0, c0), min(a1, b1, c1)
+    if j1 <= j0:
+        j0 = j1 = a0
+    for wt, off, lo, hi in ((w0, -pl, a0, a1), (w1, dW - pl, b0, b1), (w2, 2 * dW - pl, c0, c1)):
+        left, right = min(hi, j0), max(lo, j1)
+        if left > lo:
+            _axpy(row[lo:left], wt, src[lo + off:], 1)
+        if hi > right:
+            _axpy(row[right:hi], wt, src[right + off:], 1)
+    n = j1 - j0
+    y, x0, x1, x2 = row[j0:j1], src[j0 - pl:], src[j0 + dW - pl:], src[j0 + 2 * dW - pl:]
+    for j in range(n):
+        y[j] += w0 * x0[j] + w1 * x1[j] + w2 * x2[j]
 
 
 @njit(**_FLAGS)
@@ -209,19 +235,6 @@ def _store_tile(dtile, n, c0, cn, dx, pt, pl):
                 dx[n, c0 + cc, r, s] = src[cc]
 
 
-@njit(cache=True)
-def _repeated_weights(w, c0, cn, Wo):
-    """(kH, kW, W_out·BLOCK): w[u, v, c0 + cc] at every (j, cc) (0 for channels past the last)."""
-    kH, kW = w.shape[0], w.shape[1]
-    out = np.zeros((kH, kW, Wo * BLOCK), dtype=w.dtype)
-    for u in range(kH):
-        for v in range(kW):
-            for j in range(Wo):
-                for cc in range(cn):
-                    out[u, v, j * BLOCK + cc] = w[u, v, c0 + cc]
-    return out
-
-
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
 def _triad(y, a, x):
     """y[k] += a[k] · x[k] for k < len(y)."""
@@ -229,50 +242,70 @@ def _triad(y, a, x):
         y[k] += a[k] * x[k]
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _triad3(y, a0, x0, a1, x1, a2, x2):
+    """y[k] += a0[k]·x0[k] + a1[k]·x1[k] + a2[k]·x2[k]: three taps of a row in one pass over y."""
+    for k in range(y.shape[0]):
+        y[k] += a0[k] * x0[k] + a1[k] * x1[k] + a2[k] * x2[k]
+
+
+@njit(cache=True, inline="always")
+def _segment(tile, r, q, sW, L):
+    """The W_out·BLOCK values tap column offset ``q`` reads in tile row ``r``."""
+    start = (q // sW) * BLOCK
+    return tile[r, q % sW, start:start + L]
+
+
 @njit(**_FLAGS)
-def forward_blocks(x, w, b, out, sH, sW, dH, dW, pt, pl):
-    """out (N, C, Ho, Wo) from x (N, C, H, W), w (kH, kW, C) channels last, b (C,); m = 1."""
+def forward_blocks(x, wr, b, out, sH, sW, dH, dW, pt, pl):
+    """out (N, C, Ho, Wo) from x (N, C, H, W), wr (blocks, kH, kW, W_out·BLOCK) the weights repeated
+    along the row, b (C,); m = 1."""
     N, C = x.shape[0], x.shape[1]
-    kH, kW = w.shape[0], w.shape[1]
+    kH, kW = wr.shape[1], wr.shape[2]
     Ho, Wo = out.shape[2], out.shape[3]
     Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
     L = Wo * BLOCK
     nb = (C + BLOCK - 1) // BLOCK
     for t in prange(N * nb):
-        n, c0 = t // nb, (t % nb) * BLOCK
+        n, blk = t // nb, t % nb
+        c0 = blk * BLOCK
         cn = min(BLOCK, C - c0)
         tile = np.empty((Hn, sW, Wq * BLOCK), dtype=x.dtype)
         _load_tile(x, n, c0, cn, tile.reshape((Hn, sW, Wq, BLOCK)), pt, pl)
-        wr = _repeated_weights(w, c0, cn, Wo)
+        w = wr[blk]
         acc = np.empty(L, dtype=x.dtype)
         for i in range(Ho):
             for j in range(Wo):
                 for cc in range(cn):
                     acc[j * BLOCK + cc] = b[c0 + cc]
             for u in range(kH):
-                for v in range(kW):
-                    q = v * dW
-                    start = (q // sW) * BLOCK
-                    _triad(acc, wr[u, v], tile[i * sH + u * dH, q % sW, start:start + L])
+                r = i * sH + u * dH
+                if kW == 3:
+                    _triad3(acc, w[u, 0], _segment(tile, r, 0, sW, L), w[u, 1], _segment(tile, r, dW, sW, L),
+                            w[u, 2], _segment(tile, r, 2 * dW, sW, L))
+                else:
+                    for v in range(kW):
+                        _triad(acc, w[u, v], _segment(tile, r, v * dW, sW, L))
             for cc in range(cn):
                 for j in range(Wo):
                     out[n, c0 + cc, i, j] = acc[j * BLOCK + cc]
 
 
 @njit(**_FLAGS)
-def grad_input_blocks(g, w, dx, sH, sW, dH, dW, pt, pl):
-    """dx (N, C, H, W), overwritten, from g (N, C, Ho, Wo) and w (kH, kW, C) channels last; m = 1."""
+def grad_input_blocks(g, wr, dx, sH, sW, dH, dW, pt, pl):
+    """dx (N, C, H, W), overwritten, from g (N, C, Ho, Wo) and wr (blocks, kH, kW, W_out·BLOCK); m = 1."""
     N, C = dx.shape[0], dx.shape[1]
-    kH, kW = w.shape[0], w.shape[1]
+    kH, kW = wr.shape[1], wr.shape[2]
     Ho, Wo = g.shape[2], g.shape[3]
     Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
     L = Wo * BLOCK
     nb = (C + BLOCK - 1) // BLOCK
     for t in prange(N * nb):
-        n, c0 = t // nb, (t % nb) * BLOCK
+        n, blk = t // nb, t % nb
+        c0 = blk * BLOCK
         cn = min(BLOCK, C - c0)
         dtile = np.zeros((Hn, sW, Wq * BLOCK), dtype=g.dtype)
-        wr = _repeated_weights(w, c0, cn, Wo)
+        w = wr[blk]
         grow = np.zeros(L, dtype=g.dtype)
         for i in range(Ho):
             for cc in range(cn):
@@ -280,9 +313,7 @@ def grad_input_blocks(g, w, dx, sH, sW, dH, dW, pt, pl):
                     grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
             for u in range(kH):
                 for v in range(kW):
-                    q = v * dW
-                    start = (q // sW) * BLOCK
-                    _triad(dtile[i * sH + u * dH, q % sW, start:start + L], wr[u, v], grow)
+                    _triad(_segment(dtile, i * sH + u * dH, v * dW, sW, L), w[u, v], grow)
         _store_tile(dtile.reshape((Hn, sW, Wq, BLOCK)), n, c0, cn, dx, pt, pl)
 
 
@@ -312,9 +343,7 @@ def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
                     grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
             for u in range(kH):
                 for v in range(kW):
-                    q = v * dW
-                    start = (q // sW) * BLOCK
-                    _triad(sums[u, v], grow, tile[i * sH + u * dH, q % sW, start:start + L])
+                    _triad(sums[u, v], grow, _segment(tile, i * sH + u * dH, v * dW, sW, L))
         for u in range(kH):
             for v in range(kW):
                 for cc in range(cn):
