@@ -34,7 +34,8 @@ import dataclasses
 
 import numpy as np
 
-from ..padding import fold, pad
+from ..padding import fold
+from .kernels import fused_padding
 
 ERROR = "local"
 
@@ -57,14 +58,6 @@ def blocked(spec, shape) -> bool:
 
 def describe(spec, shape, pass_) -> str:
     return "channel blocks, channels last" if blocked(spec, shape) else "rows"
-
-
-def _geometry(x, spec):
-    """(the input the kernels read, and the top and left padding they fuse)."""
-    if spec.padding_mode == "zeros":
-        (pt, _), (pl, _) = spec.padding
-        return x, pt, pl
-    return pad(x, spec), 0, 0
 
 
 def _repeated(w, shape, spec):
@@ -94,7 +87,7 @@ def forward(x, w, b, spec, shape):
     out = np.empty((N, Co, Ho, Wo), dtype=x.dtype)
     if N == 0:
         return out
-    xs, pt, pl = _geometry(np.ascontiguousarray(x), spec)
+    xs, pt, pl = fused_padding(x, spec)
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     if blocked(spec, shape):
         _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
@@ -128,7 +121,7 @@ def backward(grad_out, x, w, spec, shape, mask):
         if not zeros:
             dx = fold(target, spec, (shape.H, shape.W)) if N else dx
     if want_dw:
-        xs, ptx, plx = _geometry(np.ascontiguousarray(x), spec)
+        xs, ptx, plx = fused_padding(x, spec)
         if N == 0:
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
         elif blocked(spec, shape):

@@ -58,6 +58,7 @@ FOLD_BELOW_1X1_FORWARD = 100      # and forward
 MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
 SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
 SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
+COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
 
 # the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
 COST_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)
@@ -109,12 +110,20 @@ def describe(spec, shape, pass_) -> str:
     return layout_text(spec, shape, pass_, with_phases=True)
 
 
+def compiled(spec, shape) -> bool:
+    """Whether the per-sample layout's col2im runs as a compiled kernel (padding fused), and its
+    im2col too unless the input is split into stride phases (NumPy's copies of the phases won)."""
+    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= COMPILED_FROM_PIXELS
+
+
 def layout_text(spec, shape, pass_, with_phases: bool) -> str:
     L = shape.H_out * shape.W_out
-    parts = [f"batch folded (H_out·W_out = {L})" if batch_folded(spec, shape, pass_ != "forward")
-             else f"per sample (H_out·W_out = {L})"]
+    folded_ = batch_folded(spec, shape, pass_ != "forward")
+    parts = [f"batch folded (H_out·W_out = {L})" if folded_ else f"per sample (H_out·W_out = {L})"]
     if with_phases and stride_phases(spec):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if with_phases and not folded_ and compiled(spec, shape):
+        parts.append("compiled col2im" if stride_phases(spec) else "compiled im2col/col2im")
     if with_phases and slice_bytes(spec, shape):
         parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
     return ", ".join(parts)
@@ -205,8 +214,18 @@ def im2col(x, spec, shape, ones_row=False):
     K, L = Cg * kH * kW, shape.H_out * shape.W_out
     if _is_pointwise(spec) and not ones_row:
         return x.reshape(N, G, Cg, L)                               # a view: no copy
-    source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
     full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
+    if compiled(spec, shape) and not stride_phases(spec) and N:
+        from .kernels import _numba, fused_padding, im2col as kernels
+
+        xs, pt, pl = fused_padding(x, spec)
+        # (N, G, K + ones, L) → (N, G, K + ones, H_out, W_out) view
+        _numba.launch(kernels.im2col, xs, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out),
+                      kH, kW, *spec.stride, *spec.dilation, pt, pl)
+        if ones_row:
+            full[:, :, K] = 1
+        return full
+    source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
     cols = full[:, :, :K]                                           # (N, G, K, L) view
     cols.shape = (N, G, Cg, kH, kW, shape.H_out, shape.W_out)       # a view (raises if it cannot be)
     for u in range(kH):
@@ -224,6 +243,18 @@ def col2im(dcols, spec, shape):
     kH, kW = spec.kernel_size
     if _is_pointwise(spec):
         return dcols.reshape(N, C, shape.H, shape.W)
+    if compiled(spec, shape) and N:
+        from .kernels import _numba, im2col as kernels
+
+        (pt, pb), (pl, pr) = spec.padding
+        zeros = spec.padding_mode == "zeros"
+        dx = np.empty((N, C, shape.H, shape.W) if zeros else (N, C, shape.H + pt + pb, shape.W + pl + pr),
+                      dtype=dcols.dtype)
+        # (N, G, K, L) → (N, G, K, H_out, W_out)
+        d5 = np.ascontiguousarray(dcols).reshape(N, shape.groups, -1, shape.H_out, shape.W_out)
+        _numba.launch(kernels.col2im, d5, dx, kH, kW, *spec.stride, *spec.dilation,
+                      *((pt, pl) if zeros else (0, 0)))
+        return dx if zeros else fold(dx, spec, (shape.H, shape.W))
     # (N, G, Cg, kH, kW, H_out, W_out)
     d = dcols.reshape(N, shape.groups, shape.in_per_group, kH, kW, shape.H_out, shape.W_out)
     dxp = _scatter_taps(lambda u, v: d[:, :, :, u, v].reshape(N, C, shape.H_out, shape.W_out),
