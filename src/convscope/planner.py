@@ -10,7 +10,7 @@ row         condition                                       forward      grad_in
 ==========  ==============================================  ===========  ===========  ===========
 1x1         1×1 kernel (any stride, padding, groups)        pointwise    pointwise    pointwise
 fft-dw      one input channel per group, groups > 1,        fft          fft          fft
-            kH·kW ≥ 49, stride 1, dilation 1
+            kH·kW ≥ 289, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64,
@@ -51,7 +51,7 @@ WINOGRAD_MIN_OUTPUT_PIXELS = 100      # and from 10×10 outputs (7²: too few ti
 WINOGRAD_WEIGHT_BELOW_PIXELS = 1024   # its grad_weight below 32² outputs (56²: im2col faster)
 FFT_MIN_TAPS = 25                     # FFT considered from 5×5 (3×3: 1.1–26× slower per pass)
 FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keeps 1/s² of it
-FFT_DEPTHWISE_MIN_TAPS = 49           # FFT for depthwise from 7×7 (won 19 of 21 layers at 7×7, 10 of 23 at 5×5)
+FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
 
 
 # --------------------------------------------------------------------------- the automatic table
