@@ -8,7 +8,7 @@ padding ``(pt, pl)`` fused (a tap that falls in the zero border is skipped, ther
     dw[o, u, v]      = Σ_n Σ_i Σ_j g[n, o, i, j] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
 
 For a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
-(:func:`_columns`), so the innermost loop runs over ``j`` with no test: contiguous for stride 1, which
+(:func:`._numba.columns`), so the innermost loop runs over ``j`` with no test: contiguous for stride 1, which
 LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches exactly the outputs
 (and gradients) whose windows hold it.  ``fastmath`` allows reassociation and fused multiply-adds only
 (no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
@@ -21,17 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..depthwise import BLOCK
-from ._numba import njit, prange
+from ._numba import columns as _columns, njit, prange
 
 _FLAGS = dict(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-
-
-@njit(cache=True, inline="always")
-def _columns(off, sW, W, Wo):
-    """(j0, j1): the output columns j with 0 ≤ j·sW + off < W."""
-    j0 = max(0, (sW - 1 - off) // sW)
-    j1 = min(Wo, (W - 1 - off) // sW + 1)
-    return j0, max(j0, j1)
 
 
 # The loops below index from 0 with a non-negative step, so that numba drops its negative-index
@@ -194,12 +186,28 @@ def grad_weight(g, x, dw, sH, sW, dH, dW, pt, pl, m):
 # the tile's layout on the way out.  Tiles and accumulators are allocated once per block.
 
 
-@njit(cache=True)
-def _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW):
-    """(Hn, sW, Wq): the rows a block of outputs reads, and its columns split into sW phases."""
+@njit(cache=True, inline="always")
+def _block_sizes(C, Ho, Wo, kH, kW, sH, sW, dH, dW):
+    """(Hn, Wq, L, blocks): the tile's rows (those the outputs read) and columns per phase, the
+    values of an output row of a block (W_out·BLOCK), and the number of channel blocks."""
     Hn = (Ho - 1) * sH + dH * (kH - 1) + 1
     Wn = (Wo - 1) * sW + dW * (kW - 1) + 1
-    return Hn, sW, (Wn + sW - 1) // sW
+    return Hn, (Wn + sW - 1) // sW, Wo * BLOCK, (C + BLOCK - 1) // BLOCK
+
+
+@njit(cache=True, inline="always")
+def _block(t, nb, C):
+    """(n, block, first channel, channels) of work item t."""
+    n, blk = t // nb, t % nb
+    return n, blk, blk * BLOCK, min(BLOCK, C - blk * BLOCK)
+
+
+@njit(cache=True, inline="always")
+def _gather_row(g, n, c0, cn, i, row):
+    """row[j·BLOCK + cc] = g[n, c0 + cc, i, j]: one output row of a block, channels last."""
+    for cc in range(cn):
+        for j in range(g.shape[3]):
+            row[j * BLOCK + cc] = g[n, c0 + cc, i, j]
 
 
 @njit(cache=True)
@@ -263,13 +271,9 @@ def forward_blocks(x, wr, b, out, sH, sW, dH, dW, pt, pl):
     N, C = x.shape[0], x.shape[1]
     kH, kW = wr.shape[1], wr.shape[2]
     Ho, Wo = out.shape[2], out.shape[3]
-    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
-    L = Wo * BLOCK
-    nb = (C + BLOCK - 1) // BLOCK
+    Hn, Wq, L, nb = _block_sizes(C, Ho, Wo, kH, kW, sH, sW, dH, dW)
     for t in prange(N * nb):
-        n, blk = t // nb, t % nb
-        c0 = blk * BLOCK
-        cn = min(BLOCK, C - c0)
+        n, blk, c0, cn = _block(t, nb, C)
         tile = np.empty((Hn, sW, Wq * BLOCK), dtype=x.dtype)
         _load_tile(x, n, c0, cn, tile.reshape((Hn, sW, Wq, BLOCK)), pt, pl)
         w = wr[blk]
@@ -297,20 +301,14 @@ def grad_input_blocks(g, wr, dx, sH, sW, dH, dW, pt, pl):
     N, C = dx.shape[0], dx.shape[1]
     kH, kW = wr.shape[1], wr.shape[2]
     Ho, Wo = g.shape[2], g.shape[3]
-    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
-    L = Wo * BLOCK
-    nb = (C + BLOCK - 1) // BLOCK
+    Hn, Wq, L, nb = _block_sizes(C, Ho, Wo, kH, kW, sH, sW, dH, dW)
     for t in prange(N * nb):
-        n, blk = t // nb, t % nb
-        c0 = blk * BLOCK
-        cn = min(BLOCK, C - c0)
+        n, blk, c0, cn = _block(t, nb, C)
         dtile = np.zeros((Hn, sW, Wq * BLOCK), dtype=g.dtype)
         w = wr[blk]
         grow = np.zeros(L, dtype=g.dtype)
         for i in range(Ho):
-            for cc in range(cn):
-                for j in range(Wo):
-                    grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
+            _gather_row(g, n, c0, cn, i, grow)
             for u in range(kH):
                 for v in range(kW):
                     _triad(_segment(dtile, i * sH + u * dH, v * dW, sW, L), w[u, v], grow)
@@ -327,20 +325,15 @@ def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
     N, C = x.shape[0], x.shape[1]
     kH, kW = parts.shape[1], parts.shape[2]
     Ho, Wo = g.shape[2], g.shape[3]
-    Hn, _, Wq = _tile_shape(Ho, Wo, kH, kW, sH, sW, dH, dW)
-    L = Wo * BLOCK
-    nb = (C + BLOCK - 1) // BLOCK
+    Hn, Wq, L, nb = _block_sizes(C, Ho, Wo, kH, kW, sH, sW, dH, dW)
     for t in prange(N * nb):
-        n, c0 = t // nb, (t % nb) * BLOCK
-        cn = min(BLOCK, C - c0)
+        n, _, c0, cn = _block(t, nb, C)
         tile = np.empty((Hn, sW, Wq * BLOCK), dtype=x.dtype)
         _load_tile(x, n, c0, cn, tile.reshape((Hn, sW, Wq, BLOCK)), pt, pl)
         sums = np.zeros((kH, kW, L), dtype=x.dtype)
         grow = np.zeros(L, dtype=x.dtype)
         for i in range(Ho):
-            for cc in range(cn):
-                for j in range(Wo):
-                    grow[j * BLOCK + cc] = g[n, c0 + cc, i, j]
+            _gather_row(g, n, c0, cn, i, grow)
             for u in range(kH):
                 for v in range(kW):
                     _triad(sums[u, v], grow, _segment(tile, i * sH + u * dH, v * dW, sW, L))

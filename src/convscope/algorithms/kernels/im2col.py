@@ -13,15 +13,7 @@ alone.
 """
 from __future__ import annotations
 
-from ._numba import njit, prange
-
-
-@njit(cache=True, inline="always")
-def _columns(off, sW, W, Wo):
-    """(j0, j1): the output columns j with 0 ≤ j·sW + off < W."""
-    j0 = max(0, (sW - 1 - off) // sW)
-    j1 = min(Wo, (W - 1 - off) // sW + 1)
-    return j0, max(j0, j1)
+from ._numba import columns as _columns, njit, prange
 
 
 @njit(cache=True, parallel=True)
