@@ -93,3 +93,22 @@ def test_compiled_im2col_runs_and_matches_numpy(monkeypatch):
         got_cols, got_dx = gemm.im2col(x, spec, shape, ones_row=True), gemm.col2im(d, spec, shape)
         assert np.array_equal(got_cols, want_cols), mode
         assert_close(got_dx, want_dx, mode)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch", [2, 0, None], ids=["batched", "zero_batch", "unbatched"])
+def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
+    """The per-sample layout with the compiled im2col/col2im, forced, against torch (strided, dilated, grouped)."""
+    pytest.importorskip("torch")
+    from oracle import check_against_torch
+
+    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", NEVER)
+    rng = np.random.default_rng(7)
+    shape = (4, 9, 10) if batch is None else (batch, 4, 9, 10)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 4)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    check_against_torch(x, w, b, algorithm="gemm", stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
+                        padding_mode=mode)

@@ -137,18 +137,23 @@ def backward(grad_out, x, w, spec, shape, mask):
 
 
 def workspace(pass_, spec, shape, itemsize):
-    """Scratch bytes: the padded copy (modes other than zeros), per-thread tiles, the weight's parts."""
+    """Scratch bytes (the result included): the result, the padded copy and its gradient (modes other
+    than zeros), the weight's copies; for channel blocks, each thread's tile and rows, the weights
+    repeated along a row and the samples' shares of the weight gradient."""
     from ..threads import get_num_threads
 
     (pt, pb), (pl, pr) = spec.padding
     kH, kW = spec.kernel_size
-    padded = 0 if spec.padding_mode == "zeros" else shape.N * shape.C * (shape.H + pt + pb) * (shape.W + pl + pr)
-    total = padded * (2 if pass_ == "grad_input" else 1)
+    N, C, Co = shape.N, shape.C, shape.out_channels
+    padded = 0 if spec.padding_mode == "zeros" else N * C * (shape.H + pt + pb) * (shape.W + pl + pr)
+    result = {"forward": N * Co * shape.H_out * shape.W_out, "grad_input": N * C * shape.H * shape.W,
+              "grad_weight": Co * kH * kW}[pass_]
+    total = result + padded * (2 if pass_ == "grad_input" else 1) + 2 * Co * kH * kW
     if blocked(spec, shape):
         rows = (shape.H_out - 1) * spec.stride[0] + spec.dilation[0] * (kH - 1) + 1
         cols = (shape.W_out - 1) * spec.stride[1] + spec.dilation[1] * (kW - 1) + 1 + spec.stride[1]
         per_thread = BLOCK * (rows * cols + (kH * kW + 2) * shape.W_out)
-        total += get_num_threads() * per_thread
+        total += get_num_threads() * per_thread + -(-Co // BLOCK) * BLOCK * kH * kW * shape.W_out
         if pass_ == "grad_weight":
-            total += 2 * shape.N * shape.out_channels * kH * kW
+            total += 2 * N * Co * kH * kW
     return total * itemsize
