@@ -155,3 +155,46 @@ def float32_against_exact(algorithm: str, x, w, rng, **params):
     grads32 = convscope.conv2d_backward(g32, x32, w32, algorithm=algorithm, **params)
     pairs = ((y32, exact), (grads32.input, exact_g.input), (grads32.weight, exact_g.weight))
     return pairs, (convscope.conv2d(x, w, algorithm=algorithm, **params), exact)
+
+
+def torch_native_conv2d(x, w, b, grad_output, **params):
+    """:func:`torch_conv2d` on torch's native CPU kernels (oneDNN switched off).
+
+    Where a NaN or ±Inf weight (or, for ∂/∂weight, a NaN or ±Inf grad_output) meets a
+    zero-padding cell, torch's result depends on the kernel it picks: its native kernels multiply
+    the padding's zeros (0·Inf = NaN, as the definition ``Σ x̃ · w`` reads), its oneDNN float32
+    kernels (picked for some shapes only) skip them.  convscope follows the definition, which is
+    what these kernels compute; everywhere else both of torch's kernels give the same pattern.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                 # oneDNN's notice about TF32 on Intel GPUs
+        with torch.backends.mkldnn.flags(enabled=False):
+            return torch_conv2d(x, w, b, grad_output, **params)
+
+
+def nonfinite_masks(a):
+    """(NaN, +Inf, −Inf) masks of an array."""
+    a = np.asarray(a)
+    return np.isnan(a), np.isposinf(a), np.isneginf(a)
+
+
+def assert_same_nonfinite(actual, expected, what: str = "value", scale=None) -> None:
+    """NaN, +Inf and −Inf at the same places as in ``expected``, and the finite values close
+    (within :func:`tolerance` of their magnitude, or of ``scale`` when given)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    for kind, got, want in zip(("NaN", "+Inf", "-Inf"), nonfinite_masks(actual), nonfinite_masks(expected)):
+        if not np.array_equal(got, want):
+            first = tuple(int(i) for i in np.argwhere(got != want)[0])
+            raise AssertionError(f"{what}: {kind} at {int(got.sum())} places, torch at {int(want.sum())} "
+                                 f"(first difference at {first})")
+    finite = np.isfinite(expected)
+    if scale is None:
+        assert_close(np.where(finite, actual, 0), np.where(finite, expected, 0), what)
+    else:
+        err = float(np.abs(actual[finite].astype(np.float64) - expected[finite]).max(initial=0))
+        assert err <= RTOL[expected.dtype] * scale, f"{what}: max |error| {err:.3g} > {RTOL[expected.dtype]} × {scale:.3g}"

@@ -9,7 +9,6 @@ cells its terms read, the pixels padding cells copy), or from an independent cal
 """
 from __future__ import annotations
 
-import base64
 import builtins
 import io
 import shutil
@@ -430,20 +429,20 @@ def test_mp4_when_ffmpeg_is_present(tmp_path):
         assert (width, height, frames) == (*anim.size, len(anim))
 
 
-def test_notebook_html_is_the_gif_inline(monkeypatch):
+def test_notebook_output_is_the_gif_as_image_gif(monkeypatch):
     anim = animate(np.ones((1, 1, 2, 2)), np.arange(9.0).reshape(1, 3, 3))
-    page = anim._repr_html_()
-    prefix = '<img src="data:image/gif;base64,'
-    assert page.startswith(prefix)
-    data = base64.b64decode(page[len(prefix):page.index('"', len(prefix))])
-    with Image.open(io.BytesIO(data)) as gif:
+    bundle = anim._repr_mimebundle_()
+    assert set(bundle) == {"image/gif", "text/plain"} and not hasattr(anim, "_repr_html_")
+    with Image.open(io.BytesIO(bundle["image/gif"])) as gif:
         assert gif.n_frames == len(anim) == 4
+    assert f"GIF, {len(bundle['image/gif']) / 1e3:.0f} kB" in bundle["text/plain"]
     assert "4 frames" in repr(anim)
     from convscope.animate import media
 
     monkeypatch.setattr(media, "HTML_MAX_BYTES", 100)  # a GIF too large to inline: the first frame, and how to save it
-    page = anim._repr_html_()
-    assert page.startswith('<div><img src="data:image/png;base64,') and ".save(" in page
+    bundle = anim._repr_mimebundle_()
+    assert set(bundle) == {"image/png", "text/plain"} and ".save(" in bundle["text/plain"]
+    assert bundle["image/png"].startswith(b"\x89PNG")
 
 
 # --------------------------------------------------------------------------- the command line

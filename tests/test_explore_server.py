@@ -18,7 +18,8 @@ import pytest
 
 import convscope
 from convscope.explore import layer_data, write_page
-from convscope.explore.server import MAX_BODY, MAX_QUERY, check_host, make_server, npy_bytes
+from convscope.explore.data import decode, public
+from convscope.explore.server import MAX_BODY, MAX_CONNECTIONS, MAX_QUERY, check_host, make_server, npy_bytes
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
@@ -59,7 +60,12 @@ def post_json(srv, obj, **kw):
 
 
 def roundtrip(d):
-    return json.loads(json.dumps(d))
+    return json.loads(json.dumps(public(d)))
+
+
+def without_key(data):
+    assert isinstance(data.pop("key"), str)
+    return data
 
 
 def external_urls(text):
@@ -90,12 +96,12 @@ def test_layer_by_query_is_layer_data(server):
     status, response, data = request(server, "GET", "/api/layer?" + query)
     assert status == 200, data
     assert response.getheader("Content-Type").startswith("application/json")
-    assert data == roundtrip(layer_data(input_shape=(3, 6, 5), out_channels=2, kernel_size=(3, 2),
+    assert without_key(data) == roundtrip(layer_data(input_shape=(3, 6, 5), out_channels=2, kernel_size=(3, 2),
                                         padding=(1, 2), padding_mode="circular", bias=True, seed=4,
                                         integers=True, grad_output="random"))
     status, _, data = request(server, "GET", "/api/layer?input=4x4&padding=same&bias=0.5,-1&out_channels=2")
     assert status == 200, data
-    assert data["bias"] == [0.5, -1.0] and data["config"]["bias_given"] == [0.5, -1.0]
+    assert decode(data["arrays"]["bias"]).tolist() == [0.5, -1.0] and data["config"]["bias_given"] == [0.5, -1.0]
     assert data["config"]["padding"] == "same"
 
 
@@ -105,7 +111,8 @@ def test_layer_from_a_posted_npy(server):
             "npy": base64.b64encode(npy_bytes(x)).decode()}
     status, _, data = post_json(server, body)
     assert status == 200, data
-    assert data == roundtrip(layer_data(x, kernel_size=2, padding=(1, 0), padding_mode="replicate", bias=[0.5]))
+    assert without_key(data) == roundtrip(layer_data(x, kernel_size=2, padding=(1, 0), padding_mode="replicate",
+                                                     bias=[0.5], input_name="the file"))
     status, _, body = post_json(server, {"kernel_size": [3, 2.5]})
     assert status == 400 and "kernel_size must be an integer or two" in body["error"]
     assert data["config"]["dtype"] == "float64" and data["config"]["input_given"]
@@ -129,14 +136,18 @@ def test_invalid_combinations_answer_the_librarys_message(server, query, library
 
 
 @pytest.mark.parametrize("query, words", [
-    ("input=100x100", "input height H must be at most 64 in convscope explore, got 100"),
+    ("input=2000x100", "input height H must be at most 1024 in convscope explore, got 2000"),
     ("input=20x4x4", "input channels C must be at most 16"),
-    ("kernel_size=99", "kernel_size must be at most 11"),
+    ("kernel_size=99", "kernel_size must be at most 31"),
     ("out_channels=1000", "out_channels must be at most 16"),
-    ("stride=9,1", "stride must be at most 8"),
-    ("padding=100", "padding must be at most 16"),
-    ("input=40x40&kernel_size=1", "explains at most"),
-    ("input=16x16&kernel_size=11&padding=5", "terms"),
+    ("stride=17,1", "stride must be at most 16"),
+    ("padding=100", "padding must be at most 64"),
+    ("input=16x1024x1024&out_channels=16&kernel_size=1", "MiB"),
+    ("seed=%C2%B2", "seed must be an integer, got '²'"),
+    ("input=%C2%B2x4", "input must be an integer, got '²'"),
+    ("out_channels=%D9%A3", "out_channels must be an integer, got '٣'"),
+    ("kernel=1%202%3B3%20x", "kernel: row 2, entry 2 is not a number: 'x'"),
+    ("image=moon", "image must be one of camera, coins, astronaut, digits"),
     ("stride=abc", "stride must be an integer or two"),
     ("seed=1e9", "seed must be an integer, got '1e9'"),
     ("seed=99999999999999999999", "seed must be an integer"),
@@ -161,9 +172,6 @@ def test_oversize_requests(server):
     status, _, body = request(server, "POST", "/api/layer", b"{}",
                               {"Content-Type": "application/json", "Content-Length": str(MAX_BODY + 1)})
     assert status == 413 and str(MAX_BODY) in body["error"]
-    x = np.zeros((16, 64, 64))     # the largest input is within the body limit, then refused by a bound
-    status, _, body = post_json(server, {"npy": base64.b64encode(npy_bytes(x)).decode()})
-    assert status == 400 and "explains at most" in body["error"]
     status, _, body = post_json(server, {"npy": base64.b64encode(npy_bytes(np.zeros((17, 2, 2)))).decode()})
     assert status == 400 and "input channels C must be at most 16" in body["error"]
 
@@ -173,14 +181,14 @@ def test_bad_bodies(server):
     assert request(server, "POST", "/api/layer", b"[1]", {"Content-Type": "application/json"})[0] == 400
     assert request(server, "POST", "/api/layer", b"{}", {"Content-Type": "text/plain"})[0] == 415
     status, _, body = post_json(server, {"npy": "not base64!"})
-    assert status == 400 and "npy must be base64" in body["error"]
+    assert status == 400 and "file must be base64" in body["error"]
     status, _, body = post_json(server, {"npy": base64.b64encode(b"hello").decode()})
-    assert status == 400 and "cannot read the file as a .npy array" in body["error"]
+    assert status == 400 and "not a .npy, PNG or JPEG file" in body["error"]
     pickled = np.array([{"a": 1}], dtype=object)
     buffer = io.BytesIO()
     np.save(buffer, pickled, allow_pickle=True)
     status, _, body = post_json(server, {"npy": base64.b64encode(buffer.getvalue()).decode()})
-    assert status == 400 and "pickle" in body["error"].lower()
+    assert status == 400 and "must hold numbers, got dtype object" in body["error"]
 
 
 @pytest.mark.parametrize("path", ["/foo", "/api", "/api/layer/", "/index.html", "/favicon.ico",
@@ -261,7 +269,10 @@ def run_cli(*args, timeout=60):
     (["--host", "0.0.0.0"], "host must be a loopback address"),
     (["--host", "example.com"], "host must be a loopback address"),
     (["--input", "3x5x5", "-g", "2"], "in_channels (3) must be divisible by groups (2)"),
-    (["--kernel", "12"], "kernel_size must be at most 11"),
+    (["--kernel", "40"], "kernel_size must be at most 31"),
+    (["--preset", "sobel_q"], "kernel: row 1, entry 1 is not a number: 'sobel_q'"),
+    (["--kernel-values", "1 2; 3 x"], "kernel: row 2, entry 2 is not a number: 'x'"),
+    (["--image", "moon"], "image must be one of camera, coins, astronaut, digits"),
     (["--bias", "x,y"], "--bias must be numbers"),
     (["--port", "-5"], "port must be an int in 0..65535"),
 ])
@@ -302,8 +313,7 @@ def test_ctrl_c_stops_cleanly_and_requests_are_not_logged():
 
 def test_out_writes_a_self_contained_page(tmp_path):
     path = tmp_path / "conv.html"
-    result = run_cli("--input", "2x5x5", "--integers", "-p", "1", "--padding-mode", "reflect", "--bias",
-                     "--out", str(path))
+    result = run_cli("--input", "2x5x5", "--integers", "-p", "1", "--padding-mode", "reflect", "--out", str(path))
     assert result.returncode == 0, result.stderr
     assert str(path) in result.stdout
     text = path.read_text(encoding="utf-8")
@@ -313,7 +323,7 @@ def test_out_writes_a_self_contained_page(tmp_path):
     assert boot["mode"] == "static"
     assert boot["data"] == roundtrip(layer_data(input_shape=(2, 5, 5), integers=True, padding=1,
                                                 padding_mode="reflect", bias=True))
-    assert boot["command"] == "convscope explore --input 2x5x5 --seed 0 --integers -k 3 --bias -p 1 --padding-mode reflect"
+    assert boot["command"] == "convscope explore --input 2x5x5 --seed 0 --integers -k 3 -p 1 --padding-mode reflect"
 
 
 def test_write_page_escapes_the_data(tmp_path):
@@ -322,3 +332,198 @@ def test_write_page_escapes_the_data(tmp_path):
     text = open(path, encoding="utf-8").read()
     assert text.count("</script>") == 2                # the boot data cannot close its element
     assert "--input-file '\\u003c/script>\\u003cb>x.npy'" in text
+
+
+# --------------------------------------------------------------------------- every request is answered
+
+
+def fresh_server(**attributes):
+    srv = make_server(input_shape=(3, 3), kernel_size=2)
+    for name, value in attributes.items():
+        setattr(srv, name, value)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return srv, thread
+
+
+def stop(srv, thread):
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.mark.parametrize("body", [b"[" * 100000, b'{"a":' * 50000, b'{"a": ' + b"[" * 100000 + b"]" * 100000 + b"}"])
+def test_deeply_nested_bodies_are_answered_400(server, body):
+    status, _, answer = request(server, "POST", "/api/layer", body, {"Content-Type": "application/json"})
+    assert status == 400 and "error" in answer
+    assert request(server, "GET", "/api/health")[0] == 200
+
+
+def test_an_npy_whose_header_claims_37_gib_is_refused_before_allocating(server):
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': (3, {37 * 2**30 // 12}, 1), }}".encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\0" * 64
+    start = time.perf_counter()
+    status, _, body = post_json(server, {"file": base64.b64encode(npy).decode(), "file_name": "huge.npy"})
+    assert status == 400 and f"huge.npy: the header claims shape (3, {37 * 2**30 // 12}, 1)" in body["error"]
+    assert time.perf_counter() - start < 5
+
+
+def test_superscript_digits_in_a_content_length_are_411(server):
+    status, _, body = request(server, "POST", "/api/layer", b"{}", {"Content-Type": "application/json",
+                                                                    "Content-Length": "²"})
+    assert status == 411
+
+
+def test_a_posted_png_and_a_corrupt_one(server):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(30, dtype=np.uint8).reshape(5, 6)).save(buffer, format="PNG")
+    status, _, data = post_json(server, {"file": base64.b64encode(buffer.getvalue()).decode(), "file_name": "a.png",
+                                         "kernel": "sobel_y", "padding": 1})
+    assert status == 200, data
+    assert data["config"]["input_name"] == "a.png" and data["config"]["input_shape"] == [1, 5, 6]
+    assert np.array_equal(decode(data["arrays"]["x"]), np.arange(30, dtype=np.float32).reshape(1, 5, 6) / 255)
+    status, _, body = post_json(server, {"file": base64.b64encode(buffer.getvalue()[:50]).decode(),
+                                         "file_name": "a.png"})
+    assert status == 400 and "a.png: cannot read the file as a PNG or JPEG image" in body["error"]
+
+
+def test_the_element_route_is_explains(server):
+    status, _, data = request(server, "GET", "/api/layer?input=2x5x5&padding=1&padding_mode=reflect&out_channels=2")
+    assert status == 200
+    expected = layer_data(input_shape=(2, 5, 5), padding=1, padding_mode="reflect", out_channels=2)
+    from convscope.explore import element
+
+    for kind, at in (("output", (1, 4, 0)), ("input", (1, 0, 4)), ("weight", (1, 0, 2, 2)), ("bias", (1,))):
+        status, _, got = request(server, "GET", f"/api/element?key={data['key']}&kind={kind}&at=" +
+                                 ",".join(map(str, at)))
+        assert status == 200 and got == json.loads(json.dumps(element(expected, kind, at))), got
+    for query, code, words in (("key=nope&kind=output&at=0,0,0", 410, "no longer kept"),
+                               (f"key={data['key']}&kind=grad&at=0", 400, "kind must be one of"),
+                               (f"key={data['key']}&kind=output&at=0,%C2%B2,0", 400, "at must be up to 4 integers"),
+                               (f"key={data['key']}&kind=output&at=0,9,0", 400, "i"),
+                               (f"key={data['key']}&kind=output", 400, "takes key, kind and at")):
+        status, _, body = request(server, "GET", "/api/element?" + query)
+        assert status == code and words in body["error"], body
+
+
+def test_a_request_over_the_limits_does_not_wait_for_the_build_lock(server):
+    assert server.build_lock.acquire(timeout=10)
+    try:
+        start = time.perf_counter()
+        status, _, body = request(server, "GET", "/api/layer?input=2000x100")
+        assert status == 400 and "at most 1024" in body["error"]
+        status, _, body = request(server, "GET", "/api/layer?input=16x1024x1024&out_channels=16&kernel_size=1")
+        assert status == 400 and "MiB" in body["error"]
+        assert time.perf_counter() - start < 5
+    finally:
+        server.build_lock.release()
+
+
+def test_connections_are_capped_and_slow_clients_are_cut():
+    srv, thread = fresh_server(socket_timeout=1.0, request_deadline=2.0)
+    socks = []
+    try:
+        before = threading.active_count()
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(b"G")
+            socks.append(s)
+        time.sleep(0.3)
+        assert threading.active_count() - before <= 2 * MAX_CONNECTIONS   # a thread and a deadline timer each
+        start = time.perf_counter()
+        status, _, body = request(srv, "GET", "/api/health")       # over the cap: answered at once
+        assert status == 503 and "busy" in body["error"] and time.perf_counter() - start < 2
+        slow = socks[0]                                            # one byte every 0.5 s: cut at the deadline
+        cut = None
+        for _ in range(12):
+            time.sleep(0.5)
+            try:
+                slow.sendall(b"E")
+                if slow.recv(1, socket.MSG_DONTWAIT) == b"":
+                    cut = time.perf_counter() - start
+                    break
+            except BlockingIOError:
+                continue
+            except OSError:
+                cut = time.perf_counter() - start
+                break
+        assert cut is not None and cut < 5
+        time.sleep(1.5)                                             # the silent ones are cut by the socket timeout
+        assert request(srv, "GET", "/api/health")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+        stop(srv, thread)
+
+
+def boot_of(path):
+    text = open(path, encoding="utf-8").read()
+    return json.loads(re.search(r'id="convscope-boot">(.*?)</script>', text, re.S).group(1))
+
+
+def test_out_with_an_image_a_preset_a_weight_file_and_a_png(tmp_path):
+    pytest.importorskip("skimage")
+    from PIL import Image
+
+    page = tmp_path / "p.html"
+    result = run_cli("--image", "coins", "--preset", "gaussian", "--no-bias", "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    boot = boot_of(page)
+    cfg = boot["data"]["config"]
+    assert cfg["image"] == "coins" and cfg["kernel_name"] == "gaussian" and not cfg["bias"]
+    assert boot["command"] == "convscope explore --image coins --preset gaussian --no-bias"
+    assert boot["data"] == roundtrip(layer_data(image="coins", kernel="gaussian", bias=False))
+
+    w = np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3) - 9
+    np.save(tmp_path / "w.npy", w)
+    png = tmp_path / "a.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).save(png)
+    result = run_cli("--input-file", str(png), "--weight-file", str(tmp_path / "w.npy"), "--bias", "0.5", "-p", "1",
+                     "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    data = boot_of(page)["data"]
+    assert np.array_equal(decode(data["arrays"]["weight"]), w) and data["config"]["input_name"] == "a.png"
+    x = np.arange(48, dtype=np.float32).reshape(1, 6, 8) / 255
+    assert np.array_equal(decode(data["arrays"]["output"]), convscope.conv2d(x, w, np.float32([0.5, 0.5]), padding=1))
+
+    batch = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    np.save(tmp_path / "batch.npy", batch)
+    result = run_cli("--input-file", str(tmp_path / "batch.npy"), "--sample", "1", "-k", "2", "--out", str(page))
+    assert result.returncode == 0, result.stderr
+    data = boot_of(page)["data"]
+    assert np.array_equal(decode(data["arrays"]["x"]), batch[1]) and data["config"]["sample"] == 1
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\nbroken"), "cannot read the file as a PNG or JPEG image"),
+    (lambda p: p.write_bytes(b""), "not a .npy, PNG or JPEG file"),
+    (lambda p: os.mkfifo(p), "is not a regular file"),
+    (lambda p: np.save(p, np.zeros((2, 1, 3, 3), np.float32)), "pass sample=n"),
+])
+def test_cli_bad_input_files_are_one_line_exit_2(tmp_path, make, words):
+    path = tmp_path / "in.npy"
+    make(path)
+    result = run_cli("--input-file", str(path), "--out", str(tmp_path / "p.html"), timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and words in lines[0], result.stderr
+
+
+def test_a_client_that_goes_away_costs_no_traceback(capfd):
+    srv, thread = fresh_server()
+    try:
+        for pause in (0.05, 0.3, 0.6):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            s.sendall(f"GET /api/layer?input=1x1024x1024&out_channels=4 HTTP/1.0\r\nHost: 127.0.0.1:{srv.port}\r\n\r\n"
+                      .encode())
+            time.sleep(pause)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")   # reset, mid-answer
+            s.close()
+        time.sleep(1.5)
+        assert request(srv, "GET", "/api/health")[0] == 200
+    finally:
+        stop(srv, thread)
+    assert "Traceback" not in capfd.readouterr().err

@@ -13,12 +13,15 @@ Public API
 - :func:`set_tuning`, :func:`get_tuning`: time the candidates once per configuration, keep the fastest
 - :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
 - :func:`set_num_threads`, :func:`get_num_threads`
+- :func:`set_conv_precision`, :func:`get_conv_precision`, :func:`conv_precision`: whether the planner
+  may choose Winograd and FFT, whose rounding error is relative to a call's largest values
 """
 from .animate import Animation, animate
 from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
 from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
 from .module import Conv2d
 from .planner import plan
+from .precision import conv_precision, get_conv_precision, set_conv_precision
 from .spec import ConvSpec
 from .threads import get_num_threads, set_num_threads
 from .tuning import get_tuning, set_tuning
@@ -42,13 +45,16 @@ __all__ = [
     "conv2d_input",
     "conv2d_output_size",
     "conv2d_weight",
+    "conv_precision",
     "explain",
     "explain_grad",
     "explain_shape",
+    "get_conv_precision",
     "get_num_threads",
     "get_tuning",
     "get_workspace_limit",
     "plan",
+    "set_conv_precision",
     "set_num_threads",
     "set_tuning",
     "set_workspace_limit",

@@ -210,25 +210,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_color(ex)
 
     xp = sub.add_parser(
-        "explore", help="an interactive page: hover any output or gradient to see how it is made",
+        "explore", help="an interactive page: a layer's images and feature maps, and the numbers of any pixel",
         description="Serve a local page (127.0.0.1 only, no network needed) that shows a layer's input, "
-                    "kernel, output and gradients with their numbers: hover an output cell to see its window, "
-                    "padding included, and its arithmetic; change the parameters in the page. With --out, write "
-                    "a self-contained page for this configuration instead. Without --input-file the input is "
-                    "seeded random, as in `convscope explain`.",
+                    "output and gradients as images, and beside them the numbers of the pixel you point at or "
+                    "click: its window, padding included, the kernel and the arithmetic; change the parameters "
+                    "in the page. With --out, write a self-contained page for this configuration instead. "
+                    "Without --input-file or --image the input is seeded random, as in `convscope explain`.",
         epilog="examples:  convscope explore\n"
                "           convscope explore --input 3x6x6 --integers -p 1 --padding-mode reflect\n"
-               "           convscope explore --input 2x7x7 -k 3 -s 2 --bias --out conv.html",
+               "           convscope explore --image camera --preset sobel_x -p 1\n"
+               "           convscope explore --input 1x28x28 -k 5 --out-channels 8 --out digits.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     xsrc = xp.add_mutually_exclusive_group()
     xsrc.add_argument("--input", metavar="SHAPE", help="random input of this shape: HxW, CxHxW or 1xCxHxW (default 5x5)")
-    xsrc.add_argument("--input-file", metavar="X.npy", help="the input (one sample), from a .npy file")
+    xsrc.add_argument("--input-file", metavar="FILE", help="the input: a .npy (HxW, CxHxW or NxCxHxW with --sample), "
+                                                          "a PNG or a JPEG (scaled to 0..1)")
+    xsrc.add_argument("--image", metavar="NAME", help="a bundled image: camera, coins, astronaut (RGB) or digits "
+                                                      "(pip install 'convscope[images]')")
+    xp.add_argument("--sample", type=int, metavar="N", help="the sample of a batched --input-file (default 0)")
     xp.add_argument("--seed", type=int, default=0, help="seed of the random input, kernel, bias and grad_output (default 0)")
     xp.add_argument("--integers", action="store_true", help="random whole numbers instead of normal samples")
-    xp.add_argument("-k", "--kernel", default="3", help="kernel size: int or HxW (default 3)")
-    xp.add_argument("--out-channels", type=int, default=1, help="output channels (default 1)")
-    xp.add_argument("--bias", nargs="?", const="random", metavar="B[,B...]",
-                    help="add a bias: seeded random, or the values given (one, or one per output channel)")
+    xker = xp.add_mutually_exclusive_group()
+    xker.add_argument("-k", "--kernel", default=None, help="kernel size of a random kernel: int or HxW (default 3)")
+    xker.add_argument("--preset", metavar="NAME", help="a kernel preset: identity, box_blur, gaussian, sharpen, sobel_x, "
+                                                       "sobel_y, laplacian, emboss (every weight[o, c] is it)")
+    xker.add_argument("--kernel-values", metavar="ROWS", help="a kernel typed as rows: '-1 0 1; -2 0 2; -1 0 1'")
+    xker.add_argument("--weight-file", metavar="W.npy", help="the weight (C_out, C/groups, kH, kW), from a .npy file")
+    xp.add_argument("--out-channels", type=int, default=None, help="output channels (default 1)")
+    xbias = xp.add_mutually_exclusive_group()
+    xbias.add_argument("--bias", metavar="B[,B...]",
+                       help="the bias values (one, or one per output channel); default: seeded random, as nn.Conv2d has one")
+    xbias.add_argument("--no-bias", action="store_true", help="no bias (nn.Conv2d's bias=False)")
     _add_conv_options(xp)
     xp.add_argument("-g", "--groups", type=int, default=1, help="groups (default 1)")
     xp.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
@@ -448,27 +460,37 @@ def run_explain(args) -> int:
 
 def run_explore(args) -> int:
     from .explore import serve, write_page
+    from .explore.data import read_file
     from .explore.server import check_host
 
-    config = dict(out_channels=args.out_channels, kernel_size=_pair_or_int(args.kernel, "--kernel"),
-                  stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
+    config = dict(stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
                   dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
                   padding_mode=args.padding_mode, seed=args.seed, integers=args.integers,
-                  grad_output=args.grad_output)
-    if args.bias is None:
+                  grad_output=args.grad_output, sample=args.sample)
+    if args.out_channels is not None:
+        config["out_channels"] = args.out_channels
+    if args.kernel is not None:
+        config["kernel_size"] = _pair_or_int(args.kernel, "--kernel")
+    elif args.preset is not None or args.kernel_values is not None:
+        config["kernel"] = args.preset if args.preset is not None else args.kernel_values
+    if args.no_bias:
         config["bias"] = False
-    elif args.bias == "random":
-        config["bias"] = True
-    else:
+    elif args.bias is not None:
         try:
             config["bias"] = [float(v) for v in args.bias.split(",")]
         except ValueError:
-            raise UsageError(f"--bias must be numbers separated by ',' (or nothing: random), got {args.bias!r}") from None
+            raise UsageError(f"--bias must be numbers separated by ',', got {args.bias!r}") from None
     x = None
     if args.input_file:
-        x = _load(args.input_file, "--input-file")
+        x = _read_input_file(args.input_file, read_file)
+    elif args.image:
+        config["image"] = args.image
     else:
         config["input_shape"] = _ints(args.input or "5x5", "--input", "x")
+    if args.weight_file:
+        config["weight"] = _load(args.weight_file, "--weight-file")
+        if x is None and "image" not in config:
+            config["input_shape"] = _ints(args.input or "5x5", "--input", "x")
     if args.out:
         try:
             write_page(args.out, x, input_file=args.input_file, **config)
@@ -484,6 +506,23 @@ def run_explore(args) -> int:
     except OSError as exc:
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _read_input_file(path: str, read_file) -> np.ndarray:
+    """explore's --input-file: a regular file holding a .npy, a PNG or a JPEG."""
+    if not os.path.isfile(path):
+        raise UsageError(f"--input-file: {path!r} is not a regular file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 * 2**20 + 1)
+    except OSError as exc:
+        raise UsageError(f"--input-file: cannot read {path!r} ({exc.strerror or exc})") from None
+    if len(data) > 64 * 2**20:
+        raise UsageError(f"--input-file: {path!r} is larger than 64 MiB")
+    try:
+        return read_file(data, f"--input-file {os.path.basename(path)}")
+    except ImportError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_animate(args) -> int:

@@ -18,6 +18,7 @@ from .spec import (
     as_array,
     check_grad_output_shape,
     check_input_ndim,
+    check_memory,
     check_output_mask,
     check_same_dtype,
     check_shapes,
@@ -89,6 +90,12 @@ def _out_shape(shape: ConvShape, unbatched: bool) -> tuple:
     return out[1:] if unbatched else out
 
 
+def _check_memory(spec, shape, cdt, results, passes) -> None:
+    """Refuse, before any array is made, a call whose results and scratch cannot fit in memory."""
+    check_memory([(name, shape_, cdt) for name, shape_ in results],
+                 algorithms.workspace_need(passes, spec, shape, cdt.itemsize))
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
            padding_mode="zeros", algorithm=None) -> np.ndarray:
     r"""2-D cross-correlation, exactly as ``torch.nn.functional.conv2d`` (plus ``padding_mode``).
@@ -113,7 +120,18 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     algorithm : None (automatic: :mod:`convscope.planner` picks per pass; :func:`convscope.plan`
         shows the choice), or one of ``'gemm'``, ``'pointwise'``, ``'depthwise'``,
         ``'winograd'``, ``'fft'``, ``'reference'`` (the readable loops) to force that
-        implementation; ValueError if it cannot compute this convolution
+        implementation; ValueError if it cannot compute this convolution.
+        Rounding error: gemm, pointwise, depthwise and the reference round each output from
+        the products it sums (error relative to what it read, as torch's CPU kernels); Winograd
+        mixes the values of a 4×4 tile and FFT those of a whole image, so their error is relative
+        to the call's largest values, up to about 1e-7 × max |output| in float32 (1e-16 in
+        float64) even at outputs that never read the largest value.
+        :func:`convscope.set_conv_precision` ``("highest")`` keeps the automatic choice
+        on the local paths; ``algorithm=`` still forces.  NaN and ±Inf land where torch puts
+        them on every path: Winograd and FFT run only on finite input, weight and bias, and a
+        result of theirs that is not finite (a value that overflows inside a transform) is
+        recomputed on gemm (depthwise for depthwise layers).  A non-finite weight tap that reads
+        a zero-padding cell gives NaN (0·Inf), as torch's native kernels do.
 
     Shape
     -----
@@ -139,6 +157,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     shape = check_shapes(spec, x.shape, w.shape, None if b is None else b.shape)
     name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).forward.algorithm
     cdt = compute_dtype(dtype)
+    _check_memory(spec, shape, cdt, [("output", _out_shape(shape, False))], [(name, "forward")])
     out = algorithms.run_forward(
         name,
         _batched(x, _batched_shape(shape), cdt),
@@ -187,6 +206,9 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
     plan = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype))
     cdt = compute_dtype(dtype)
+    grads = [("grad_input", _batched_shape(shape)), ("grad_weight", w.shape), ("grad_bias", (shape.out_channels,))]
+    _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],
+                  [(getattr(plan, p).algorithm, p) for p, want in zip(("grad_input", "grad_weight"), mask) if want])
     x4 = _batched(x, _batched_shape(shape), cdt) if mask[1] else None
     w4 = np.ascontiguousarray(w, dtype=cdt) if mask[0] else None
     gy4 = _batched(gy, _out_shape(shape, False), cdt)
@@ -215,6 +237,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
     name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_input.algorithm
     cdt = compute_dtype(dtype)
+    _check_memory(spec, shape, cdt, [("grad_input", _batched_shape(shape))], [(name, "grad_input")])
     dx, _ = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt), None,
                                     np.ascontiguousarray(w, dtype=cdt), spec, shape, (True, False))
     return _result(dx, dtype, unbatched)
@@ -238,6 +261,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
     name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_weight.algorithm
     cdt = compute_dtype(dtype)
+    _check_memory(spec, shape, cdt, [("grad_weight", size)], [(name, "grad_weight")])
     _, dw = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt),
                                     _batched(x, _batched_shape(shape), cdt), None, spec, shape,
                                     (False, True))

@@ -31,9 +31,19 @@ An explicit ``algorithm='name'`` forces that implementation for every pass.  A
 configuration the implementation cannot compute raises ValueError naming
 ``algorithm``, the rule and the offending value.
 
+Precision.  Winograd and FFT mix values before summing them (across a 4×4 tile, across a whole
+image), so their rounding error is relative to the call's largest values rather than to the values
+an output reads (their modules say ``ERROR = "global"``).  With
+:func:`convscope.set_conv_precision` ``("highest")`` (or inside ``conv_precision("highest")``) a pass
+whose row names one of them takes the first row below that holds and names a path with local error
+(``"fft-dw"`` → depthwise, ``"wino"``/``"fft"`` → gemm), and the reason says so.  The default,
+``"high"``, keeps the table as it is (:mod:`convscope.precision` says why).  NaN and ±Inf are
+handled whatever the setting (:mod:`convscope.algorithms`).
+
 With tuning on (:func:`convscope.set_tuning`, :mod:`convscope.tuning`) the first call
 of a configuration times the implementations that can serve it, per pass, and the
-winners replace the table's choice from then on.
+winners replace the table's choice from then on (not under precision ``"highest"``,
+which keeps to the table's local paths).
 
 :func:`plan` shows the choice and the reason for each pass without computing.
 """
@@ -187,8 +197,11 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
             raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it needs {problem}")
     auto = next(row for row in TABLE if row.condition(spec, shape))
     from . import tuning
+    from .precision import get_conv_precision
 
-    measured = tuning.measured(spec, shape, dtype) if algorithm is None and tuning.get_tuning() else None
+    local_only = algorithm is None and get_conv_precision() == "highest"
+    tuned = algorithm is None and not local_only and tuning.get_tuning()
+    measured = tuning.measured(spec, shape, dtype) if tuned else None
     choices = []
     for i, pass_ in enumerate(PASSES):
         if algorithm is not None:
@@ -197,6 +210,10 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
             name, reason, source = measured[pass_]["algorithm"], tuning.reason(measured, pass_), "measured"
         else:
             name, reason, source = auto.choice[i], f"row {auto.name!r}: {auto.why}", "table"
+            if local_only and ALGORITHMS[name].ERROR != "local":
+                row = next(r for r in TABLE if r.condition(spec, shape) and ALGORITHMS[r.choice[i]].ERROR == "local")
+                name, reason = row.choice[i], (f"row {row.name!r}: {row.why}; conv precision 'highest' keeps to "
+                                               f"paths whose error is local (row {auto.name!r} would choose {auto.choice[i]})")
         layout = _layout(name, spec, shape, pass_)
         choices.append(Choice(name, reason + (f"; {layout}" if layout else ""), source))
     return Plan(*choices)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .geometry import spec_tap_sources
 
-ERROR = "local"     # each output reads only its own window (see convscope.algorithms)
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 
 def taps(spec, shape):

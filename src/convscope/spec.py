@@ -17,6 +17,9 @@ Two steps:
 Array arguments are converted by :func:`as_array`, which accepts NumPy arrays,
 torch tensors and array-likes and enforces the dtype rules.
 
+:func:`check_memory` refuses, before anything is allocated, a call whose results and
+scratch cannot fit in the memory the process can still get (:func:`available_memory`).
+
 Errors are ``TypeError`` for a wrong kind of value and ``ValueError`` for a
 wrong value or shape; each message names the parameter, the rule and the value
 received.
@@ -408,3 +411,119 @@ def check_num_threads(value) -> int:
     if value < 1:
         raise ValueError(f"num_threads must be a positive integer, got {value}")
     return int(value)
+
+
+CONV_PRECISIONS = ("highest", "high")
+
+
+def check_conv_precision(value) -> str:
+    """``'highest'`` (only paths whose rounding error is local) or ``'high'`` (Winograd and FFT too)."""
+    if not isinstance(value, str) or value not in CONV_PRECISIONS:
+        raise ValueError(f"conv precision must be one of {', '.join(repr(m) for m in CONV_PRECISIONS)}, "
+                         f"got {_fmt(value)}")
+    return value
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isascii() and text.isdigit() else None        # 'max': no limit
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    """``key:  N kB`` of a /proc file, in bytes."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes the process's memory cgroup (v2 ``memory.max``, or v1 ``memory.limit_in_bytes``) still allows."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    paths = {"v2": "/", "v1": "/"}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["v1"] = path
+    rooms = []
+    for version, (limit_file, usage_file) in (("v2", ("memory.max", "memory.current")),
+                                              ("v1", ("memory.limit_in_bytes", "memory.usage_in_bytes"))):
+        base = "/sys/fs/cgroup" if version == "v2" else "/sys/fs/cgroup/memory"
+        for directory in {base + paths[version].rstrip("/"), base}:
+            limit, usage = _read_int(f"{directory}/{limit_file}"), _read_int(f"{directory}/{usage_file}")
+            if limit is not None and usage is not None and limit < 1 << 60:
+                rooms.append(limit - usage)
+    return min(rooms) if rooms else None
+
+
+def available_memory() -> tuple[int, str] | None:
+    """(bytes, where the bound comes from): the memory a call may still allocate, the least of the
+    machine's (MemAvailable + SwapFree), the memory cgroup's room, and RLIMIT_AS / RLIMIT_DATA minus
+    what the process maps / uses.  None where none of them is known."""
+    bounds = []
+    avail = _proc_kib("/proc/meminfo", "MemAvailable")
+    if avail is not None:
+        bounds.append((avail + (_proc_kib("/proc/meminfo", "SwapFree") or 0), "available on the machine (MemAvailable + SwapFree)"))
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        bounds.append((cgroup, "left under the memory cgroup's limit"))
+    try:
+        import resource
+    except ImportError:                                                   # not on POSIX
+        resource = None
+    if resource is not None:
+        for name, used_key in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+            soft, _ = resource.getrlimit(getattr(resource, name))
+            used = _proc_kib("/proc/self/status", used_key)
+            if soft != resource.RLIM_INFINITY and used is not None:
+                bounds.append((soft - used, f"left under {name}"))
+    return min(bounds) if bounds else None
+
+
+CHECK_MEMORY_FROM = 64 << 20   # calls needing less than this are not checked (reading the bounds costs more)
+
+
+def check_memory(arrays, workspace: int = 0) -> None:
+    """ValueError, before any allocation, when the arrays a call makes cannot fit in memory.
+
+    ``arrays`` are ``(name, shape, dtype)`` of the results (and copies) the call allocates;
+    ``workspace`` the scratch bytes it needs on top of them.
+    """
+    sized = [(name, tuple(int(s) for s in shape), np.dtype(dtype)) for name, shape, dtype in arrays]
+    sizes = [int(np.prod(shape, dtype=object)) * dtype.itemsize for _, shape, dtype in sized]
+    need = sum(sizes) + int(workspace)
+    if need < CHECK_MEMORY_FROM:
+        return
+    bound = available_memory()
+    if bound is None or need <= bound[0]:
+        return
+    room, source = bound
+    k = max(range(len(sized)), key=sizes.__getitem__)
+    name, shape, dtype = sized[k]
+    rest = need - sizes[k]
+    raise ValueError(
+        f"{name} of shape {shape} ({dtype}) needs {sizes[k]} bytes ({_gib(sizes[k])}"
+        + (f"; {need} bytes with the other results and the scratch" if rest else "")
+        + f"), more than the {max(room, 0)} bytes ({_gib(max(room, 0))}) {source}"
+    )
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 30):.3g} GiB"

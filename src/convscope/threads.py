@@ -12,12 +12,18 @@ Three kinds of work run in parallel:
   thread count is set to this number at every launch.
 
 All default to the number of cores the process may use.
+
+:func:`set_num_threads` may be called from any thread while others compute: a
+running ``parallel_map`` finishes on the pool it started with (pools are never
+shut down under a caller; an unused one is dropped and its idle threads exit),
+and the next one uses a pool of the new size.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import ctypes
 import os
+import threading
 
 from .spec import check_num_threads
 
@@ -29,7 +35,8 @@ def _usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-_state = {"n": _usable_cores(), "pool": None}
+_state = {"n": _usable_cores(), "pool": None}     # pool: (size, ThreadPoolExecutor) or None
+_lock = threading.Lock()
 
 
 def get_num_threads() -> int:
@@ -76,13 +83,22 @@ def set_num_threads(n: int) -> int:
     >>> _ = convscope.set_num_threads(previous)
     """
     n = check_num_threads(n)
-    previous = _state["n"]
-    _set_blas_threads(n)
-    if n != previous and _state["pool"] is not None:
-        _state["pool"].shutdown(wait=True)
-        _state["pool"] = None
-    _state["n"] = n
+    with _lock:
+        previous = _state["n"]
+        _set_blas_threads(n)
+        _state["n"] = n
     return previous
+
+
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    """The pool of ``n`` threads; a pool of another size is dropped, not shut down (a caller may
+    still be mapping on it: its threads exit once it is unreferenced and idle)."""
+    with _lock:
+        pool = _state["pool"]
+        if pool is None or pool[0] != n:
+            pool = (n, concurrent.futures.ThreadPoolExecutor(max_workers=n, thread_name_prefix="convscope"))
+            _state["pool"] = pool
+        return pool[1]
 
 
 def parallel_map(fn, items) -> list:
@@ -91,7 +107,4 @@ def parallel_map(fn, items) -> list:
     n = _state["n"]
     if n <= 1 or len(items) <= 1:
         return [fn(item) for item in items]
-    if _state["pool"] is None:
-        _state["pool"] = concurrent.futures.ThreadPoolExecutor(max_workers=n,
-                                                               thread_name_prefix="convscope")
-    return list(_state["pool"].map(fn, items))
+    return list(_pool(n).map(fn, items))

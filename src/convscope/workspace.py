@@ -4,31 +4,28 @@ The fast paths need scratch arrays (im2col matrices, Winograd tiles, padded
 copies) that grow with the batch and the image.  Before running a pass,
 :mod:`convscope.algorithms` asks the implementation for an estimate of its
 scratch bytes and, when that exceeds the limit, runs it on slices of the batch
-(and, for a forward whose single sample is still too big, on blocks of output
-rows of a padded sample), so that the peak extra memory of a call stays below
+(and, for a pass whose single sample is still too big, on blocks of output
+rows of the padded sample), so that the peak extra memory of a call stays below
 input + output + limit.
 
 The limit is process-wide (default 256 MiB); :func:`workspace_limit` changes it
-for a ``with`` block.
+for a ``with`` block of the calling thread.  Both may be used from any thread
+while others compute: a call reads the limit once, when it starts, and keeps it
+to the end (a change made meanwhile applies from the next call).
 """
 from __future__ import annotations
 
-import contextlib
-import threading
-
+from ._setting import Setting
 from .spec import check_workspace_bytes
 
 DEFAULT_LIMIT = 256 << 20
 
-_state = threading.local()
+_limit = Setting(DEFAULT_LIMIT)
 
 
 def get_workspace_limit() -> int:
     """The scratch-memory limit of the calling thread, in bytes."""
-    return getattr(_state, "limit", _global["limit"])
-
-
-_global = {"limit": DEFAULT_LIMIT}
+    return _limit.get()
 
 
 def set_workspace_limit(nbytes: int) -> int:
@@ -40,15 +37,9 @@ def set_workspace_limit(nbytes: int) -> int:
     67108864
     >>> _ = convscope.set_workspace_limit(previous)
     """
-    nbytes = check_workspace_bytes(nbytes)
-    previous = get_workspace_limit()
-    _global["limit"] = nbytes
-    if hasattr(_state, "limit"):
-        _state.limit = nbytes
-    return previous
+    return _limit.set(check_workspace_bytes(nbytes))
 
 
-@contextlib.contextmanager
 def workspace_limit(nbytes: int):
     """``with workspace_limit(bytes):`` — the limit for calls made by this thread inside the block.
 
@@ -59,14 +50,4 @@ def workspace_limit(nbytes: int):
     >>> float(y[0, 0, 5, 5])
     72.0
     """
-    nbytes = check_workspace_bytes(nbytes)
-    had = hasattr(_state, "limit")
-    old = getattr(_state, "limit", None)
-    _state.limit = nbytes
-    try:
-        yield nbytes
-    finally:
-        if had:
-            _state.limit = old
-        else:
-            del _state.limit
+    return _limit.override(check_workspace_bytes(nbytes))

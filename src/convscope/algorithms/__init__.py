@@ -35,8 +35,25 @@ decided by :mod:`convscope.planner`, which reads these declarations.
 The ``run_*`` functions here call an implementation under the workspace limit
 (:mod:`convscope.workspace`): when its estimate exceeds the limit the batch is
 cut into slices that fit (gradients w.r.t. the weight are summed over the
-slices), and a forward whose single sample does not fit is run on blocks of
-output rows of the padded sample, with the padding already applied.
+slices), and a pass whose single sample does not fit is run on blocks of
+output rows of the padded sample, with the padding already applied (backward: the
+blocks' gradients are summed into the padded sample's, then folded back).
+
+Each implementation also declares where its rounding error goes, as a module
+constant ``ERROR``:
+
+* ``"local"``: each output is rounded from the products it sums, so NaN and ±Inf
+  reach exactly the outputs that read them, as in torch;
+* ``"global"`` (Winograd, FFT): values are mixed across a tile or a whole image
+  before they are summed, so the error is relative to the call's largest values
+  (:mod:`convscope.precision`), and one NaN or Inf (or one value large enough to
+  overflow inside a transform) spreads over a tile or an image.
+
+``run_forward`` and ``run_backward`` are the one place that makes the second kind
+safe: before a ``"global"`` pass they check that what it reads (input, weight, bias,
+grad_output) is finite, and after it that its result is; otherwise the pass is
+computed (again) on the exact local path for the layer, :func:`exact_path`.  The
+checks are sums over the arrays (no copies), about the cost of reading them once.
 """
 from __future__ import annotations
 
@@ -45,8 +62,9 @@ import dataclasses
 import numpy as np
 
 from .. import reference
-from ..padding import pad
-from ..workspace import get_workspace_limit
+from ..geometry import spec_tap_sources
+from ..padding import fold, pad
+from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, pointwise, winograd
 
 
@@ -130,7 +148,81 @@ def _rows_shape(spec, shape, rows):
     return shape._replace(N=1, H=(rows - 1) * sH + dH * (kH - 1) + 1, W=shape.W + pl + pr, H_out=rows)
 
 
+def workspace_need(jobs, spec, shape, itemsize) -> int:
+    """The scratch bytes the passes ``jobs``, ``((name, pass), ...)``, need at least: each pass's
+    estimate, or the workspace limit where that is lower (the pass is then cut to fit it)."""
+    limit = get_workspace_limit()
+    return max((min(_estimate(ALGORITHMS[n], p, spec, shape, itemsize), limit) for n, p in jobs), default=0)
+
+
+def exact_path(shape) -> str:
+    """The local path that recomputes a ``"global"`` pass: depthwise for depthwise layers, else gemm."""
+    return "depthwise" if shape.groups > 1 and shape.in_per_group == 1 else "gemm"
+
+
+def all_finite(*arrays) -> bool:
+    """Whether every value of the arrays (None skipped) is finite, without a temporary array.
+
+    A finite sum has no NaN or Inf among its terms; only when the sum is not finite (a NaN,
+    an Inf, or finite values whose sum overflows) are the extremes looked at.
+    """
+    for a in arrays:
+        if a is None or a.size == 0 or np.isfinite(a.sum()):
+            continue
+        if not (np.isfinite(a.min()) and np.isfinite(a.max())):
+            return False
+    return True
+
+
+def _zero_padded(spec) -> bool:
+    return spec.padding_mode == "zeros" and any(sum(p) for p in spec.padding)
+
+
+def _nan_where_padding_meets(result, nonfinite, spec, shape, pass_):
+    """NaN where a non-finite value meets a zero-padding cell: 0·(±Inf or NaN) is NaN.
+
+    The padded input holds zeros, so a forward output whose non-finite weight tap reads padding is
+    NaN, and so is a weight gradient ``∂w[o, :, u, v]`` that sums a non-finite ``grad_output[n, o, i, j]``
+    times the padding tap ``(u, v)`` of ``(i, j)`` reads.  This is the definition and what torch's
+    native kernels compute; a path that skips padding cells would leave ±Inf or a number there.
+    ``nonfinite`` is the weight's mask (forward) or grad_output's (grad_weight).
+    """
+    if not _zero_padded(spec):
+        return
+    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))     # (H_out, kH), (W_out, kW); -1: padding
+    rows, cols = rows < 0, cols < 0
+    if pass_ == "forward":
+        taps = nonfinite.any(axis=1)                                    # (C_out, kH, kW)
+        for o in np.flatnonzero(taps.any(axis=(1, 2))):
+            u, v = np.nonzero(taps[o])
+            hit = (rows[:, None, u] | cols[None, :, v]).any(axis=-1)    # (H_out, W_out)
+            result[:, o, hit] = np.nan
+    else:
+        where = nonfinite.any(axis=0)                                   # (C_out, H_out, W_out)
+        for o in np.flatnonzero(where.any(axis=(1, 2))):
+            i, j = np.nonzero(where[o])
+            hit = (rows[i, :, None] | cols[j, None, :]).any(axis=0)     # (kH, kW)
+            result[o, :, hit] = np.nan
+
+
 def run_forward(name, x, w, b, spec, shape):
+    """The forward on implementation ``name``, under the workspace limit; a ``"global"`` one only on
+    finite values and with a finite result (else on :func:`exact_path`)."""
+    # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
+        finite_w = all_finite(w)
+        checked = ALGORITHMS[name].ERROR != "local" and finite_w and all_finite(x, b)
+        if ALGORITHMS[name].ERROR != "local" and not checked:
+            name = exact_path(shape)
+        out = _forward(name, x, w, b, spec, shape)
+        if checked and not all_finite(out):
+            out = _forward(exact_path(shape), x, w, b, spec, shape)
+        if not finite_w:
+            _nan_where_padding_meets(out, ~np.isfinite(w), spec, shape, "forward")
+        return out
+
+
+def _forward(name, x, w, b, spec, shape):
     impl = ALGORITHMS[name]
     itemsize = x.dtype.itemsize
     step = _batch_step(impl, "forward", spec, shape, itemsize)
@@ -139,30 +231,81 @@ def run_forward(name, x, w, b, spec, shape):
     out = np.empty((shape.N, shape.out_channels, shape.H_out, shape.W_out), dtype=x.dtype)
     prepared = getattr(impl, "prepared_forward", None)
     fwd = prepared(w) if prepared else (lambda xs, bs, sp, sh: impl.forward(xs, w, bs, sp, sh))
-    if step >= 1:
-        for sl in _slices(shape.N, step):
+    blocks = None if step >= 1 else _row_blocks(impl, ("forward",), spec, shape, itemsize,
+                                                _padded_sample_bytes(spec, shape, itemsize))
+    if blocks is None:
+        for sl in _slices(shape.N, max(step, 1)):
             out[sl] = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start))
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
-    flat = dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
-    padded_bytes = shape.C * (shape.H + sum(spec.padding[0])) * (shape.W + sum(spec.padding[1])) * itemsize
-    limit = get_workspace_limit()
-    rows = shape.H_out
-    while rows > 1 and padded_bytes + _estimate(impl, "forward", flat, _rows_shape(spec, shape, rows),
-                                                itemsize) > limit:
-        rows = (rows + 1) // 2
-    sH, dH, kH = spec.stride[0], spec.dilation[0], spec.kernel_size[0]
+    flat = _unpadded(spec)
     for n in range(shape.N):
         xp = pad(x[n:n + 1], spec)                                  # (1, C, Hp, Wp)
-        for r0 in range(0, shape.H_out, rows):
-            r1 = min(shape.H_out, r0 + rows)
-            block = xp[:, :, r0 * sH:(r1 - 1) * sH + dH * (kH - 1) + 1]   # (1, C, rows read, Wp) view
-            out[n:n + 1, :, r0:r1] = fwd(np.ascontiguousarray(block), b, flat, _rows_shape(spec, shape, r1 - r0))
+        for r0, r1, read in blocks:
+            block = np.ascontiguousarray(xp[:, :, read])            # (1, C, rows read, Wp)
+            out[n:n + 1, :, r0:r1] = fwd(block, b, flat, _rows_shape(spec, shape, r1 - r0))
     return out
 
 
+def _unpadded(spec):
+    """``spec`` without padding: the spec of a block of an already padded sample."""
+    return dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
+
+
+def _padded_sample_bytes(spec, shape, itemsize):
+    return shape.C * (shape.H + sum(spec.padding[0])) * (shape.W + sum(spec.padding[1])) * itemsize
+
+
+def _row_blocks(impl, passes, spec, shape, itemsize, fixed):
+    """``[(r0, r1, read)]``: blocks of output rows ``r0:r1`` of one sample, as large as the passes'
+    estimates plus ``fixed`` bytes allow under the limit, with ``read`` the padded rows they read;
+    None when blocks would need as much as the whole sample (a path with little scratch)."""
+    flat, limit = _unpadded(spec), get_workspace_limit()
+
+    def need(rows):
+        return fixed + max(_estimate(impl, p, flat, _rows_shape(spec, shape, rows), itemsize) for p in passes)
+
+    rows = shape.H_out
+    while rows > 1 and need(rows) > limit:
+        rows = (rows + 1) // 2
+    if need(rows) >= max(_estimate(impl, p, spec, shape._replace(N=1), itemsize) for p in passes):
+        return None
+    sH, dH, kH = spec.stride[0], spec.dilation[0], spec.kernel_size[0]
+    blocks = []
+    for r0 in range(0, shape.H_out, rows):
+        r1 = min(shape.H_out, r0 + rows)
+        blocks.append((r0, r1, slice(r0 * sH, (r1 - 1) * sH + dH * (kH - 1) + 1)))
+    return blocks
+
+
 def run_backward(names, grad_out, x, w, spec, shape, mask):
-    """(∂L/∂x or None, ∂L/∂w or None): ``names = (grad_input's, grad_weight's)``, ``mask`` the same order."""
+    """(∂L/∂x or None, ∂L/∂w or None): ``names = (grad_input's, grad_weight's)``, ``mask`` the same order.
+
+    A ``"global"`` implementation computes a gradient only from finite grad_output and weight
+    (∂L/∂x) or input (∂L/∂w), and only a finite gradient is kept; the others are computed on
+    :func:`exact_path`.
+    """
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
+        exact = exact_path(shape)
+        names = list(names)
+        checked = [False, False]
+        finite_grad = None
+        for i, other in enumerate((w, x)):
+            if mask[i] and ALGORITHMS[names[i]].ERROR != "local":
+                finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
+                checked[i] = finite_grad and all_finite(other)
+                names[i] = names[i] if checked[i] else exact
+        dx, dw = _backward(tuple(names), grad_out, x, w, spec, shape, mask)
+        redo = (checked[0] and not all_finite(dx), checked[1] and not all_finite(dw))
+        if any(redo):
+            again = _backward((exact, exact), grad_out, x, w, spec, shape, redo)
+            dx, dw = (again[0] if redo[0] else dx), (again[1] if redo[1] else dw)
+        if dw is not None and _zero_padded(spec) and not all_finite(grad_out):
+            _nan_where_padding_meets(dw, ~np.isfinite(grad_out), spec, shape, "grad_weight")
+        return dx, dw
+
+
+def _backward(names, grad_out, x, w, spec, shape, mask):
     want_dx, want_dw = mask
     dtype = grad_out.dtype
     itemsize = dtype.itemsize
@@ -175,28 +318,68 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
     dx = dw = None
     for impl, job in jobs:
         passes = ("grad_input", "grad_weight") if job == "both" else (job,)
-        step = max(1, min(_batch_step(impl, p, spec, shape, itemsize) for p in passes))
-        if job != "grad_weight" and step < shape.N:
+        step = min(_batch_step(impl, p, spec, shape, itemsize) for p in passes)
+        # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
+        fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
+            (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
+        blocks = None if step >= 1 else _row_blocks(impl, passes, spec, shape, itemsize, fixed)
+        step = max(step, 1)
+        if job != "grad_weight" and (step < shape.N or blocks is not None):
             dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
+        if blocks is not None:
+            dw = _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw)
+            continue
         for sl in _slices(shape.N, step) if step < shape.N else [slice(0, shape.N)]:
             sub = shape._replace(N=sl.stop - sl.start)
-            g, xs = grad_out[sl], None if x is None else x[sl]
-            if job == "both":
-                part_dx, part_dw = impl.backward(g, xs, w, spec, sub, (True, True))
-            elif job == "grad_input":
-                part_dx, part_dw = impl.grad_input(g, w, spec, sub), None
-            else:
-                part_dx, part_dw = None, impl.grad_weight(g, xs, spec, sub)
+            part_dx, part_dw = _run_job(impl, job, grad_out[sl], None if x is None else x[sl], w, spec, sub)
             if part_dx is not None:
                 if step < shape.N:
                     dx[sl] = part_dx
                 else:
                     dx = part_dx
-            if part_dw is not None:
-                if dw is None:
-                    dw = part_dw
-                else:
-                    dw += part_dw                   # part_dw is a fresh array per slice
+            dw = _accumulate(dw, part_dw)
     if want_dw and dw is None:                  # an empty batch
         dw = np.zeros((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size), dtype=dtype)
     return dx, dw
+
+
+def _run_job(impl, job, g, xs, w, spec, shape):
+    """(∂x part or None, ∂w part or None) of one slice: ``job`` is 'both', 'grad_input' or 'grad_weight'."""
+    if job == "both":
+        return impl.backward(g, xs, w, spec, shape, (True, True))
+    if job == "grad_input":
+        return impl.grad_input(g, w, spec, shape), None
+    return None, impl.grad_weight(g, xs, spec, shape)
+
+
+def _accumulate(total, part):
+    if part is None or total is None:
+        return total if part is None else part
+    total += part                                   # part is a fresh array per slice
+    return total
+
+
+def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
+    """The backward of samples too big for the limit, one sample at a time on blocks of output rows.
+
+    A block of output rows ``r0:r1`` reads the padded rows ``read`` only, so it is a convolution of
+    those rows with no padding (the forward's blocks): its ∂/∂(rows read) is added into the padded
+    sample's gradient, which :func:`convscope.padding.fold` (the adjoint of the padding) then takes
+    to the input; its ∂w is one term of the sum over blocks.  Writes ``dx[n]``; returns ``dw``.
+    """
+    want_dx, want_dw = job != "grad_weight", job != "grad_input"
+    flat = _unpadded(spec)
+    Hp, Wp = shape.H + sum(spec.padding[0]), shape.W + sum(spec.padding[1])
+    for n in range(shape.N):
+        xp = pad(x[n:n + 1], spec) if want_dw else None             # (1, C, Hp, Wp)
+        dxp = np.zeros((1, shape.C, Hp, Wp), dtype=grad_out.dtype) if want_dx else None
+        for r0, r1, read in blocks:
+            g = np.ascontiguousarray(grad_out[n:n + 1, :, r0:r1])    # (1, C_out, rows, W_out)
+            xs = None if xp is None else np.ascontiguousarray(xp[:, :, read])   # (1, C, rows read, Wp)
+            part_dx, part_dw = _run_job(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
+            if part_dx is not None:
+                dxp[:, :, read] += part_dx
+            dw = _accumulate(dw, part_dw)
+        if want_dx:
+            dx[n:n + 1] = fold(dxp, spec, (shape.H, shape.W))
+    return dw

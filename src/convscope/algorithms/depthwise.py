@@ -37,7 +37,7 @@ import numpy as np
 from ..padding import fold
 from .kernels import fused_padding
 
-ERROR = "local"
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 BLOCK = 16              # channels per block of the channel-block kernels
 ROWS_FROM_WIDTH = 96    # rows layout from this output width (56 wide: channel blocks faster, 112: rows)

@@ -102,7 +102,8 @@ from ..padding import fold, pad
 from ..threads import get_num_threads, parallel_map
 from ..workspace import get_workspace_limit
 
-ERROR = "global"
+ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
+                    # a non-finite call is recomputed on a local path (see convscope.algorithms)
 
 # the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
 COST_MS = dict(call=0.55, kernel=2.65e-6, kernel_tap=4.4e-7, product=6.3e-7, transform=9.1e-7)

@@ -49,7 +49,7 @@ import numpy as np
 
 from ..padding import fold, pad
 
-ERROR = "local"
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 # layouts, measured on ResNet-50's layers (batch 8, 2 cores; bench/README.md)
 FOLD_BELOW = 1024                 # fold the batch below this many output pixels (kernels above 1×1)

@@ -23,7 +23,7 @@ import numpy as np
 from ..padding import fold, pad
 from . import gemm
 
-ERROR = "local"
+ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 
 def needs(spec, shape):

@@ -57,7 +57,8 @@ from numpy.lib.stride_tricks import as_strided
 from ..padding import fold, pad
 from ..threads import get_num_threads, parallel_map
 
-ERROR = "global"
+ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
+                    # a non-finite call is recomputed on a local path (see convscope.algorithms)
 
 
 def needs(spec, shape):

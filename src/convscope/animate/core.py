@@ -1,7 +1,6 @@
 """``animate``: a convolution, or one of its gradients, as frames, one number per frame."""
 from __future__ import annotations
 
-import html as _html
 import numbers
 import os
 import pathlib
@@ -159,9 +158,9 @@ class Animation:
             raise ValueError(f"path must end in .gif or .mp4, got {suffix or 'no suffix'} ({str(path)!r})")
         return path
 
-    def _repr_html_(self) -> str:
-        note = _html.escape(f"{len(self)} frames: {self.info[0].title} …", quote=True)
-        return media.html(self._indices, self.fps, self.frames[0], note)
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """Jupyter shows the animation as ``image/gif`` output, with its size in ``text/plain``."""
+        return media.mimebundle(self._indices, self.fps, self.frames[0], f"{len(self)} frames: {self.info[0].title} …")
 
 
 # --------------------------------------------------------------------------- arguments

@@ -1,7 +1,6 @@
-"""Writing frames: GIF (Pillow), MP4 (ffmpeg), and the inline HTML for Jupyter."""
+"""Writing frames: GIF (Pillow), MP4 (ffmpeg), and the output for Jupyter (``image/gif``)."""
 from __future__ import annotations
 
-import base64
 import io
 import os
 import shutil
@@ -84,12 +83,13 @@ def write_mp4(path: str, indices: list[np.ndarray], fps: float) -> None:
         raise RuntimeError(f"ffmpeg could not write {os.fspath(path)!r}: {last}")
 
 
-def html(indices: list[np.ndarray], fps: float, first_frame: np.ndarray, note: str) -> str:
-    """An ``<img>`` with the GIF as a data URI; above :data:`HTML_MAX_BYTES`, the first frame as PNG."""
+def mimebundle(indices: list[np.ndarray], fps: float, first_frame: np.ndarray, note: str) -> dict:
+    """Jupyter's output of an animation: ``image/gif`` (the GIF's bytes) and a ``text/plain`` line that
+    says how large it is; above :data:`HTML_MAX_BYTES`, ``image/png`` of the first frame instead."""
     data = gif_bytes(indices, fps)
+    size = f"{len(data) / 1e6:.1f} MB" if len(data) >= 1e6 else f"{len(data) / 1e3:.0f} kB"
     if len(data) <= HTML_MAX_BYTES:
-        uri = "data:image/gif;base64," + base64.b64encode(data).decode("ascii")
-        return f'<img src="{uri}" alt="{note}"/>'
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes(first_frame)).decode("ascii")
-    return (f'<div><img src="{uri}" alt="{note}"/><div>{note}: the GIF is {len(data) / 1e6:.1f} MB, too large to '
-            "show inline; the first frame is shown. Use .save('animation.gif') to write it.</div></div>")
+        return {"image/gif": data, "text/plain": f"{note} (GIF, {size})"}
+    return {"image/png": png_bytes(first_frame),
+            "text/plain": f"{note}: the GIF is {size}, too large to show inline; the first frame is shown. "
+                          "Use .save('animation.gif') to write it."}

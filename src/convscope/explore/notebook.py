@@ -14,8 +14,8 @@ class ExplorePage:
 
     ``data`` is :func:`convscope.explore.layer_data`'s dict, ``html`` the self-contained page (as
     ``convscope explore --out`` writes it).  In a notebook the page is shown in a sandboxed
-    ``<iframe>`` (scripts only: no network, no access to the notebook); hover an output cell, an
-    input pixel or a weight to see how it is made.
+    ``<iframe>`` (scripts only: no network, no access to the notebook); click a pixel of the
+    output, of ∂L/∂x or of ∂L/∂w to see how it is made.
     """
 
     def __init__(self, data: dict, height: int = 760):
@@ -39,22 +39,26 @@ class ExplorePage:
 
 
 def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           grad_output="ones", seed=0, height=760) -> ExplorePage:
+           sample=None, grad_output="ones", seed=0, height=760) -> ExplorePage:
     """The explore page of a layer and one input sample, for a notebook.
 
     Two forms, as :func:`convscope.explain`: ``widget(weight, x, bias=None, stride=1, padding=0,
     dilation=1, groups=1, padding_mode='zeros')`` or ``widget(layer, x)`` with a
-    :class:`convscope.Conv2d` or a ``torch.nn.Conv2d``.  ``x`` is (H, W), (C, H, W) or
-    (1, C, H, W), NumPy or torch.  ``grad_output`` is ``'ones'`` (the gradients of
-    ``L = out.sum()``) or ``'random'`` (seeded by ``seed``).  Sizes are bounded as in
-    ``convscope explore`` (:data:`convscope.explore.LIMITS`); nothing is modified.
+    :class:`convscope.Conv2d` or a ``torch.nn.Conv2d`` (its own weight and bias).  ``x`` is
+    (H, W), (C, H, W) or (N, C, H, W), NumPy or torch; of a batch, ``sample=n`` is shown (the
+    page's labels name ``x[n, c, h, w]``, and its gradients are those of that sample).
+    ``grad_output`` is ``'ones'`` (the gradients of ``L = out.sum()``) or ``'random'`` (seeded
+    by ``seed``).  Sizes are bounded as in ``convscope explore``
+    (:data:`convscope.explore.LIMITS`); nothing is modified.
 
-    Every number on the page comes from :func:`convscope.explain` and
-    :func:`convscope.explain_grad`; the page only looks them up.
+    The arrays come from one ``conv2d`` and one ``conv2d_backward`` call; the page computes the
+    numbers of a clicked pixel from them, as :func:`convscope.explore.element` does with
+    :func:`convscope.explain`.
 
     >>> import numpy as np
     >>> page = widget(np.ones((1, 1, 3, 3)), np.arange(25.0).reshape(5, 5), padding=1)
-    >>> page.data["output"][0][0][0], "<iframe" in page._repr_html_()  # x[0,0]+x[0,1]+x[1,0]+x[1,1]
+    >>> from convscope.explore.data import decode
+    >>> float(decode(page.data["arrays"]["output"])[0, 0, 0]), "<iframe" in page._repr_html_()  # x[0,0]+x[0,1]+x[1,0]+x[1,1]
     (12.0, True)
     """
     args, _ = _arguments(layer_or_weight, "widget", bias=bias, stride=stride, padding=padding, dilation=dilation,
@@ -63,7 +67,10 @@ def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, group
     w = as_array(args["weight"], "weight")
     b = as_array(args["bias"], "bias", allow_none=True)
     check_same_dtype(input=xa, weight=w, bias=b)
+    if xa.ndim == 4 and sample is None and xa.shape[0] > 1:
+        raise ValueError(f"x is a batch of {xa.shape[0]} samples (shape {xa.shape}): pass sample=n to show one")
     data = layer_data(xa, weight=w, bias=False if b is None else b, stride=args["stride"],
                       padding=args["padding"], dilation=args["dilation"], groups=args["groups"],
-                      padding_mode=args["padding_mode"], grad_output=grad_output, seed=seed)
+                      padding_mode=args["padding_mode"], grad_output=grad_output, seed=seed,
+                      sample=None if xa.ndim != 4 else (0 if sample is None else sample))
     return ExplorePage(data, height)
