@@ -13,9 +13,7 @@ and it declares
 
 * ``needs(spec, shape)`` → None if it can compute the convolution, else "what it needs, got what"
   (absent: it computes every convolution);
-* ``ERROR``: ``"local"`` when every output is a sum over its own window only (a NaN or Inf
-  reaches the outputs whose windows hold it, as in torch), ``"global"`` when transforms mix
-  values from the whole tile or grid (Winograd, FFT);
+* ``ERROR``: ``"local"`` or ``"global"``, where its rounding error goes (below);
 
 and optionally
 
