@@ -155,7 +155,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     check_input_ndim(x.shape)
     spec = _spec_from_weight(w.shape, stride, padding, dilation, groups, padding_mode)
     shape = check_shapes(spec, x.shape, w.shape, None if b is None else b.shape)
-    name = planner.choose(spec, shape, algorithm).forward.algorithm
+    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).forward.algorithm
     cdt = compute_dtype(dtype)
     _check_memory(spec, shape, cdt, [("output", _out_shape(shape, False))], [(name, "forward")])
     out = algorithms.run_forward(
@@ -204,7 +204,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     shape = check_shapes(spec, x.shape, w.shape)
     unbatched = x.ndim == 3
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    plan = planner.choose(spec, shape, algorithm)
+    plan = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype))
     cdt = compute_dtype(dtype)
     grads = [("grad_input", _batched_shape(shape)), ("grad_weight", w.shape), ("grad_bias", (shape.out_channels,))]
     _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],
@@ -235,7 +235,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     shape = check_shapes(spec, size, w.shape, input_name="input_size")
     unbatched = len(size) == 3
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    name = planner.choose(spec, shape, algorithm).grad_input.algorithm
+    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_input.algorithm
     cdt = compute_dtype(dtype)
     _check_memory(spec, shape, cdt, [("grad_input", _batched_shape(shape))], [(name, "grad_input")])
     dx, _ = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt), None,
@@ -259,7 +259,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
     shape = check_shapes(spec, x.shape, size)
     unbatched = x.ndim == 3
     check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    name = planner.choose(spec, shape, algorithm).grad_weight.algorithm
+    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_weight.algorithm
     cdt = compute_dtype(dtype)
     _check_memory(spec, shape, cdt, [("grad_weight", size)], [(name, "grad_weight")])
     _, dw = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt),

@@ -1,17 +1,17 @@
 """How many threads convscope uses.
 
-Two kinds of work run in parallel:
+Three kinds of work run in parallel:
 
 * matrix products, in NumPy's BLAS, whose thread pool is set through
   ``threadpoolctl`` when it is installed (the ``threads`` extra), else through
   OpenBLAS's own ``openblas_set_num_threads`` when NumPy's BLAS is OpenBLAS;
 * convscope's own large copies (Winograd's output scatter), split into
   independent blocks run on a pool of Python threads (NumPy releases the GIL
-  inside its copies and ufuncs).  Work made of many short NumPy calls (the
-  depthwise path's cache-sized blocks) stays on one thread: handing the GIL
-  back and forth between such calls costs more than the second core gives.
+  inside its copies and ufuncs);
+* the compiled kernels (:mod:`convscope.algorithms.kernels`), whose numba
+  thread count is set to this number at every launch.
 
-Both default to the number of cores the process may use.
+All default to the number of cores the process may use.
 
 :func:`set_num_threads` may be called from any thread while others compute: a
 running ``parallel_map`` finishes on the pool it started with (pools are never

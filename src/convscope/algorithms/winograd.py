@@ -60,6 +60,23 @@ from ..threads import get_num_threads, parallel_map
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
 
+
+def needs(spec, shape):
+    """None for a 3×3 kernel, stride 1, dilation 1 and groups 1, else what is wrong."""
+    wrong = []
+    if spec.kernel_size != (3, 3):
+        wrong.append(f"kernel_size={spec.kernel_size}")
+    if spec.stride != (1, 1):
+        wrong.append(f"stride={spec.stride}")
+    if spec.dilation != (1, 1):
+        wrong.append(f"dilation={spec.dilation}")
+    if spec.groups != 1:
+        wrong.append(f"groups={spec.groups}")
+    if wrong:
+        return "a 3×3 kernel, stride 1, dilation 1 and groups 1, got " + ", ".join(wrong)
+    return None
+
+
 TILE = 4
 
 _BT = {

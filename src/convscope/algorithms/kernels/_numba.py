@@ -61,6 +61,18 @@ njit = numba.njit
 prange = numba.prange
 
 
+@njit(cache=True, inline="always")
+def columns(off, step, size, n_out):
+    """(j0, j1): the outputs j < n_out whose input column ``j·step + off`` lies in [0, size).
+
+    Along a row of a convolution the real columns a tap reads form this one range, so the kernels'
+    inner loops run over it with no test (zero padding fused: the columns outside it read zeros).
+    """
+    j0 = max(0, (step - 1 - off) // step)
+    j1 = min(n_out, (size - 1 - off) // step + 1)
+    return j0, max(j0, j1)
+
+
 def _threads() -> int:
     from ...threads import get_num_threads
 
