@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import convscope  # noqa: E402
-from convscope.algorithms import winograd  # noqa: E402
 from oracle import assert_close, case_arrays, check_against_torch, float32_against_exact, rel_l2  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -114,26 +113,6 @@ def test_depthwise_layouts(case, last, mode, monkeypatch):
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
     for field in ("input", "weight", "bias"):
         assert_close(getattr(got, field), getattr(ref, field), field)
-
-
-@pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("hw", [(4, 4), (5, 9), (12, 7)])
-def test_winograd_tiles(tile, hw, monkeypatch):
-    """F(2×2, 3×3) and F(4×4, 3×3), whole and partial tiles, against the reference in float64."""
-    monkeypatch.setattr(winograd, "TILE", tile)
-    rng = np.random.default_rng(tile)
-    x = rng.standard_normal((2, 3) + hw)
-    w = rng.standard_normal((4, 3, 3, 3))
-    for padding, mode in ((1, "zeros"), (0, "zeros"), (1, "reflect")):
-        want = convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="reference")
-        assert_close(convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="winograd"), want)
-        g = rng.standard_normal(want.shape)
-        assert_close(convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="winograd").input,
-                     convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="reference").input)
-
-
 
 
 def test_winograd_float32_error_is_small_in_norm():
