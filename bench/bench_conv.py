@@ -938,7 +938,8 @@ def compile_cost() -> str:
     cold, warm = runs
     return (f"{cold['first'] - cold['steady']:.1f} s to compile (first calls with an empty cache, "
             f"beyond the steady calls' time), {warm['first'] - warm['steady']:.2f} s to load them in a "
-            "new process with the cache filled; float32, one small layer of each kind, forward and backward")
+            f"new process with the cache filled, plus {warm['numba_import']:.2f} s to import numba; "
+            "float32, one small layer of each kind, forward and backward")
 
 
 # --------------------------------------------------------------------------- report
