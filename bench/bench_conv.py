@@ -1158,7 +1158,7 @@ def main(argv=None) -> int:
                     help="libraries to time (default: torch, convscope and those of onnxruntime and JAX "
                          "that are installed; torch and convscope always run)")
     ap.add_argument("--repeat", type=int, default=None,
-                    help="timed samples per layer, pass and library (default 7, 3 with --quick)")
+                    help="timed samples per layer, pass and library (default 5, 3 with --quick)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown to FILE")
     ap.add_argument("--layers", metavar="NAME", nargs="+",
                     help="only these layers (names as in the first column)")
@@ -1179,7 +1179,7 @@ def main(argv=None) -> int:
                     help="do not time the compiled kernels' one-time compilation")
     args = ap.parse_args(argv)
 
-    repeats = args.repeat or (3 if args.quick else 7)
+    repeats = args.repeat or (3 if args.quick else 5)
     handover = args.handover
     names = args.layers or (QUICK if args.quick else [layer.name for layer in LAYERS])
     by_name = {layer.name: layer for layer in LAYERS}

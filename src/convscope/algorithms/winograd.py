@@ -110,7 +110,7 @@ def _input_transform(x, top, left, Ho, Wo):
     N, C = x.shape[:2]
     th, tw = _tiles(Ho, Wo)
     V = np.empty((_T, C, N * th * tw), dtype=x.dtype)
-    _numba.launch(kernels.input_tiles, np.ascontiguousarray(x), top, left, th, tw, V)
+    _numba.launch(kernels.input_tiles, np.ascontiguousarray(x), int(top), int(left), th, tw, V)
     return V, (th, tw)
 
 

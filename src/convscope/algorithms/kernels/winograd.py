@@ -8,8 +8,10 @@ it reads the 6 × 6 window of the input whose top-left corner is input row ``4i 
 no padded copy of the input exists.  The transform position ``t = 6k + l`` is row k, column l of
 the transformed 6 × 6 tile (the order of the Kronecker matrices in the algorithm module).
 
-Each 2-D transform runs as two 1-D passes: along the rows of a strip of tiles (contiguous, so
-vectorised over the strip's width), then along its columns, one tile at a time.
+Each 2-D transform runs as two 1-D passes: down the columns of a strip of tiles (one row of tiles
+of one channel, contiguous along the strip's width), then across each tile of the strip.  The
+parallel loop runs over (sample, channel) pairs; the arithmetic constants are in the array's dtype
+(an integer literal would turn float32 arithmetic into float64).
 
 * :func:`input_tiles`   V[t, c, p] = (Bᵀ d B)[t] for the window d of channel c   (input transform)
 * :func:`output_tiles`  y = Aᵀ M A + bias, scattered into the output, partial tiles cropped
