@@ -175,26 +175,6 @@ def test_depthwise_float16_computes_in_float32():
     check_against_torch(x, w, b, algorithm="depthwise", **params)
 
 
-@pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("hw", [(4, 4), (5, 9), (12, 7)])
-def test_winograd_tiles(tile, hw, monkeypatch):
-    """F(2×2, 3×3) and F(4×4, 3×3), whole and partial tiles, against the reference in float64."""
-    monkeypatch.setattr(winograd, "TILE", tile)
-    rng = np.random.default_rng(tile)
-    x = rng.standard_normal((2, 3) + hw)
-    w = rng.standard_normal((4, 3, 3, 3))
-    for padding, mode in ((1, "zeros"), (0, "zeros"), (1, "reflect")):
-        want = convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="reference")
-        assert_close(convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="winograd"), want)
-        g = rng.standard_normal(want.shape)
-        assert_close(convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="winograd").input,
-                     convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="reference").input)
-
-
-
-
 def test_winograd_float32_error_is_small_in_norm():
     """float32 F(4×4, 3×3) on a 64-channel layer: relative L2 error ≤ 1e-5 (measured ~2e-6) and
     max error ≤ 1e-4 of max |exact|, forward, grad-input and grad-weight; float64 ≤ 1e-12."""
