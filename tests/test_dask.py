@@ -162,6 +162,7 @@ def test_workspace_limit_and_threads_are_set_per_task(monkeypatch):
         y = cdask.conv2d(da.from_array(x, chunks=(1, 3, 8, 16)), w, b, padding=1, threads=1,
                          workspace_limit=1 << 10)
         assert_close(y.compute(scheduler="sync"), convscope.conv2d(x, w, b, padding=1))
+        assert convscope.get_num_threads() == 2                         # the caller's setting is kept
     finally:
         convscope.set_num_threads(previous)
     assert seen == [(1 << 10, 1)] * 4
@@ -392,7 +393,9 @@ def test_distributed_local_cluster(cluster_client):
     lazy, exact = _scheduler_case()
     for a, e in zip(cluster_client.compute(list(lazy), sync=True), exact):
         assert_close(a, e)
-    assert set(cluster_client.run(lambda: __import__("convscope").get_num_threads()).values()) == {1}
+    # the tasks set their thread count for themselves: the workers' own setting is untouched
+    counts = cluster_client.run(lambda: __import__("convscope").get_num_threads())
+    assert set(counts.values()) == {convscope.threads._usable_cores()}
     assert len(cluster_client.run(os.getpid)) == 2
 
 

@@ -12,7 +12,7 @@ Public API
 - :func:`plan` (which implementation runs each pass, and why)
 - :func:`set_tuning`, :func:`get_tuning`: time the candidates once per configuration, keep the fastest
 - :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
-- :func:`set_num_threads`, :func:`get_num_threads`
+- :func:`set_num_threads`, :func:`get_num_threads`, :func:`num_threads`
 - :func:`set_conv_precision`, :func:`get_conv_precision`, :func:`conv_precision`: whether the planner
   may choose Winograd and FFT, whose rounding error is relative to a call's largest values
 """
@@ -23,7 +23,7 @@ from .module import Conv2d
 from .planner import plan
 from .precision import conv_precision, get_conv_precision, set_conv_precision
 from .spec import ConvSpec
-from .threads import get_num_threads, set_num_threads
+from .threads import get_num_threads, num_threads, set_num_threads
 from .tuning import get_tuning, set_tuning
 from .workspace import get_workspace_limit, set_workspace_limit, workspace_limit
 from . import explore
@@ -53,6 +53,7 @@ __all__ = [
     "get_num_threads",
     "get_tuning",
     "get_workspace_limit",
+    "num_threads",
     "plan",
     "set_conv_precision",
     "set_num_threads",

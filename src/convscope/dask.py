@@ -44,8 +44,10 @@ Settings per task
 -----------------
 Nothing is assumed about the workers' state: every task sets convscope's thread count
 (``threads``, default 1: Dask runs one task per core) and runs under ``workspace_limit``
-(default: the caller's :func:`convscope.get_workspace_limit`).  The thread count is
-process-wide, so on the local threaded scheduler it also changes the caller's setting.
+(default: the caller's :func:`convscope.get_workspace_limit`), both for the task's own thread
+only (:func:`convscope.num_threads`, :func:`convscope.workspace_limit`), so the caller's settings
+are left as they are.  The BLAS's thread pool is process-wide; ``distributed``'s workers start
+with it at one thread.
 
 Progress
 --------
@@ -86,7 +88,7 @@ from .spec import (
     check_workspace_bytes,
     compute_dtype,
 )
-from .threads import get_num_threads, set_num_threads
+from .threads import num_threads
 from .workspace import get_workspace_limit, workspace_limit as _workspace_limit
 
 __all__ = ["conv2d", "conv2d_backward"]
@@ -234,9 +236,7 @@ class _Call:
 
 @contextlib.contextmanager
 def _settings(call: _Call):
-    if get_num_threads() != call.threads:
-        set_num_threads(call.threads)
-    with _workspace_limit(call.workspace):
+    with num_threads(call.threads), _workspace_limit(call.workspace):
         yield
 
 
