@@ -574,11 +574,24 @@ class ConvCall:
         return self.output_shape if self.batched else self.output_shape[1:]
 
 
+def lift(call: ConvCall) -> ConvCall:
+    """A 1-d call as the 2-d call of the same convolution over inputs of height 1 (:func:`lifted_spec`);
+    the arrays become views with a height axis of 1 before the last axis."""
+    s = call.shape
+    shape = ConvShape(s.N, s.C, 1, s.spatial[0], s.out_channels, 1, s.out_spatial[0], s.groups)
+
+    def up(a):
+        return None if a is None else a.reshape(a.shape[:-1] + (1,) + a.shape[-1:])   # (…, L) → (…, 1, L)
+
+    return ConvCall(lifted_spec(call.spec), shape, call.dtype, call.batched,
+                    up(call.input), up(call.weight), call.bias, up(call.grad_output))
+
+
 _NO_ARRAY = object()
 
 
 def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_output=_NO_ARRAY,
-         input_size=None, weight_size=None, stride=1, padding=0, dilation=1, groups=1,
+         input_size=_NO_ARRAY, weight_size=_NO_ARRAY, stride=1, padding=0, dilation=1, groups=1,
          padding_mode="zeros", order: tuple = ("grad_output", "input", "weight", "bias")) -> ConvCall:
     """Turn one call's arrays and arguments into a validated :class:`ConvCall`.
 
@@ -590,6 +603,12 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     size), the shapes, grad_output's shape.
     """
     ndim = check_ndim(ndim)
+    axes = ", ".join(AXIS_LETTERS[ndim])
+    kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
+    if input_size is not _NO_ARRAY:
+        input_size = size_tuple(input_size, "input_size", (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
+    if weight_size is not _NO_ARRAY:
+        weight_size = size_tuple(weight_size, "weight_size", (ndim + 2,), f"(C_out, C/groups, {kernel})")
     given = dict(input=input, weight=weight, bias=bias, grad_output=grad_output)
     arrays = {}
     for name in order:
@@ -598,19 +617,12 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
             arrays[name] = as_array(value, name, allow_none=(name == "bias"))
     dtype = check_same_dtype(**arrays)
     x, w, b, gy = (arrays.get(k) for k in ("input", "weight", "bias", "grad_output"))
-    axes = ", ".join(AXIS_LETTERS[ndim])
-    kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
-    if input_size is not None:
-        in_shape = size_tuple(input_size, "input_size", (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
-        in_name = "input_size"
+    if input_size is not _NO_ARRAY:
+        in_shape, in_name = input_size, "input_size"
     else:
-        in_shape = x.shape
-        in_name = "input"
+        in_shape, in_name = x.shape, "input"
         check_input_ndim(in_shape, ndim=ndim)
-    if weight_size is not None:
-        w_shape = size_tuple(weight_size, "weight_size", (ndim + 2,), f"(C_out, C/groups, {kernel})")
-    else:
-        w_shape = w.shape
+    w_shape = weight_size if weight_size is not _NO_ARRAY else w.shape
     check_weight_shape(w_shape, ndim=ndim)
     spec = make_spec(tuple(w_shape[2:]), stride, padding, dilation, groups, padding_mode, ndim=ndim)
     shape = check_shapes(spec, in_shape, w_shape, None if b is None else b.shape, input_name=in_name)
