@@ -14,6 +14,7 @@ import pytest
 
 import convscope
 from convscope import algorithms, padding as padding_module, planner, reference
+from convscope.geometry import spec_tap_sources
 from convscope.spec import ConvShapeNd, bind, make_spec
 
 pytestmark = [
@@ -393,3 +394,46 @@ def test_3d_batch_slices_under_the_workspace_limit_give_the_same_numbers():
     for a, r in zip(sliced[1], whole[1]):
         np.testing.assert_allclose(a, r, rtol=1e-13, atol=1e-13)
     assert isinstance(call.shape, ConvShapeNd) and call.padded_spatial == (7, 8, 8)
+
+
+# --------------------------------------------------------------------------- explain_shape and the CLI
+
+
+@pytest.mark.parametrize("nd, input_shape, kernel, params", [
+    (1, (2, 3, 100), 5, dict(stride=3, dilation=2)),
+    (1, (3, 17), (4,), dict(padding="same")),
+    (3, (2, 3, 9, 11, 10), (3, 2, 3), dict(stride=(2, 3, 1), padding=(0, 1, 2))),
+    (3, (1, 5, 6, 7), 3, dict(dilation=(1, 2, 1), padding=1)),
+])
+def test_explain_shape_in_1d_and_3d_agrees_with_the_convolution(nd, input_shape, kernel, params):
+    e = convscope.explain_shape(input_shape, kernel, out_channels=4, ndim=nd, **params)
+    x = np.zeros(input_shape)
+    w = np.zeros((4, input_shape[-nd - 1]) + ((kernel,) * nd if isinstance(kernel, int) else kernel))
+    assert e.output_shape == getattr(convscope, f"conv{nd}d")(x, w, **params).shape
+    assert len(e.dims) == nd and e.output_size == e.output_shape[-nd:]
+    spec = make_spec(w.shape[2:], ndim=nd, **params)
+    for table, unread, n in zip(spec_tap_sources(spec, input_shape[-nd:]), e.unread, input_shape[-nd:]):
+        assert set(unread) == set(range(n)) - set(table[table >= 0].tolist())
+    assert f"conv{nd}d" not in str(e) and "output shape" in e.conclusion()
+
+
+def test_explain_shape_in_1d_and_3d_refuses_bad_shapes():
+    with pytest.raises(ValueError, match=r"input_shape must have 1, 2 or 3 values \(L,\), \(C, L\) or \(N, C, L\)"):
+        convscope.explain_shape((1, 2, 3, 4), 3, ndim=1)
+    with pytest.raises(ValueError, match=r"kernel_size must be an int or a tuple of 3 ints, got 2 values"):
+        convscope.explain_shape((3, 4, 5), (3, 3), ndim=3)
+    assert "conv3d raises" in convscope.explain_shape((2, 4, 4), 3, ndim=3).conclusion()
+
+
+def test_cli_shape_takes_1d_and_3d_shapes():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "convscope", "shape", "4x3x16x112x112", "-k", "3", "--dims", "3",
+                          "-s", "1x2x2", "-p", "1", "--out-channels", "64"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    expected = convscope.explain_shape((4, 3, 16, 112, 112), 3, stride=(1, 2, 2), padding=1, out_channels=64, ndim=3)
+    assert out.stdout.strip() == str(expected).strip()
+    bad = subprocess.run([sys.executable, "-m", "convscope", "shape", "2x100", "-k", "3x3", "--dims", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--kernel must be one integer for a 1-d convolution" in bad.stderr and "Traceback" not in bad.stderr
