@@ -1,18 +1,22 @@
 """One place that turns user arguments into a validated convolution.
 
-Every public entry point (``conv2d``, ``conv2d_backward``, ``conv2d_input``,
-``conv2d_weight``, ``conv2d_output_size`` and ``Conv2d``) goes through the
-functions here, so every check and every error message lives in this module.
+Every public entry point (``conv1d``/``conv2d``/``conv3d`` and their ``_backward``, ``_input``,
+``_weight`` and ``_output_size``, and the layers) goes through the functions here, so every check
+and every error message lives in this module.
 
-Two steps:
+Three steps, for 1, 2 or 3 spatial dimensions:
 
 1. :func:`make_spec` normalises the hyper-parameters (kernel size, stride,
    padding, dilation, groups, padding mode) into a frozen :class:`ConvSpec`.
-   Ints become pairs once; ``'same'`` and ``'valid'`` are resolved to explicit
-   ``((top, bottom), (left, right))`` padding with torch's split.
+   Ints become one value per axis once; ``'same'`` and ``'valid'`` are resolved to
+   explicit per-axis ``(before, after)`` padding with torch's split.
 2. :func:`check_shapes` checks a spec against the shapes of input, weight and
-   bias and returns the :class:`ConvShape` (sizes of everything) the
-   algorithms use.
+   bias and returns the sizes of everything the algorithms use: a :class:`ConvShape`
+   (2-d: ``N, C, H, W, …``) or a :class:`ConvShapeNd` (``spatial``/``out_spatial`` tuples;
+   the 2-d shape has them as properties).
+3. :func:`bind` does both for one call's arrays and arguments and returns a frozen
+   :class:`ConvCall` (spec, shape, dtype, batched or not, the arrays); :func:`lift` turns a
+   1-d call into the 2-d call of height 1 it runs as.
 
 Array arguments are converted by :func:`as_array`, which accepts NumPy arrays,
 torch tensors and array-likes and enforces the dtype rules.
