@@ -281,3 +281,15 @@ def torch_error(ndim: int, x_shape, w_shape, bias_shape=None, dtype=np.float64, 
     except Exception as exc:  # noqa: BLE001 - any refusal counts; the caller compares its meaning
         return exc
     return None
+
+
+def torch_native_conv_nd(x, w, b, grad_output, **params):
+    """:func:`torch_conv_nd` on torch's native CPU kernels (oneDNN off), as :func:`torch_native_conv2d`."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            return torch_conv_nd(x, w, b, grad_output, **params)

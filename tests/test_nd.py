@@ -437,3 +437,50 @@ def test_cli_shape_takes_1d_and_3d_shapes():
     bad = subprocess.run([sys.executable, "-m", "convscope", "shape", "2x100", "-k", "3x3", "--dims", "1"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--kernel must be one integer for a 1-d convolution" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --------------------------------------------------------------------------- the N-d spec, non-finite values
+
+
+def test_make_spec_in_1d_and_3d():
+    s1 = make_spec(4, padding="same", dilation=3, ndim=1)
+    assert (s1.ndim, s1.kernel_size, s1.padding, s1.padding_arg) == (1, (4,), ((4, 5),), "same")
+    s3 = make_spec((3, 1, 2), stride=(2, 1, 1), padding=(1, 0, 2), ndim=3)
+    assert s3.padding == ((1, 1), (0, 0), (2, 2)) and s3.pad_totals == (2, 0, 4)
+    assert s3.padded_size((5, 6, 7)) == (7, 6, 11) and s3.output_size((5, 6, 7)) == (3, 6, 10)
+    lifted = convscope.spec.lifted_spec(s1)
+    assert (lifted.kernel_size, lifted.padding, lifted.dilation) == ((1, 4), ((0, 0), (4, 5)), (1, 3))
+    with pytest.raises(ValueError, match=r"number of spatial dimensions must be 1, 2 or 3, got 4"):
+        make_spec(3, ndim=4)
+    with pytest.raises(TypeError, match=r"kernel_size must be an int or a tuple of one int, got True"):
+        make_spec(True, ndim=1)
+    with pytest.raises(ValueError, match=r"kernel_size must be an int or a pair of ints, got 3 values"):
+        make_spec((3, 3, 3))                                     # the 2-d messages are unchanged
+
+
+def test_bind_gives_one_frozen_call():
+    x, w = np.zeros((3, 2, 5, 6, 7), np.float32), np.zeros((4, 1, 3, 3, 3), np.float32)
+    call = bind(3, input=x, weight=w, bias=None, padding=1, groups=2)
+    assert call.batched and call.dtype == np.float32 and call.input is x
+    assert call.output_shape == (3, 4, 5, 6, 7) and call.weight_shape == w.shape
+    assert call.shape == ConvShapeNd(3, 2, (5, 6, 7), 4, (5, 6, 7), 2)
+    with pytest.raises(AttributeError):
+        call.batched = False
+    unbatched = bind(1, input=np.zeros((2, 9)), weight=np.zeros((2, 2, 3)), grad_output=np.zeros((2, 7)))
+    assert not unbatched.batched and unbatched.caller_output_shape() == (2, 7)
+    lifted = convscope.spec.lift(unbatched)
+    assert lifted.input.shape == (2, 1, 9) and (lifted.shape.H, lifted.shape.W_out) == (1, 7)
+
+
+@pytest.mark.parametrize("nd", (1, 3))
+def test_nonfinite_values_land_where_torch_puts_them(nd):
+    pytest.importorskip("torch")
+    from oracle import assert_same_nonfinite, torch_native_conv_nd
+
+    name, chw, w_shape, params = FEATURES[nd][0]               # padding 1
+    x, w, b, params = _arrays(chw, w_shape, params, "batched", np.float64, seed=9)
+    x[(0, 1) + (2,) * nd] = np.inf
+    w[(1, 0) + (0,) * nd] = np.nan                             # a corner tap: it reads zero padding
+    want, _ = torch_native_conv_nd(x, w, b, None, **params)
+    got = getattr(convscope, f"conv{nd}d")(x, w, b, **params)
+    assert_same_nonfinite(got, want, "forward")
