@@ -11,10 +11,11 @@ Layers: a WaveNet/TCN dilated stack (kernel 2, dilations 1 to 512, 64 channels),
 second of 16 kHz audio), a C3D/I3D 3×3×3 block and 3-D U-Net blocks.  A row ``× n`` stands
 for n layers of the same shape (timed once, counted n times in the totals).
 
-Method (the same as ``bench_conv.py``'s): both libraries in one process, float32, on the same
-arrays; for each layer and pass the two are sampled alternately, each sample preceded by
-``--handover`` seconds of untimed calls of the same library (so that the other library's
-thread pool has gone idle), and the median of ``--repeat`` samples is reported.  convscope
+Method (``bench_conv.interleaved``, as for the 2-d layers): both libraries in one process,
+float32, on the same arrays; for each layer and pass the two are sampled alternately, each
+sample preceded by ``--handover`` seconds of untimed calls of the same library (so that the
+other library's thread pool has gone idle), and the median of ``--repeat`` samples is reported.
+glibc's allocator is left as it is (bench_conv's ``--malloc`` setting is not applied).  convscope
 runs with ``algorithm=None`` (1-d: the 2-d planner's choice for height 1; 3-d: ndgemm).
 """
 from __future__ import annotations
@@ -22,13 +23,15 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
 
 import convscope
+from bench_conv import interleaved   # the same sampling as the 2-d bench (bench/ is the script's directory)
+
+MIN_SAMPLE = 0.02   # seconds of timed calls per sample
 
 # name, input shape, weight shape, parameters, count
 LAYERS = [
@@ -44,25 +47,9 @@ LAYERS = [
 ]
 
 
-def _sample(fn, handover: float, least: float = 0.02) -> float:
-    end = time.perf_counter() + handover
-    while time.perf_counter() < end:
-        fn()
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= least:
-            return elapsed / calls
-
-
 def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
-    t, c = [], []
-    for _ in range(repeat):
-        t.append(_sample(torch_fn, handover))
-        c.append(_sample(cs_fn, handover))
-    return statistics.median(t) * 1e3, statistics.median(c) * 1e3
+    """(torch's, convscope's) median milliseconds per call, sampled in turn (bench_conv's method)."""
+    return tuple(t * 1e3 for t in interleaved([torch_fn, cs_fn], repeat, handover, MIN_SAMPLE))
 
 
 def bench(layer, repeat: int, handover: float):

@@ -51,30 +51,7 @@ def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1
     ``grad_output`` may be None (then only the forward is run and the grads are None).
     A missing bias is run as a zero bias so that its gradient is still reported.
     """
-    import torch
-
-    x_np, w_np = _numpy_copy(x), _numpy_copy(w)
-    if w_np.dtype == np.float16:
-        as32 = lambda a: None if a is None else _numpy_copy(a).astype(np.float32)  # noqa: E731
-        out, grads = torch_conv2d(as32(x_np), as32(w_np), as32(b), as32(grad_output), stride, padding,
-                                  dilation, groups, padding_mode)
-        as16 = lambda a: a.astype(np.float16)  # noqa: E731
-        return as16(out), None if grads is None else tuple(as16(g) for g in grads)
-    x_t = torch.from_numpy(x_np).requires_grad_(True)
-    layer = torch.nn.Conv2d(
-        w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, bias=True, padding_mode=padding_mode,
-        dtype=getattr(torch, w_np.dtype.name),
-    )
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(w_np.copy()))
-        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else _numpy_copy(b)))
-    out = layer(x_t)
-    if grad_output is None:
-        return out.detach().numpy(), None
-    out.backward(torch.from_numpy(_numpy_copy(grad_output)))
-    grads = (x_t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy())
-    return out.detach().numpy(), grads
+    return torch_conv_nd(x, w, b, grad_output, stride, padding, dilation, groups, padding_mode)
 
 
 def random_case(rng, x_shape, w_shape, dtype=np.float64, bias=True):

@@ -16,6 +16,7 @@ import convscope
 from convscope import algorithms, padding as padding_module, planner, reference
 from convscope.geometry import spec_tap_sources
 from convscope.spec import ConvShapeNd, bind, make_spec
+from oracle import case_arrays
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
@@ -60,14 +61,7 @@ ALGORITHMS = {1: (None, "reference", "gemm", "ndgemm"), 3: (None, "reference", "
 
 
 def _arrays(chw, w_shape, params, layout, dtype, seed=0):
-    params = dict(params)
-    bias = params.pop("bias", True)
-    rng = np.random.default_rng(seed)
-    x_shape = {"batched": (2,) + chw, "unbatched": chw, "zero_batch": (0,) + chw}[layout]
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
-    return x, w, b, params
+    return case_arrays((chw, w_shape, params), layout, dtype, seed)
 
 
 def _fits(mode, chw, w_shape, params):

@@ -151,13 +151,8 @@ class ConvShapeNd(NamedTuple):
     out_spatial: tuple
     groups: int
 
-    @property
-    def in_per_group(self) -> int:
-        return self.C // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
+    in_per_group = ConvShape.in_per_group
+    out_per_group = ConvShape.out_per_group
 
     @property
     def ndim(self) -> int:
