@@ -478,3 +478,11 @@ def test_nonfinite_values_land_where_torch_puts_them(nd):
     want, _ = torch_native_conv_nd(x, w, b, None, **params)
     got = getattr(convscope, f"conv{nd}d")(x, w, b, **params)
     assert_same_nonfinite(got, want, "forward")
+
+
+def test_explanations_of_1d_and_3d_layers_are_refused_clearly():
+    x1, x3 = np.ones((1, 1, 5), np.float32), np.ones((1, 1, 3, 3, 3), np.float32)
+    with pytest.raises(TypeError, match=r"explanations are of 2-d layers \(Conv2d\) only, got Conv1d"):
+        convscope.explain(convscope.Conv1d(1, 1, 3), x1, (0, 0, 0))
+    with pytest.raises(TypeError, match=r"explanations are of 2-d layers \(Conv2d\) only, got Conv3d"):
+        convscope.explain_grad(convscope.Conv3d(1, 1, 2), x3, at=(0, 0, 0, 0, 0))
