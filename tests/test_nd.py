@@ -486,3 +486,17 @@ def test_explanations_of_1d_and_3d_layers_are_refused_clearly():
         convscope.explain(convscope.Conv1d(1, 1, 3), x1, (0, 0, 0))
     with pytest.raises(TypeError, match=r"explanations are of 2-d layers \(Conv2d\) only, got Conv3d"):
         convscope.explain_grad(convscope.Conv3d(1, 1, 2), x3, at=(0, 0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("mode", PADDING_MODES)
+def test_ndgemm_serves_2d_convolutions_too(mode):
+    """ndgemm declares 1, 2 and 3 dimensions: forced on a 2-d convolution it gives torch's numbers,
+    also when one sample exceeds the workspace limit (the 2-d runner's blocks of output rows)."""
+    pytest.importorskip("torch")
+    from oracle import check_against_torch
+
+    x, w, b, params = case_arrays(((4, 9, 8), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 1), groups=2)),
+                                  "batched", np.float64)
+    check_against_torch(x, w, b, algorithm="ndgemm", padding_mode=mode, **params)
+    with convscope.workspace_limit(4096):
+        check_against_torch(x, w, b, algorithm="ndgemm", padding_mode=mode, **params)
