@@ -177,6 +177,16 @@ def assert_same_nonfinite(actual, expected, what: str = "value", scale=None) -> 
         assert err <= RTOL[expected.dtype] * scale, f"{what}: max |error| {err:.3g} > {RTOL[expected.dtype]} × {scale:.3g}"
 
 
+def assert_close_global(actual, expected, factors, what: str = "value") -> None:
+    """:func:`assert_close` for a path whose rounding error is global (Winograd, FFT): the
+    tolerance is relative to the larger of ``max |expected|`` and the product of the factors'
+    largest magnitudes (e.g. (grad_output, x) for ∂/∂weight), so that an exact 0 (every tap on
+    zero padding) may carry the rounding of the call's other values."""
+    scale = float(np.prod([np.abs(np.asarray(f, np.float64)).max(initial=0) for f in factors]))
+    expected = np.asarray(expected)
+    assert_same_nonfinite(actual, expected, what, scale=max(scale, float(np.abs(expected).max(initial=0))))
+
+
 # --------------------------------------------------------------------------- 1, 2 or 3 spatial dimensions
 
 

@@ -1,10 +1,12 @@
-"""The special-purpose paths (pointwise, depthwise, winograd), each forced on, against the
-reference loops and torch over every configuration they serve.
+"""Every path in the registry, forced on, against the reference loops and torch over every
+configuration it serves.
 
-The automatic planner sends only some shapes to each path (see convscope.planner); here every
-path is forced on small shapes covering each feature it accepts, in every padding mode, both
-dtypes, batched, unbatched and with an empty batch.  Winograd's float32 results are also checked
-with a norm-relative tolerance on a larger layer, and hypothesis draws random configurations.
+The parametrisation comes from :data:`convscope.algorithms.ALGORITHMS`: each path gets every case
+of :data:`CASES` its own ``needs`` accepts, so a new path is tested without a list written for it.
+The cases cover each feature (stride, dilation, padding, groups, channel multiplier, kernel sizes),
+every padding mode, float64 and float32, batched, unbatched and with an empty batch.  Winograd's
+float32 results are also checked with a norm-relative tolerance on a larger layer, the depthwise
+kernels in both layouts and with NaN/Inf, and hypothesis draws random configurations for every path.
 """
 from __future__ import annotations
 
@@ -12,55 +14,75 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
 import convscope  # noqa: E402
-from convscope.algorithms import winograd  # noqa: E402
-from oracle import assert_close, case_arrays, check_against_torch, float32_against_exact, rel_l2  # noqa: E402
+from convscope.algorithms import ALGORITHMS, winograd  # noqa: E402
+from convscope.spec import check_shapes, make_spec  # noqa: E402
+from oracle import (assert_close, assert_close_global, assert_same_nonfinite, case_arrays,  # noqa: E402
+                    check_against_torch, float32_against_exact, rel_l2, torch_conv2d)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 DTYPES = (np.float64, np.float32)
 LAYOUTS = ("batched", "unbatched", "zero_batch")
+PATHS = [name for name in ALGORITHMS if name != "reference"]
 
-# (input (C, H, W), weight shape, keyword arguments) per path
-SERVED = {
-    "pointwise": [
-        ((5, 6, 7), (4, 5, 1, 1), {}),
-        ((4, 7, 6), (6, 4, 1, 1), dict(stride=2)),
-        ((4, 7, 8), (6, 2, 1, 1), dict(stride=(2, 3), padding=1, groups=2)),
-        ((3, 5, 6), (4, 3, 1, 1), dict(padding=(2, 1), dilation=3)),
-    ],
-    "depthwise": [
-        ((4, 7, 8), (4, 1, 3, 3), dict(padding=1, groups=4)),
-        ((4, 9, 8), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4)),
-        ((3, 8, 9), (6, 1, 3, 3), dict(padding="same", groups=3)),                 # multiplier 2
-        ((3, 9, 10), (3, 1, 5, 3), dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=3)),
-        ((2, 6, 7), (6, 1, 2, 2), dict(groups=2, bias=False)),
-    ],
-    "winograd": [
-        ((5, 9, 11), (4, 5, 3, 3), dict(padding=1)),
-        ((3, 8, 8), (6, 3, 3, 3), {}),
-        ((4, 5, 7), (3, 4, 3, 3), dict(padding=(2, 0))),
-        ((2, 3, 3), (2, 2, 3, 3), dict(padding="same", bias=False)),
-        ((3, 13, 6), (5, 3, 3, 3), dict(padding="same")),
-    ],
-}
+# (input (C, H, W), weight shape, keyword arguments): each path runs the ones it serves
+CASES = [
+    ((5, 6, 7), (4, 5, 1, 1), {}),
+    ((4, 7, 6), (6, 4, 1, 1), dict(stride=2)),
+    ((4, 7, 8), (6, 2, 1, 1), dict(stride=(2, 3), padding=1, groups=2)),
+    ((3, 5, 6), (4, 3, 1, 1), dict(padding=(2, 1), dilation=3)),
+    ((4, 7, 8), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ((4, 9, 8), (4, 1, 3, 3), dict(stride=2, padding=1, groups=4)),
+    ((3, 8, 9), (6, 1, 3, 3), dict(padding="same", groups=3)),                 # multiplier 2
+    ((3, 9, 10), (3, 1, 5, 3), dict(stride=(2, 1), padding=(2, 1), dilation=(1, 2), groups=3)),
+    ((2, 6, 7), (6, 1, 2, 2), dict(groups=2, bias=False)),
+    ((17, 6, 5), (17, 1, 3, 3), dict(stride=(1, 2), padding=(1, 2), groups=17)),   # a partial channel block
+    ((5, 9, 11), (4, 5, 3, 3), dict(padding=1)),
+    ((3, 8, 8), (6, 3, 3, 3), {}),
+    ((4, 5, 7), (3, 4, 3, 3), dict(padding=(2, 0))),
+    ((2, 3, 3), (2, 2, 3, 3), dict(padding="same", bias=False)),
+    ((3, 13, 6), (5, 3, 3, 3), dict(padding="same")),
+    ((4, 9, 10), (6, 2, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
+    ((3, 11, 9), (4, 3, 5, 5), dict(stride=2, padding=2)),
+]
+
+
+def _spec_shape(case):
+    chw, w_shape, params = case
+    params = {k: v for k, v in params.items() if k != "bias"}
+    spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1),
+                     params.get("groups", 1), params.get("padding_mode", "zeros"))
+    return spec, check_shapes(spec, (2,) + chw, w_shape)
+
+
+def served(name):
+    """The cases of CASES that path ``name`` can compute (by its own ``needs``)."""
+    return [case for case in CASES if ALGORITHMS[name].needs(*_spec_shape(case)) is None]
+
+
+SERVED = {name: served(name) for name in PATHS}
 
 
 def _grid():
     params = []
-    for name, cases in SERVED.items():
-        for (ci, case), (mi, mode), (di, dtype) in itertools.product(enumerate(cases), enumerate(MODES),
-                                                                     enumerate(DTYPES)):
-            layout = LAYOUTS[(ci + mi + di) % len(LAYOUTS)]
-            params.append(pytest.param(name, case, mode, dtype, layout,
-                                       id=f"{name}-{ci}-{mode}-{np.dtype(dtype).name}-{layout}"))
+    for name in PATHS:
+        for (ci, case), (di, dtype) in itertools.product(enumerate(SERVED[name]), enumerate(DTYPES)):
+            for mi in (ci + di) % 2, (ci + di) % 2 + 2:                     # two of the four modes each
+                layout = LAYOUTS[(ci + mi + di) % len(LAYOUTS)]
+                params.append(pytest.param(name, case, MODES[mi], dtype, layout,
+                                           id=f"{name}-{ci}-{MODES[mi]}-{np.dtype(dtype).name}-{layout}"))
     return params
+
+
+def test_every_path_has_cases():
+    assert all(len(SERVED[name]) >= 4 for name in PATHS), {n: len(c) for n, c in SERVED.items()}
 
 
 @pytest.mark.parametrize("name, case, mode, dtype, layout", _grid())
@@ -78,7 +100,7 @@ def test_path_matches_torch_and_reference(name, case, mode, dtype, layout):
         assert_close(getattr(got, field), getattr(want, field), f"grad {field} vs reference")
 
 
-@pytest.mark.parametrize("name", list(SERVED))
+@pytest.mark.parametrize("name", PATHS)
 def test_grad_functions_match_torch(name):
     """conv2d_input / conv2d_weight through each path, against torch.nn.grad."""
     import torch.nn.grad as tgrad
@@ -97,14 +119,20 @@ def test_grad_functions_match_torch(name):
     assert_close(dw, tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(g), **tparams).numpy())
 
 
-@pytest.mark.parametrize("last", [False, True], ids=["flat-windows", "channels-last"])
-@pytest.mark.parametrize("case", SERVED["depthwise"], ids=[f"dw{i}" for i in range(len(SERVED["depthwise"]))])
-@pytest.mark.parametrize("mode", ["zeros", "reflect"])
-def test_depthwise_layouts(case, last, mode, monkeypatch):
-    """Both depthwise layouts (flat windows on phases, channels last), forced, against the reference."""
+DEPTHWISE = SERVED["depthwise"]
+
+
+@pytest.mark.parametrize("blocks", [False, True], ids=["rows", "channel-blocks"])
+@pytest.mark.parametrize("case", DEPTHWISE, ids=[f"dw{i}" for i in range(len(DEPTHWISE))])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
+def test_depthwise_layouts(case, blocks, mode, monkeypatch):
+    """Both depthwise kernels (rows; channel blocks where the multiplier is 1), forced, against the
+    reference in float64 and torch in float32."""
     from convscope.algorithms import depthwise
 
-    monkeypatch.setattr(depthwise, "channels_last", lambda spec, shape: last)
+    if blocks and case[1][0] != case[0][0]:
+        pytest.skip("channel blocks serve multiplier 1 only")
+    monkeypatch.setattr(depthwise, "blocked", lambda spec, shape: blocks)
     x, w, b, params = case_arrays(case, "batched", np.float64)
     params["padding_mode"] = mode
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
@@ -114,26 +142,37 @@ def test_depthwise_layouts(case, last, mode, monkeypatch):
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
     for field in ("input", "weight", "bias"):
         assert_close(getattr(got, field), getattr(ref, field), field)
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    check_against_torch(x32, w32, None if b is None else b.astype(np.float32), algorithm="depthwise", **params)
 
 
-@pytest.mark.parametrize("tile", [2, 4])
-@pytest.mark.parametrize("hw", [(4, 4), (5, 9), (12, 7)])
-def test_winograd_tiles(tile, hw, monkeypatch):
-    """F(2×2, 3×3) and F(4×4, 3×3), whole and partial tiles, against the reference in float64."""
-    monkeypatch.setattr(winograd, "TILE", tile)
-    rng = np.random.default_rng(tile)
-    x = rng.standard_normal((2, 3) + hw)
-    w = rng.standard_normal((4, 3, 3, 3))
-    for padding, mode in ((1, "zeros"), (0, "zeros"), (1, "reflect")):
-        want = convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="reference")
-        assert_close(convscope.conv2d(x, w, padding=padding, padding_mode=mode, algorithm="winograd"), want)
-        g = rng.standard_normal(want.shape)
-        assert_close(convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="winograd").input,
-                     convscope.conv2d_backward(g, x, w, padding=padding, padding_mode=mode,
-                                               algorithm="reference").input)
+@pytest.mark.parametrize("blocks", [False, True], ids=["rows", "channel-blocks"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_depthwise_non_finite_values_land_where_torch_puts_them(value, blocks, monkeypatch):
+    """A NaN or Inf in the input or grad_output reaches exactly the outputs and gradients whose windows
+    hold it: the same positions, and the same values elsewhere, as torch."""
+    from convscope.algorithms import depthwise
+
+    monkeypatch.setattr(depthwise, "blocked", lambda spec, shape: blocks)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 18, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((18, 1, 3, 3)).astype(np.float32)
+    x[1, 3, 4, 2] = value
+    x[0, 17, 0, 7] = value
+    params = dict(stride=(1, 2), padding=1, dilation=(2, 1), groups=18)
+    g = rng.standard_normal(torch_conv2d(x, w, None, None, **params)[0].shape).astype(np.float32)
+    g[0, 5, 1, 1] = value
+    want_out, (want_dx, want_dw, _) = torch_conv2d(x, w, None, g, **params)
+    got_out = convscope.conv2d(x, w, algorithm="depthwise", **params)
+    got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    for got_a, want_a, what in ((got_out, want_out, "forward"), (got.input, want_dx, "grad input"),
+                                (got.weight, want_dw, "grad weight")):
+        assert_same_nonfinite(got_a, want_a, what)
 
 
+def test_depthwise_float16_computes_in_float32():
+    x, w, b, params = case_arrays(CASES[5], "batched", np.float16)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
 
 
 def test_winograd_float32_error_is_small_in_norm():
@@ -152,34 +191,38 @@ def test_winograd_float32_error_is_small_in_norm():
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_paths_agree_with_reference_property(data):
-    """Random configurations each path serves, float64, forward and the three gradients."""
-    name = data.draw(st.sampled_from(list(SERVED)), label="path")
+    """Random configurations, each path forced where its ``needs`` accepts them: float64, forward
+    and the three gradients, against the reference loops."""
+    name = data.draw(st.sampled_from(PATHS), label="path")
     N = data.draw(st.integers(0, 2), label="N")
     mode = data.draw(st.sampled_from(MODES), label="padding_mode")
-    if name == "winograd":
-        C, O, k, stride, dilation, groups = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)), 3, 1, 1, 1
-    elif name == "pointwise":
-        groups = data.draw(st.integers(1, 2))
-        C, O = groups * data.draw(st.integers(1, 3)), groups * data.draw(st.integers(1, 3))
-        k, stride, dilation = 1, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2))
-    else:
-        C = groups = data.draw(st.integers(1, 4))
-        O = C * data.draw(st.integers(1, 2))
-        k, stride, dilation = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
-    H = data.draw(st.integers(1, 9))
-    W = data.draw(st.integers(1, 9))
-    pad = data.draw(st.integers(0, min(2, H - 1 if mode == "reflect" else H, W - 1 if mode == "reflect" else W)))
-    if (H + 2 * pad - dilation * (k - 1) - 1) < 0 or (W + 2 * pad - dilation * (k - 1) - 1) < 0:
-        return
+    groups = data.draw(st.integers(1, 3), label="groups")
+    C = groups * data.draw(st.integers(1, 2), label="C/groups")
+    O = groups * data.draw(st.integers(1, 2), label="C_out/groups")
+    kH, kW = data.draw(st.integers(1, 4), label="kH"), data.draw(st.integers(1, 4), label="kW")
+    stride = data.draw(st.tuples(st.integers(1, 3), st.integers(1, 3)), label="stride")
+    dilation = data.draw(st.tuples(st.integers(1, 2), st.integers(1, 2)), label="dilation")
+    H, W = data.draw(st.integers(1, 9), label="H"), data.draw(st.integers(1, 9), label="W")
+    pad = data.draw(st.tuples(st.integers(0, 2), st.integers(0, 2)), label="padding")
+    assume(mode != "reflect" or (pad[0] < H and pad[1] < W))
+    assume(mode != "circular" or (pad[0] <= H and pad[1] <= W))
+    assume(H + 2 * pad[0] - dilation[0] * (kH - 1) - 1 >= 0 and W + 2 * pad[1] - dilation[1] * (kW - 1) - 1 >= 0)
+    spec = make_spec((kH, kW), stride, pad, dilation, groups, mode)
+    assume(ALGORITHMS[name].needs(spec, check_shapes(spec, (N, C, H, W), (O, C // groups, kH, kW))) is None)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     x = rng.standard_normal((N, C, H, W))
-    w = rng.standard_normal((O, C // groups, k, k))
+    w = rng.standard_normal((O, C // groups, kH, kW))
     b = rng.standard_normal(O)
     params = dict(stride=stride, padding=pad, dilation=dilation, groups=groups, padding_mode=mode)
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
-    assert_close(convscope.conv2d(x, w, b, algorithm=name, **params), want, "forward")
     g = rng.standard_normal(want.shape)
     got = convscope.conv2d_backward(g, x, w, algorithm=name, **params)
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
-    for field in ("input", "weight", "bias"):
-        assert_close(getattr(got, field), getattr(ref, field), field)
+    pairs = [(convscope.conv2d(x, w, b, algorithm=name, **params), want, (x, w), "forward")]
+    pairs += [(getattr(got, f), getattr(ref, f), factors, f) for f, factors in
+              (("input", (g, w)), ("weight", (g, x)), ("bias", (g,)))]
+    for actual, expected, factors, what in pairs:
+        if ALGORITHMS[name].ERROR == "local":
+            assert_close(actual, expected, what)
+        else:       # error relative to the call's largest values: an exact 0 may carry the others' rounding
+            assert_close_global(actual, expected, factors, what)

@@ -14,13 +14,13 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import convscope
 from convscope import planner
 from convscope.algorithms import fft
-from oracle import (assert_close, case_arrays, check_against_torch, float32_against_exact, peak_bytes,
+from oracle import (assert_close, assert_close_global, case_arrays, check_against_torch, float32_against_exact, peak_bytes,
                     rel_l2)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
@@ -285,8 +285,9 @@ def test_large_layer_stays_under_the_limit():
     ((8, 16, 56, 56), (16, 16, 15, 15), dict(stride=3, padding=7), "gemm"),       # stride above 2
     ((8, 64, 28, 28), (64, 64, 3, 3), dict(padding=1), "winograd"),
     ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), "fft"),    # large depthwise
-    ((8, 128, 28, 28), (128, 1, 9, 9), dict(padding=4, groups=128), "fft"),       # measured 32 vs 88 ms
-    ((8, 96, 56, 56), (96, 1, 7, 7), dict(padding=3, groups=96), "fft"),          # ConvNeXt's depthwise 7×7
+    ((8, 128, 28, 28), (128, 1, 9, 9), dict(padding=4, groups=128), "depthwise"), # compiled: 18.7 vs 25.2 ms
+    ((8, 96, 56, 56), (96, 1, 7, 7), dict(padding=3, groups=96), "depthwise"),    # ConvNeXt's depthwise 7×7
+    ((8, 64, 28, 28), (64, 1, 19, 19), dict(padding=9, groups=64), "fft"),        # 28.2 vs 37.4 ms
     ((8, 128, 112, 112), (128, 1, 5, 5), dict(padding=2, groups=128), "depthwise"),   # 579 vs 388 ms
     ((8, 128, 56, 56), (128, 1, 3, 3), dict(padding=1, groups=128), "depthwise"),
     ((8, 128, 56, 56), (128, 1, 7, 7), dict(stride=2, padding=3, groups=128), "depthwise"),
@@ -340,20 +341,21 @@ def test_fft_agrees_with_reference_property(data):
     pad = (data.draw(st.integers(0, max(0, min(4, limit_h))), label="pH"),
            data.draw(st.integers(0, max(0, min(4, limit_w))), label="pW"))
     sizes = ((H, pad[0], dilation[0], kH), (W, pad[1], dilation[1], kW))
-    if any(n + 2 * p - d * (k - 1) - 1 < 0 for n, p, d, k in sizes):
-        return
+    assume(all(n + 2 * p - d * (k - 1) - 1 >= 0 for n, p, d, k in sizes))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     x = rng.standard_normal((N, C, H, W))
     w = rng.standard_normal((O, C // groups, kH, kW))
     b = rng.standard_normal(O)
     params = dict(stride=stride, padding=pad, dilation=dilation, groups=groups, padding_mode=mode)
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
-    assert_close(convscope.conv2d(x, w, b, algorithm="fft", **params), want, "forward")
+    # FFT's error is relative to the call's largest values: an output the reference makes exactly 0
+    # (every tap on zero padding) gets FFT's rounding of the others
+    assert_close_global(convscope.conv2d(x, w, b, algorithm="fft", **params), want, (x, w), "forward")
     g = rng.standard_normal(want.shape)
     got = convscope.conv2d_backward(g, x, w, algorithm="fft", **params)
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
-    for field in ("input", "weight", "bias"):
-        assert_close(getattr(got, field), getattr(ref, field), field)
+    for field, factors in (("input", (g, w)), ("weight", (g, x)), ("bias", (g,))):
+        assert_close_global(getattr(got, field), getattr(ref, field), factors, field)
 
 
 def test_fft_row_is_in_the_table():

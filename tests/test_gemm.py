@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import convscope
-from convscope import planner
+from convscope.algorithms import gemm
 from oracle import assert_close
 
 CONFIGS = [
@@ -26,20 +26,21 @@ CONFIGS = [
     dict(x=(3, 9, 8), w=(4, 3, 5, 5), stride=2, padding=2, padding_mode="reflect"),  # unbatched
 ]
 
-# (FOLD_BELOW, FOLD_BELOW_1X1_BACKWARD, FOLD_BELOW_1X1_FORWARD, MIN_TAPS_PER_PHASE)
+# (FOLD_BELOW, FOLD_BELOW_1X1_BACKWARD, FOLD_BELOW_1X1_FORWARD, MIN_TAPS_PER_PHASE, COMPILED_FROM_PIXELS)
 NEVER, ALWAYS = 0, 10**9
 VARIANTS = {
-    f"{'folded' if fold else 'per_sample'}-{'phases' if phases else 'strided'}":
-        (fold, fold, fold, 0 if phases else ALWAYS)
-    for fold, phases in itertools.product((NEVER, ALWAYS), (True, False))
+    f"{'folded' if fold else 'per_sample'}-{'phases' if phases else 'strided'}-{'compiled' if kernels else 'numpy'}":
+        (fold, fold, fold, 0 if phases else ALWAYS, 0 if kernels else ALWAYS)
+    for fold, phases, kernels in itertools.product((NEVER, ALWAYS), (True, False), (True, False))
+    if not (kernels and fold == ALWAYS)          # the compiled im2col/col2im serve the per-sample layout only
 }
 
 
 @pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
 def variant(request, monkeypatch):
     for name, value in zip(("FOLD_BELOW", "FOLD_BELOW_1X1_BACKWARD", "FOLD_BELOW_1X1_FORWARD",
-                            "MIN_TAPS_PER_PHASE"), VARIANTS[request.param]):
-        monkeypatch.setattr(planner, name, value)
+                            "MIN_TAPS_PER_PHASE", "COMPILED_FROM_PIXELS"), VARIANTS[request.param]):
+        monkeypatch.setattr(gemm, name, value)
     return request.param
 
 
@@ -64,9 +65,50 @@ def test_variants_are_really_taken(monkeypatch):
     """The thresholds above switch the branches this file means to test."""
     spec = convscope.spec.make_spec((7, 7), stride=2, padding=3)
     shape = convscope.spec.check_shapes(spec, (2, 3, 13, 12), (4, 3, 7, 7))
-    monkeypatch.setattr(planner, "FOLD_BELOW", ALWAYS)
-    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", 0)
-    assert planner.gemm_folded(spec, shape, backward=False) and planner.gemm_phases(spec)
-    monkeypatch.setattr(planner, "FOLD_BELOW", NEVER)
-    monkeypatch.setattr(planner, "MIN_TAPS_PER_PHASE", ALWAYS)
-    assert not planner.gemm_folded(spec, shape, backward=False) and not planner.gemm_phases(spec)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", ALWAYS)
+    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", 0)
+    assert gemm.batch_folded(spec, shape, backward=False) and gemm.stride_phases(spec)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", NEVER)
+    monkeypatch.setattr(gemm, "MIN_TAPS_PER_PHASE", ALWAYS)
+    assert not gemm.batch_folded(spec, shape, backward=False) and not gemm.stride_phases(spec)
+    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+    assert gemm.compiled(spec, shape)
+    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", ALWAYS)
+    assert not gemm.compiled(spec, shape)
+
+
+def test_compiled_im2col_runs_and_matches_numpy(monkeypatch):
+    """The compiled im2col and col2im (forced on) give NumPy's arrays exactly, every padding mode."""
+    from convscope.spec import check_shapes, make_spec
+
+    rng = np.random.default_rng(4)
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        spec = make_spec((3, 2), (1, 2), (2, 1), (2, 1), 2, mode)
+        shape = check_shapes(spec, (2, 4, 9, 8), (6, 2, 3, 2))
+        x = rng.standard_normal((2, 4, 9, 8))
+        d = rng.standard_normal((2, 2, 2 * 3 * 2, shape.H_out * shape.W_out))
+        monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", ALWAYS)
+        want_cols, want_dx = gemm.im2col(x, spec, shape, ones_row=True), gemm.col2im(d, spec, shape)
+        monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+        got_cols, got_dx = gemm.im2col(x, spec, shape, ones_row=True), gemm.col2im(d, spec, shape)
+        assert np.array_equal(got_cols, want_cols), mode
+        assert_close(got_dx, want_dx, mode)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch", [2, 0, None], ids=["batched", "zero_batch", "unbatched"])
+def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
+    """The per-sample layout with the compiled im2col/col2im, forced, against torch (strided, dilated, grouped)."""
+    pytest.importorskip("torch")
+    from oracle import check_against_torch
+
+    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+    monkeypatch.setattr(gemm, "FOLD_BELOW", NEVER)
+    rng = np.random.default_rng(7)
+    shape = (4, 9, 10) if batch is None else (batch, 4, 9, 10)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((6, 2, 3, 4)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    check_against_torch(x, w, b, algorithm="gemm", stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
+                        padding_mode=mode)

@@ -35,7 +35,7 @@ REFERENCE_MAX_TAPS = 20_000          # the loops are slow: layers with more tap 
 PLANNED = [
     ("winograd", (64, 12, 12), (64, 64, 3, 3), dict(padding=1)),
     ("fft", (8, 32, 32), (8, 8, 7, 7), dict(padding=3)),
-    ("fft", (8, 28, 28), (8, 1, 7, 7), dict(padding=3, groups=8)),
+    ("fft", (8, 28, 28), (8, 1, 19, 19), dict(padding=9, groups=8)),
 ]
 
 # (array, index, value): one non-finite (or overflowing) value per case

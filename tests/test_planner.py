@@ -1,8 +1,9 @@
 """convscope.plan and the planner's table; forced algorithms; conv2d_backward's output_mask."""
 from __future__ import annotations
 
+import json
+import os
 import re
-import types
 
 import numpy as np
 import pytest
@@ -66,15 +67,35 @@ def test_every_table_name_is_registered():
         assert set(row.choice) <= set(planner.NAMES)
 
 
-def test_forced_algorithm_and_fallback_pass(monkeypatch):
+def test_every_algorithm_declares_itself():
+    """Each registered module says what it serves and how errors spread; no algorithm imports the planner."""
+    import inspect
+
+    for name, impl in algorithms.ALGORITHMS.items():
+        assert impl.ERROR in ("local", "global"), name
+        assert hasattr(impl.module, "forward") and (hasattr(impl.module, "backward") or (
+            hasattr(impl.module, "grad_input") and hasattr(impl.module, "grad_weight"))), name
+        assert "planner" not in inspect.getsource(impl.module).split('"""', 2)[-1], name
+    assert {n for n, impl in algorithms.ALGORITHMS.items() if impl.ERROR == "global"} == {"winograd", "fft"}
+
+
+def test_grad_passes_derived_from_backward(monkeypatch):
+    """grad_input and grad_weight of a path with ``backward`` go through it, with the one mask."""
+    impl = algorithms.ALGORITHMS["gemm"]
+    calls = []
+    original = impl.module.backward
+    monkeypatch.setattr(impl.module, "backward", lambda *a: calls.append(a[-1]) or original(*a))
+    x, w = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    g = np.ones((1, 3, 3, 3))
+    convscope.conv2d_input(x.shape, w, g, algorithm="gemm")
+    convscope.conv2d_weight(x, w.shape, g, algorithm="gemm")
+    assert calls == [(True, False), (False, True)]
+
+
+def test_forced_algorithm():
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
     assert {c.algorithm for c in p} == {"winograd"} and all("forced" in c.reason for c in p)
-    # a path without one of the passes leaves that pass to the automatic choice
-    monkeypatch.setitem(planner.CAPABILITIES, "winograd",
-                        planner.Capability(("forward", "grad_input"), planner._needs_winograd))
-    p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="winograd")
-    assert (p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm) == ("winograd", "winograd", "gemm")
-    assert "has no grad_weight" in p.grad_weight.reason
+    assert {c.source for c in p} == {"forced"}
     p = convscope.plan((2, 4, 8, 8), (4, 4, 3, 3), padding=1, algorithm="reference")
     assert {c.algorithm for c in p} == {"reference"}
 
@@ -104,9 +125,11 @@ G3 = np.zeros((1, 2, 4, 4))
     (lambda: convscope.plan(X.shape, W5.shape, algorithm="fast"), r"algorithm must be one of.*'fast'"),
 ])
 def test_forced_algorithm_that_cannot_serve(call, pattern, monkeypatch):
-    fake = types.SimpleNamespace(forward=None, grad_input=None, grad_weight=None)
-    for name in list(algorithms.ALGORITHMS):
-        monkeypatch.setitem(algorithms.ALGORITHMS, name, fake)     # nothing may run
+    def nothing_may_run(*args):
+        raise AssertionError("an implementation ran")
+
+    monkeypatch.setattr(algorithms, "run_forward", nothing_may_run)
+    monkeypatch.setattr(algorithms, "run_backward", nothing_may_run)
     with pytest.raises(ValueError, match=pattern):
         call()
 
@@ -170,10 +193,157 @@ def test_output_mask_validation(mask, exc, pattern):
         convscope.conv2d_backward(G3, X, W3, output_mask=mask)
 
 
-@pytest.mark.parametrize("name", ["convscope.planner", "convscope.workspace", "convscope.threads"])
+@pytest.mark.parametrize("name", ["convscope.planner", "convscope.workspace", "convscope.threads",
+                                  "convscope.tuning"])
 def test_docstring_examples(name):
     import doctest
     import importlib
 
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- tuning
+
+
+@pytest.fixture
+def tuning(tmp_path, monkeypatch):
+    """Tuning on with a file in tmp_path; restored (and forgotten) afterwards."""
+    from convscope import tuning as module
+
+    path = tmp_path / "tuning.json"
+    previous = convscope.set_tuning(True, path=path)
+    module.clear()
+    yield module, path
+    convscope.set_tuning(previous)
+    module._state["path"] = None
+    module.clear()
+
+
+TINY = ((2, 4, 6, 6), (4, 4, 3, 3))
+
+
+def test_tuning_is_off_by_default_and_plan_says_table():
+    assert convscope.get_tuning() is False
+    p = convscope.plan(*TINY, padding=1)
+    assert {c.source for c in p} == {"table"} and "[table]" in str(p)
+
+
+def test_tuning_measures_once_and_remembers(tuning, monkeypatch):
+    module, path = tuning
+    timed = []
+    original = module._best_ms
+    monkeypatch.setattr(module, "_best_ms", lambda run: timed.append(run) or original(run))
+    p = convscope.plan(*TINY, padding=1)
+    candidates = planner.candidates(*_spec_shape(*TINY, padding=1))
+    assert set(candidates) == {"gemm", "winograd", "fft"}
+    assert len(timed) == 3 * len(candidates)
+    for pass_ in planner.PASSES:
+        choice = getattr(p, pass_)
+        assert choice.source == "measured" and choice.algorithm in candidates
+        assert all(f"{name} " in choice.reason for name in candidates)
+    assert "[measured]" in str(p)
+    convscope.plan(*TINY, padding=1)                                   # remembered: nothing timed again
+    assert len(timed) == 3 * len(candidates)
+    # the call runs the measured winners and still computes the convolution
+    x, w = np.random.default_rng(0).standard_normal(TINY[0]), np.random.default_rng(1).standard_normal(TINY[1])
+    assert_close(convscope.conv2d(x, w, padding=1), convscope.conv2d(x, w, padding=1, algorithm="reference"))
+    # the file: JSON, this machine's key, one entry per configuration
+    data = json.loads(path.read_text())
+    assert data["format"] == "convscope-tuning"
+    (machine, entries), = data["machines"].items()
+    assert machine == module.machine() and "numpy" in machine and "convscope" in machine
+    assert any(entry["forward"]["algorithm"] == p.forward.algorithm for entry in entries.values())
+
+
+def test_tuning_reads_the_file_in_a_new_process(tuning):
+    import subprocess
+    import sys
+
+    module, path = tuning
+    key = module.key(*_spec_shape(*TINY, padding=1), np.float32)
+    entry = {p: {"algorithm": "fft", "ms": {"fft": 1.0, "gemm": 2.0, "winograd": 3.0}} for p in planner.PASSES}
+    path.write_text(json.dumps({"format": "convscope-tuning", "machines": {module.machine(): {key: entry}}}))
+    code = ("import convscope; p = convscope.plan((2, 4, 6, 6), (4, 4, 3, 3), padding=1); "
+            "print(p.forward.algorithm, p.forward.source)")
+    env = dict(os.environ, CONVSCOPE_TUNING="1", CONVSCOPE_TUNING_FILE=str(path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["fft", "measured"]
+
+
+def test_tuning_ignores_other_machines_entries(tuning, monkeypatch):
+    module, path = tuning
+    key = module.key(*_spec_shape(*TINY, padding=1), np.float32)
+    entry = {p: {"algorithm": "fft", "ms": {"fft": 1.0}} for p in planner.PASSES}
+    path.write_text(json.dumps({"format": "convscope-tuning", "machines": {"another machine": {key: entry}}}))
+    module.clear()
+    monkeypatch.setattr(module, "_measure", lambda spec, shape, dtype, names: {
+        p: {"algorithm": "gemm", "ms": {n: 1.0 if n == "gemm" else 2.0 for n in names}} for p in planner.PASSES})
+    assert convscope.plan(*TINY, padding=1).forward.algorithm == "gemm"
+    data = json.loads(path.read_text())
+    assert set(data["machines"]) == {"another machine", module.machine()}
+    assert data["machines"]["another machine"][key] == entry            # kept as it was
+
+
+def test_tuning_measures_a_configuration_once_across_threads(tuning, monkeypatch):
+    import threading
+
+    module, _ = tuning
+    calls = []
+
+    def fake_measure(spec, shape, dtype, names):
+        calls.append(1)
+        return {p: {"algorithm": names[0], "ms": {n: 1.0 for n in names}} for p in planner.PASSES}
+
+    monkeypatch.setattr(module, "_measure", fake_measure)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(convscope.plan((1, 3, 5, 5), (2, 3, 3, 3))))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 8
+    assert len({tuple(c.algorithm for c in r) for r in results}) == 1
+
+
+def test_tuning_per_dtype_and_forced_algorithms_untimed(tuning, monkeypatch):
+    module, _ = tuning
+    seen = []
+    monkeypatch.setattr(module, "_measure", lambda spec, shape, dtype, names: seen.append(dtype) or {
+        p: {"algorithm": "gemm", "ms": {"gemm": 1.0}} for p in planner.PASSES})
+    spec, shape = _spec_shape(*TINY, padding=1)
+    planner.choose(spec, shape, dtype=np.float64)
+    planner.choose(spec, shape, dtype=np.float32)
+    planner.choose(spec, shape, algorithm="winograd")
+    assert seen == [np.float64, np.float32]
+
+
+def test_environment_variable_turns_tuning_on():
+    import subprocess
+    import sys
+
+    code = "import convscope; print(convscope.get_tuning())"
+    for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
+        env = dict(os.environ, CONVSCOPE_TUNING=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+
+
+@pytest.mark.parametrize("args, exc, pattern", [
+    (("yes",), TypeError, r"set_tuning: enabled must be True or False, got 'yes'"),
+    ((True, 3), TypeError, r"set_tuning: path must be a str, a path-like or None, got int"),
+])
+def test_set_tuning_validation(args, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        convscope.set_tuning(*args)
+    assert convscope.get_tuning() is False
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"format": "pickle"}'])
+def test_set_tuning_rejects_a_file_that_is_not_a_tuning_file(tmp_path, text):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="tuning file .*bad.json"):
+        convscope.set_tuning(True, path=path)
+    assert convscope.get_tuning() is False and path.read_text() == text

@@ -13,6 +13,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 import convscope
 
@@ -107,3 +108,29 @@ def test_settings_change_while_other_threads_compute():
     assert not mismatches, mismatches[:5]
     assert runs[0] >= len(cases)
 
+
+
+def test_num_threads_block_is_the_calling_threads_own():
+    import threading
+
+    outer = convscope.get_num_threads()
+    seen = {}
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        entered.wait(5)
+        seen["other"] = convscope.get_num_threads()
+        release.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with convscope.num_threads(1):
+        seen["inside"] = convscope.get_num_threads()
+        entered.set()
+        release.wait(5)
+    t.join(5)
+    assert seen == {"inside": 1, "other": outer}
+    assert convscope.get_num_threads() == outer
+    with pytest.raises(ValueError, match="num_threads"):
+        with convscope.num_threads(0):
+            pass

@@ -65,7 +65,8 @@ CASES = [
     ("gemm", (3, 6, 25, 23), (8, 3, 5, 5), dict(stride=2, padding=2, groups=2)),          # phases, folded
     ("winograd", (4, 16, 24, 20), (24, 16, 3, 3), dict(padding=1, padding_mode="circular")),
     ("pointwise", (4, 16, 24, 20), (24, 16, 1, 1), dict(stride=2)),
-    ("depthwise", (4, 16, 24, 20), (32, 1, 3, 3), dict(padding=1, groups=16, stride=2)),
+    ("depthwise", (4, 16, 24, 20), (32, 1, 3, 3), dict(padding=1, groups=16, stride=2, padding_mode="reflect")),
+    ("depthwise", (4, 16, 24, 20), (16, 1, 3, 3), dict(padding=1, groups=16, padding_mode="circular")),  # blocks
 ]
 
 
@@ -157,8 +158,7 @@ ROW_CASES = [("gemm", (8, 96, 96), (8, 8, 5, 5), dict(padding=2, padding_mode=mo
 ROW_OTHERS = [
     ("winograd", (16, 64, 64), (16, 16, 3, 3), dict(padding=1, padding_mode="reflect")),
     ("fft", (8, 64, 64), (8, 8, 7, 7), dict(padding=3, padding_mode="circular")),
-    ("depthwise", (8, 64, 64), (64, 1, 5, 5), dict(padding=2, groups=8, padding_mode="replicate")),
-]
+]   # the depthwise kernels' scratch is the padded sample only (zero padding: none)
 
 
 def _one_sample_backward(algorithm, chw, w_shape, params, limit):

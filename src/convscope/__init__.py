@@ -12,8 +12,9 @@ Public API
 - :func:`widget`: the interactive explore page of a layer, inline in a notebook
   (:mod:`convscope.explore` also serves it: ``convscope explore``)
 - :func:`plan` (which implementation runs each pass, and why)
+- :func:`set_tuning`, :func:`get_tuning`: time the candidates once per configuration, keep the fastest
 - :func:`set_workspace_limit`, :func:`get_workspace_limit`, :func:`workspace_limit`
-- :func:`set_num_threads`, :func:`get_num_threads`
+- :func:`set_num_threads`, :func:`get_num_threads`, :func:`num_threads`
 - :func:`set_conv_precision`, :func:`get_conv_precision`, :func:`conv_precision`: whether the planner
   may choose Winograd and FFT, whose rounding error is relative to a call's largest values
 """
@@ -42,7 +43,8 @@ from .module import Conv1d, Conv2d, Conv3d
 from .planner import plan
 from .precision import conv_precision, get_conv_precision, set_conv_precision
 from .spec import ConvSpec
-from .threads import get_num_threads, set_num_threads
+from .threads import get_num_threads, num_threads, set_num_threads
+from .tuning import get_tuning, set_tuning
 from .workspace import get_workspace_limit, set_workspace_limit, workspace_limit
 from . import explore
 from .explore import widget
@@ -82,10 +84,13 @@ __all__ = [
     "explain_shape",
     "get_conv_precision",
     "get_num_threads",
+    "get_tuning",
     "get_workspace_limit",
+    "num_threads",
     "plan",
     "set_conv_precision",
     "set_num_threads",
+    "set_tuning",
     "set_workspace_limit",
     "widget",
     "workspace_limit",

@@ -79,7 +79,7 @@ def _run_forward(call: ConvCall, algorithm) -> np.ndarray:
     if call.ndim == 1:
         return _squeeze(_run_forward(lift(call), algorithm))
     spec, shape, cdt = call.spec, call.shape, call.compute_dtype
-    name = planner.choose(spec, shape, algorithm).forward.algorithm
+    name = planner.choose(spec, shape, algorithm, dtype=cdt).forward.algorithm
     _check_memory(spec, shape, cdt, [("output", call.output_shape)], [(name, "forward")])
     run = algorithms.run_forward if call.ndim == 2 else algorithms.run_forward_nd
     out = run(name, _batched(call.input, call.input_shape, cdt), np.ascontiguousarray(call.weight, dtype=cdt),
@@ -93,7 +93,7 @@ def _run_backward(call: ConvCall, algorithm, mask) -> tuple:
         dx, dw, db = _run_backward(lift(call), algorithm, mask)
         return _squeeze(dx), _squeeze(dw), db
     spec, shape, cdt = call.spec, call.shape, call.compute_dtype
-    plan = planner.choose(spec, shape, algorithm)
+    plan = planner.choose(spec, shape, algorithm, dtype=cdt)
     grads = [("grad_input", call.input_shape), ("grad_weight", call.weight_shape),
              ("grad_bias", (shape.out_channels,))]
     _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],

@@ -101,3 +101,79 @@ def spec_tap_sources(spec, input_size: tuple) -> tuple:
             input_size, spec.padding, spec.kernel_size, spec.stride, spec.dilation, out_size
         )
     )
+
+
+# --------------------------------------------------------------------------- blocks of outputs (halos)
+
+from typing import NamedTuple  # noqa: E402
+
+
+class BlockRead(NamedTuple):
+    """What a block of outputs reads along one axis.
+
+    ``padded_start:padded_stop`` are the padded coordinates its windows cover; of them,
+    ``pad_before`` lie in the border before real row 0, then the real rows ``start:stop``,
+    then ``pad_after`` in the border after the last real row.
+    """
+
+    padded_start: int
+    padded_stop: int
+    start: int
+    stop: int
+    pad_before: int
+    pad_after: int
+
+
+def block_read(o0: int, o1: int, size: int, kernel: int, stride: int, dilation: int,
+               before: int, after: int) -> BlockRead:
+    """The rows that output rows ``o0 … o1 − 1`` (``o0 < o1``) read along one axis.
+
+    Output ``i`` reads padded coordinates ``i·stride … i·stride + dilation·(kernel − 1)``, so
+    the block reads ``o0·stride … (o1 − 1)·stride + dilation·(kernel − 1)``: its rows plus a
+    halo of ``dilation·(kernel − 1) + 1 − stride`` rows (when positive) shared with the next block.
+
+    >>> block_read(0, 4, 10, 3, 1, 1, 1, 1)       # padding 1: one border row, real rows 0 … 4
+    BlockRead(padded_start=0, padded_stop=6, start=0, stop=5, pad_before=1, pad_after=0)
+    >>> block_read(4, 5, 9, 3, 2, 1, 1, 1)        # the last output, stride 2
+    BlockRead(padded_start=8, padded_stop=11, start=7, stop=9, pad_before=0, pad_after=1)
+    """
+    p0 = o0 * stride
+    p1 = (o1 - 1) * stride + dilation * (kernel - 1) + 1
+    start = min(max(p0 - before, 0), size)
+    stop = max(min(p1 - before, size), start)
+    pad_before = min(max(before - p0, 0), p1 - p0)
+    pad_after = (p1 - p0) - pad_before - (stop - start)
+    return BlockRead(p0, p1, start, stop, pad_before, pad_after)
+
+
+def block_sources(read: BlockRead, size: int, before: int, mode: str) -> np.ndarray:
+    """For each padded coordinate of ``read`` the real pixel it copies (``-1``: zero padding).
+
+    The same values as ``source_map(size, before, after, mode)[read.padded_start:read.padded_stop]``.
+
+    >>> block_sources(block_read(0, 3, 5, 3, 1, 1, 2, 2), 5, 2, "reflect").tolist()
+    [2, 1, 0, 1, 2]
+    """
+    out = np.empty(read.padded_stop - read.padded_start, dtype=np.intp)
+    out[read.pad_before:read.pad_before + read.stop - read.start] = np.arange(read.start, read.stop)
+    border = list(range(read.pad_before)) + list(range(out.size - read.pad_after, out.size))
+    for k in border:
+        src = source_index(read.padded_start + k - before, size, mode)
+        out[k] = -1 if src is None else src
+    return out
+
+
+def output_blocks(input_bounds, stride: int, out_len: int) -> list[tuple[int, int]]:
+    """Blocks of outputs aligned to the stride with the input's blocks (chunks) along one axis.
+
+    ``input_bounds`` are the starts of the input blocks after the first (real coordinates);
+    output ``i`` belongs to the block holding real row ``i·stride`` (the last block also takes
+    the outputs whose first row lies beyond the input).  Empty blocks are left out.
+
+    >>> output_blocks([4, 8], 2, 5)               # input rows 0-3 | 4-7 | 8-9, stride 2
+    [(0, 2), (2, 4), (4, 5)]
+    >>> output_blocks([3, 6, 9], 1, 8)            # 'valid' 3-tap kernel over 10 rows
+    [(0, 3), (3, 6), (6, 8)]
+    """
+    cuts = sorted({min(-(-a // stride), out_len) for a in input_bounds} | {0, out_len})
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]

@@ -1,17 +1,24 @@
 """The implementations of forward, grad-input and grad-weight, by name, and how they are run.
 
-Each implementation is a module with three functions over validated,
-batched arrays of one compute dtype:
+Each implementation is a module that describes itself.  Over validated, batched
+arrays of one compute dtype it has
 
 * ``forward(x, w, b, spec, shape)``       → (N, C_out, H_out, W_out)
-* ``grad_input(grad_out, w, spec, shape)`` → (N, C, H, W)
-* ``grad_weight(grad_out, x, spec, shape)`` → (C_out, C/groups, kH, kW)
-
-(an implementation without one of the passes says so in
-:data:`convscope.planner.CAPABILITIES`), and optionally
-
 * ``backward(grad_out, x, w, spec, shape, (want_input, want_weight))`` → (dx or None, dw or None),
-  both gradients at once, sharing work;
+  both gradients at once, sharing work; or, where nothing is shared,
+  ``grad_input(grad_out, w, spec, shape)`` → (N, C, H, W) and
+  ``grad_weight(grad_out, x, spec, shape)`` → (C_out, C/groups, kH, kW);
+
+and it declares
+
+* ``needs(spec, shape)`` → None if it can compute the convolution, else "what it needs, got what"
+  (absent: it computes every convolution);
+* ``ERROR``: ``"local"`` or ``"global"``, where its rounding error goes (below);
+
+and optionally
+
+* ``cost_ms(spec, shape)`` → its estimated milliseconds for the three passes (the planner's cost model);
+* ``describe(spec, shape, pass_)`` → the layout a pass runs in, for :func:`convscope.plan`;
 * ``workspace(pass_, spec, shape, itemsize)`` → an upper estimate of the scratch bytes of a pass;
 * ``prepared_forward(w)`` → ``f(x, b, spec, shape)``, the forward with its weight-only work
   done once, for running on many slices;
@@ -21,7 +28,9 @@ batched arrays of one compute dtype:
 ``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`
 (2-d) or :class:`convscope.spec.ConvShapeNd`.  A module constant ``DIMS`` names the numbers of
 spatial dimensions an implementation computes; without it, 2 only (:func:`dims`).
-Which implementation runs is decided by :mod:`convscope.planner`.
+:data:`ALGORITHMS` is built from the modules (:class:`Algorithm` derives ``grad_input`` and
+``grad_weight`` from ``backward``, the one place they are); which implementation runs is
+decided by :mod:`convscope.planner`, which reads these declarations.
 
 The ``run_*`` functions here call an implementation under the workspace limit
 (:mod:`convscope.workspace`): when its estimate exceeds the limit the batch is
@@ -58,15 +67,50 @@ from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, ndgemm, pointwise, winograd
 
-ALGORITHMS = {
-    "gemm": gemm,
-    "reference": reference,
-    "pointwise": pointwise,
-    "depthwise": depthwise,
-    "winograd": winograd,
-    "fft": fft,
-    "ndgemm": ndgemm,
-}
+
+class Algorithm:
+    """One implementation as the registry holds it: its module, with the three passes always there.
+
+    Attributes not defined here (``forward``, ``backward``, ``workspace``, ``ERROR``, ...) are the
+    module's own.
+    """
+
+    def __init__(self, name, module):
+        self.name, self.module = name, module
+
+    def __getattr__(self, attr):
+        return getattr(self.module, attr)
+
+    def __repr__(self) -> str:
+        return f"<algorithm {self.name!r} ({self.module.__name__})>"
+
+    def needs(self, spec, shape):
+        rule = getattr(self.module, "needs", None)
+        return None if rule is None else rule(spec, shape)
+
+    def grad_input(self, grad_out, w, spec, shape):
+        if hasattr(self, "backward"):
+            return self.backward(grad_out, None, w, spec, shape, (True, False))[0]
+        return self.module.grad_input(grad_out, w, spec, shape)
+
+    def grad_weight(self, grad_out, x, spec, shape):
+        if hasattr(self, "backward"):
+            return self.backward(grad_out, x, None, spec, shape, (False, True))[1]
+        return self.module.grad_weight(grad_out, x, spec, shape)
+
+    def cost_ms(self, spec, shape):
+        """The module's estimate for the three passes, or None where it has no cost model."""
+        model = getattr(self.module, "cost_ms", None)
+        return None if model is None else model(spec, shape)
+
+    def describe(self, spec, shape, pass_) -> str:
+        text = getattr(self.module, "describe", None)
+        return "" if text is None else text(spec, shape, pass_)
+
+
+MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm)
+ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
+              for module in MODULES}
 
 
 def _estimate(impl, pass_, spec, shape, itemsize):

@@ -1,8 +1,8 @@
 r"""Convolution by real FFTs: one product over channels per frequency.
 
 Domain: every convolution (any kernel, stride, dilation, padding and padding mode, groups).
-It pays off for large kernels (see :mod:`convscope.planner`): the work per output pixel
-does not grow with the number of taps.
+It pays off for large kernels (:func:`cost_ms` against :func:`convscope.algorithms.gemm.cost_ms`):
+the work per output pixel does not grow with the number of taps.
 
 The stride-1 correlation
 ------------------------
@@ -74,10 +74,10 @@ The spectra of a whole batch slice, ``(F, G, N, C/G)`` complex, are kept while t
 channels (forward, grad_weight) or input channels (grad_input) are processed in blocks:
 a block's kernel spectrum ``(F, G, C/G, block)`` is as large as ``block`` full-size planes
 per input channel, the largest array of the path when channels are many.  The blocks are
-as large as the workspace limit allows (:func:`_blocks`), at least ``MIN_BLOCK`` channels
-per group; :func:`workspace` reports the need with blocks of that size, so that
+as large as the workspace limit allows (:func:`_blocks`), at least one channel per group;
+:func:`workspace` reports the need with blocks of one channel, so that
 :mod:`convscope.algorithms` slices the batch (or, for the forward, cuts one sample into
-rows) until that fits.  Below that (one sample, one row, ``MIN_BLOCK`` channels) the limit
+rows) until that fits.  Below that (one sample, one row, one channel) the limit
 is exceeded, as on every path.
 
 Accuracy
@@ -105,7 +105,14 @@ from ..workspace import get_workspace_limit
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
 
-MIN_BLOCK = 1              # channels per group per block, at least
+# the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
+COST_MS = dict(call=0.55, kernel=2.65e-6, kernel_tap=4.4e-7, product=6.3e-7, transform=9.1e-7)
+NUMPY_FFT_FACTOR = 4       # numpy.fft's transforms against scipy.fft's with 2 workers (2.4–4.4× measured)
+
+
+def needs(spec, shape):
+    """None: the FFT path computes every convolution."""
+    return None
 
 
 # --------------------------------------------------------------------------- the FFT backend
@@ -204,6 +211,35 @@ def grid(spec, shape) -> Grid:
     Hs, Ws = (shape.H_out - 1) * sH + 1, (shape.W_out - 1) * sW + 1
     Hu, Wu = Hs + dH * (kH - 1), Ws + dW * (kW - 1)
     return Grid(shape.H + pt + pb, shape.W + pl + pr, Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
+
+
+def cost_terms(spec, shape) -> dict:
+    """The terms of the cost model, ``K = C·C_out/groups`` and ``F`` the grid's frequencies::
+
+        call: 1, kernel: K·F, kernel_tap: K·F·kH, product: N·K·F, transform: N·(C + C_out)·LH·LW·log₂(LH·LW)
+
+    (the transform term ``NUMPY_FFT_FACTOR`` times with ``numpy.fft``).
+    """
+    import math
+
+    g = grid(spec, shape)
+    N, C, O = shape.N, shape.C, shape.out_channels
+    K = C * O / shape.groups
+    transform = N * (C + O) * g.LH * g.LW * math.log2(g.LH * g.LW)
+    if backend().name != "scipy.fft":
+        transform *= NUMPY_FFT_FACTOR
+    return dict(call=1.0, kernel=K * g.F, kernel_tap=K * g.F * spec.kernel_size[0], product=N * K * g.F,
+                transform=transform)
+
+
+def cost_ms(spec, shape) -> float:
+    """Estimated milliseconds of the three passes: Σ COST_MS[term] · :func:`cost_terms`[term]."""
+    return sum(COST_MS[k] * v for k, v in cost_terms(spec, shape).items())
+
+
+def describe(spec, shape, pass_) -> str:
+    g = grid(spec, shape)
+    return f"{describe_backend()}, {g.LH}×{g.LW} grid"
 
 
 def _complex(dtype) -> np.dtype:
@@ -386,9 +422,9 @@ def _product(a, b) -> np.ndarray:
 
 
 def _blocks(total: int, fixed: int, per_channel: int) -> list[slice]:
-    """Blocks of channels (per group) as large as the workspace limit allows (≥ MIN_BLOCK)."""
+    """Blocks of channels (per group) as large as the workspace limit allows (at least one)."""
     room = get_workspace_limit() - fixed
-    size = max(MIN_BLOCK, min(total, room // max(per_channel, 1)))
+    size = max(1, min(total, room // max(per_channel, 1)))
     return [slice(c0, min(total, c0 + size)) for c0 in range(0, total, size)]
 
 
@@ -417,11 +453,10 @@ def _bytes(shape, g: Grid, itemsize: int) -> dict:
 
 
 def workspace(pass_, spec, shape, itemsize):
-    """Scratch bytes of a pass with blocks of MIN_BLOCK channels per group (outputs included)."""
+    """Scratch bytes of a pass with blocks of one channel per group (outputs included)."""
     g = grid(spec, shape)
     fixed, per = _bytes(shape, g, itemsize)[pass_]
-    total = shape.in_per_group if pass_ == "grad_input" else shape.out_per_group
-    return fixed + per * min(total, MIN_BLOCK)
+    return fixed + per
 
 
 # --------------------------------------------------------------------------- the three passes
@@ -489,14 +524,6 @@ def _grad_spectra(grad_out, spec, shape, g: Grid, channel_major: bool) -> np.nda
     buf = np.zeros((N, O, g.LH, g.LW), dtype=grad_out.dtype)
     buf[:, :, :g.Hs:sH, :g.Ws:sW] = grad_out
     return _spectra(buf, shape.groups, g, channel_major)
-
-
-def grad_input(grad_out, w, spec, shape):
-    return backward(grad_out, None, w, spec, shape, (True, False))[0]
-
-
-def grad_weight(grad_out, x, spec, shape):
-    return backward(grad_out, x, None, spec, shape, (False, True))[1]
 
 
 def backward(grad_out, x, w, spec, shape, mask):

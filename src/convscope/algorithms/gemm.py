@@ -30,7 +30,7 @@ grad-weight happens inside the product.  It costs a transpose of the
 activations (input or grad_output, and the result), which pays off when L is
 small: products of width 49 or 196 run far below BLAS's peak, and per-sample
 grad-weight materialises N partial ``(C_out/G, K)`` products.  The rule is
-:func:`convscope.planner.gemm_folded`.
+:func:`batch_folded`.
 
 Stride phases
 -------------
@@ -39,7 +39,7 @@ slices slowly.  When many taps share a stride phase (the 7×7/2 stem: 49 taps,
 4 phases) the padded input is first split into its ``sH·sW`` phases, each
 contiguous, and every tap reads a unit-stride window of one phase; col2im
 accumulates into the phases and interleaves them once at the end.  The rule is
-:func:`convscope.planner.gemm_phases`.
+:func:`stride_phases`.
 
 The only Python loops run over the ``kH·kW`` kernel taps.
 """
@@ -47,11 +47,86 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import planner
 from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
+# layouts, measured on ResNet-50's layers (batch 8, 2 cores; bench/README.md)
+FOLD_BELOW = 1024                 # fold the batch below this many output pixels (kernels above 1×1)
+FOLD_BELOW_1X1_BACKWARD = 256     # the same for 1×1 kernels, backward
+FOLD_BELOW_1X1_FORWARD = 100      # and forward
+MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
+SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
+SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
+COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
+
+# the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
+COST_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)
+
+
+def needs(spec, shape):
+    """None: im2col + GEMM computes every convolution."""
+    return None
+
+
+def batch_folded(spec, shape, backward: bool) -> bool:
+    """Whether the gemm / pointwise paths use the batch-folded layout."""
+    L = shape.H_out * shape.W_out
+    if spec.kernel_size != (1, 1):
+        return L < FOLD_BELOW
+    return L < (FOLD_BELOW_1X1_BACKWARD if backward else FOLD_BELOW_1X1_FORWARD)
+
+
+def stride_phases(spec) -> bool:
+    """Whether the padded input is split into stride phases first."""
+    (sH, sW), (dH, dW) = spec.stride, spec.dilation
+    kH, kW = spec.kernel_size
+    return ((sH > 1 or sW > 1) and dH == dW == 1 and (kH > sH or kW > sW)
+            and kH * kW >= MIN_TAPS_PER_PHASE * sH * sW)
+
+
+def slice_bytes(spec, shape):
+    """The scratch bytes a slice of the batch should stay under (None: no slicing)."""
+    if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
+        return None
+    return SLICE_BYTES
+
+
+def cost_terms(spec, shape) -> dict:
+    """The terms of the cost model: ``call: 1, mac: N·K·taps_out, copy: N·C·taps_out``, with
+    ``K = C·C_out/groups`` and ``taps_out = kH·kW·H_out·W_out`` (the multiply-adds, and im2col's copies)."""
+    K = shape.C * shape.out_channels / shape.groups
+    taps_out = spec.kernel_size[0] * spec.kernel_size[1] * shape.H_out * shape.W_out
+    return dict(call=1.0, mac=shape.N * K * taps_out, copy=shape.N * shape.C * taps_out)
+
+
+def cost_ms(spec, shape) -> float:
+    """Estimated milliseconds of the three passes: Σ COST_MS[term] · :func:`cost_terms`[term]."""
+    return sum(COST_MS[k] * v for k, v in cost_terms(spec, shape).items())
+
+
+def describe(spec, shape, pass_) -> str:
+    """The layouts a pass runs in, for :func:`convscope.plan`."""
+    return layout_text(spec, shape, pass_, with_phases=True)
+
+
+def compiled(spec, shape) -> bool:
+    """Whether the per-sample layout's col2im runs as a compiled kernel (padding fused), and its
+    im2col too unless the input is split into stride phases (NumPy's copies of the phases won)."""
+    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= COMPILED_FROM_PIXELS
+
+
+def layout_text(spec, shape, pass_, with_phases: bool) -> str:
+    L = shape.H_out * shape.W_out
+    folded_ = batch_folded(spec, shape, pass_ != "forward")
+    parts = [f"batch folded (H_out·W_out = {L})" if folded_ else f"per sample (H_out·W_out = {L})"]
+    if with_phases and stride_phases(spec):
+        parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if with_phases and not folded_ and compiled(spec, shape):
+        parts.append("compiled col2im" if stride_phases(spec) else "compiled im2col/col2im")
+    if with_phases and slice_bytes(spec, shape):
+        parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
+    return ", ".join(parts)
 
 def _tap_slices(spec, shape, u, v):
     """The (rows, cols) slices of the padded input that tap (u, v) reads for every output."""
@@ -90,7 +165,7 @@ def _phase_window(phases, spec, shape, u, v):
 
 def _tap_sources(xp, spec, shape):
     """A function (u, v) → the (…, H_out, W_out) view of ``xp`` that tap (u, v) reads."""
-    if planner.gemm_phases(spec):
+    if stride_phases(spec):
         phases = _split_phases(xp, spec)
         return lambda u, v: _phase_window(phases, spec, shape, u, v)
 
@@ -106,7 +181,7 @@ def _scatter_taps(d, lead, spec, shape, dtype):
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     kH, kW = spec.kernel_size
-    if planner.gemm_phases(spec):
+    if stride_phases(spec):
         sH, sW = spec.stride
         phases = {(a, b): np.zeros(lead + (len(range(a, Hp, sH)), len(range(b, Wp, sW))), dtype)
                   for a, b in _phase_keys(spec)}
@@ -139,8 +214,18 @@ def im2col(x, spec, shape, ones_row=False):
     K, L = Cg * kH * kW, shape.H_out * shape.W_out
     if _is_pointwise(spec) and not ones_row:
         return x.reshape(N, G, Cg, L)                               # a view: no copy
-    source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
     full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
+    if compiled(spec, shape) and not stride_phases(spec) and N:
+        from .kernels import _numba, fused_padding, im2col as kernels
+
+        xs, pt, pl = fused_padding(x, spec)
+        # (N, G, K + ones, L) → (N, G, K + ones, H_out, W_out) view
+        _numba.launch(kernels.im2col, xs, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out),
+                      kH, kW, *spec.stride, *spec.dilation, pt, pl)
+        if ones_row:
+            full[:, :, K] = 1
+        return full
+    source = _tap_sources(pad(x, spec), spec, shape)                # reads (N, C, Hp, Wp)
     cols = full[:, :, :K]                                           # (N, G, K, L) view
     cols.shape = (N, G, Cg, kH, kW, shape.H_out, shape.W_out)       # a view (raises if it cannot be)
     for u in range(kH):
@@ -158,6 +243,18 @@ def col2im(dcols, spec, shape):
     kH, kW = spec.kernel_size
     if _is_pointwise(spec):
         return dcols.reshape(N, C, shape.H, shape.W)
+    if compiled(spec, shape) and N:
+        from .kernels import _numba, im2col as kernels
+
+        (pt, pb), (pl, pr) = spec.padding
+        zeros = spec.padding_mode == "zeros"
+        dx = np.empty((N, C, shape.H, shape.W) if zeros else (N, C, shape.H + pt + pb, shape.W + pl + pr),
+                      dtype=dcols.dtype)
+        # (N, G, K, L) → (N, G, K, H_out, W_out)
+        d5 = np.ascontiguousarray(dcols).reshape(N, shape.groups, -1, shape.H_out, shape.W_out)
+        _numba.launch(kernels.col2im, d5, dx, kH, kW, *spec.stride, *spec.dilation,
+                      *((pt, pl) if zeros else (0, 0)))
+        return dx if zeros else fold(dx, spec, (shape.H, shape.W))
     # (N, G, Cg, kH, kW, H_out, W_out)
     d = dcols.reshape(N, shape.groups, shape.in_per_group, kH, kW, shape.H_out, shape.W_out)
     dxp = _scatter_taps(lambda u, v: d[:, :, :, u, v].reshape(N, C, shape.H_out, shape.W_out),
@@ -244,7 +341,7 @@ def _bias_in_product(spec, shape) -> bool:
 def forward(x, w, b, spec, shape):
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
-    if not planner.gemm_folded(spec, shape, backward=False):
+    if not batch_folded(spec, shape, backward=False):
         wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
         if b is not None and _bias_in_product(spec, shape):
             # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
@@ -266,14 +363,6 @@ def forward(x, w, b, spec, shape):
     return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
 
 
-def grad_input(grad_out, w, spec, shape):
-    return backward(grad_out, None, w, spec, shape, (True, False))[0]
-
-
-def grad_weight(grad_out, x, spec, shape):
-    return backward(grad_out, x, None, spec, shape, (False, True))[1]
-
-
 def backward(grad_out, x, w, spec, shape, mask):
     """(∂L/∂x or None, ∂L/∂w or None) as ``mask = (input, weight)`` asks.
 
@@ -282,7 +371,7 @@ def backward(grad_out, x, w, spec, shape, mask):
     """
     want_dx, want_dw = mask
     dx = dw = None
-    if not planner.gemm_folded(spec, shape, backward=True):
+    if not batch_folded(spec, shape, backward=True):
         gym = _grad_matrix(grad_out, shape)                           # (N, G, C_out/G, L) view
         if want_dx:
             wt = _weight_matrix(w, shape).transpose(0, 2, 1)          # (G, K, C_out/G)
@@ -305,8 +394,8 @@ def backward(grad_out, x, w, spec, shape, mask):
 
 
 def preferred_bytes(pass_, spec, shape):
-    """Scratch bytes a slice of the batch should stay under for speed (see the planner), or None."""
-    return planner.gemm_slice_bytes(spec, shape)
+    """Scratch bytes a slice of the batch should stay under for speed, or None."""
+    return slice_bytes(spec, shape)
 
 
 def workspace(pass_, spec, shape, itemsize):
@@ -317,13 +406,13 @@ def workspace(pass_, spec, shape, itemsize):
     L = shape.H_out * shape.W_out
     cols = N * C * spec.kernel_size[0] * spec.kernel_size[1] * L
     out, x = N * Co * L, N * C * shape.H * shape.W
-    folded = planner.gemm_folded(spec, shape, pass_ != "forward")
+    fold_batch = batch_folded(spec, shape, pass_ != "forward")
     if pass_ == "forward":
-        total = padded + cols + out * (3 if folded else 1)
+        total = padded + cols + out * (3 if fold_batch else 1)
     elif pass_ == "grad_input":
-        total = cols + 2 * padded + x + (out if folded else 0)
+        total = cols + 2 * padded + x + (out if fold_batch else 0)
     else:
-        total = padded + cols + (out if folded else 0) + N * Co * C * spec.kernel_size[0] * spec.kernel_size[1]
-    if folded:
+        total = padded + cols + (out if fold_batch else 0) + N * Co * C * spec.kernel_size[0] * spec.kernel_size[1]
+    if fold_batch:
         total += cols                                # the transposed copy of the padded input
     return total * itemsize

@@ -36,6 +36,7 @@ from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 DIMS = (1, 2, 3)    # the numbers of spatial dimensions it computes
+PLANNED_DIMS = (3,)  # where it is chosen automatically (and tuned); in 1-d and 2-d only when forced: gemm is faster
 
 
 BLOCK_BYTES = 8 << 20   # the columns of one block of output planes stay under this (cache-sized)

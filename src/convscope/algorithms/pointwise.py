@@ -11,7 +11,7 @@ subsampled at the stride (``x_s[n, c, i, j] = x̃[n, c, i·sH, j·sW]``, a view 
 and ∂L/∂x is ∂L/∂x_s scattered back to the pixels the subsampling read (the
 adjoint of the subsampling), then :func:`convscope.padding.fold` for the
 padding.  The products are gemm's pointwise layouts (per sample, or batch
-folded when images are small; :func:`convscope.planner.gemm_folded`), run on
+folded when images are small; :func:`convscope.algorithms.gemm.batch_folded`), run on
 ``x_s`` as a stride-1 unpadded convolution.
 """
 from __future__ import annotations
@@ -24,6 +24,17 @@ from ..padding import fold, pad
 from . import gemm
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
+
+
+def needs(spec, shape):
+    """None if the kernel is 1×1, else what the path needs."""
+    if spec.kernel_size != (1, 1):
+        return f"a 1×1 kernel, got kernel_size={spec.kernel_size}"
+    return None
+
+
+def describe(spec, shape, pass_) -> str:
+    return gemm.layout_text(spec, shape, pass_, with_phases=False)
 
 
 def _trivial(spec) -> bool:
@@ -62,14 +73,6 @@ def _scatter(dxs, spec, shape):
 def forward(x, w, b, spec, shape):
     flat, inner = _inner(spec, shape)
     return gemm.forward(_subsample(x, spec, shape), w, b, flat, inner)
-
-
-def grad_input(grad_out, w, spec, shape):
-    return backward(grad_out, None, w, spec, shape, (True, False))[0]
-
-
-def grad_weight(grad_out, x, spec, shape):
-    return backward(grad_out, x, None, spec, shape, (False, True))[1]
 
 
 def backward(grad_out, x, w, spec, shape, mask):

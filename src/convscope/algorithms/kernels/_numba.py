@@ -3,10 +3,13 @@
 * Cache: numba caches compiled kernels beside their source (``__pycache__``).  Where that folder is not
   writable (a read-only site-packages) the cache goes to ``$NUMBA_CACHE_DIR`` if set, else to
   ``$XDG_CACHE_HOME/convscope/numba`` (``~/.cache/convscope/numba``).
-* Threading layer: a parallel kernel may be called from several Python threads at once (a web server,
-  a data loader, Dask's threaded scheduler).  numba's thread-safe layers (OpenMP, TBB) allow that; its
-  fallback layer (workqueue) does not, so where neither is available parallel launches are serialised
-  by a lock.
+* Threading layer: numba's own ``workqueue`` layer, unless ``$NUMBA_THREADING_LAYER`` names another.
+  Its OpenMP layer shares ``libgomp`` with torch and spins between launches against the BLAS threads
+  that run between a kernel's launches (Winograd: a compiled transform, the BLAS products, a compiled
+  transform), which made such calls up to 15 times slower and erratic (``bench/README.md``).  The
+  workqueue layer does not allow launches from several Python threads at once (a web server, a data
+  loader, Dask's threaded scheduler), so launches are serialised by a lock unless a thread-safe layer
+  (``omp``, ``tbb``, ``threadsafe``) was asked for.
 * Threads: :func:`launch` runs a kernel with ``convscope.get_num_threads()`` threads (numba's count is
   per calling thread, so it is set at every launch).
 """
@@ -39,26 +42,27 @@ if "NUMBA_CACHE_DIR" in os.environ and not numba.config.CACHE_DIR:
     numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]   # numba was imported before, by the user
 
 
-def _threadsafe_layer_available() -> bool:
-    if os.environ.get("NUMBA_THREADING_LAYER"):
-        return os.environ["NUMBA_THREADING_LAYER"] in ("omp", "tbb", "threadsafe")
-    for module in ("numba.np.ufunc.omppool", "numba.np.ufunc.tbbpool"):
-        try:
-            __import__(module)
-            return True
-        except ImportError:
-            continue
-    return False
-
-
-THREADSAFE = _threadsafe_layer_available()
-if THREADSAFE and not os.environ.get("NUMBA_THREADING_LAYER"):
-    numba.config.THREADING_LAYER = "threadsafe"
+_ASKED = os.environ.get("NUMBA_THREADING_LAYER", "")
+THREADSAFE = _ASKED in ("omp", "tbb", "threadsafe")
+if not _ASKED:
+    numba.config.THREADING_LAYER = "workqueue"
 
 _launch_lock = threading.Lock()
 
 njit = numba.njit
 prange = numba.prange
+
+
+@njit(cache=True, inline="always")
+def columns(off, step, size, n_out):
+    """(j0, j1): the outputs j < n_out whose input column ``j·step + off`` lies in [0, size).
+
+    Along a row of a convolution the real columns a tap reads form this one range, so the kernels'
+    inner loops run over it with no test (zero padding fused: the columns outside it read zeros).
+    """
+    j0 = max(0, (step - 1 - off) // step)
+    j1 = min(n_out, (size - 1 - off) // step + 1)
+    return j0, max(j0, j1)
 
 
 def _threads() -> int:

@@ -1,0 +1,198 @@
+"""Winograd F(4×4, 3×3) (convscope.algorithms.winograd and its compiled tile transforms), forced on,
+against torch and the reference loops: every padding mode, float32 and float64, whole and partial
+tiles, padding wider than the kernel, float32's norm-relative error, and random configurations."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import convscope
+from convscope.algorithms import winograd
+from oracle import assert_close, check_against_torch, float32_against_exact, peak_bytes, rel_l2
+
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+# (input shape, weight shape, keyword arguments): whole tiles, partial tiles at the bottom and the
+# right, an output smaller than one tile, padding wider than the kernel, uneven padding
+CASES = [
+    ((2, 3, 8, 8), (4, 3, 3, 3), dict(padding=1)),
+    ((2, 5, 9, 11), (4, 5, 3, 3), dict(padding=1)),
+    ((1, 3, 5, 9), (2, 3, 3, 3), {}),
+    ((2, 2, 3, 3), (3, 2, 3, 3), dict(padding="same")),
+    ((2, 4, 12, 7), (5, 4, 3, 3), dict(padding=(2, 0))),
+    ((1, 2, 6, 5), (2, 2, 3, 3), dict(padding=3)),
+    ((0, 3, 6, 6), (4, 3, 3, 3), dict(padding=1)),
+    ((3, 7, 7), (4, 3, 3, 3), dict(padding=1)),          # unbatched
+]
+
+
+def _arrays(x_shape, w_shape, dtype, seed=0, bias=True):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b
+
+
+def _fits(x_shape, params, mode):
+    """Reflect padding must be smaller than the input, circular at most its size."""
+    pad = params.get("padding", 0)
+    pad = 1 if pad == "same" else pad
+    p = max(pad) if isinstance(pad, tuple) else pad
+    H, W = x_shape[-2:]
+    return mode in ("zeros", "replicate") or p < min(H, W) or (mode == "circular" and p <= min(H, W))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_against_torch(case, mode, dtype):
+    x_shape, w_shape, params = CASES[case]
+    if not _fits(x_shape, params, mode):
+        pytest.skip("padding too wide for this mode")
+    x, w, b = _arrays(x_shape, w_shape, dtype, seed=case)
+    check_against_torch(x, w, b, algorithm="winograd", padding_mode=mode, **params)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_against_reference(case, mode):
+    """float64, no bias: forward and the three gradients equal the readable loops' to 1e-9."""
+    x_shape, w_shape, params = CASES[case]
+    if not _fits(x_shape, params, mode):
+        pytest.skip("padding too wide for this mode")
+    x, w, _ = _arrays(x_shape, w_shape, np.float64, seed=10 + case)
+    params = dict(params, padding_mode=mode)
+    want = convscope.conv2d(x, w, algorithm="reference", **params)
+    assert_close(convscope.conv2d(x, w, algorithm="winograd", **params), want, "forward")
+    g = np.random.default_rng(case).standard_normal(want.shape)
+    got = convscope.conv2d_backward(g, x, w, algorithm="winograd", **params)
+    ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+    for field in ("input", "weight", "bias"):
+        assert_close(getattr(got, field), getattr(ref, field), field)
+
+
+def _windows(x, top, left, th, tw):
+    """The 6×6 windows of x zero-extended, read from row −top, column −left: (C, N·th·tw, 36)."""
+    N, C, H, W = x.shape
+    z = np.zeros((N, C, 4 * th + 2 + abs(top) * 2 + H, 4 * tw + 2 + abs(left) * 2 + W))
+    r0, c0 = abs(top) * 2, abs(left) * 2                      # x's corner in z
+    z[:, :, r0:r0 + H, c0:c0 + W] = x
+    out = np.empty((C, N, th, tw, 6, 6))
+    for i in range(th):
+        for j in range(tw):
+            r, c = r0 - top + 4 * i, c0 - left + 4 * j
+            out[:, :, i, j] = z[:, :, r:r + 6, c:c + 6].transpose(1, 0, 2, 3)
+    return out.reshape(C, N * th * tw, 36)
+
+
+@pytest.mark.parametrize("top, left", [(1, 1), (0, 0), (2, 2), (-1, 3), (4, -2)])
+def test_kernels_match_the_kronecker_matrices(top, left):
+    """Each compiled transform equals its Kronecker-matrix statement (winograd.matrices) on windows
+    cut from a zero-extended copy: input Bᵀ⊗Bᵀ, output Aᵀ⊗Aᵀ (+ bias, cropped), gradient (Aᵀ⊗Aᵀ)ᵀ."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(5)
+    BB, _, AA = winograd.matrices(np.float64)
+    x = rng.standard_normal((2, 3, 9, 7))
+    th, tw = 3, 2
+    V = np.empty((36, 3, 2 * th * tw))
+    kernels.input_tiles(x, top, left, th, tw, V)
+    want = np.einsum("ts,cps->tcp", BB, _windows(x, top, left, th, tw))
+    np.testing.assert_allclose(V, want, rtol=0, atol=1e-10)
+
+    M = rng.standard_normal((36, 4, 2 * th * tw))
+    bias = rng.standard_normal(4)
+    out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3))          # partial tiles: cropped
+    kernels.output_tiles(M, bias, th, tw, out)
+    Y = np.einsum("qt,top->opq", AA, M).reshape(4, 2, th, tw, 4, 4).transpose(1, 0, 2, 4, 3, 5)
+    Y = Y.reshape(2, 4, 4 * th, 4 * tw)[:, :, :out.shape[2], :out.shape[3]] + bias[:, None, None]
+    np.testing.assert_allclose(out, Y, rtol=0, atol=1e-10)
+
+    Z = np.empty((36, 4, 2 * th * tw))
+    kernels.gradient_tiles(out, th, tw, Z)
+    g = np.zeros((2, 4, 4 * th, 4 * tw))
+    g[:, :, :out.shape[2], :out.shape[3]] = out
+    tiles = g.reshape(2, 4, th, 4, tw, 4).transpose(1, 0, 2, 4, 3, 5).reshape(4, 2 * th * tw, 16)
+    np.testing.assert_allclose(Z, np.einsum("qt,opq->top", AA, tiles), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_float32_error_is_small_in_norm(mode):
+    """float32 on a 64-channel layer: relative L2 error ≤ 1e-5 (F(4×4, 3×3): about 2e-6) and max
+    error ≤ 1e-4 of max |exact|, forward, grad-input and grad-weight; float64 ≤ 1e-12."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 64, 18, 21))
+    w = rng.standard_normal((64, 64, 3, 3)) / 24.0
+    pairs, (y64, exact) = float32_against_exact("winograd", x, w, rng, padding=1, padding_mode=mode)
+    for got, want in pairs:
+        assert got.dtype == np.float32
+        assert rel_l2(got, want) <= 1e-5
+        assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert rel_l2(y64, exact) <= 1e-12
+
+
+def test_error_is_global():
+    """The constant the non-finite fallback reads: a tile's values are mixed."""
+    assert winograd.ERROR == "global"
+
+
+def _spec_shape(x_shape, w_shape, padding, mode):
+    from convscope.spec import check_shapes, make_spec
+
+    spec = make_spec((3, 3), 1, padding, 1, 1, mode)
+    return spec, check_shapes(spec, x_shape, w_shape)
+
+
+def test_prepared_forward_agrees():
+    x, w, b = _arrays((2, 4, 10, 9), (3, 4, 3, 3), np.float32, seed=3)
+    spec, shape = _spec_shape(x.shape, w.shape, 1, "zeros")
+    assert_close(winograd.prepared_forward(w)(x, b, spec, shape),
+                 convscope.conv2d(x, w, b, padding=1, algorithm="reference"))
+
+
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+@pytest.mark.parametrize("pass_", ["forward", "grad_input", "grad_weight"])
+def test_workspace_bounds_the_scratch(pass_, mode):
+    """A pass's peak allocation (tracemalloc) stays under its workspace estimate plus its result."""
+    x, w, b = _arrays((3, 16, 21, 18), (24, 16, 3, 3), np.float32, seed=4)
+    spec, shape = _spec_shape(x.shape, w.shape, 2, mode)
+    g = np.random.default_rng(0).standard_normal((3, 24, shape.H_out, shape.W_out)).astype(np.float32)
+    run = {"forward": lambda: winograd.forward(x, w, b, spec, shape),
+           "grad_input": lambda: winograd.grad_input(g, w, spec, shape),
+           "grad_weight": lambda: winograd.grad_weight(g, x, spec, shape)}[pass_]
+    run()                                                     # compiled before measuring
+    result, peak = peak_bytes(run)
+    assert peak <= winograd.workspace(pass_, spec, shape, 4) + result.nbytes
+
+
+def test_importing_the_path_does_not_import_numba():
+    code = ("import sys, convscope, convscope.algorithms.winograd; "
+            "assert 'numba' not in sys.modules, 'numba imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_random_configurations_against_reference(data):
+    """float64, every mode, 0–3 padding per side, 1–13 rows and columns, batch 0–2."""
+    mode = data.draw(st.sampled_from(MODES), label="padding_mode")
+    H, W = data.draw(st.integers(1, 13), label="H"), data.draw(st.integers(1, 13), label="W")
+    limit = {"zeros": 3, "replicate": 3, "reflect": min(H, W) - 1, "circular": min(H, W)}[mode]
+    pads = [data.draw(st.integers(0, min(3, limit)), label="pad") for _ in range(2)]
+    assume(H + 2 * pads[0] >= 3 and W + 2 * pads[1] >= 3)
+    N, C, O = data.draw(st.integers(0, 2)), data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    x, w, b = _arrays((N, C, H, W), (O, C, 3, 3), np.float64, seed=data.draw(st.integers(0, 2**16)))
+    params = dict(padding=tuple(pads), padding_mode=mode)
+    want = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    assert_close(convscope.conv2d(x, w, b, algorithm="winograd", **params), want, "forward")
+    g = np.random.default_rng(N + C).standard_normal(want.shape)
+    got = convscope.conv2d_backward(g, x, w, algorithm="winograd", **params)
+    ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+    for field in ("input", "weight", "bias"):
+        assert_close(getattr(got, field), getattr(ref, field), field)
