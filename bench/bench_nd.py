@@ -11,7 +11,7 @@ Layers: a WaveNet/TCN dilated stack (kernel 2, dilations 1 to 512, 64 channels),
 second of 16 kHz audio), a C3D/I3D 3×3×3 block and 3-D U-Net blocks.  A row ``× n`` stands
 for n layers of the same shape (timed once, counted n times in the totals).
 
-Method (``bench_conv.interleaved``, as for the 2-d layers): both libraries in one process,
+Method (``bench_conv.sample``, the 2-d bench's ``--method handover``): both libraries in one process,
 float32, on the same arrays; for each layer and pass the two are sampled alternately, each
 sample preceded by ``--handover`` seconds of untimed calls of the same library (so that the
 other library's thread pool has gone idle), and the median of ``--repeat`` samples is reported.
@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import statistics
 import time
 
 import numpy as np
 import torch
 
 import convscope
-from bench_conv import interleaved   # the same sampling as the 2-d bench (bench/ is the script's directory)
+from bench_conv import sample   # the same sampling as the 2-d bench (bench/ is the script's directory)
 
 MIN_SAMPLE = 0.02   # seconds of timed calls per sample
 
@@ -48,8 +49,13 @@ LAYERS = [
 
 
 def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
-    """(torch's, convscope's) median milliseconds per call, sampled in turn (bench_conv's method)."""
-    return tuple(t * 1e3 for t in interleaved([torch_fn, cs_fn], repeat, handover, MIN_SAMPLE))
+    """(torch's, convscope's) median milliseconds per call, sampled in turn (bench_conv's ``sample``)."""
+    fns = (torch_fn, cs_fn)
+    samples = [[], []]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            samples[i].append(sample(fn, handover, MIN_SAMPLE))
+    return tuple(statistics.median(s) * 1e3 for s in samples)
 
 
 def bench(layer, repeat: int, handover: float):
