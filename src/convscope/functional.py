@@ -171,8 +171,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
     algorithm : None (automatic: :mod:`convscope.planner` picks per pass; :func:`convscope.plan`
         shows the choice), or one of ``'gemm'``, ``'pointwise'``, ``'depthwise'``,
-        ``'winograd'``, ``'fft'``, ``'reference'`` (the readable loops) to force that
-        implementation; ValueError if it cannot compute this convolution.
+        ``'winograd'``, ``'fft'``, ``'ndgemm'`` (the N-d im2col), ``'reference'`` (the readable
+        loops) to force that implementation; ValueError if it cannot compute this convolution.
         Rounding error: gemm, pointwise, depthwise and the reference round each output from
         the products it sums (error relative to what it read, as torch's CPU kernels); Winograd
         mixes the values of a 4×4 tile and FFT those of a whole image, so their error is relative
