@@ -51,30 +51,7 @@ def torch_conv2d(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1
     ``grad_output`` may be None (then only the forward is run and the grads are None).
     A missing bias is run as a zero bias so that its gradient is still reported.
     """
-    import torch
-
-    x_np, w_np = _numpy_copy(x), _numpy_copy(w)
-    if w_np.dtype == np.float16:
-        as32 = lambda a: None if a is None else _numpy_copy(a).astype(np.float32)  # noqa: E731
-        out, grads = torch_conv2d(as32(x_np), as32(w_np), as32(b), as32(grad_output), stride, padding,
-                                  dilation, groups, padding_mode)
-        as16 = lambda a: a.astype(np.float16)  # noqa: E731
-        return as16(out), None if grads is None else tuple(as16(g) for g in grads)
-    x_t = torch.from_numpy(x_np).requires_grad_(True)
-    layer = torch.nn.Conv2d(
-        w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride, padding=padding,
-        dilation=dilation, groups=groups, bias=True, padding_mode=padding_mode,
-        dtype=getattr(torch, w_np.dtype.name),
-    )
-    with torch.no_grad():
-        layer.weight.copy_(torch.from_numpy(w_np.copy()))
-        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else _numpy_copy(b)))
-    out = layer(x_t)
-    if grad_output is None:
-        return out.detach().numpy(), None
-    out.backward(torch.from_numpy(_numpy_copy(grad_output)))
-    grads = (x_t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy())
-    return out.detach().numpy(), grads
+    return torch_conv_nd(x, w, b, grad_output, stride, padding, dilation, groups, padding_mode)
 
 
 def random_case(rng, x_shape, w_shape, dtype=np.float64, bias=True):
@@ -208,3 +185,98 @@ def assert_close_global(actual, expected, factors, what: str = "value") -> None:
     scale = float(np.prod([np.abs(np.asarray(f, np.float64)).max(initial=0) for f in factors]))
     expected = np.asarray(expected)
     assert_same_nonfinite(actual, expected, what, scale=max(scale, float(np.abs(expected).max(initial=0))))
+
+
+# --------------------------------------------------------------------------- 1, 2 or 3 spatial dimensions
+
+
+def torch_conv_nd(x, w, b, grad_output, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """:func:`torch_conv2d` for any dimension (the weight's rank says which): torch's output and
+    (∂x, ∂w, ∂b) via ``nn.Conv1d/2d/3d``; float16 as float32 rounded to float16."""
+    import torch
+
+    x_np, w_np = _numpy_copy(x), _numpy_copy(w)
+    if w_np.dtype == np.float16:
+        as32 = lambda a: None if a is None else _numpy_copy(a).astype(np.float32)  # noqa: E731
+        out, grads = torch_conv_nd(as32(x_np), as32(w_np), as32(b), as32(grad_output), stride, padding,
+                                   dilation, groups, padding_mode)
+        as16 = lambda a: a.astype(np.float16)  # noqa: E731
+        return as16(out), None if grads is None else tuple(as16(g) for g in grads)
+    layer_class = getattr(torch.nn, f"Conv{w_np.ndim - 2}d")
+    x_t = torch.from_numpy(x_np).requires_grad_(True)
+    layer = layer_class(w_np.shape[1] * groups, w_np.shape[0], tuple(w_np.shape[2:]), stride=stride,
+                        padding=padding, dilation=dilation, groups=groups, bias=True,
+                        padding_mode=padding_mode, dtype=getattr(torch, w_np.dtype.name))
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w_np.copy()))
+        layer.bias.copy_(torch.from_numpy(np.zeros(w_np.shape[0], w_np.dtype) if b is None else _numpy_copy(b)))
+    out = layer(x_t)
+    if grad_output is None:
+        return out.detach().numpy(), None
+    out.backward(torch.from_numpy(_numpy_copy(grad_output)))
+    return out.detach().numpy(), (x_t.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy())
+
+
+def check_nd_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, **params):
+    """:func:`check_against_torch` for any dimension: convscope's ``conv{n}d`` and ``conv{n}d_backward``
+    against torch's layer, forward and all three gradients; inputs untouched, results C-contiguous."""
+    nd = np.asarray(w).ndim - 2
+    conv, conv_backward = getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward")
+    originals = [None if a is None else _numpy_copy(a) for a in (x, w, b)]
+    expected_out, _ = torch_conv_nd(x, w, b, None, **params)
+    out = conv(x, w, b, algorithm=algorithm, **params)
+    assert_close(out, expected_out, "forward")
+    assert out.flags.c_contiguous, "forward result is not C-contiguous"
+    if backward:
+        grad_output = np.random.default_rng(seed).standard_normal(expected_out.shape).astype(expected_out.dtype)
+        _, (dx, dw, db) = torch_conv_nd(x, w, b, grad_output, **params)
+        grads = conv_backward(grad_output, x, w, algorithm=algorithm, **params)
+        for got, want, name in zip(grads, (dx, dw, db), grads._fields):
+            assert_close(got, want, f"grad {name}")
+            assert got.flags.c_contiguous, f"grad {name} is not C-contiguous"
+    for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
+        if before is not None:
+            assert np.array_equal(before, after), f"{name} was modified"
+    return out
+
+
+def torch_grad_function(name: str, *args, **kwargs) -> np.ndarray:
+    """``torch.nn.grad.<name>(*args, **kwargs)`` with NumPy arrays in and out (sizes pass through)."""
+    import torch
+
+    args = [torch.from_numpy(_numpy_copy(a)) if isinstance(a, np.ndarray) else a for a in args]
+    return getattr(torch.nn.grad, name)(*args, **kwargs).numpy()
+
+
+def torch_error(ndim: int, x_shape, w_shape, bias_shape=None, dtype=np.float64, layer=False, **params):
+    """The exception torch raises for ``conv{ndim}d`` on arrays of these shapes (``layer=True``: through
+    ``nn.Conv{ndim}d``, for ``padding_mode``), or None when it accepts them."""
+    import torch
+
+    x = torch.zeros(tuple(x_shape), dtype=getattr(torch, np.dtype(dtype).name))
+    w = torch.zeros(tuple(w_shape), dtype=x.dtype)
+    b = None if bias_shape is None else torch.zeros(tuple(bias_shape), dtype=x.dtype)
+    try:
+        if layer:
+            mode = params.pop("padding_mode", "zeros")
+            groups = params.get("groups", 1)
+            m = getattr(torch.nn, f"Conv{ndim}d")(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                                                  padding_mode=mode, bias=False, dtype=x.dtype, **params)
+            m(x)
+        else:
+            getattr(torch.nn.functional, f"conv{ndim}d")(x, w, b, **params)
+    except Exception as exc:  # noqa: BLE001 - any refusal counts; the caller compares its meaning
+        return exc
+    return None
+
+
+def torch_native_conv_nd(x, w, b, grad_output, **params):
+    """:func:`torch_conv_nd` on torch's native CPU kernels (oneDNN off), as :func:`torch_native_conv2d`."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            return torch_conv_nd(x, w, b, grad_output, **params)

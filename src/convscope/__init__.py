@@ -4,7 +4,9 @@ Public API
 ----------
 - :func:`conv2d`, :func:`conv2d_backward`, :func:`conv2d_input`, :func:`conv2d_weight`
 - :func:`conv2d_output_size`
+- :func:`conv1d`, :func:`conv3d` and their ``_backward``, ``_input``, ``_weight``, ``_output_size``
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
+- :class:`Conv1d`, :class:`Conv3d`, :class:`ConvGrads`
 - :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
 - :func:`animate` (:class:`Animation`): a GIF or MP4, one frame per output or gradient element
 - :func:`widget`: the interactive explore page of a layer, inline in a notebook
@@ -18,8 +20,26 @@ Public API
 """
 from .animate import Animation, animate
 from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
-from .functional import Conv2dGrads, conv2d, conv2d_backward, conv2d_input, conv2d_output_size, conv2d_weight
-from .module import Conv2d
+from .functional import (
+    Conv2dGrads,
+    ConvGrads,
+    conv1d,
+    conv1d_backward,
+    conv1d_input,
+    conv1d_output_size,
+    conv1d_weight,
+    conv2d,
+    conv2d_backward,
+    conv2d_input,
+    conv2d_output_size,
+    conv2d_weight,
+    conv3d,
+    conv3d_backward,
+    conv3d_input,
+    conv3d_output_size,
+    conv3d_weight,
+)
+from .module import Conv1d, Conv2d, Conv3d
 from .planner import plan
 from .precision import conv_precision, get_conv_precision, set_conv_precision
 from .spec import ConvSpec
@@ -33,18 +53,31 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Animation",
+    "Conv1d",
     "Conv2d",
     "Conv2dGrads",
+    "Conv3d",
+    "ConvGrads",
     "ConvSpec",
     "Explanation",
     "ShapeExplanation",
     "Term",
     "animate",
+    "conv1d",
+    "conv1d_backward",
+    "conv1d_input",
+    "conv1d_output_size",
+    "conv1d_weight",
     "conv2d",
     "conv2d_backward",
     "conv2d_input",
     "conv2d_output_size",
     "conv2d_weight",
+    "conv3d",
+    "conv3d_backward",
+    "conv3d_input",
+    "conv3d_output_size",
+    "conv3d_weight",
     "conv_precision",
     "explain",
     "explain_grad",

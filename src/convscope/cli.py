@@ -178,19 +178,24 @@ def _ints(text: str, name: str, seps: str = "x,") -> tuple[int, ...]:
     return values
 
 
-def _pair_or_int(text: str, name: str):
+def _pair_or_int(text: str, name: str, ndim: int = 2):
+    """One int, or one per spatial axis (``ndim`` of them)."""
     values = _ints(text, name)
     if len(values) == 1:
         return values[0]
-    if len(values) == 2:
+    if len(values) == ndim:
         return values
-    raise UsageError(f"{name} must be one integer or two (like 3x2), got {text!r}")
+    if ndim == 2:
+        raise UsageError(f"{name} must be one integer or two (like 3x2), got {text!r}")
+    if ndim == 1:
+        raise UsageError(f"{name} must be one integer for a 1-d convolution, got {text!r}")
+    raise UsageError(f"{name} must be one integer or {ndim} (like {'x'.join(['3'] * ndim)}), got {text!r}")
 
 
-def _padding(text: str):
+def _padding(text: str, ndim: int = 2):
     if text in ("same", "valid"):
         return text
-    return _pair_or_int(text, "--padding")
+    return _pair_or_int(text, "--padding", ndim)
 
 
 MAX_VALUES = 10**7  # the most values of one array the commands explain, draw or load
@@ -266,8 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_color(tour)
 
     shape = sub.add_parser("shape", help="the output size, step by step (explain_shape)")
-    shape.add_argument("input_shape", help="HxW, CxHxW or NxCxHxW, e.g. 14x4x32x35")
-    shape.add_argument("-k", "--kernel", required=True, help="kernel size: int or HxW")
+    shape.add_argument("input_shape", help="HxW, CxHxW or NxCxHxW, e.g. 14x4x32x35 (--dims 1: L, CxL or NxCxL; "
+                                          "--dims 3: DxHxW, CxDxHxW or NxCxDxHxW)")
+    shape.add_argument("-k", "--kernel", required=True, help="kernel size: int or HxW (one per axis)")
+    shape.add_argument("--dims", type=int, choices=(1, 2, 3), default=2,
+                       help="spatial dimensions: 1 (Conv1d), 2 (Conv2d, default) or 3 (Conv3d)")
     _add_conv_options(shape)
     shape.add_argument("--out-channels", type=int, help="output channels, for the full output shape")
     _add_color(shape)
@@ -471,9 +479,10 @@ def run_tour(args) -> int:
 
 def run_shape(args) -> int:
     dims = _ints(args.input_shape, "input_shape", "x")
-    text = explain_shape(dims, _pair_or_int(args.kernel, "--kernel"), stride=_pair_or_int(args.stride, "--stride"),
-                         padding=_padding(args.padding), dilation=_pair_or_int(args.dilation, "--dilation"),
-                         out_channels=args.out_channels)
+    n = args.dims
+    text = explain_shape(dims, _pair_or_int(args.kernel, "--kernel", n), stride=_pair_or_int(args.stride, "--stride", n),
+                         padding=_padding(args.padding, n), dilation=_pair_or_int(args.dilation, "--dilation", n),
+                         out_channels=args.out_channels, ndim=n)
     emit(str(text), args.color)
     return 0
 

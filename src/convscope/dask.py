@@ -73,7 +73,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from . import geometry, planner
-from .functional import Conv2dGrads, _out_shape, _spec_from_weight
+from .functional import Conv2dGrads, _spec_from_weight
 from .functional import conv2d as _conv2d
 from .functional import conv2d_backward as _conv2d_backward
 from .functional import conv2d_input as _conv2d_input
@@ -87,6 +87,7 @@ from .spec import (
     check_shapes,
     check_workspace_bytes,
     compute_dtype,
+    output_shape_of,
 )
 from .threads import num_threads
 from .workspace import get_workspace_limit, workspace_limit as _workspace_limit
@@ -474,7 +475,7 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     x4, spec, shape, call = _setup(x, w, stride, padding, dilation, groups, padding_mode, algorithm, threads,
                                    workspace_limit)
     unbatched = x.ndim == 3
-    check_grad_output_shape(gy_in.shape, _out_shape(shape, unbatched))
+    check_grad_output_shape(gy_in.shape, output_shape_of(shape)[unbatched:])   # no batch axis when unbatched
     rows_axis, cols_axis = _axes(spec, shape, x4.chunks)
     out_chunks = (x4.chunks[0], (shape.out_channels,), rows_axis.out_chunks, cols_axis.out_chunks)
     if not isinstance(gy_in, da.Array):

@@ -13,20 +13,16 @@ import numpy as np
 
 from . import algorithms, planner
 from .spec import (
+    ConvCall,
     ConvShape,
-    ConvSpec,
-    as_array,
-    check_grad_output_shape,
-    check_input_ndim,
+    bind,
     check_memory,
     check_output_mask,
-    check_same_dtype,
-    check_shapes,
     check_weight_shape,
-    compute_dtype,
     empty_output_message,
+    lift,
     make_spec,
-    positive_pair,
+    positive_tuple,
 )
 
 
@@ -51,49 +47,105 @@ def _result(a: np.ndarray | None, dtype: np.dtype, unbatched: bool) -> np.ndarra
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def _size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of ints {layout}, got {value!r}") from None
-    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
-        raise TypeError(f"{name} must be a sequence of ints {layout}, got {items!r}")
-    if len(items) not in lengths:
-        raise ValueError(f"{name} must be a sequence of ints {layout}, got {len(items)} values: {items!r}")
-    if min(items) < 0:
-        raise ValueError(f"{name} must not contain negative sizes, got {items!r}")
-    return tuple(int(v) for v in items)
-
-
-def _spec_from_weight(weight_shape, stride, padding, dilation, groups, padding_mode) -> ConvSpec:
-    check_weight_shape(weight_shape)
-    return make_spec(tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode)
+def _spec_from_weight(weight_shape, stride, padding, dilation, groups, padding_mode, ndim: int = 2):
+    check_weight_shape(weight_shape, ndim=ndim)
+    return make_spec(tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode, ndim=ndim)
 
 
 def _bias_grad(gy: np.ndarray, shape: ConvShape) -> np.ndarray:
-    """Σ over batch and positions of grad_output: (N, C_out, H_out, W_out) → (C_out,).
+    """Σ over batch and positions of grad_output: (N, C_out, *out_spatial) → (C_out,).
 
     As a matrix-vector product with ones, which runs along the contiguous positions
     (several times faster than ``sum(axis=(0, 2, 3))`` on small images).
     """
-    L = shape.H_out * shape.W_out
+    L = int(np.prod(shape.out_spatial))
     ones = np.ones(L, dtype=gy.dtype)
     return (gy.reshape(shape.N, shape.out_channels, L) @ ones).sum(axis=0)   # (N, C_out, L) @ (L,) → (N, C_out)
-
-
-def _batched_shape(shape: ConvShape) -> tuple:
-    return (shape.N, shape.C, shape.H, shape.W)
-
-
-def _out_shape(shape: ConvShape, unbatched: bool) -> tuple:
-    out = (shape.N, shape.out_channels, shape.H_out, shape.W_out)
-    return out[1:] if unbatched else out
 
 
 def _check_memory(spec, shape, cdt, results, passes) -> None:
     """Refuse, before any array is made, a call whose results and scratch cannot fit in memory."""
     check_memory([(name, shape_, cdt) for name, shape_ in results],
                  algorithms.workspace_need(passes, spec, shape, cdt.itemsize))
+
+
+def _squeeze(a: np.ndarray | None) -> np.ndarray | None:
+    """A lifted 1-d result back to 1-d: (…, 1, L) → (…, L)."""
+    return None if a is None else a.reshape(a.shape[:-2] + a.shape[-1:])
+
+
+def _run_forward(call: ConvCall, algorithm) -> np.ndarray:
+    """The output of a bound call (1-d runs as 2-d with height 1, as torch does)."""
+    if call.ndim == 1:
+        return _squeeze(_run_forward(lift(call), algorithm))
+    spec, shape, cdt = call.spec, call.shape, call.compute_dtype
+    name = planner.choose(spec, shape, algorithm, dtype=cdt).forward.algorithm
+    _check_memory(spec, shape, cdt, [("output", call.output_shape)], [(name, "forward")])
+    run = algorithms.run_forward if call.ndim == 2 else algorithms.run_forward_nd
+    out = run(name, _batched(call.input, call.input_shape, cdt), np.ascontiguousarray(call.weight, dtype=cdt),
+              None if call.bias is None else np.ascontiguousarray(call.bias, dtype=cdt), spec, shape)
+    return _result(out, call.dtype, not call.batched)
+
+
+def _run_backward(call: ConvCall, algorithm, mask) -> tuple:
+    """(∂input, ∂weight, ∂bias) of a bound call, None where ``mask`` says no."""
+    if call.ndim == 1:
+        dx, dw, db = _run_backward(lift(call), algorithm, mask)
+        return _squeeze(dx), _squeeze(dw), db
+    spec, shape, cdt = call.spec, call.shape, call.compute_dtype
+    plan = planner.choose(spec, shape, algorithm, dtype=cdt)
+    grads = [("grad_input", call.input_shape), ("grad_weight", call.weight_shape),
+             ("grad_bias", (shape.out_channels,))]
+    _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],
+                  [(getattr(plan, p).algorithm, p) for p, want in zip(("grad_input", "grad_weight"), mask) if want])
+    x4 = _batched(call.input, call.input_shape, cdt) if mask[1] else None
+    w4 = np.ascontiguousarray(call.weight, dtype=cdt) if mask[0] else None
+    gy4 = _batched(call.grad_output, call.output_shape, cdt)
+    run = algorithms.run_backward if call.ndim == 2 else algorithms.run_backward_nd
+    dx, dw = run((plan.grad_input.algorithm, plan.grad_weight.algorithm), gy4, x4, w4, spec, shape, mask[:2])
+    db = _bias_grad(gy4, shape) if mask[2] else None
+    return (_result(dx, call.dtype, not call.batched), _result(dw, call.dtype, False),
+            _result(db, call.dtype, False))
+
+
+def _conv(ndim, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm):
+    planner.check_algorithm(algorithm)
+    call = bind(ndim, input=input, weight=weight, bias=bias, stride=stride, padding=padding,
+                dilation=dilation, groups=groups, padding_mode=padding_mode, order=("input", "weight", "bias"))
+    return _run_forward(call, algorithm)
+
+
+def _backward(ndim, grad_output, input, weight, stride, padding, dilation, groups, padding_mode, algorithm,
+              output_mask) -> tuple:
+    planner.check_algorithm(algorithm)
+    mask = check_output_mask(output_mask)
+    call = bind(ndim, grad_output=grad_output, input=input, weight=weight, stride=stride, padding=padding,
+                dilation=dilation, groups=groups, padding_mode=padding_mode,
+                order=("grad_output", "input", "weight"))
+    return _run_backward(call, algorithm, mask)
+
+
+def _input_grad(ndim, input_size, weight, grad_output, stride, padding, dilation, groups, algorithm):
+    planner.check_algorithm(algorithm)
+    call = bind(ndim, input_size=input_size, weight=weight, grad_output=grad_output, stride=stride,
+                padding=padding, dilation=dilation, groups=groups, order=("weight", "grad_output"))
+    return _run_backward(call, algorithm, (True, False, False))[0]
+
+
+def _weight_grad(ndim, input, weight_size, grad_output, stride, padding, dilation, groups, algorithm):
+    planner.check_algorithm(algorithm)
+    call = bind(ndim, input=input, weight_size=weight_size, grad_output=grad_output, stride=stride,
+                padding=padding, dilation=dilation, groups=groups, order=("input", "grad_output"))
+    return _run_backward(call, algorithm, (False, True, False))[1]
+
+
+def _output_size(ndim, input_size, name, kernel_size, stride, padding, dilation) -> tuple:
+    size = positive_tuple(input_size, name, ndim)
+    spec = make_spec(kernel_size, stride, padding, dilation, ndim=ndim)
+    message = empty_output_message(spec, size)
+    if message:
+        raise ValueError(message)
+    return spec.output_size(size)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -119,8 +171,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     padding_mode : ``'zeros'``, ``'reflect'``, ``'replicate'`` or ``'circular'``
     algorithm : None (automatic: :mod:`convscope.planner` picks per pass; :func:`convscope.plan`
         shows the choice), or one of ``'gemm'``, ``'pointwise'``, ``'depthwise'``,
-        ``'winograd'``, ``'fft'``, ``'reference'`` (the readable loops) to force that
-        implementation; ValueError if it cannot compute this convolution.
+        ``'winograd'``, ``'fft'``, ``'ndgemm'`` (the N-d im2col), ``'reference'`` (the readable
+        loops) to force that implementation; ValueError if it cannot compute this convolution.
         Rounding error: gemm, pointwise, depthwise and the reference round each output from
         the products it sums (error relative to what it read, as torch's CPU kernels); Winograd
         mixes the values of a 4×4 tile and FFT those of a whole image, so their error is relative
@@ -147,25 +199,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
     array([[1., 2.],
            [2., 4.]], dtype=float32)
     """
-    planner.check_algorithm(algorithm)
-    x = as_array(input, "input")
-    w = as_array(weight, "weight")
-    b = as_array(bias, "bias", allow_none=True)
-    dtype = check_same_dtype(input=x, weight=w, bias=b)
-    check_input_ndim(x.shape)
-    spec = _spec_from_weight(w.shape, stride, padding, dilation, groups, padding_mode)
-    shape = check_shapes(spec, x.shape, w.shape, None if b is None else b.shape)
-    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).forward.algorithm
-    cdt = compute_dtype(dtype)
-    _check_memory(spec, shape, cdt, [("output", _out_shape(shape, False))], [(name, "forward")])
-    out = algorithms.run_forward(
-        name,
-        _batched(x, _batched_shape(shape), cdt),
-        np.ascontiguousarray(w, dtype=cdt),
-        None if b is None else np.ascontiguousarray(b, dtype=cdt),
-        spec, shape,
-    )
-    return _result(out, dtype, x.ndim == 3)
+    return _conv(2, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm)
 
 
 def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
@@ -193,29 +227,8 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     array([[ 11.,  51.],
            [ -8., -10.]], dtype=float32)
     """
-    planner.check_algorithm(algorithm)
-    mask = check_output_mask(output_mask)
-    x = as_array(input, "input")
-    w = as_array(weight, "weight")
-    gy = as_array(grad_output, "grad_output")
-    dtype = check_same_dtype(grad_output=gy, input=x, weight=w)
-    check_input_ndim(x.shape)
-    spec = _spec_from_weight(w.shape, stride, padding, dilation, groups, padding_mode)
-    shape = check_shapes(spec, x.shape, w.shape)
-    unbatched = x.ndim == 3
-    check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    plan = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype))
-    cdt = compute_dtype(dtype)
-    grads = [("grad_input", _batched_shape(shape)), ("grad_weight", w.shape), ("grad_bias", (shape.out_channels,))]
-    _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],
-                  [(getattr(plan, p).algorithm, p) for p, want in zip(("grad_input", "grad_weight"), mask) if want])
-    x4 = _batched(x, _batched_shape(shape), cdt) if mask[1] else None
-    w4 = np.ascontiguousarray(w, dtype=cdt) if mask[0] else None
-    gy4 = _batched(gy, _out_shape(shape, False), cdt)
-    dx, dw = algorithms.run_backward((plan.grad_input.algorithm, plan.grad_weight.algorithm),
-                                     gy4, x4, w4, spec, shape, mask[:2])
-    db = _bias_grad(gy4, shape) if mask[2] else None
-    return Conv2dGrads(_result(dx, dtype, unbatched), _result(dw, dtype, False), _result(db, dtype, False))
+    return Conv2dGrads(*_backward(2, grad_output, input, weight, stride, padding, dilation, groups,
+                                  padding_mode, algorithm, output_mask))
 
 
 def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
@@ -226,21 +239,7 @@ def conv2d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=
     above 1 several input sizes give the same output size, so it cannot be
     recovered from ``grad_output``.  ``grad_output`` has the output's shape.
     """
-    planner.check_algorithm(algorithm)
-    size = _size_tuple(input_size, "input_size", (3, 4), "(N, C, H, W) or (C, H, W)")
-    w = as_array(weight, "weight")
-    gy = as_array(grad_output, "grad_output")
-    dtype = check_same_dtype(weight=w, grad_output=gy)
-    spec = _spec_from_weight(w.shape, stride, padding, dilation, groups, "zeros")
-    shape = check_shapes(spec, size, w.shape, input_name="input_size")
-    unbatched = len(size) == 3
-    check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_input.algorithm
-    cdt = compute_dtype(dtype)
-    _check_memory(spec, shape, cdt, [("grad_input", _batched_shape(shape))], [(name, "grad_input")])
-    dx, _ = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt), None,
-                                    np.ascontiguousarray(w, dtype=cdt), spec, shape, (True, False))
-    return _result(dx, dtype, unbatched)
+    return _input_grad(2, input_size, weight, grad_output, stride, padding, dilation, groups, algorithm)
 
 
 def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
@@ -249,23 +248,7 @@ def conv2d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation
 
     ``weight_size`` is the weight's shape ``(C_out, C/groups, kH, kW)``.
     """
-    planner.check_algorithm(algorithm)
-    x = as_array(input, "input")
-    size = _size_tuple(weight_size, "weight_size", (4,), "(C_out, C/groups, kH, kW)")
-    gy = as_array(grad_output, "grad_output")
-    dtype = check_same_dtype(input=x, grad_output=gy)
-    check_input_ndim(x.shape)
-    spec = _spec_from_weight(size, stride, padding, dilation, groups, "zeros")
-    shape = check_shapes(spec, x.shape, size)
-    unbatched = x.ndim == 3
-    check_grad_output_shape(gy.shape, _out_shape(shape, unbatched))
-    name = planner.choose(spec, shape, algorithm, dtype=compute_dtype(dtype)).grad_weight.algorithm
-    cdt = compute_dtype(dtype)
-    _check_memory(spec, shape, cdt, [("grad_weight", size)], [(name, "grad_weight")])
-    _, dw = algorithms.run_backward((name, name), _batched(gy, _out_shape(shape, False), cdt),
-                                    _batched(x, _batched_shape(shape), cdt), None, spec, shape,
-                                    (False, True))
-    return _result(dw, dtype, False)
+    return _weight_grad(2, input, weight_size, grad_output, stride, padding, dilation, groups, algorithm)
 
 
 def conv2d_output_size(input_hw, kernel_size, stride=1, padding=0, dilation=1) -> tuple[int, int]:
@@ -277,9 +260,131 @@ def conv2d_output_size(input_hw, kernel_size, stride=1, padding=0, dilation=1) -
     >>> conv2d_output_size((32, 35), (3, 2), stride=2)
     (15, 17)
     """
-    hw = positive_pair(input_hw, "input_hw")
-    spec = make_spec(kernel_size, stride, padding, dilation)
-    message = empty_output_message(spec, hw)
-    if message:
-        raise ValueError(message)
-    return spec.output_hw(hw)
+    return _output_size(2, input_hw, "input_hw", kernel_size, stride, padding, dilation)
+
+
+# --------------------------------------------------------------------------- 1-d and 3-d
+
+
+class ConvGrads(NamedTuple):
+    """Gradients of ``sum(conv1d(...) * grad_output)`` or ``sum(conv3d(...) * grad_output)``
+    (None where not asked for)."""
+
+    input: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", algorithm=None) -> np.ndarray:
+    r"""1-D cross-correlation, exactly as ``torch.nn.functional.conv1d`` (plus ``padding_mode``).
+
+    .. math::
+
+        \text{out}(n, o, i) = \text{bias}(o) + \sum_{c=0}^{C/g-1} \sum_{u=0}^{k-1}
+        \tilde{x}(n, \lfloor o / (C_{out}/g) \rfloor \cdot C/g + c,\; i s + u d)\, w(o, c, u)
+
+    It runs as the 2-d convolution of ``(N, C, 1, L)`` (as torch does), so every 2-d
+    implementation serves it; the parameters mean what they mean in :func:`conv2d`, with one
+    value per axis (an int or a 1-tuple).
+
+    Shape
+    -----
+    input (N, C, L) or (C, L), weight (C_out, C/groups, k), output (N, C_out, L_out) or
+    (C_out, L_out) with ``L_out = ⌊(L + pad_left + pad_right − d·(k−1) − 1)/s⌋ + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> convscope.conv1d(np.arange(5.0)[None, None], np.ones((1, 1, 2)), padding=1)[0, 0]
+    array([0., 1., 3., 5., 7., 4.])
+    """
+    return _conv(1, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
+           padding_mode="zeros", algorithm=None) -> np.ndarray:
+    r"""3-D cross-correlation, exactly as ``torch.nn.functional.conv3d`` (plus ``padding_mode``).
+
+    .. math::
+
+        \text{out}(n, o, i, j, l) = \text{bias}(o) + \sum_{c} \sum_{t, u, v}
+        \tilde{x}(n, g(o) \cdot C/g + c,\; i s_D + t d_D,\; j s_H + u d_H,\; l s_W + v d_W)\, w(o, c, t, u, v)
+
+    The parameters mean what they mean in :func:`conv2d`, with three values per tuple
+    ``(D, H, W)``.  ``algorithm``: None (``'ndgemm'``, vol2col + GEMM), ``'ndgemm'`` or
+    ``'reference'``; the 2-d-only implementations raise ValueError.
+
+    Shape
+    -----
+    input (N, C, D, H, W) or (C, D, H, W), weight (C_out, C/groups, kD, kH, kW), output
+    (N, C_out, D_out, H_out, W_out), each size by the formula of :func:`conv2d`.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> convscope.conv3d(np.ones((1, 1, 3, 3, 3)), np.ones((1, 1, 2, 2, 2))).shape
+    (1, 1, 2, 2, 2)
+    """
+    return _conv(3, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm)
+
+
+def conv1d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros", algorithm=None, output_mask=(True, True, True)) -> ConvGrads:
+    """Gradients of ``sum(conv1d(input, weight, bias, ...) * grad_output)``, as :func:`conv2d_backward`."""
+    return ConvGrads(*_backward(1, grad_output, input, weight, stride, padding, dilation, groups,
+                                padding_mode, algorithm, output_mask))
+
+
+def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1,
+                    padding_mode="zeros", algorithm=None, output_mask=(True, True, True)) -> ConvGrads:
+    """Gradients of ``sum(conv3d(input, weight, bias, ...) * grad_output)``, as :func:`conv2d_backward`."""
+    return ConvGrads(*_backward(3, grad_output, input, weight, stride, padding, dilation, groups,
+                                padding_mode, algorithm, output_mask))
+
+
+def conv1d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 algorithm=None) -> np.ndarray:
+    """Gradient of conv1d w.r.t. its input, as ``torch.nn.grad.conv1d_input``
+    (``input_size``: (N, C, L) or (C, L))."""
+    return _input_grad(1, input_size, weight, grad_output, stride, padding, dilation, groups, algorithm)
+
+
+def conv3d_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                 algorithm=None) -> np.ndarray:
+    """Gradient of conv3d w.r.t. its input, as ``torch.nn.grad.conv3d_input``
+    (``input_size``: (N, C, D, H, W) or (C, D, H, W))."""
+    return _input_grad(3, input_size, weight, grad_output, stride, padding, dilation, groups, algorithm)
+
+
+def conv1d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  algorithm=None) -> np.ndarray:
+    """Gradient of conv1d w.r.t. its weight, as ``torch.nn.grad.conv1d_weight``
+    (``weight_size``: (C_out, C/groups, k))."""
+    return _weight_grad(1, input, weight_size, grad_output, stride, padding, dilation, groups, algorithm)
+
+
+def conv3d_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1,
+                  algorithm=None) -> np.ndarray:
+    """Gradient of conv3d w.r.t. its weight, as ``torch.nn.grad.conv3d_weight``
+    (``weight_size``: (C_out, C/groups, kD, kH, kW))."""
+    return _weight_grad(3, input, weight_size, grad_output, stride, padding, dilation, groups, algorithm)
+
+
+def conv1d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tuple[int]:
+    """``(L_out,)`` for an input of length ``input_size`` (int or (L,)), as :func:`conv2d_output_size`.
+
+    >>> conv1d_output_size(100, 5, stride=2, padding=2)
+    (50,)
+    """
+    return _output_size(1, input_size, "input_size", kernel_size, stride, padding, dilation)
+
+
+def conv3d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1) -> tuple[int, int, int]:
+    """``(D_out, H_out, W_out)`` for an input of ``input_size`` (int or (D, H, W)), as
+    :func:`conv2d_output_size`.
+
+    >>> conv3d_output_size((16, 112, 112), 3, padding=1, stride=(1, 2, 2))
+    (16, 56, 56)
+    """
+    return _output_size(3, input_size, "input_size", kernel_size, stride, padding, dilation)

@@ -87,17 +87,18 @@ def tap_sources(size: int, before: int, after: int, mode: str, kernel: int, stri
     return smap[padded]
 
 
-def spec_tap_sources(spec, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Row table ``(H_out, kH)`` and column table ``(W_out, kW)`` of real pixels for ``spec``.
+def spec_tap_sources(spec, input_size: tuple) -> tuple:
+    """One table per spatial axis of real pixels for ``spec``: ``(out_len, kernel)`` each.
 
-    Output ``(i, j)`` through tap ``(u, v)`` reads input pixel ``(rows[i, u], cols[j, v])``;
-    when either is ``-1`` the tap reads zero padding.
+    For 2-d, the row table ``(H_out, kH)`` and the column table ``(W_out, kW)``: output ``(i, j)``
+    through tap ``(u, v)`` reads input pixel ``(rows[i, u], cols[j, v])``; when either is ``-1``
+    the tap reads zero padding.  Likewise for 1-d (one table) and 3-d (depth, rows, columns).
     """
-    out_hw = spec.output_hw(input_hw)
-    return tuple(  # type: ignore[return-value]
+    out_size = spec.output_size(input_size)
+    return tuple(
         tap_sources(n, p0, p1, spec.padding_mode, k, s, d, o)
         for n, (p0, p1), k, s, d, o in zip(
-            input_hw, spec.padding, spec.kernel_size, spec.stride, spec.dilation, out_hw
+            input_size, spec.padding, spec.kernel_size, spec.stride, spec.dilation, out_size
         )
     )
 

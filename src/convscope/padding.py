@@ -5,7 +5,7 @@
 is a linear map ``P`` (an ``(n + before + after) × n`` matrix with one 1 per
 row, or none for a zero).  The gradient of the padded tensor therefore flows
 back through ``Pᵀ``: every border cell adds its gradient into the real pixel it
-copied.  ``fold`` applies ``Pᵀ`` for both dimensions.  For ``zeros`` padding it
+copied.  ``fold`` applies ``Pᵀ`` along every spatial dimension.  For ``zeros`` padding it
 is just the interior slice.
 """
 from __future__ import annotations
@@ -16,25 +16,27 @@ from .geometry import source_map
 
 
 def pad(x: np.ndarray, spec) -> np.ndarray:
-    """Pad the last two axes of ``x`` (…, H, W) as ``spec`` says.
+    """Pad the last ``spec.ndim`` axes of ``x`` (…, H, W), (…, L) or (…, D, H, W) as ``spec`` says.
 
     Returns a new array, or ``x`` itself when there is nothing to pad; never writes into ``x``.
     """
-    (pt, pb), (pl, pr) = spec.padding
-    H, W = x.shape[-2:]
+    nd = spec.ndim
+    sizes = x.shape[-nd:]
     if spec.padding_mode == "zeros":
-        if pt == pb == pl == pr == 0:
+        if not any(spec.pad_totals):
             return x
-        out = np.empty(x.shape[:-2] + (H + pt + pb, W + pl + pr), dtype=x.dtype)
-        out[..., :pt, :] = 0                   # zero the border only: the interior is overwritten
-        out[..., pt + H:, :] = 0
-        out[..., pt:pt + H, :pl] = 0
-        out[..., pt:pt + H, pl + W:] = 0
-        out[..., pt:pt + H, pl:pl + W] = x
+        out = np.empty(x.shape[:-nd] + spec.padded_size(sizes), dtype=x.dtype)
+        interior = tuple(slice(p0, p0 + n) for (p0, _), n in zip(spec.padding, sizes))
+        # zero the border only (the interior is overwritten): along each axis, the cells before and
+        # after the interior, within the interior of the axes before it
+        for axis, ((p0, p1), n) in enumerate(zip(spec.padding, sizes)):
+            inner = interior[:axis]
+            out[(Ellipsis,) + inner + (slice(0, p0),) + (slice(None),) * (nd - axis - 1)] = 0
+            out[(Ellipsis,) + inner + (slice(p0 + n, None),) + (slice(None),) * (nd - axis - 1)] = 0
+        out[(Ellipsis,) + interior] = x
         return out
-    rows = source_map(H, pt, pb, spec.padding_mode)  # (H + pt + pb,), every entry a real row
-    cols = source_map(W, pl, pr, spec.padding_mode)  # (W + pl + pr,)
-    return x[..., rows[:, None], cols[None, :]]        # (…, Hp, Wp)
+    maps = [source_map(n, p0, p1, spec.padding_mode) for n, (p0, p1) in zip(sizes, spec.padding)]
+    return x[(Ellipsis,) + np.ix_(*maps)]                # (…, *padded sizes), every entry a real pixel
 
 
 def _fold_axis(g: np.ndarray, size: int, before: int, after: int, mode: str, axis: int) -> np.ndarray:
@@ -54,12 +56,14 @@ def _fold_axis(g: np.ndarray, size: int, before: int, after: int, mode: str, axi
     return out
 
 
-def fold(grad_padded: np.ndarray, spec, input_hw: tuple[int, int]) -> np.ndarray:
+def fold(grad_padded: np.ndarray, spec, input_size: tuple) -> np.ndarray:
     """Gradient w.r.t. the unpadded input from the gradient w.r.t. the padded one.
 
-    ``grad_padded`` is (…, H + pt + pb, W + pl + pr); the result is (…, H, W).
+    ``grad_padded`` is (…, *padded sizes) over the last ``spec.ndim`` axes; the result is
+    (…, *input_size).
     """
-    (pt, pb), (pl, pr) = spec.padding
-    H, W = input_hw
-    g = _fold_axis(grad_padded, H, pt, pb, spec.padding_mode, grad_padded.ndim - 2)
-    return _fold_axis(g, W, pl, pr, spec.padding_mode, g.ndim - 1)
+    g = grad_padded
+    nd = spec.ndim
+    for k, (n, (p0, p1)) in enumerate(zip(input_size, spec.padding)):
+        g = _fold_axis(g, n, p0, p1, spec.padding_mode, g.ndim - nd + k)
+    return g

@@ -181,8 +181,11 @@ def check_algorithm(algorithm) -> None:
 
 def candidates(spec, shape) -> tuple:
     """The implementations tuning times for this configuration: all that can serve it but the reference loops."""
+    from .algorithms import dims
+
     return tuple(name for name, impl in ALGORITHMS.items()
-                 if name != "reference" and impl.needs(spec, shape) is None)
+                 if name != "reference" and spec.ndim in getattr(impl, "PLANNED_DIMS", dims(name))
+                 and impl.needs(spec, shape) is None)
 
 
 def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
@@ -191,6 +194,10 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
     ``dtype`` (the compute dtype, float32 when None) is what tuning measures in.
     """
     check_algorithm(algorithm)
+    if algorithm is not None:
+        _check_dims(algorithm, spec)
+    if spec.ndim != 2:
+        return _choose_nd(spec, algorithm)
     if algorithm is not None:
         problem = ALGORITHMS[algorithm].needs(spec, shape)
         if problem is not None:
@@ -219,11 +226,34 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
     return Plan(*choices)
 
 
+ND_WHY = "vol2col + GEMM, the fast path over any number of spatial dimensions"
+
+
+def _check_dims(algorithm, spec) -> None:
+    """A forced implementation must compute convolutions of the spec's number of dimensions."""
+    from .algorithms import dims
+
+    if spec.ndim not in dims(algorithm):
+        served = " and ".join(f"{d}-d" for d in dims(algorithm))
+        raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it computes {served} "
+                         f"convolutions only, got a {spec.ndim}-d one (kernel_size={spec.kernel_size})")
+
+
+def _choose_nd(spec, algorithm) -> Plan:
+    """The plan of a convolution that is not 2-d (1-d convolutions are planned as 2-d ones by the
+    functional API): ``ndgemm`` for every pass, or the forced implementation."""
+    if algorithm is not None:
+        return Plan(*(Choice(algorithm, f"forced by algorithm={algorithm!r}", "forced") for _ in PASSES))
+    return Plan(*(Choice("ndgemm", f"{spec.ndim}-d convolution: {ND_WHY}", "table") for _ in PASSES))
+
+
 def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
          algorithm=None) -> Plan:
-    """What ``conv2d`` and ``conv2d_backward`` would run for these shapes, and why.
+    """What ``conv2d`` and ``conv2d_backward`` (or ``conv1d``/``conv3d``'s) would run for these shapes, and why.
 
     ``input_shape`` is (N, C, H, W) or (C, H, W), ``weight_shape`` (C_out, C/groups, kH, kW);
+    a 3-D weight (C_out, C/groups, k) plans a 1-d convolution (as the 2-d one of height 1 it
+    runs as), a 5-D weight a 3-d one;
     the other parameters mean what they mean in :func:`convscope.conv2d`.  Nothing is computed
     (unless tuning is on and the configuration is new: then its candidates are timed).
     Each choice says where it came from: ``source`` is ``"table"``, ``"forced"`` or ``"measured"``.
@@ -237,12 +267,16 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm
     'depthwise'
     """
-    from .spec import check_input_ndim, check_shapes, check_weight_shape, make_spec
+    from .spec import ConvCall, check_input_ndim, check_shapes, check_weight_shape, lift, make_spec
 
     check_algorithm(algorithm)
     input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-    check_input_ndim(input_shape)
-    check_weight_shape(weight_shape)
-    spec = make_spec(weight_shape[2:], stride, padding, dilation, groups, padding_mode)
+    ndim = len(weight_shape) - 2 if len(weight_shape) in (3, 5) else 2   # a 3-D weight is 1-d's, 5-D 3-d's
+    check_input_ndim(input_shape, ndim=ndim)
+    check_weight_shape(weight_shape, ndim=ndim)
+    spec = make_spec(weight_shape[2:], stride, padding, dilation, groups, padding_mode, ndim=ndim)
     shape = check_shapes(spec, input_shape, weight_shape)
+    if ndim == 1:                               # planned as the 2-d convolution it runs as
+        lifted = lift(ConvCall(spec, shape, None, len(input_shape) == 3))
+        spec, shape = lifted.spec, lifted.shape
     return choose(spec, shape, algorithm)

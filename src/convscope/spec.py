@@ -1,18 +1,22 @@
 """One place that turns user arguments into a validated convolution.
 
-Every public entry point (``conv2d``, ``conv2d_backward``, ``conv2d_input``,
-``conv2d_weight``, ``conv2d_output_size`` and ``Conv2d``) goes through the
-functions here, so every check and every error message lives in this module.
+Every public entry point (``conv1d``/``conv2d``/``conv3d`` and their ``_backward``, ``_input``,
+``_weight`` and ``_output_size``, and the layers) goes through the functions here, so every check
+and every error message lives in this module.
 
-Two steps:
+Three steps, for 1, 2 or 3 spatial dimensions:
 
 1. :func:`make_spec` normalises the hyper-parameters (kernel size, stride,
    padding, dilation, groups, padding mode) into a frozen :class:`ConvSpec`.
-   Ints become pairs once; ``'same'`` and ``'valid'`` are resolved to explicit
-   ``((top, bottom), (left, right))`` padding with torch's split.
+   Ints become one value per axis once; ``'same'`` and ``'valid'`` are resolved to
+   explicit per-axis ``(before, after)`` padding with torch's split.
 2. :func:`check_shapes` checks a spec against the shapes of input, weight and
-   bias and returns the :class:`ConvShape` (sizes of everything) the
-   algorithms use.
+   bias and returns the sizes of everything the algorithms use: a :class:`ConvShape`
+   (2-d: ``N, C, H, W, …``) or a :class:`ConvShapeNd` (``spatial``/``out_spatial`` tuples;
+   the 2-d shape has them as properties).
+3. :func:`bind` does both for one call's arrays and arguments and returns a frozen
+   :class:`ConvCall` (spec, shape, dtype, batched or not, the arrays); :func:`lift` turns a
+   1-d call into the 2-d call of height 1 it runs as.
 
 Array arguments are converted by :func:`as_array`, which accepts NumPy arrays,
 torch tensors and array-likes and enforces the dtype rules.
@@ -39,46 +43,73 @@ PADDING_STRINGS = ("valid", "same")
 SUPPORTED_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 MAX_INT = 2**31 - 1  # the largest kernel size, stride, padding, dilation or groups accepted
 MAX_ELEMENTS = 2**40  # the largest padded input (elements) a call may need
+DIMS = (1, 2, 3)  # the numbers of spatial dimensions a convolution may have
 
 Pair = tuple[int, int]
+
+# per number of spatial dimensions: the axes' letters, their names, the tuple's name in messages
+AXIS_LETTERS = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+AXIS_NAMES = {1: ("length",), 2: ("height", "width"), 3: ("depth", "height", "width")}
+_TUPLE_OF = {1: "a tuple of one int", 2: "a pair of ints", 3: "a tuple of 3 ints"}
 
 
 @dataclass(frozen=True)
 class ConvSpec:
-    """The hyper-parameters of one 2-D convolution, normalised.
+    """The hyper-parameters of one convolution with 1, 2 or 3 spatial dimensions, normalised.
+
+    Built by :func:`make_spec` only.  Every tuple has one entry per spatial axis
+    (``(kL,)``, ``(kH, kW)`` or ``(kD, kH, kW)``).
 
     Attributes
     ----------
-    kernel_size : (kH, kW)
-    stride : (sH, sW)
-    padding : ((top, bottom), (left, right)), resolved from an int, a pair,
-        ``'valid'`` or ``'same'``.
-    dilation : (dH, dW)
+    kernel_size : per-axis kernel sizes
+    stride : per-axis strides
+    padding : per-axis ``(before, after)``, resolved from an int, a tuple,
+        ``'valid'`` or ``'same'``; for 2-D ``((top, bottom), (left, right))``.
+    dilation : per-axis dilations
     groups : int
     padding_mode : one of ``'zeros'``, ``'reflect'``, ``'replicate'``, ``'circular'``
-    padding_arg : the padding as ``nn.Conv2d`` stores it: ``(pH, pW)``, ``'same'`` or ``'valid'``.
+    padding_arg : the padding as torch's layer stores it: a tuple, ``'same'`` or ``'valid'``.
     """
 
-    kernel_size: Pair
-    stride: Pair = (1, 1)
-    padding: tuple[Pair, Pair] = ((0, 0), (0, 0))
-    dilation: Pair = (1, 1)
+    kernel_size: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = ((0, 0), (0, 0))
+    dilation: tuple = (1, 1)
     groups: int = 1
     padding_mode: str = "zeros"
-    padding_arg: Pair | str = (0, 0)
+    padding_arg: tuple | str = (0, 0)
 
-    def output_hw(self, input_hw: Pair) -> Pair:
-        """Output height and width for an input of ``input_hw`` (may be <= 0: not validated)."""
-        return tuple(  # type: ignore[return-value]
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dimensions (1, 2 or 3)."""
+        return len(self.kernel_size)
+
+    @property
+    def pad_totals(self) -> tuple:
+        """``before + after`` per axis."""
+        return tuple(p0 + p1 for p0, p1 in self.padding)
+
+    def padded_size(self, input_size) -> tuple:
+        """The padded input's spatial size for an input of spatial size ``input_size``."""
+        return tuple(n + t for n, t in zip(input_size, self.pad_totals))
+
+    def output_size(self, input_size) -> tuple:
+        """Output spatial size for an input of spatial size ``input_size`` (may be <= 0: not validated)."""
+        return tuple(
             output_length(n, k, s, p0 + p1, d)
             for n, k, s, (p0, p1), d in zip(
-                input_hw, self.kernel_size, self.stride, self.padding, self.dilation
+                input_size, self.kernel_size, self.stride, self.padding, self.dilation
             )
         )
 
+    def output_hw(self, input_hw: Pair) -> Pair:
+        """Output height and width for an input of ``input_hw`` (2-D; may be <= 0: not validated)."""
+        return self.output_size(input_hw)  # type: ignore[return-value]
+
 
 class ConvShape(NamedTuple):
-    """All the sizes of one validated call (batched layout)."""
+    """All the sizes of one validated 2-D call (batched layout)."""
 
     N: int
     C: int
@@ -97,6 +128,46 @@ class ConvShape(NamedTuple):
     def out_per_group(self) -> int:
         return self.out_channels // self.groups
 
+    @property
+    def spatial(self) -> tuple:
+        return (self.H, self.W)
+
+    @property
+    def out_spatial(self) -> tuple:
+        return (self.H_out, self.W_out)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+
+class ConvShapeNd(NamedTuple):
+    """All the sizes of one validated call with 1 or 3 spatial dimensions (batched layout)."""
+
+    N: int
+    C: int
+    spatial: tuple
+    out_channels: int
+    out_spatial: tuple
+    groups: int
+
+    in_per_group = ConvShape.in_per_group
+    out_per_group = ConvShape.out_per_group
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial)
+
+
+def input_shape_of(shape) -> tuple:
+    """The batched input's shape ``(N, C, *spatial)`` of a :class:`ConvShape` or :class:`ConvShapeNd`."""
+    return (shape.N, shape.C) + tuple(shape.spatial)
+
+
+def output_shape_of(shape) -> tuple:
+    """The batched output's shape ``(N, C_out, *out_spatial)``."""
+    return (shape.N, shape.out_channels) + tuple(shape.out_spatial)
+
 
 # --------------------------------------------------------------------------- scalars
 
@@ -109,32 +180,46 @@ def _fmt(value) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def to_pair(value, name: str) -> Pair:
-    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)``. Rejects bools, floats, strings, wrong lengths and
-    values beyond ``MAX_INT``."""
+def check_ndim(ndim) -> int:
+    if not _is_int(ndim) or ndim not in DIMS:
+        raise ValueError(f"the number of spatial dimensions must be 1, 2 or 3, got {_fmt(ndim)}")
+    return int(ndim)
+
+
+def to_tuple(value, name: str, ndim: int = 2) -> tuple:
+    """``3 -> (3,) * ndim``; a tuple of ``ndim`` ints unchanged.  Rejects bools, floats, strings,
+    wrong lengths and values beyond ``MAX_INT``."""
+    what = f"an int or {_TUPLE_OF[ndim]}"
     if _is_int(value):
-        pair = (int(value), int(value))
+        items = (int(value),) * ndim
     elif isinstance(value, (tuple, list)) or (isinstance(value, np.ndarray) and value.ndim == 1):
         items = list(value)
-        if len(items) != 2:
-            raise ValueError(
-                f"{name} must be an int or a pair of ints, got {len(items)} values: {_fmt(tuple(items))}"
-            )
+        if len(items) != ndim:
+            raise ValueError(f"{name} must be {what}, got {len(items)} values: {_fmt(tuple(items))}")
         if not all(_is_int(v) for v in items):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {_fmt(tuple(items))}")
-        pair = (int(items[0]), int(items[1]))
+            raise TypeError(f"{name} must be {what}, got {_fmt(tuple(items))}")
+        items = tuple(int(v) for v in items)
     else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {_fmt(value)} ({type(value).__name__})")
-    if max(pair) > MAX_INT:
-        raise ValueError(f"{name} must be at most {MAX_INT}, got {pair}")
-    return pair
+        raise TypeError(f"{name} must be {what}, got {_fmt(value)} ({type(value).__name__})")
+    if max(items) > MAX_INT:
+        raise ValueError(f"{name} must be at most {MAX_INT}, got {items}")
+    return items
+
+
+def to_pair(value, name: str) -> Pair:
+    """``3 -> (3, 3)``; ``(3, 2) -> (3, 2)`` (:func:`to_tuple` for two axes)."""
+    return to_tuple(value, name, 2)  # type: ignore[return-value]
+
+
+def positive_tuple(value, name: str, ndim: int = 2) -> tuple:
+    items = to_tuple(value, name, ndim)
+    if min(items) < 1:
+        raise ValueError(f"{name} must be positive, got {items}")
+    return items
 
 
 def positive_pair(value, name: str) -> Pair:
-    pair = to_pair(value, name)
-    if min(pair) < 1:
-        raise ValueError(f"{name} must be positive, got {pair}")
-    return pair
+    return positive_tuple(value, name, 2)  # type: ignore[return-value]
 
 
 def check_positive_int(value, name: str) -> int:
@@ -156,54 +241,50 @@ def check_padding_mode(padding_mode) -> str:
     return padding_mode
 
 
-def normalize_padding(padding) -> Pair | str:
-    """``1 -> (1, 1)``, ``(1, 2) -> (1, 2)``, ``'same'``/``'valid'`` unchanged."""
+def normalize_padding(padding, ndim: int = 2) -> tuple | str:
+    """``1 -> (1,) * ndim``, a tuple of ``ndim`` ints unchanged, ``'same'``/``'valid'`` unchanged."""
+    what = f"an int, {_TUPLE_OF[ndim]}, 'valid' or 'same'"
     if isinstance(padding, str):
         if padding not in PADDING_STRINGS:
-            raise ValueError(
-                f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}"
-            )
+            raise ValueError(f"padding must be {what}, got {padding!r}")
         return padding
     try:
-        pair = to_pair(padding, "padding")
+        items = to_tuple(padding, "padding", ndim)
     except TypeError:
-        raise TypeError(
-            f"padding must be an int, a pair of ints, 'valid' or 'same', got {_fmt(padding)} "
-            f"({type(padding).__name__})"
-        ) from None
-    if min(pair) < 0:
-        raise ValueError(f"padding must be non-negative, got {pair}")
-    return pair
+        raise TypeError(f"padding must be {what}, got {_fmt(padding)} ({type(padding).__name__})") from None
+    if min(items) < 0:
+        raise ValueError(f"padding must be non-negative, got {items}")
+    return items
 
 
-def resolve_padding(padding_arg: Pair | str, kernel_size: Pair, dilation: Pair) -> tuple[Pair, Pair]:
-    """Explicit ``((top, bottom), (left, right))`` padding.
+def resolve_padding(padding_arg, kernel_size: tuple, dilation: tuple) -> tuple:
+    """Explicit per-axis ``(before, after)`` padding.
 
-    ``'same'`` pads a total of ``d·(k−1)`` per dimension, ``total // 2`` on the
-    top/left and the rest (one more when the total is odd) on the bottom/right,
-    exactly as torch does.
+    ``'same'`` pads a total of ``d·(k−1)`` per dimension, ``total // 2`` before
+    (top/left) and the rest (one more when the total is odd) after, exactly as torch does.
     """
     if padding_arg == "valid":
-        return ((0, 0), (0, 0))
+        return ((0, 0),) * len(kernel_size)
     if padding_arg == "same":
         split = []
         for k, d in zip(kernel_size, dilation):
             total = d * (k - 1)
             split.append((total // 2, total - total // 2))
-        return (split[0], split[1])
-    ph, pw = padding_arg  # type: ignore[misc]
-    return ((ph, ph), (pw, pw))
+        return tuple(split)
+    return tuple((p, p) for p in padding_arg)
 
 
-def make_spec(kernel_size, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros") -> ConvSpec:
-    """Validate and normalise the hyper-parameters into a :class:`ConvSpec`."""
-    kernel = positive_pair(kernel_size, "kernel_size")
-    stride_p = positive_pair(stride, "stride")
-    dilation_p = positive_pair(dilation, "dilation")
-    padding_arg = normalize_padding(padding)
+def make_spec(kernel_size, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
+              ndim: int = 2) -> ConvSpec:
+    """Validate and normalise the hyper-parameters of an ``ndim``-d convolution into a :class:`ConvSpec`."""
+    ndim = check_ndim(ndim)
+    kernel = positive_tuple(kernel_size, "kernel_size", ndim)
+    stride_p = positive_tuple(stride, "stride", ndim)
+    dilation_p = positive_tuple(dilation, "dilation", ndim)
+    padding_arg = normalize_padding(padding, ndim)
     groups_i = check_positive_int(groups, "groups")
     mode = check_padding_mode(padding_mode)
-    if padding_arg == "same" and stride_p != (1, 1):
+    if padding_arg == "same" and stride_p != (1,) * ndim:
         raise ValueError(
             f"padding='same' is not supported for strided convolutions, got stride={stride_p}"
         )
@@ -214,6 +295,26 @@ def make_spec(kernel_size, stride=1, padding=0, dilation=1, groups=1, padding_mo
         dilation=dilation_p,
         groups=groups_i,
         padding_mode=mode,
+        padding_arg=padding_arg,
+    )
+
+
+def lifted_spec(spec: ConvSpec) -> ConvSpec:
+    """A 1-d spec as the 2-d spec of the same convolution over inputs of height 1.
+
+    The new leading axis has kernel 1, stride 1, dilation 1 and no padding, so a 1-d
+    convolution of ``(N, C, L)`` is the 2-d one of ``(N, C, 1, L)`` (as torch computes it).
+    """
+    if spec.ndim != 1:
+        raise ValueError(f"only a 1-d spec is lifted to 2-d, got a {spec.ndim}-d spec")
+    padding_arg = spec.padding_arg if isinstance(spec.padding_arg, str) else (0,) + spec.padding_arg
+    return ConvSpec(
+        kernel_size=(1,) + spec.kernel_size,
+        stride=(1,) + spec.stride,
+        padding=((0, 0),) + spec.padding,
+        dilation=(1,) + spec.dilation,
+        groups=spec.groups,
+        padding_mode=spec.padding_mode,
         padding_arg=padding_arg,
     )
 
@@ -283,23 +384,28 @@ def _formula(n: int, k: int, s: int, pad_total: int, d: int, dim: str) -> str:
     )
 
 
-def empty_output_message(spec: ConvSpec, input_hw: Pair) -> str | None:
-    """The error text when the output would have no rows or columns, else None."""
+def empty_output_message(spec: ConvSpec, input_size: tuple) -> str | None:
+    """The error text when the output would be empty along some axis, else None."""
     for n, k, s, (p0, p1), d, dim in zip(
-        input_hw, spec.kernel_size, spec.stride, spec.padding, spec.dilation, "HW"
+        input_size, spec.kernel_size, spec.stride, spec.padding, spec.dilation, AXIS_LETTERS[spec.ndim]
     ):
         if output_length(n, k, s, p0 + p1, d) < 1:
             return "output would be empty: " + _formula(n, k, s, p0 + p1, d, dim)
     return None
 
 
-def check_input_hw(spec: ConvSpec, input_hw: Pair, name: str = "input") -> None:
-    """Padding-mode limits and a non-empty output for an input of ``input_hw``."""
-    H, W = input_hw
-    if H < 1 or W < 1:
-        raise ValueError(f"{name} height and width must be positive, got {H}×{W}")
+def _and(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def check_input_size(spec: ConvSpec, input_size: tuple, name: str = "input") -> None:
+    """Padding-mode limits and a non-empty output for an input of spatial size ``input_size``."""
+    names = AXIS_NAMES[spec.ndim]
+    if min(input_size) < 1:
+        raise ValueError(f"{name} {_and(names)} must be positive, got {'×'.join(map(str, input_size))}")
     if spec.padding_mode in ("reflect", "circular"):
-        for size, (p0, p1), dim in zip(input_hw, spec.padding, ("height", "width")):
+        for size, (p0, p1), dim in zip(input_size, spec.padding, names):
             for p in (p0, p1):
                 if spec.padding_mode == "reflect" and p >= size:
                     raise ValueError(
@@ -309,40 +415,51 @@ def check_input_hw(spec: ConvSpec, input_hw: Pair, name: str = "input") -> None:
                     raise ValueError(
                         f"circular padding ({p}) must not exceed the {name} {dim} ({size})"
                     )
-    message = empty_output_message(spec, input_hw)
+    message = empty_output_message(spec, input_size)
     if message:
         raise ValueError(message)
 
 
-def check_input_ndim(shape: tuple, name: str = "input") -> None:
-    if len(shape) not in (3, 4):
-        raise ValueError(
-            f"{name} must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape {tuple(shape)}"
-        )
+check_input_hw = check_input_size
 
 
-def check_weight_shape(shape: tuple, name: str = "weight") -> None:
-    if len(shape) != 4:
+def _layouts(ndim: int) -> tuple[str, str]:
+    axes = ", ".join(AXIS_LETTERS[ndim])
+    return f"{ndim + 1}-D (C, {axes})", f"{ndim + 2}-D (N, C, {axes})"
+
+
+def check_input_ndim(shape: tuple, name: str = "input", ndim: int = 2) -> None:
+    if len(shape) not in (ndim + 1, ndim + 2):
+        unbatched, batched = _layouts(ndim)
+        raise ValueError(f"{name} must be {unbatched} or {batched}, got shape {tuple(shape)}")
+
+
+def check_weight_shape(shape: tuple, name: str = "weight", ndim: int = 2) -> None:
+    if len(shape) != ndim + 2:
+        kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
         raise ValueError(
-            f"{name} must be 4-D (out_channels, in_channels/groups, kH, kW), got shape {tuple(shape)}"
+            f"{name} must be {ndim + 2}-D (out_channels, in_channels/groups, {kernel}), got shape {tuple(shape)}"
         )
     if shape[0] < 1:
         raise ValueError(f"{name}.shape[0] (out_channels) must be positive, got shape {tuple(shape)}")
-    if shape[2] < 1 or shape[3] < 1:
+    if min(shape[2:]) < 1:
         raise ValueError(f"{name}'s kernel size must be positive, got shape {tuple(shape)}")
 
 
 def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_shape: tuple | None = None,
-                 input_name: str = "input") -> ConvShape:
+                 input_name: str = "input"):
     """Check input, weight and bias shapes against ``spec``; return every size of the call.
 
-    ``input_shape`` may be 3-D (unbatched); the returned sizes are for the batched layout.
+    ``input_shape`` may be unbatched; the returned sizes are for the batched layout: a
+    :class:`ConvShape` for a 2-d spec, a :class:`ConvShapeNd` for 1-d and 3-d.
     """
-    check_input_ndim(input_shape, input_name)
-    check_weight_shape(weight_shape)
-    if len(input_shape) == 3:
+    nd = spec.ndim
+    check_input_ndim(input_shape, input_name, nd)
+    check_weight_shape(weight_shape, ndim=nd)
+    if len(input_shape) == nd + 1:
         input_shape = (1,) + tuple(input_shape)
-    N, C, H, W = (int(v) for v in input_shape)
+    N, C = int(input_shape[0]), int(input_shape[1])
+    spatial = tuple(int(v) for v in input_shape[2:])
     out_channels, c_per_group = int(weight_shape[0]), int(weight_shape[1])
     g = spec.groups
     if out_channels % g:
@@ -360,16 +477,18 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
         raise ValueError(
             f"bias must be 1-D with out_channels={out_channels} elements, got shape {tuple(bias_shape)}"
         )
-    check_input_hw(spec, (H, W), input_name)
-    (pt, pb), (pl, pr) = spec.padding
-    padded = max(N, 1) * C * (H + pt + pb) * (W + pl + pr)
+    check_input_size(spec, spatial, input_name)
+    padded_sizes = spec.padded_size(spatial)
+    padded = max(N, 1) * C * int(np.prod(padded_sizes, dtype=object))
     if padded > MAX_ELEMENTS:
         raise ValueError(
             f"padding {spec.padding} makes the padded {input_name} "
-            f"{max(N, 1)}×{C}×{H + pt + pb}×{W + pl + pr} = {padded} elements, more than {MAX_ELEMENTS}"
+            f"{'×'.join(map(str, (max(N, 1), C) + padded_sizes))} = {padded} elements, more than {MAX_ELEMENTS}"
         )
-    H_out, W_out = spec.output_hw((H, W))
-    return ConvShape(N, C, H, W, out_channels, H_out, W_out, g)
+    out_spatial = spec.output_size(spatial)
+    if nd == 2:
+        return ConvShape(N, C, spatial[0], spatial[1], out_channels, out_spatial[0], out_spatial[1], g)
+    return ConvShapeNd(N, C, spatial, out_channels, out_spatial, g)
 
 
 def check_grad_output_shape(grad_shape: tuple, expected: tuple) -> None:
@@ -377,6 +496,140 @@ def check_grad_output_shape(grad_shape: tuple, expected: tuple) -> None:
         raise ValueError(
             f"grad_output must have the output's shape {tuple(expected)}, got {tuple(grad_shape)}"
         )
+
+
+def check_channels_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    """A layer's channel counts against its groups (torch's two rules)."""
+    for name, count in (("in_channels", in_channels), ("out_channels", out_channels)):
+        if count % groups:
+            raise ValueError(f"{name} ({count}) must be divisible by groups ({groups})")
+
+
+def size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
+    """A shape argument (``input_size``, ``weight_size``): a sequence of ``lengths`` non-negative ints."""
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints {layout}, got {value!r}") from None
+    if not all(_is_int(v) for v in items):
+        raise TypeError(f"{name} must be a sequence of ints {layout}, got {items!r}")
+    if len(items) not in lengths:
+        raise ValueError(f"{name} must be a sequence of ints {layout}, got {len(items)} values: {items!r}")
+    if min(items) < 0:
+        raise ValueError(f"{name} must not contain negative sizes, got {items!r}")
+    return tuple(int(v) for v in items)
+
+
+# --------------------------------------------------------------------------- the binding step
+
+
+@dataclass(frozen=True)
+class ConvCall:
+    """One validated call: the spec, every size, the dtype, the layout, and the arrays as given
+    (converted by :func:`as_array`, never written into).
+
+    ``shape`` is batched (a :class:`ConvShape` for 2-d, :class:`ConvShapeNd` otherwise);
+    ``batched`` says whether the caller's input had a batch axis.
+    """
+
+    spec: ConvSpec
+    shape: object
+    dtype: np.dtype
+    batched: bool
+    input: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    grad_output: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return self.spec.ndim
+
+    @property
+    def compute_dtype(self) -> np.dtype:
+        return compute_dtype(self.dtype)
+
+    @property
+    def padded_spatial(self) -> tuple:
+        """The padded input's spatial size."""
+        return self.spec.padded_size(self.shape.spatial)
+
+    @property
+    def input_shape(self) -> tuple:
+        """The batched input's shape ``(N, C, *spatial)``."""
+        return input_shape_of(self.shape)
+
+    @property
+    def output_shape(self) -> tuple:
+        """The batched output's shape ``(N, C_out, *out_spatial)``."""
+        return output_shape_of(self.shape)
+
+    @property
+    def weight_shape(self) -> tuple:
+        return (self.shape.out_channels, self.shape.in_per_group) + tuple(self.spec.kernel_size)
+
+    def caller_output_shape(self) -> tuple:
+        """The output's shape in the caller's layout (no batch axis for unbatched input)."""
+        return self.output_shape if self.batched else self.output_shape[1:]
+
+
+def lift(call: ConvCall) -> ConvCall:
+    """A 1-d call as the 2-d call of the same convolution over inputs of height 1 (:func:`lifted_spec`);
+    the arrays become views with a height axis of 1 before the last axis."""
+    s = call.shape
+    shape = ConvShape(s.N, s.C, 1, s.spatial[0], s.out_channels, 1, s.out_spatial[0], s.groups)
+
+    def up(a):
+        return None if a is None else a.reshape(a.shape[:-1] + (1,) + a.shape[-1:])   # (…, L) → (…, 1, L)
+
+    return ConvCall(lifted_spec(call.spec), shape, call.dtype, call.batched,
+                    up(call.input), up(call.weight), call.bias, up(call.grad_output))
+
+
+_NO_ARRAY = object()
+
+
+def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_output=_NO_ARRAY,
+         input_size=_NO_ARRAY, weight_size=_NO_ARRAY, stride=1, padding=0, dilation=1, groups=1,
+         padding_mode="zeros", order: tuple = ("grad_output", "input", "weight", "bias")) -> ConvCall:
+    """Turn one call's arrays and arguments into a validated :class:`ConvCall`.
+
+    Pass the arrays the call has (``bias=None`` for no bias); ``input_size`` /
+    ``weight_size`` stand for the input / weight when only their shapes are known
+    (``conv*_input``, ``conv*_weight``).  ``order`` is the order in which the arrays
+    are named in a dtype message (the call's parameter order).  Checks, in order: the
+    arrays' kinds and dtypes, the input's rank, the spec (from the weight's kernel
+    size), the shapes, grad_output's shape.
+    """
+    ndim = check_ndim(ndim)
+    axes = ", ".join(AXIS_LETTERS[ndim])
+    kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
+    if input_size is not _NO_ARRAY:
+        input_size = size_tuple(input_size, "input_size", (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
+    if weight_size is not _NO_ARRAY:
+        weight_size = size_tuple(weight_size, "weight_size", (ndim + 2,), f"(C_out, C/groups, {kernel})")
+    given = dict(input=input, weight=weight, bias=bias, grad_output=grad_output)
+    arrays = {}
+    for name in order:
+        value = given[name]
+        if value is not _NO_ARRAY:
+            arrays[name] = as_array(value, name, allow_none=(name == "bias"))
+    dtype = check_same_dtype(**arrays)
+    x, w, b, gy = (arrays.get(k) for k in ("input", "weight", "bias", "grad_output"))
+    if input_size is not _NO_ARRAY:
+        in_shape, in_name = input_size, "input_size"
+    else:
+        in_shape, in_name = x.shape, "input"
+        check_input_ndim(in_shape, ndim=ndim)
+    w_shape = weight_size if weight_size is not _NO_ARRAY else w.shape
+    check_weight_shape(w_shape, ndim=ndim)
+    spec = make_spec(tuple(w_shape[2:]), stride, padding, dilation, groups, padding_mode, ndim=ndim)
+    shape = check_shapes(spec, in_shape, w_shape, None if b is None else b.shape, input_name=in_name)
+    batched = len(in_shape) == ndim + 2
+    call = ConvCall(spec, shape, dtype, batched, x, w, b, gy)
+    if gy is not None:
+        check_grad_output_shape(gy.shape, call.caller_output_shape())
+    return call
 
 
 # --------------------------------------------------------------------------- settings and masks

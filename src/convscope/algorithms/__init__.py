@@ -25,7 +25,9 @@ and optionally
 * ``preferred_bytes(pass_, spec, shape)`` → a scratch size below the workspace limit that its
   slices of the batch should stay under because they run faster so (None: no preference).
 
-``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`.
+``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`
+(2-d) or :class:`convscope.spec.ConvShapeNd`.  A module constant ``DIMS`` names the numbers of
+spatial dimensions an implementation computes; without it, 2 only (:func:`dims`).
 :data:`ALGORITHMS` is built from the modules (:class:`Algorithm` derives ``grad_input`` and
 ``grad_weight`` from ``backward``, the one place they are); which implementation runs is
 decided by :mod:`convscope.planner`, which reads these declarations.
@@ -63,7 +65,7 @@ from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
-from . import depthwise, fft, gemm, pointwise, winograd
+from . import depthwise, fft, gemm, ndgemm, pointwise, winograd
 
 
 class Algorithm:
@@ -106,7 +108,7 @@ class Algorithm:
         return "" if text is None else text(spec, shape, pass_)
 
 
-MODULES = (gemm, reference, pointwise, depthwise, winograd, fft)
+MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm)
 ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
               for module in MODULES}
 
@@ -381,3 +383,48 @@ def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
         if want_dx:
             dx[n:n + 1] = fold(dxp, spec, (shape.H, shape.W))
     return dw
+
+
+# --------------------------------------------------------------------------- 1-d and 3-d
+
+
+def dims(name) -> tuple:
+    """The numbers of spatial dimensions implementation ``name`` computes (``DIMS``; 2-d only without it)."""
+    return getattr(ALGORITHMS[name], "DIMS", (2,))
+
+
+def run_forward_nd(name, x, w, b, spec, shape):
+    """The forward of a convolution of any dimension on implementation ``name`` (one with local error),
+    the batch cut into slices whose estimate fits the workspace limit (at least one sample each)."""
+    impl = ALGORITHMS[name]
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
+        step = max(_batch_step(impl, "forward", spec, shape, x.dtype.itemsize), 1)
+        if step >= shape.N:
+            return impl.forward(x, w, b, spec, shape)
+        out = np.empty((shape.N, shape.out_channels) + tuple(shape.out_spatial), dtype=x.dtype)
+        for sl in _slices(shape.N, step):
+            out[sl] = impl.forward(x[sl], w, b, spec, shape._replace(N=sl.stop - sl.start))
+        return out
+
+
+def run_backward_nd(names, grad_out, x, w, spec, shape, mask):
+    """(∂L/∂x or None, ∂L/∂w or None) of a convolution of any dimension, as :func:`run_backward`
+    (``names = (grad_input's, grad_weight's)``), in batch slices under the workspace limit."""
+    dx = dw = None
+    with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
+        itemsize = grad_out.dtype.itemsize
+        if mask[0]:
+            impl = ALGORITHMS[names[0]]
+            step = max(_batch_step(impl, "grad_input", spec, shape, itemsize), 1)
+            if step >= shape.N:
+                dx = impl.grad_input(grad_out, w, spec, shape)
+            else:
+                dx = np.empty((shape.N, shape.C) + tuple(shape.spatial), dtype=grad_out.dtype)
+                for sl in _slices(shape.N, step):
+                    dx[sl] = impl.grad_input(grad_out[sl], w, spec, shape._replace(N=sl.stop - sl.start))
+        if mask[1]:
+            impl = ALGORITHMS[names[1]]
+            step = max(_batch_step(impl, "grad_weight", spec, shape, itemsize), 1)
+            for sl in _slices(shape.N, step) if step < shape.N else [slice(0, shape.N)]:
+                dw = _accumulate(dw, impl.grad_weight(grad_out[sl], x[sl], spec, shape._replace(N=sl.stop - sl.start)))
+    return dx, dw

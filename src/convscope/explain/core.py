@@ -135,9 +135,9 @@ def _is_torch_layer(obj) -> bool:
 
 
 def _is_layer(obj) -> bool:
-    from ..module import Conv2d
+    from ..module import _ConvNd
 
-    return isinstance(obj, Conv2d) or _is_torch_layer(obj)
+    return isinstance(obj, _ConvNd) or _is_torch_layer(obj)
 
 
 def _layer_arguments(layer) -> dict:
@@ -148,6 +148,8 @@ def _layer_arguments(layer) -> dict:
         padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
         return dict(weight=layer.weight, bias=layer.bias, stride=tuple(layer.stride), padding=padding,
                     dilation=tuple(layer.dilation), groups=layer.groups, padding_mode=layer.padding_mode)
+    if layer.spec.ndim != 2:
+        raise TypeError(f"explanations are of 2-d layers (Conv2d) only, got {type(layer).__name__}")
     return dict(weight=layer.weight, bias=layer.bias, stride=layer.stride, padding=layer.padding,
                 dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode)
 

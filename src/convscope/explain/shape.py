@@ -36,14 +36,18 @@ from typing import NamedTuple
 import numpy as np
 
 from ..geometry import output_length, tap_sources
-from ..spec import MAX_INT, ConvSpec, check_positive_int, make_spec
+from ..spec import MAX_INT, ConvSpec, check_ndim, check_positive_int, make_spec
 
 __all__ = ["DimExplanation", "ShapeExplanation", "explain_shape"]
 
 _INPUT_LAYOUTS = "(H, W), (C, H, W) or (N, C, H, W)"
+_LAYOUTS = {1: "(L,), (C, L) or (N, C, L)", 2: _INPUT_LAYOUTS, 3: "(D, H, W), (C, D, H, W) or (N, C, D, H, W)"}
+_AXES = {1: "L", 2: "HW", 3: "DHW"}
 
-# Words for the two spatial dimensions: (title, symbol, singular, plural, before, after).
+# Words for the spatial dimensions: (title, symbol, singular, plural, before, after).
 _WORDS = {
+    "L": ("length", "L", "position", "positions", "left", "right"),
+    "D": ("depth", "D", "plane", "planes", "front", "back"),
     "H": ("height", "H", "row", "rows", "top", "bottom"),
     "W": ("width", "W", "column", "columns", "left", "right"),
 }
@@ -89,30 +93,34 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
-def _check_input_shape(input_shape) -> tuple[int, ...]:
-    """``input_shape`` as a tuple of ints: 2, 3 or 4 values, spatial sizes positive."""
+def _check_input_shape(input_shape, ndim: int = 2) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints: ``ndim``, ``ndim + 1`` or ``ndim + 2`` values, spatial sizes
+    positive."""
+    layouts = _LAYOUTS[ndim]
     if isinstance(input_shape, (str, bytes)) or not (
         isinstance(input_shape, (tuple, list)) or (isinstance(input_shape, np.ndarray) and input_shape.ndim == 1)
     ):
         raise TypeError(
-            f"input_shape must be a tuple of ints {_INPUT_LAYOUTS}, "
+            f"input_shape must be a tuple of ints {layouts}, "
             f"got {input_shape!r} ({type(input_shape).__name__})"
         )
     items = tuple(input_shape)
     if not all(_is_int(v) for v in items):
-        raise TypeError(f"input_shape must be a tuple of ints {_INPUT_LAYOUTS}, got {items!r}")
+        raise TypeError(f"input_shape must be a tuple of ints {layouts}, got {items!r}")
     shape = tuple(int(v) for v in items)
-    if len(shape) not in (2, 3, 4):
+    if len(shape) not in (ndim, ndim + 1, ndim + 2):
+        counts = f"{ndim}, {ndim + 1} or {ndim + 2}"
         raise ValueError(
-            f"input_shape must have 2, 3 or 4 values {_INPUT_LAYOUTS}, got {len(shape)} values: {shape}"
+            f"input_shape must have {counts} values {layouts}, got {len(shape)} values: {shape}"
         )
     if max(shape) > MAX_INT:
         raise ValueError(f"input_shape values must be at most {MAX_INT}, got {shape}")
-    if shape[-2] < 1 or shape[-1] < 1:
-        raise ValueError(f"input_shape height and width must be positive, got {shape}")
-    if len(shape) >= 3 and shape[-3] < 1:
+    if min(shape[-ndim:]) < 1:
+        names = {1: "length", 2: "height and width", 3: "depth, height and width"}[ndim]
+        raise ValueError(f"input_shape {names} must be positive, got {shape}")
+    if len(shape) >= ndim + 1 and shape[-ndim - 1] < 1:
         raise ValueError(f"input_shape must have at least one channel, got {shape}")
-    if len(shape) == 4 and shape[0] < 0:
+    if len(shape) == ndim + 2 and shape[0] < 0:
         raise ValueError(f"input_shape batch size must not be negative, got {shape}")
     return shape
 
@@ -269,37 +277,43 @@ class ShapeExplanation:
 
     Attributes
     ----------
-    input_shape : tuple of ints, as given: (H, W), (C, H, W) or (N, C, H, W)
+    input_shape : tuple of ints, as given: (H, W), (C, H, W) or (N, C, H, W) (1-d: (L,), (C, L)
+        or (N, C, L); 3-d: (D, H, W), (C, D, H, W) or (N, C, D, H, W))
     spec : :class:`~convscope.spec.ConvSpec`, the validated hyper-parameters
     padding : the padding as given (an int, a pair, ``'same'`` or ``'valid'``)
     out_channels : int or None
-    dims : (:class:`DimExplanation` for H, :class:`DimExplanation` for W)
-    output_hw : (H_out, W_out); the computed numbers, ≤ 0 where the output is empty
+    dims : (:class:`DimExplanation` for H, :class:`DimExplanation` for W); one per spatial axis
+    output_size : (H_out, W_out), (L_out,) or (D_out, H_out, W_out); the computed numbers, ≤ 0
+        where the output is empty
+    output_hw : the same as ``output_size``
     empty : True when no window fits along some dimension
     output_shape : (N, out_channels, H_out, W_out) for 4-D input, (out_channels, H_out, W_out)
         for 3-D input; None when ``out_channels`` is None, when the output is empty, and for
         2-D input (a bare (H, W) size: torch's conv2d takes only 3-D or 4-D input, so there is
         no tensor shape to report, and ``output_hw`` is the answer)
     unread : (rows, cols), the input rows and columns no window reads; input pixel (r, c) is
-        read by some window exactly when r is not in ``rows`` and c is not in ``cols``
+        read by some window exactly when r is not in ``rows`` and c is not in ``cols`` (one
+        tuple per spatial axis)
 
     ``str()`` gives the explanation as text, ``_repr_html_()`` as HTML.
     """
 
     def __init__(self, input_shape: tuple[int, ...], spec: ConvSpec, padding, out_channels: int | None,
-                 dims: tuple[DimExplanation, DimExplanation]):
+                 dims: tuple[DimExplanation, ...]):
         self.input_shape = input_shape
         self.spec = spec
         self.padding = padding
         self.out_channels = out_channels
         self.dims = dims
-        self.output_hw = (dims[0].out, dims[1].out)
-        self.empty = dims[0].empty or dims[1].empty
-        self.unread = (dims[0].unread, dims[1].unread)
-        if self.empty or out_channels is None or len(input_shape) == 2:
+        self.output_size = tuple(d.out for d in dims)
+        self.output_hw = self.output_size
+        self.empty = any(d.empty for d in dims)
+        self.unread = tuple(d.unread for d in dims)
+        nd = len(dims)
+        if self.empty or out_channels is None or len(input_shape) == nd:
             self.output_shape = None
         else:
-            self.output_shape = input_shape[:-3] + (out_channels,) + self.output_hw
+            self.output_shape = input_shape[:-nd - 1] + (out_channels,) + self.output_size
 
     # ---- content shared by the text and the HTML
 
@@ -339,17 +353,19 @@ class ShapeExplanation:
 
     def conclusion(self) -> str:
         """The last line: the output shape, or why the output would be empty."""
-        H_out, W_out = self.output_hw
+        nd = len(self.dims)
+        sizes = "×".join(_num(v) for v in self.output_size)
         if self.empty:
             which = " and ".join(_WORDS[d.name][0] for d in self.dims if d.empty)
-            return (f"the output would be empty ({_num(H_out)}×{_num(W_out)}): no window fits in the "
-                    f"{which}, so no input pixel is read and conv2d raises an error for this input")
+            return (f"the output would be empty ({sizes}): no window fits in the "
+                    f"{which}, so no input pixel is read and conv{nd}d raises an error for this input")
         if self.output_shape is not None:
             return f"output shape {self.output_shape}"
-        if len(self.input_shape) == 2:
-            return f"output size (H_out, W_out) = {self.output_hw}"
-        prefix = "" if len(self.input_shape) == 3 else f"{self.input_shape[0]}, "
-        return (f"output shape ({prefix}C_out, {H_out}, {W_out}); "
+        if len(self.input_shape) == nd:
+            names = ", ".join(f"{d.name}_out" for d in self.dims)
+            return f"output size ({names}) = {self.output_size}"
+        prefix = "" if len(self.input_shape) == nd + 1 else f"{self.input_shape[0]}, "
+        return (f"output shape ({prefix}C_out, {', '.join(str(v) for v in self.output_size)}); "
                 f"pass out_channels for the channel count")
 
     # ---- renderings
@@ -395,15 +411,17 @@ def _explain_dim(name: str, size: int, kernel: int, stride: int, pad: tuple[int,
 
 
 def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
-                  out_channels=None) -> ShapeExplanation:
-    """Explain the output size of ``conv2d`` for an input of ``input_shape``.
+                  out_channels=None, ndim=2) -> ShapeExplanation:
+    """Explain the output size of ``conv2d`` (``conv1d``, ``conv3d``) for an input of ``input_shape``.
 
     Parameters
     ----------
-    input_shape : (H, W), (C, H, W) or (N, C, H, W), ints
-    kernel_size, stride, dilation : int or (int, int)
+    input_shape : (H, W), (C, H, W) or (N, C, H, W), ints; 1-d: (L,), (C, L) or (N, C, L);
+        3-d: (D, H, W), (C, D, H, W) or (N, C, D, H, W)
+    kernel_size, stride, dilation : int or (int, int) (a tuple per axis)
     padding : int, (int, int), ``'valid'`` or ``'same'``
     out_channels : int or None; with it, ``output_shape`` is the full output shape
+    ndim : the number of spatial dimensions: 1, 2 (default) or 3
 
     The hyper-parameters are validated exactly as :func:`convscope.conv2d` does
     (TypeError / ValueError with the same messages); a configuration whose
@@ -434,13 +452,18 @@ def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
     output shape (1, 1, 2, 2)
     >>> explain_shape((2, 2), 3).empty
     True
+    >>> explain_shape((8, 3, 16, 112, 112), 3, padding=1, stride=(1, 2, 2), out_channels=32, ndim=3).output_shape
+    (8, 32, 16, 56, 56)
+    >>> explain_shape((4, 2, 100), 5, stride=2, ndim=1).conclusion()
+    'output shape (4, C_out, 48); pass out_channels for the channel count'
     """
-    shape = _check_input_shape(input_shape)
-    spec = make_spec(kernel_size, stride, padding, dilation)
+    ndim = check_ndim(ndim)
+    shape = _check_input_shape(input_shape, ndim)
+    spec = make_spec(kernel_size, stride, padding, dilation, ndim=ndim)
     channels = None if out_channels is None else check_positive_int(out_channels, "out_channels")
     dims = tuple(
         _explain_dim(name, n, k, s, pad, d)
-        for name, n, k, s, pad, d in zip("HW", shape[-2:], spec.kernel_size, spec.stride, spec.padding,
-                                         spec.dilation)
+        for name, n, k, s, pad, d in zip(_AXES[ndim], shape[-ndim:], spec.kernel_size, spec.stride,
+                                         spec.padding, spec.dilation)
     )
     return ShapeExplanation(shape, spec, padding, channels, dims)  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Time convscope's Conv1d and Conv3d against ``torch.nn.functional.conv1d`` / ``conv3d``.
+
+Usage::
+
+    python bench/bench_nd.py                      # every layer, forward and forward+backward
+    python bench/bench_nd.py --repeat 5 --markdown bench/results_nd.md
+
+Layers: a WaveNet/TCN dilated stack (kernel 2, dilations 1 to 512, 64 channels), the wav2vec
+2.0 feature encoder (kernel 10 stride 5, then kernels 3 and 2 with stride 2, 512 channels, one
+second of 16 kHz audio), a C3D/I3D 3×3×3 block and 3-D U-Net blocks.  A row ``× n`` stands
+for n layers of the same shape (timed once, counted n times in the totals).
+
+Method (``bench_conv.sample``, the 2-d bench's ``--method handover``): both libraries in one process,
+float32, on the same arrays; for each layer and pass the two are sampled alternately, each
+sample preceded by ``--handover`` seconds of untimed calls of the same library (so that the
+other library's thread pool has gone idle), and the median of ``--repeat`` samples is reported.
+glibc's allocator is left as it is (bench_conv's ``--malloc`` setting is not applied).  convscope
+runs with ``algorithm=None`` (1-d: the 2-d planner's choice for height 1; 3-d: ndgemm).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import convscope
+from bench_conv import sample   # the same sampling as the 2-d bench (bench/ is the script's directory)
+
+MIN_SAMPLE = 0.02   # seconds of timed calls per sample
+
+# name, input shape, weight shape, parameters, count
+LAYERS = [
+    *[(f"tcn.d{d}", (4, 64, 4000), (64, 64, 2), dict(dilation=d), 1) for d in (1, 8, 64, 512)],
+    ("w2v.conv0", (4, 1, 16000), (512, 1, 10), dict(stride=5), 1),
+    ("w2v.conv1", (4, 512, 3199), (512, 512, 3), dict(stride=2), 1),
+    ("w2v.conv3", (4, 512, 799), (512, 512, 3), dict(stride=2), 1),
+    ("w2v.conv5", (4, 512, 199), (512, 512, 2), dict(stride=2), 1),
+    ("c3d.conv2", (2, 64, 8, 28, 28), (128, 64, 3, 3, 3), dict(padding=1), 1),
+    ("c3d.conv3", (2, 128, 4, 14, 14), (256, 128, 3, 3, 3), dict(padding=1), 1),
+    ("unet3d.enc1", (1, 32, 32, 32, 32), (32, 32, 3, 3, 3), dict(padding=1), 1),
+    ("unet3d.enc3", (1, 128, 8, 8, 8), (128, 128, 3, 3, 3), dict(padding=1), 1),
+]
+
+
+def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
+    """(torch's, convscope's) median milliseconds per call, sampled in turn (bench_conv's ``sample``)."""
+    fns = (torch_fn, cs_fn)
+    samples = [[], []]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            samples[i].append(sample(fn, handover, MIN_SAMPLE))
+    return tuple(statistics.median(s) * 1e3 for s in samples)
+
+
+def bench(layer, repeat: int, handover: float):
+    name, x_shape, w_shape, params, count = layer
+    nd = len(w_shape) - 2
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = (rng.standard_normal(w_shape) / math.sqrt(math.prod(w_shape[1:]))).astype(np.float32)
+    b = rng.standard_normal(w_shape[0]).astype(np.float32)
+    conv, backward = getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward")
+    tconv = getattr(torch.nn.functional, f"conv{nd}d")
+    xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
+    y = conv(x, w, b, **params)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    gt = torch.from_numpy(g)
+    err = float(np.abs(y - tconv(xt, wt, bt, **params).numpy()).max() / np.abs(y).max())
+    xg, wg, bg = (a.clone().requires_grad_(True) for a in (xt, wt, bt))
+
+    def torch_fb():
+        for a in (xg, wg, bg):
+            a.grad = None
+        tconv(xg, wg, bg, **params).backward(gt)
+
+    def cs_fb():
+        conv(x, w, b, **params)
+        backward(g, x, w, **params)
+
+    fwd = _pair(lambda: tconv(xt, wt, bt, **params), lambda: conv(x, w, b, **params), repeat, handover)
+    fb = _pair(torch_fb, cs_fb, repeat, handover)
+    algorithm = convscope.plan(x_shape, w_shape, **params).forward.algorithm
+    return name, x_shape, w_shape, params, count, algorithm, fwd, fb, err
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--handover", type=float, default=0.2)
+    ap.add_argument("--markdown", help="write the table (and the geomeans) to this file")
+    args = ap.parse_args(argv)
+    rows = [bench(layer, args.repeat, args.handover) for layer in LAYERS]
+    lines = [
+        "# convscope vs torch: Conv1d and Conv3d",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- command: `python bench/bench_nd.py --repeat {args.repeat}`",
+        f"- CPU: {platform.processor() or platform.machine()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), NumPy {np.__version__}",
+        f"- float32, {args.repeat} interleaved samples per pass (median), {args.handover} s handover",
+        "",
+        "| layer | input | weight | params | algorithm | fwd torch ms | fwd cs ms | fwd ratio "
+        "| f+b torch ms | f+b cs ms | f+b ratio | fwd rel err |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    ratios_f, ratios_b = [], []
+    for name, xs, ws, params, count, algorithm, (tf, cf), (tb, cb), err in rows:
+        ratios_f += [cf / tf] * count
+        ratios_b += [cb / tb] * count
+        lines.append(f"| {name} | {xs} | {ws} | {params} | {algorithm} | {tf:.3f} | {cf:.3f} | {cf / tf:.2f} "
+                     f"| {tb:.3f} | {cb:.3f} | {cb / tb:.2f} | {err:.1e} |")
+    geo = lambda r: math.exp(sum(map(math.log, r)) / len(r))  # noqa: E731
+    lines += ["", f"geomean ratio (convscope / torch): forward {geo(ratios_f):.2f}, "
+                  f"forward+backward {geo(ratios_b):.2f}; worst forward {max(ratios_f):.2f}"]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
