@@ -381,12 +381,17 @@ def test_processes_scheduler():
 @pytest.fixture(scope="module")
 def cluster_client():
     distributed = pytest.importorskip("distributed")
+    environ = dict(os.environ)      # the nanny sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process too
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                        dashboard_address=None, silence_logs=logging.ERROR)
     client = distributed.Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def test_distributed_local_cluster(cluster_client):
