@@ -7,6 +7,7 @@ zero batch) and implementation so that each meets the others; the full product i
 """
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -427,6 +428,12 @@ BAD = [
      r"padding of a transposed convolution must be an int or a pair of ints \('valid' and 'same' are for "
      r"convolutions\), got 'same'"),
     (2, (1, 2, 4, 4), (2, 2, 3, 3), None, dict(stride=1.5), TypeError, r"stride must be an int or a pair of ints"),
+    (2, (1, 2, 4, 4), (2, 2, 3, 3), None, dict(stride=2, output_padding=True), TypeError,
+     r"output_padding must be an int or a pair of ints, got True \(bool\)"),
+    (2, (1, 2, 4, 4), (2, 0, 3, 3), None, dict(), ValueError,
+     r"weight \(in_channels, out_channels/groups, kH, kW\) must have positive sizes, got shape \(2, 0, 3, 3\)"),
+    (2, (1, 2, 4, 4), (2, 3, 3, 3), None, dict(padding=(1, 1, 1)), ValueError,
+     r"padding must be an int or a pair of ints, got 3 values"),
 ]
 
 
@@ -470,3 +477,67 @@ def test_grad_output_shape_and_output_mask_are_checked():
         convscope.conv_transpose1d_backward(np.zeros((1, 1, 5)), x, w, stride=2, output_padding=1)
     with pytest.raises(ValueError, match=r"output_mask must have 3 entries"):
         convscope.conv_transpose1d_backward(np.zeros((1, 1, 5)), x, w, output_mask=(True,))
+
+
+# --------------------------------------------------------------------------- explain_shape and the CLI
+
+
+@pytest.mark.parametrize("nd, input_shape, kernel, params", [
+    (1, (3,), 3, dict(stride=2, padding=1)),
+    (1, (1, 2, 4), 3, dict(dilation=3, output_padding=2)),
+    (2, (1, 2, 4, 4), 4, dict(stride=2, padding=1, output_padding=1)),
+    (2, (2, 5, 3), (3, 2), dict(stride=(3, 1), padding=(1, 0), output_padding=(2, 0))),
+    (3, (1, 1, 2, 3, 3), 2, dict(stride=2)),
+])
+def test_explain_shape_transposed_agrees_with_the_transposed_convolution(nd, input_shape, kernel, params):
+    e = convscope.explain_shape(input_shape, kernel, ndim=nd, transposed=True, out_channels=1, **params)
+    c = input_shape[-nd - 1] if len(input_shape) > nd else 1
+    x = np.ones((1, c) + tuple(input_shape[-nd:]))
+    ks = (kernel,) * nd if isinstance(kernel, int) else kernel
+    y = getattr(convscope, f"conv_transpose{nd}d")(x, np.ones((c, 1) + ks), **params)[0, 0]
+    assert e.output_size == y.shape
+    # ones through ones: each output counts the taps reaching it, the product of the axes' counts, per channel
+    counts = functools.reduce(np.multiply.outer, [np.array(t) for t in e.taps])
+    assert np.array_equal(y, c * counts)
+    assert "output_padding may be 0 …" in str(e)
+    want = None if len(input_shape) == nd else tuple(input_shape[:-nd - 1]) + (1,) + y.shape
+    assert e.output_shape == want
+
+
+def test_explain_shape_transposed_names_the_checkerboard_and_the_allowed_values():
+    text = str(convscope.explain_shape((1, 1, 3, 3), 3, stride=2, padding=1, transposed=True))
+    assert "H_out = (3−1)·2 − 2·1 + 1·(3−1) + 0 + 1 = 5" in text
+    assert "output_padding 0 … 1 give H_out = 5 … 6" in text
+    assert "uneven overlap (the checkerboard): rows 1 and 3 receive 2 taps; rows 0, 2 and 4 receive 1 tap" in text
+    even = str(convscope.explain_shape((4, 4), 2, stride=2, transposed=True))
+    assert "every output row receives 1 kernel tap: the overlap is even" in even
+    dilated = str(convscope.explain_shape((4,), 3, dilation=3, output_padding=2, ndim=1, transposed=True))
+    assert "positions 10 and 11 receive 0 taps" in dilated and "no kernel tap reaches" in dilated
+    empty = convscope.explain_shape((1, 1), 1, padding=1, transposed=True)
+    assert empty.empty and "conv_transpose2d raises an error" in str(empty)
+
+
+def test_explain_shape_transposed_refuses_what_the_transposed_convolution_refuses():
+    with pytest.raises(TypeError, match=r"padding of a transposed convolution must be an int"):
+        convscope.explain_shape((4, 4), 3, padding="same", transposed=True)
+    with pytest.raises(ValueError, match=r"output_padding must be smaller than stride or dilation"):
+        convscope.explain_shape((4, 4), 3, output_padding=1, transposed=True)
+    with pytest.raises(ValueError, match=r"output_padding is for transposed convolutions"):
+        convscope.explain_shape((4, 4), 3, output_padding=1)
+
+
+def test_cli_shape_transposed():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "convscope", "shape", "1x8x16x16", "-k", "4", "-s", "2", "-p", "1",
+                          "--transposed", "--output-padding", "1", "--out-channels", "4"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    want = convscope.explain_shape((1, 8, 16, 16), 4, stride=2, padding=1, output_padding=1, out_channels=4,
+                                   transposed=True)
+    assert out.stdout.strip() == str(want).strip() and "output shape (1, 4, 33, 33)" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "convscope", "shape", "4x4", "-k", "3", "--transposed",
+                          "--output-padding", "1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0 and "output_padding must be smaller than stride or dilation" in bad.stderr
