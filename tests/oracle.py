@@ -221,18 +221,24 @@ def check_nd_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=Tru
     """:func:`check_against_torch` for any dimension: convscope's ``conv{n}d`` and ``conv{n}d_backward``
     against torch's layer, forward and all three gradients; inputs untouched, results C-contiguous."""
     nd = np.asarray(w).ndim - 2
-    conv, conv_backward = getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward")
+    return _check_pair(getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward"), torch_conv_nd,
+                       x, w, b, algorithm, seed, backward, params)
+
+
+def _check_pair(forward, backward_fn, torch_fn, x, w, b, algorithm, seed, backward, params):
+    """``forward`` and (unless ``backward`` is False) ``backward_fn`` against ``torch_fn``'s output and
+    gradients; inputs untouched, results C-contiguous.  Returns the output."""
     originals = [None if a is None else _numpy_copy(a) for a in (x, w, b)]
-    expected_out, _ = torch_conv_nd(x, w, b, None, **params)
-    out = conv(x, w, b, algorithm=algorithm, **params)
+    expected_out, _ = torch_fn(x, w, b, None, **params)
+    out = forward(x, w, b, algorithm=algorithm, **params)
     assert_close(out, expected_out, "forward")
     assert out.flags.c_contiguous, "forward result is not C-contiguous"
     if backward:
         grad_output = np.random.default_rng(seed).standard_normal(expected_out.shape).astype(expected_out.dtype)
-        _, (dx, dw, db) = torch_conv_nd(x, w, b, grad_output, **params)
-        grads = conv_backward(grad_output, x, w, algorithm=algorithm, **params)
-        for got, want, name in zip(grads, (dx, dw, db), grads._fields):
-            assert_close(got, want, f"grad {name}")
+        _, want = torch_fn(x, w, b, grad_output, **params)
+        grads = backward_fn(grad_output, x, w, algorithm=algorithm, **params)
+        for got, expected, name in zip(grads, want, grads._fields):
+            assert_close(got, expected, f"grad {name}")
             assert got.flags.c_contiguous, f"grad {name} is not C-contiguous"
     for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
         if before is not None:
@@ -313,24 +319,8 @@ def check_transpose_against_torch(x, w, b=None, *, algorithm=None, seed=0, backw
     """convscope's ``conv_transpose{n}d`` and ``conv_transpose{n}d_backward`` against torch, forward and all
     three gradients (:func:`assert_close`); inputs untouched, results C-contiguous.  Returns the output."""
     nd = np.asarray(w).ndim - 2
-    forward = getattr(convscope, f"conv_transpose{nd}d")
-    backward_fn = getattr(convscope, f"conv_transpose{nd}d_backward")
-    originals = [None if a is None else _numpy_copy(a) for a in (x, w, b)]
-    expected_out, _ = torch_conv_transpose_nd(x, w, b, None, **params)
-    out = forward(x, w, b, algorithm=algorithm, **params)
-    assert_close(out, expected_out, "forward")
-    assert out.flags.c_contiguous, "forward result is not C-contiguous"
-    if backward:
-        grad_output = np.random.default_rng(seed).standard_normal(expected_out.shape).astype(expected_out.dtype)
-        _, want = torch_conv_transpose_nd(x, w, b, grad_output, **params)
-        grads = backward_fn(grad_output, x, w, algorithm=algorithm, **params)
-        for got, expected, name in zip(grads, want, grads._fields):
-            assert_close(got, expected, f"grad {name}")
-            assert got.flags.c_contiguous, f"grad {name} is not C-contiguous"
-    for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
-        if before is not None:
-            assert np.array_equal(before, after), f"{name} was modified"
-    return out
+    return _check_pair(getattr(convscope, f"conv_transpose{nd}d"), getattr(convscope, f"conv_transpose{nd}d_backward"),
+                       torch_conv_transpose_nd, x, w, b, algorithm, seed, backward, params)
 
 
 def torch_transpose_error(ndim: int, x_shape, w_shape, bias_shape=None, dtype=np.float64, w_dtype=None,

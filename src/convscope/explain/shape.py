@@ -522,6 +522,11 @@ class TransposedDimExplanation(NamedTuple):
         return self.out < 1
 
     @property
+    def unread(self) -> tuple:
+        """Every input element is read (each stamps the whole kernel)."""
+        return ()
+
+    @property
     def smallest(self) -> int:
         """The output size with ``output_padding = 0``."""
         return self.out - self.output_padding
@@ -581,22 +586,9 @@ class TransposedShapeExplanation(ShapeExplanation):
     """
 
     def __init__(self, input_shape, spec, padding, out_channels, dims):
-        self.input_shape = input_shape
-        self.spec = spec
-        self.padding = padding
-        self.out_channels = out_channels
-        self.dims = dims
-        self.output_size = tuple(d.out for d in dims)
-        self.output_hw = self.output_size
+        super().__init__(input_shape, spec, padding, out_channels, dims)
         self.output_padding = tuple(d.output_padding for d in dims)
         self.taps = tuple(d.taps for d in dims)
-        self.empty = any(d.empty for d in dims)
-        self.unread = tuple(() for _ in dims)
-        nd = len(dims)
-        if self.empty or out_channels is None or len(input_shape) == nd:
-            self.output_shape = None
-        else:
-            self.output_shape = input_shape[:-nd - 1] + (out_channels,) + self.output_size
 
     def header(self) -> str:
         s = self.spec
