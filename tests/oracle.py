@@ -221,18 +221,24 @@ def check_nd_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=Tru
     """:func:`check_against_torch` for any dimension: convscope's ``conv{n}d`` and ``conv{n}d_backward``
     against torch's layer, forward and all three gradients; inputs untouched, results C-contiguous."""
     nd = np.asarray(w).ndim - 2
-    conv, conv_backward = getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward")
+    return _check_pair(getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward"), torch_conv_nd,
+                       x, w, b, algorithm, seed, backward, params)
+
+
+def _check_pair(forward, backward_fn, torch_fn, x, w, b, algorithm, seed, backward, params):
+    """``forward`` and (unless ``backward`` is False) ``backward_fn`` against ``torch_fn``'s output and
+    gradients; inputs untouched, results C-contiguous.  Returns the output."""
     originals = [None if a is None else _numpy_copy(a) for a in (x, w, b)]
-    expected_out, _ = torch_conv_nd(x, w, b, None, **params)
-    out = conv(x, w, b, algorithm=algorithm, **params)
+    expected_out, _ = torch_fn(x, w, b, None, **params)
+    out = forward(x, w, b, algorithm=algorithm, **params)
     assert_close(out, expected_out, "forward")
     assert out.flags.c_contiguous, "forward result is not C-contiguous"
     if backward:
         grad_output = np.random.default_rng(seed).standard_normal(expected_out.shape).astype(expected_out.dtype)
-        _, (dx, dw, db) = torch_conv_nd(x, w, b, grad_output, **params)
-        grads = conv_backward(grad_output, x, w, algorithm=algorithm, **params)
-        for got, want, name in zip(grads, (dx, dw, db), grads._fields):
-            assert_close(got, want, f"grad {name}")
+        _, want = torch_fn(x, w, b, grad_output, **params)
+        grads = backward_fn(grad_output, x, w, algorithm=algorithm, **params)
+        for got, expected, name in zip(grads, want, grads._fields):
+            assert_close(got, expected, f"grad {name}")
             assert got.flags.c_contiguous, f"grad {name} is not C-contiguous"
     for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
         if before is not None:
@@ -280,3 +286,74 @@ def torch_native_conv_nd(x, w, b, grad_output, **params):
         warnings.simplefilter("ignore")
         with torch.backends.mkldnn.flags(enabled=False):
             return torch_conv_nd(x, w, b, grad_output, **params)
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+
+
+def torch_conv_transpose_nd(x, w, b, grad_output, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch's ``conv_transpose{n}d`` output (the weight's rank says which) and, unless ``grad_output`` is
+    None, (∂x, ∂w, ∂b) of ``sum(output * grad_output)`` by autograd.  A missing bias is run as a zero bias
+    so that its gradient is still reported; float16 as float32 rounded to float16."""
+    import torch
+
+    x_np, w_np = _numpy_copy(x), _numpy_copy(w)
+    params = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    if w_np.dtype == np.float16:
+        as32 = lambda a: None if a is None else _numpy_copy(a).astype(np.float32)  # noqa: E731
+        out, grads = torch_conv_transpose_nd(as32(x_np), as32(w_np), as32(b), as32(grad_output), **params)
+        as16 = lambda a: a.astype(np.float16)  # noqa: E731
+        return as16(out), None if grads is None else tuple(as16(g) for g in grads)
+    x_t = torch.from_numpy(x_np).requires_grad_(True)
+    w_t = torch.from_numpy(w_np).requires_grad_(True)
+    b_np = np.zeros(w_np.shape[1] * groups, w_np.dtype) if b is None else _numpy_copy(b)
+    b_t = torch.from_numpy(b_np).requires_grad_(True)
+    out = getattr(torch.nn.functional, f"conv_transpose{w_np.ndim - 2}d")(x_t, w_t, b_t, **params)
+    if grad_output is None:
+        return out.detach().numpy(), None
+    out.backward(torch.from_numpy(_numpy_copy(grad_output)))
+    return out.detach().numpy(), (x_t.grad.numpy(), w_t.grad.numpy(), b_t.grad.numpy())
+
+
+def check_transpose_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, **params):
+    """convscope's ``conv_transpose{n}d`` and ``conv_transpose{n}d_backward`` against torch, forward and all
+    three gradients (:func:`assert_close`); inputs untouched, results C-contiguous.  Returns the output."""
+    nd = np.asarray(w).ndim - 2
+    return _check_pair(getattr(convscope, f"conv_transpose{nd}d"), getattr(convscope, f"conv_transpose{nd}d_backward"),
+                       torch_conv_transpose_nd, x, w, b, algorithm, seed, backward, params)
+
+
+def torch_transpose_error(ndim: int, x_shape, w_shape, bias_shape=None, dtype=np.float64, w_dtype=None,
+                          **params):
+    """The exception torch raises for ``conv_transpose{ndim}d`` on zero arrays of these shapes (``w_dtype``:
+    the weight's dtype, when it differs), or None when it accepts them."""
+    import torch
+
+    x = torch.zeros(tuple(x_shape), dtype=getattr(torch, np.dtype(dtype).name))
+    w = torch.zeros(tuple(w_shape), dtype=getattr(torch, np.dtype(w_dtype or dtype).name))
+    b = None if bias_shape is None else torch.zeros(tuple(bias_shape), dtype=x.dtype)
+    try:
+        getattr(torch.nn.functional, f"conv_transpose{ndim}d")(x, w, b, **params)
+    except Exception as exc:  # noqa: BLE001 - any refusal counts; the caller compares its meaning
+        return exc
+    return None
+
+
+def torch_transpose_layer(ndim: int, *args, **kwargs):
+    """``torch.nn.ConvTranspose{ndim}d(*args, **kwargs)``, or the exception its constructor raises."""
+    import torch
+
+    try:
+        return getattr(torch.nn, f"ConvTranspose{ndim}d")(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def torch_layer_output(module, x, output_size=None):
+    """``module(x, output_size)`` on a NumPy ``x`` as a NumPy array, or the exception torch raises."""
+    import torch
+
+    try:
+        return module(torch.from_numpy(_numpy_copy(x)), output_size).detach().numpy()
+    except Exception as exc:  # noqa: BLE001
+        return exc

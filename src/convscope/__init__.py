@@ -7,6 +7,9 @@ Public API
 - :func:`conv1d`, :func:`conv3d` and their ``_backward``, ``_input``, ``_weight``, ``_output_size``
 - :class:`Conv2d`, :class:`Conv2dGrads`, :class:`ConvSpec`
 - :class:`Conv1d`, :class:`Conv3d`, :class:`ConvGrads`
+- :func:`conv_transpose1d`, :func:`conv_transpose2d`, :func:`conv_transpose3d` and their ``_backward``
+  and ``_output_size``; :class:`ConvTranspose1d`, :class:`ConvTranspose2d`, :class:`ConvTranspose3d`,
+  :class:`ConvTransposeGrads`
 - :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
 - :func:`animate` (:class:`Animation`): a GIF or MP4, one frame per output or gradient element
 - :func:`widget`: the interactive explore page of a layer, inline in a notebook
@@ -23,6 +26,7 @@ from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad,
 from .functional import (
     Conv2dGrads,
     ConvGrads,
+    ConvTransposeGrads,
     conv1d,
     conv1d_backward,
     conv1d_input,
@@ -38,8 +42,17 @@ from .functional import (
     conv3d_input,
     conv3d_output_size,
     conv3d_weight,
+    conv_transpose1d,
+    conv_transpose1d_backward,
+    conv_transpose1d_output_size,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    conv_transpose2d_output_size,
+    conv_transpose3d,
+    conv_transpose3d_backward,
+    conv_transpose3d_output_size,
 )
-from .module import Conv1d, Conv2d, Conv3d
+from .module import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .planner import plan
 from .precision import conv_precision, get_conv_precision, set_conv_precision
 from .spec import ConvSpec
@@ -59,6 +72,10 @@ __all__ = [
     "Conv3d",
     "ConvGrads",
     "ConvSpec",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "ConvTranspose3d",
+    "ConvTransposeGrads",
     "Explanation",
     "ShapeExplanation",
     "Term",
@@ -78,6 +95,15 @@ __all__ = [
     "conv3d_input",
     "conv3d_output_size",
     "conv3d_weight",
+    "conv_transpose1d",
+    "conv_transpose1d_backward",
+    "conv_transpose1d_output_size",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv_transpose2d_output_size",
+    "conv_transpose3d",
+    "conv_transpose3d_backward",
+    "conv_transpose3d_output_size",
     "conv_precision",
     "explain",
     "explain_grad",

@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="spatial dimensions: 1 (Conv1d), 2 (Conv2d, default) or 3 (Conv3d)")
     _add_conv_options(shape)
     shape.add_argument("--out-channels", type=int, help="output channels, for the full output shape")
+    shape.add_argument("--transposed", action="store_true",
+                       help="a transposed convolution (conv_transpose): its output size, the output_padding "
+                            "values allowed, and the kernel taps each output row receives")
+    shape.add_argument("--output-padding", default="0", metavar="A",
+                       help="with --transposed: int or HxW (default 0)")
     _add_color(shape)
 
     ex = sub.add_parser(
@@ -482,7 +487,8 @@ def run_shape(args) -> int:
     n = args.dims
     text = explain_shape(dims, _pair_or_int(args.kernel, "--kernel", n), stride=_pair_or_int(args.stride, "--stride", n),
                          padding=_padding(args.padding, n), dilation=_pair_or_int(args.dilation, "--dilation", n),
-                         out_channels=args.out_channels, ndim=n)
+                         out_channels=args.out_channels, ndim=n, transposed=args.transposed,
+                         output_padding=_pair_or_int(args.output_padding, "--output-padding", n))
     emit(str(text), args.color)
     return 0
 

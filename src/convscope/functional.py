@@ -7,6 +7,7 @@ dtype and rank.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -15,11 +16,16 @@ from . import algorithms, planner
 from .spec import (
     ConvCall,
     ConvShape,
+    ConvTransposeCall,
     bind,
+    bind_transpose,
+    check_output_padding,
+    check_transposed_padding,
     check_memory,
     check_output_mask,
     check_weight_shape,
     empty_output_message,
+    empty_transposed_output_message,
     lift,
     make_spec,
     positive_tuple,
@@ -52,15 +58,16 @@ def _spec_from_weight(weight_shape, stride, padding, dilation, groups, padding_m
     return make_spec(tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode, ndim=ndim)
 
 
-def _bias_grad(gy: np.ndarray, shape: ConvShape) -> np.ndarray:
-    """Σ over batch and positions of grad_output: (N, C_out, *out_spatial) → (C_out,).
+def _bias_grad(gy: np.ndarray) -> np.ndarray:
+    """Σ over batch and positions of a batched grad_output: (N, C_out, *out_spatial) → (C_out,).
 
     As a matrix-vector product with ones, which runs along the contiguous positions
     (several times faster than ``sum(axis=(0, 2, 3))`` on small images).
     """
-    L = int(np.prod(shape.out_spatial))
+    N, C = gy.shape[:2]
+    L = int(np.prod(gy.shape[2:]))
     ones = np.ones(L, dtype=gy.dtype)
-    return (gy.reshape(shape.N, shape.out_channels, L) @ ones).sum(axis=0)   # (N, C_out, L) @ (L,) → (N, C_out)
+    return (gy.reshape(N, C, L) @ ones).sum(axis=0)   # (N, C_out, L) @ (L,) → (N, C_out)
 
 
 def _check_memory(spec, shape, cdt, results, passes) -> None:
@@ -89,8 +96,15 @@ def _run_forward(call: ConvCall, algorithm) -> np.ndarray:
 
 def _run_backward(call: ConvCall, algorithm, mask) -> tuple:
     """(∂input, ∂weight, ∂bias) of a bound call, None where ``mask`` says no."""
+    dx, dw, db = _compute_backward(call, algorithm, mask)
+    return (_result(dx, call.dtype, not call.batched), _result(dw, call.dtype, False),
+            _result(db, call.dtype, False))
+
+
+def _compute_backward(call: ConvCall, algorithm, mask) -> tuple:
+    """:func:`_run_backward`'s gradients in the compute dtype, batched."""
     if call.ndim == 1:
-        dx, dw, db = _run_backward(lift(call), algorithm, mask)
+        dx, dw, db = _compute_backward(lift(call), algorithm, mask)
         return _squeeze(dx), _squeeze(dw), db
     spec, shape, cdt = call.spec, call.shape, call.compute_dtype
     plan = planner.choose(spec, shape, algorithm, dtype=cdt)
@@ -103,9 +117,8 @@ def _run_backward(call: ConvCall, algorithm, mask) -> tuple:
     gy4 = _batched(call.grad_output, call.output_shape, cdt)
     run = algorithms.run_backward if call.ndim == 2 else algorithms.run_backward_nd
     dx, dw = run((plan.grad_input.algorithm, plan.grad_weight.algorithm), gy4, x4, w4, spec, shape, mask[:2])
-    db = _bias_grad(gy4, shape) if mask[2] else None
-    return (_result(dx, call.dtype, not call.batched), _result(dw, call.dtype, False),
-            _result(db, call.dtype, False))
+    db = _bias_grad(gy4) if mask[2] else None
+    return dx, dw, db
 
 
 def _conv(ndim, input, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm):
@@ -388,3 +401,265 @@ def conv3d_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1)
     (16, 56, 56)
     """
     return _output_size(3, input_size, "input_size", kernel_size, stride, padding, dilation)
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+#
+# A transposed convolution is the adjoint of a convolution.  Let C be the convolution with the same stride s,
+# padding p, dilation d and groups g whose weight is the transposed weight w, of shape (C_in, C_out/g, k…),
+# read as a convolution weight (C's out_channels are C_in, its in_channels/g are C_out/g).  Per axis, and
+# writing g(c) for the group of channel c,
+#
+#     C(z)[n, c, i] = Σ_{o, u} w[c, o, u] · z[n, g(c)·C_out/g + o, i·s + u·d − p].
+#
+# The transposed convolution scatters every input element through the same taps:
+#
+#     y[n, g(c)·C_out/g + o, r] = b[…] + Σ_{c, i, u : i·s + u·d − p = r} x[n, c, i] · w[c, o, u],
+#
+# which is Cᵀ(x) + b: the input gradient of C (conv*_input) with grad_output x and an input size of y's.
+# For L = Σ y · gy, differentiating the same sum:
+#
+#     ∂L/∂x[n, c, i]  = Σ_{o, u} w[c, o, u] · gy[n, g(c)·C_out/g + o, i·s + u·d − p]   = C(gy): C's forward;
+#     ∂L/∂w[c, o, u]  = Σ_{n, i} x[n, c, i] · gy[n, g(c)·C_out/g + o, i·s + u·d − p]
+#                     = C's weight gradient with input gy and grad_output x (the roles swapped);
+#     ∂L/∂b[o]        = Σ_{n, r} gy[n, o, r].
+#
+# So the three passes of the planner's paths serve it: forward ← grad_input, grad_input ← forward,
+# grad_weight ← grad_weight.  Sizes: C maps an input of length O = (I−1)·s − 2p + d·(k−1) + 1 + a to
+# ⌊((I−1)·s + a)/s⌋ + 1 = I + ⌊a/s⌋ outputs.  For 0 ≤ a < s that is I; torch also allows s ≤ a < d, where
+# C's output is longer than x by ⌊a/s⌋ rows: x is extended by that many rows of zeros (which add nothing to
+# y), and ∂L/∂x leaves them out.
+
+
+class ConvTransposeGrads(NamedTuple):
+    """Gradients of ``sum(conv_transpose{1,2,3}d(input, weight, bias, ...) * grad_output)`` (None where not
+    asked for)."""
+
+    input: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+
+
+def _extended(a: np.ndarray, call: ConvTransposeCall) -> np.ndarray:
+    """The transposed input ``a`` as C's output, batched: (N, C_in, *I) with zero rows appended to I where
+    C's output is longer (a view when it is not)."""
+    a = a.reshape(call.input_shape)                                  # (N, C_in, *I), unbatched or not
+    want = call.conv.output_shape
+    if a.shape == want:
+        return a
+    out = np.zeros(want, dtype=a.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(0, n) for n in call.input_spatial)] = a
+    return out
+
+
+def _transposed(ndim, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm):
+    planner.check_algorithm(algorithm)
+    call = bind_transpose(ndim, input=input, weight=weight, bias=bias, stride=stride, padding=padding,
+                          output_padding=output_padding, groups=groups, dilation=dilation,
+                          order=("input", "weight", "bias"))
+    conv = replace(call.conv, weight=call.weight, grad_output=_extended(call.input, call))
+    y = _compute_backward(conv, algorithm, (True, False, False))[0]     # (N, C_out, *O), compute dtype
+    if call.bias is not None:
+        b = np.asarray(call.bias, dtype=y.dtype).reshape((-1,) + (1,) * ndim)   # (C_out, 1, …)
+        in_place = y.flags.writeable and not np.may_share_memory(y, call.input)
+        y = np.add(y, b, out=y) if in_place else y + b
+    return _result(y, call.dtype, not call.batched)
+
+
+def _transposed_backward(ndim, grad_output, input, weight, stride, padding, output_padding, groups, dilation,
+                         algorithm, output_mask) -> ConvTransposeGrads:
+    planner.check_algorithm(algorithm)
+    mask = check_output_mask(output_mask)
+    call = bind_transpose(ndim, grad_output=grad_output, input=input, weight=weight, stride=stride,
+                          padding=padding, output_padding=output_padding, groups=groups, dilation=dilation,
+                          order=("grad_output", "input", "weight"))
+    conv = replace(call.conv, input=call.grad_output, weight=call.weight)
+    dx = dw = db = None
+    if mask[0]:                                                      # C(gy), without C's extra rows
+        dx = _run_forward(conv, algorithm)
+        dx = np.ascontiguousarray(dx[(Ellipsis,) + tuple(slice(0, n) for n in call.input_spatial)])
+    if mask[1]:
+        dw = _run_backward(replace(conv, grad_output=_extended(call.input, call)), algorithm,
+                           (False, True, False))[1]
+    if mask[2]:
+        gy = _batched(call.grad_output, call.output_shape, conv.compute_dtype)
+        db = _result(_bias_grad(gy), call.dtype, False)
+    return ConvTransposeGrads(dx, dw, db)
+
+
+def _transposed_output_size(ndim, input_size, kernel_size, stride, padding, output_padding, dilation) -> tuple:
+    size = positive_tuple(input_size, "input_size", ndim)
+    spec = make_spec(kernel_size, stride, check_transposed_padding(padding, ndim), dilation, ndim=ndim)
+    op = check_output_padding(output_padding, spec.stride, spec.dilation)
+    message = empty_transposed_output_message(spec, size, op)
+    if message:
+        raise ValueError(message)
+    return spec.transposed_output_size(size, op)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None) -> np.ndarray:
+    r"""2-D transposed convolution, exactly as ``torch.nn.functional.conv_transpose2d``.
+
+    Every input element scatters its value times the kernel onto the output:
+
+    .. math::
+
+        \text{out}(n, g C_{out}/G + o, r, t) = \text{bias}(\cdot) + \sum_{c \in \text{group } g}
+        \sum_{\substack{i, u:\; i s_H + u d_H - p_H = r \\ j, v:\; j s_W + v d_W - p_W = t}}
+        x(n, c, i, j)\, w(c, o, u, v)
+
+    It is the gradient of :func:`conv2d` with respect to its input (the adjoint), computed by
+    the same implementations: the planner's grad-input choice for this convolution runs it.
+
+    Parameters
+    ----------
+    input : array (N, C_in, H, W) or (C_in, H, W); float16, float32 or float64 (or a torch tensor)
+    weight : array (C_in, C_out/groups, kH, kW), the same dtype: the weight of the convolution from
+        C_out to C_in channels that this is the adjoint of
+    bias : array (C_out,) or None
+    stride, dilation : int or (int, int)
+    padding : int or (int, int): ``dilation·(k−1) − padding`` zeros are (in effect) added around
+        the input; no strings
+    output_padding : int or (int, int), each smaller than its stride or its dilation: the rows added
+        at the bottom/right, choosing among the output sizes that a convolution with this stride maps
+        to the input's size
+    groups : int dividing C_in
+    algorithm : as in :func:`conv2d` (the implementation of the grad-input pass)
+
+    Shape
+    -----
+    output (N, C_out, H_out, W_out), or (C_out, H_out, W_out) for unbatched input, with
+    ``H_out = (H − 1)·sH − 2·pH + dH·(kH − 1) + output_padding_H + 1`` and likewise W_out.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    >>> convscope.conv_transpose2d(x, np.ones((1, 1, 2, 2)), stride=2)[0, 0]
+    array([[1., 1., 2., 2.],
+           [1., 1., 2., 2.],
+           [3., 3., 4., 4.],
+           [3., 3., 4., 4.]])
+    """
+    return _transposed(2, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None) -> np.ndarray:
+    r"""1-D transposed convolution, exactly as ``torch.nn.functional.conv_transpose1d``.
+
+    .. math::
+
+        \text{out}(n, g C_{out}/G + o, r) = \text{bias}(\cdot) + \sum_{c \in \text{group } g}
+        \sum_{i, u:\; i s + u d - p = r} x(n, c, i)\, w(c, o, u)
+
+    The parameters mean what they mean in :func:`conv_transpose2d`, with one value per axis.
+
+    Shape
+    -----
+    input (N, C_in, L) or (C_in, L), weight (C_in, C_out/groups, k), output (N, C_out, L_out) or
+    (C_out, L_out) with ``L_out = (L − 1)·s − 2·p + d·(k − 1) + output_padding + 1``.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> convscope.conv_transpose1d(np.array([[[1.0, 2.0, 3.0]]]), np.ones((1, 1, 3)), stride=2, padding=1)[0, 0]
+    array([1., 3., 2., 5., 3.])
+    """
+    return _transposed(1, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None) -> np.ndarray:
+    r"""3-D transposed convolution, exactly as ``torch.nn.functional.conv_transpose3d``.
+
+    The parameters mean what they mean in :func:`conv_transpose2d`, with three values per tuple
+    ``(D, H, W)``; ``algorithm`` as in :func:`conv3d`.
+
+    Shape
+    -----
+    input (N, C_in, D, H, W) or (C_in, D, H, W), weight (C_in, C_out/groups, kD, kH, kW), output
+    (N, C_out, D_out, H_out, W_out), each size by the formula of :func:`conv_transpose2d`.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> convscope.conv_transpose3d(np.ones((1, 2, 3, 3, 3)), np.ones((2, 4, 2, 2, 2)), stride=2).shape
+    (1, 4, 6, 6, 6)
+    """
+    return _transposed(3, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm)
+
+
+def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True)) -> ConvTransposeGrads:
+    """Gradients of ``sum(conv_transpose1d(input, weight, bias, ...) * grad_output)``, as
+    :func:`conv_transpose2d_backward`."""
+    return _transposed_backward(1, grad_output, input, weight, stride, padding, output_padding, groups,
+                                dilation, algorithm, output_mask)
+
+
+def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True)) -> ConvTransposeGrads:
+    """Gradients of ``sum(conv_transpose2d(input, weight, bias, ...) * grad_output)``.
+
+    Returns a :class:`ConvTransposeGrads` ``(input, weight, bias)``: ∂/∂input is the convolution
+    (:func:`conv2d`) of ``grad_output`` with the same weight; ∂/∂weight is that convolution's weight
+    gradient with ``grad_output`` as its input and ``input`` as its grad_output; ∂/∂bias ``(C_out,)``
+    is ``grad_output`` summed over batch and positions.  ``output_mask`` = (input, weight, bias)
+    says which to compute, as in :func:`conv2d_backward`; the parameters mean what they mean in
+    :func:`conv_transpose2d`.
+
+    Examples
+    --------
+    >>> import numpy as np, convscope
+    >>> x, w = np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2))
+    >>> g = convscope.conv_transpose2d_backward(np.ones((1, 1, 4, 4)), x, w, stride=2)
+    >>> g.input[0, 0], g.bias
+    (array([[4., 4.],
+           [4., 4.]]), array([16.]))
+    """
+    return _transposed_backward(2, grad_output, input, weight, stride, padding, output_padding, groups,
+                                dilation, algorithm, output_mask)
+
+
+def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True)) -> ConvTransposeGrads:
+    """Gradients of ``sum(conv_transpose3d(input, weight, bias, ...) * grad_output)``, as
+    :func:`conv_transpose2d_backward`."""
+    return _transposed_backward(3, grad_output, input, weight, stride, padding, output_padding, groups,
+                                dilation, algorithm, output_mask)
+
+
+def conv_transpose1d_output_size(input_size, kernel_size, stride=1, padding=0, output_padding=0,
+                                 dilation=1) -> tuple[int]:
+    """``(L_out,)`` of :func:`conv_transpose1d` for an input of length ``input_size`` (int or (L,)):
+    ``(L − 1)·s − 2·p + d·(k − 1) + output_padding + 1``.  Raises ValueError, with the formula
+    filled in, when the output would be empty.
+
+    >>> conv_transpose1d_output_size(3, 3, stride=2, padding=1), conv_transpose1d_output_size(3, 3, 2, 1, 1)
+    ((5,), (6,))
+    """
+    return _transposed_output_size(1, input_size, kernel_size, stride, padding, output_padding, dilation)
+
+
+def conv_transpose2d_output_size(input_size, kernel_size, stride=1, padding=0, output_padding=0,
+                                 dilation=1) -> tuple[int, int]:
+    """``(H_out, W_out)`` of :func:`conv_transpose2d` for an input of ``input_size`` (int or (H, W)), as
+    :func:`conv_transpose1d_output_size`.
+
+    >>> conv_transpose2d_output_size((16, 16), 4, stride=2, padding=1)
+    (32, 32)
+    """
+    return _transposed_output_size(2, input_size, kernel_size, stride, padding, output_padding, dilation)
+
+
+def conv_transpose3d_output_size(input_size, kernel_size, stride=1, padding=0, output_padding=0,
+                                 dilation=1) -> tuple[int, int, int]:
+    """``(D_out, H_out, W_out)`` of :func:`conv_transpose3d` for an input of ``input_size`` (int or
+    (D, H, W)), as :func:`conv_transpose1d_output_size`.
+
+    >>> conv_transpose3d_output_size((4, 8, 8), 2, stride=2)
+    (8, 16, 16)
+    """
+    return _transposed_output_size(3, input_size, kernel_size, stride, padding, output_padding, dilation)

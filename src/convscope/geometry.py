@@ -36,6 +36,22 @@ def output_length(size: int, kernel: int, stride: int, pad_total: int, dilation:
     return (size + pad_total - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def transposed_output_length(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                             output_padding: int = 0) -> int:
+    """``(size − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1`` (may be ≤ 0).
+
+    The output length of a transposed convolution: the largest input length of the convolution
+    it is the adjoint of that gives ``size`` outputs is this plus ``stride − 1``; ``output_padding``
+    picks among those lengths (and, below ``dilation``, beyond them: the extra rows get no taps).
+
+    >>> transposed_output_length(3, 3, 2, 1, 1), transposed_output_length(3, 3, 2, 1, 1, 1)
+    (5, 6)
+    >>> output_length(6, 3, 2, 2, 1)                # both are convolution inputs that give 3 outputs
+    3
+    """
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
 def source_index(r: int, size: int, mode: str) -> int | None:
     """The real pixel (0 ≤ index < size) that supplies real coordinate ``r``, or None for a zero.
 

@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .geometry import output_length
+from .geometry import output_length, transposed_output_length
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 PADDING_STRINGS = ("valid", "same")
@@ -100,6 +100,16 @@ class ConvSpec:
             output_length(n, k, s, p0 + p1, d)
             for n, k, s, (p0, p1), d in zip(
                 input_size, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+        )
+
+    def transposed_output_size(self, input_size, output_padding) -> tuple:
+        """The output spatial size of the transposed convolution of an input of spatial size
+        ``input_size`` (may be <= 0: not validated)."""
+        return tuple(
+            transposed_output_length(n, k, s, p0, d, a)
+            for n, k, s, (p0, _), d, a in zip(
+                input_size, self.kernel_size, self.stride, self.padding, self.dilation, output_padding
             )
         )
 
@@ -589,6 +599,18 @@ def lift(call: ConvCall) -> ConvCall:
 _NO_ARRAY = object()
 
 
+def _bound_arrays(order: tuple, **given) -> tuple:
+    """((input, weight, bias, grad_output), dtype): the arrays given (None where not), converted
+    by :func:`as_array` in ``order`` and checked to share one dtype."""
+    arrays = {}
+    for name in order:
+        value = given[name]
+        if value is not _NO_ARRAY:
+            arrays[name] = as_array(value, name, allow_none=(name == "bias"))
+    dtype = check_same_dtype(**arrays)
+    return tuple(arrays.get(k) for k in ("input", "weight", "bias", "grad_output")), dtype
+
+
 def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_output=_NO_ARRAY,
          input_size=_NO_ARRAY, weight_size=_NO_ARRAY, stride=1, padding=0, dilation=1, groups=1,
          padding_mode="zeros", order: tuple = ("grad_output", "input", "weight", "bias")) -> ConvCall:
@@ -608,14 +630,7 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
         input_size = size_tuple(input_size, "input_size", (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
     if weight_size is not _NO_ARRAY:
         weight_size = size_tuple(weight_size, "weight_size", (ndim + 2,), f"(C_out, C/groups, {kernel})")
-    given = dict(input=input, weight=weight, bias=bias, grad_output=grad_output)
-    arrays = {}
-    for name in order:
-        value = given[name]
-        if value is not _NO_ARRAY:
-            arrays[name] = as_array(value, name, allow_none=(name == "bias"))
-    dtype = check_same_dtype(**arrays)
-    x, w, b, gy = (arrays.get(k) for k in ("input", "weight", "bias", "grad_output"))
+    (x, w, b, gy), dtype = _bound_arrays(order, input=input, weight=weight, bias=bias, grad_output=grad_output)
     if input_size is not _NO_ARRAY:
         in_shape, in_name = input_size, "input_size"
     else:
@@ -627,6 +642,206 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     shape = check_shapes(spec, in_shape, w_shape, None if b is None else b.shape, input_name=in_name)
     batched = len(in_shape) == ndim + 2
     call = ConvCall(spec, shape, dtype, batched, x, w, b, gy)
+    if gy is not None:
+        check_grad_output_shape(gy.shape, call.caller_output_shape())
+    return call
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+#
+# A transposed convolution is bound as the convolution it is the adjoint of (see functional.py): the same
+# spec, the transposed weight read as that convolution's weight (out_channels = the transposed input's
+# channels), an input of the transposed output's size and an output of the transposed input's size.
+
+
+def _transposed_weight_layout(ndim: int) -> str:
+    kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
+    return f"(in_channels, out_channels/groups, {kernel})"
+
+
+def check_transposed_weight_shape(shape: tuple, name: str = "weight", ndim: int = 2) -> None:
+    """A transposed convolution's weight: ``(in_channels, out_channels/groups, k…)``, every size positive."""
+    if len(shape) != ndim + 2:
+        raise ValueError(f"{name} of a transposed convolution must be {ndim + 2}-D "
+                         f"{_transposed_weight_layout(ndim)}, got shape {tuple(shape)}")
+    if min(shape) < 1:
+        raise ValueError(f"{name} {_transposed_weight_layout(ndim)} must have positive sizes, "
+                         f"got shape {tuple(shape)}")
+
+
+def check_transposed_padding(padding, ndim: int = 2) -> tuple:
+    """A transposed convolution's padding: an int or one non-negative int per axis (no strings, as torch)."""
+    if isinstance(padding, str):
+        raise TypeError(f"padding of a transposed convolution must be an int or {_TUPLE_OF[ndim]} "
+                        f"('valid' and 'same' are for convolutions), got {padding!r}")
+    return normalize_padding(padding, ndim)
+
+
+def check_output_padding(output_padding, stride: tuple, dilation: tuple) -> tuple:
+    """``output_padding`` per axis, each ``0 ≤ a < max(stride, dilation)`` (torch's rule)."""
+    ndim = len(stride)
+    items = to_tuple(output_padding, "output_padding", ndim)
+    if min(items) < 0:
+        raise ValueError(f"output_padding must be non-negative, got {items}")
+    for a, s, d, dim in zip(items, stride, dilation, AXIS_NAMES[ndim]):
+        if a >= max(s, d):
+            raise ValueError(
+                f"output_padding must be smaller than stride or dilation, got output_padding={items} with "
+                f"stride={tuple(stride)} and dilation={tuple(dilation)} ({dim}: {a} ≥ max({s}, {d}))"
+            )
+    return items
+
+
+def _transposed_formula(n: int, k: int, s: int, p: int, d: int, a: int, dim: str) -> str:
+    out = transposed_output_length(n, k, s, p, d, a)
+    return (f"{dim}_out = ({n}−1)·{s} − 2·{p} + {d}·({k}−1) + {a} + 1 = {out}"
+            .replace("= -", "= −"))
+
+
+def empty_transposed_output_message(spec: ConvSpec, input_size: tuple, output_padding: tuple) -> str | None:
+    """The error text when a transposed convolution's output would be empty along some axis, else None."""
+    for n, k, s, (p, _), d, a, dim in zip(input_size, spec.kernel_size, spec.stride, spec.padding,
+                                          spec.dilation, output_padding, AXIS_LETTERS[spec.ndim]):
+        if transposed_output_length(n, k, s, p, d, a) < 1:
+            return "output would be empty: " + _transposed_formula(n, k, s, p, d, a, dim)
+    return None
+
+
+def check_transposed_shapes(spec: ConvSpec, output_padding: tuple, input_shape: tuple, weight_shape: tuple,
+                            bias_shape: tuple | None = None):
+    """Check a transposed convolution's input, weight and bias shapes; return the sizes of the convolution
+    it is the adjoint of (:func:`check_shapes`'s result for an input of the transposed output's shape).
+
+    That convolution's output is the transposed input, with ``⌊output_padding/stride⌋`` more rows per axis
+    where ``output_padding ≥ stride`` (allowed when ``dilation > stride``); those rows are zeros.
+    """
+    nd = spec.ndim
+    check_input_ndim(input_shape, "input", nd)
+    check_transposed_weight_shape(weight_shape, ndim=nd)
+    if len(input_shape) == nd + 1:
+        input_shape = (1,) + tuple(input_shape)
+    N, C = int(input_shape[0]), int(input_shape[1])
+    spatial = tuple(int(v) for v in input_shape[2:])
+    in_channels, out_per_group = int(weight_shape[0]), int(weight_shape[1])
+    g = spec.groups
+    if C != in_channels:
+        raise ValueError(
+            f"input has {C} channel{'' if C == 1 else 's'} but weight expects {in_channels} (weight.shape[0]: "
+            f"a transposed convolution's weight is {_transposed_weight_layout(nd)})"
+        )
+    if in_channels % g:
+        raise ValueError(f"in_channels (weight.shape[0]={in_channels}) must be divisible by groups ({g})")
+    out_channels = out_per_group * g
+    if bias_shape is not None and tuple(bias_shape) != (out_channels,):
+        raise ValueError(
+            f"bias must be 1-D with out_channels={out_channels} elements (weight.shape[1]={out_per_group} × "
+            f"groups={g}), got shape {tuple(bias_shape)}"
+        )
+    if min(spatial) < 1:
+        raise ValueError(f"input {_and(AXIS_NAMES[nd])} must be positive, got {'×'.join(map(str, spatial))}")
+    message = empty_transposed_output_message(spec, spatial, output_padding)
+    if message:
+        raise ValueError(message)
+    out_spatial = spec.transposed_output_size(spatial, output_padding)
+    return check_shapes(spec, (N, out_channels) + out_spatial, tuple(weight_shape), input_name="output")
+
+
+def output_padding_for(output_size, input_shape: tuple, spec: ConvSpec) -> tuple:
+    """The ``output_padding`` that gives ``output_size`` (torch's ``_output_padding``).
+
+    ``output_size`` is the spatial size, or the whole output shape (with the batch and channel axes, or
+    the channel axis for an unbatched input).  Each size must lie between the output size with
+    ``output_padding = 0`` and that plus ``stride − 1``.
+    """
+    nd = spec.ndim
+    check_input_ndim(input_shape, "input", nd)
+    layout = ", ".join(AXIS_LETTERS[nd])
+    try:
+        items = tuple(output_size)
+    except TypeError:
+        raise TypeError(f"output_size must be a sequence of ints ({layout}), got {_fmt(output_size)} "
+                        f"({type(output_size).__name__})") from None
+    if not all(_is_int(v) for v in items):
+        raise TypeError(f"output_size must be a sequence of ints ({layout}), got {items!r}")
+    leading = len(input_shape) - nd
+    if len(items) == leading + nd:
+        items = items[leading:]
+    if len(items) != nd:
+        raise ValueError(f"output_size must have {nd} or {leading + nd} elements for a {len(input_shape)}-D "
+                         f"input, got {len(items)}: {items!r}")
+    items = tuple(int(v) for v in items)
+    spatial = tuple(int(v) for v in input_shape[leading:])
+    low = spec.transposed_output_size(spatial, (0,) * nd)
+    high = tuple(m + s - 1 for m, s in zip(low, spec.stride))
+    if not all(lo <= n <= hi for n, lo, hi in zip(items, low, high)):
+        raise ValueError(
+            f"output_size {items} cannot be reached: valid sizes range from {low} to {high} for an input of "
+            f"{spatial} (output_padding 0 … stride − 1)"
+        )
+    return tuple(n - lo for n, lo in zip(items, low))
+
+
+@dataclass(frozen=True)
+class ConvTransposeCall:
+    """One validated transposed-convolution call: ``conv`` is the convolution it is the adjoint of (its
+    input has the transposed output's shape; its arrays are not set), with the call's arrays as given.
+
+    ``input_spatial`` is the transposed input's spatial size; ``conv.shape.out_spatial`` may be longer
+    (:func:`check_transposed_shapes`).
+    """
+
+    conv: ConvCall
+    output_padding: tuple
+    input_spatial: tuple
+    input: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    grad_output: np.ndarray | None = None
+
+    @property
+    def ndim(self) -> int:
+        return self.conv.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.conv.dtype
+
+    @property
+    def batched(self) -> bool:
+        return self.conv.batched
+
+    @property
+    def input_shape(self) -> tuple:
+        """The batched transposed input's shape ``(N, C_in, *spatial)``."""
+        return (self.conv.shape.N, self.conv.shape.out_channels) + tuple(self.input_spatial)
+
+    @property
+    def output_shape(self) -> tuple:
+        """The batched transposed output's shape ``(N, C_out, *out_spatial)``."""
+        return self.conv.input_shape
+
+    def caller_output_shape(self) -> tuple:
+        return self.output_shape if self.batched else self.output_shape[1:]
+
+
+def bind_transpose(ndim: int, *, input, weight, bias=_NO_ARRAY, grad_output=_NO_ARRAY, stride=1, padding=0,
+                   output_padding=0, groups=1, dilation=1,
+                   order: tuple = ("grad_output", "input", "weight", "bias")) -> ConvTransposeCall:
+    """Turn one transposed-convolution call's arrays and arguments into a :class:`ConvTransposeCall`.
+
+    Checks, in order: the arrays' kinds and dtypes, the input's and weight's ranks, the spec, the
+    output padding, the shapes, grad_output's shape.
+    """
+    ndim = check_ndim(ndim)
+    (x, w, b, gy), dtype = _bound_arrays(order, input=input, weight=weight, bias=bias, grad_output=grad_output)
+    check_input_ndim(x.shape, ndim=ndim)
+    check_transposed_weight_shape(w.shape, ndim=ndim)
+    spec = make_spec(tuple(w.shape[2:]), stride, check_transposed_padding(padding, ndim), dilation, groups,
+                     ndim=ndim)
+    op = check_output_padding(output_padding, spec.stride, spec.dilation)
+    shape = check_transposed_shapes(spec, op, x.shape, w.shape, None if b is None else b.shape)
+    conv = ConvCall(spec, shape, dtype, x.ndim == ndim + 2)
+    call = ConvTransposeCall(conv, op, tuple(int(n) for n in x.shape[-ndim:]), x, w, b, gy)
     if gy is not None:
         check_grad_output_shape(gy.shape, call.caller_output_shape())
     return call

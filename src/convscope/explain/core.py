@@ -142,6 +142,9 @@ def _is_layer(obj) -> bool:
 
 def _layer_arguments(layer) -> dict:
     """weight, bias and the hyper-parameters of a convscope or torch Conv2d."""
+    if getattr(layer, "transposed", False) is True:
+        raise TypeError(f"explanations are of convolution layers (Conv2d) only, not of transposed ones, "
+                        f"got {type(layer).__name__}")
     if _is_torch_layer(layer):
         if type(layer).__name__ != "Conv2d":
             raise TypeError(f"layer must be a torch.nn.Conv2d or a convscope.Conv2d, got {type(layer).__name__}")

@@ -35,10 +35,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..geometry import output_length, tap_sources
-from ..spec import MAX_INT, ConvSpec, check_ndim, check_positive_int, make_spec
+from ..geometry import output_length, tap_sources, transposed_output_length
+from ..spec import (MAX_INT, ConvSpec, check_ndim, check_output_padding, check_positive_int,
+                    check_transposed_padding, make_spec)
 
-__all__ = ["DimExplanation", "ShapeExplanation", "explain_shape"]
+__all__ = ["DimExplanation", "ShapeExplanation", "TransposedDimExplanation", "TransposedShapeExplanation",
+           "explain_shape"]
 
 _INPUT_LAYOUTS = "(H, W), (C, H, W) or (N, C, H, W)"
 _LAYOUTS = {1: "(L,), (C, L) or (N, C, L)", 2: _INPUT_LAYOUTS, 3: "(D, H, W), (C, D, H, W) or (N, C, D, H, W)"}
@@ -411,7 +413,7 @@ def _explain_dim(name: str, size: int, kernel: int, stride: int, pad: tuple[int,
 
 
 def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
-                  out_channels=None, ndim=2) -> ShapeExplanation:
+                  out_channels=None, ndim=2, transposed=False, output_padding=0) -> ShapeExplanation:
     """Explain the output size of ``conv2d`` (``conv1d``, ``conv3d``) for an input of ``input_shape``.
 
     Parameters
@@ -422,6 +424,10 @@ def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
     padding : int, (int, int), ``'valid'`` or ``'same'``
     out_channels : int or None; with it, ``output_shape`` is the full output shape
     ndim : the number of spatial dimensions: 1, 2 (default) or 3
+    transposed : explain ``conv_transpose{1,2,3}d`` instead (a :class:`TransposedShapeExplanation`):
+        the output size ``(n−1)·s − 2p + d·(k−1) + output_padding + 1``, the ``output_padding``
+        values allowed and why, and how many kernel taps reach each output row
+    output_padding : int or tuple, for ``transposed=True`` only
 
     The hyper-parameters are validated exactly as :func:`convscope.conv2d` does
     (TypeError / ValueError with the same messages); a configuration whose
@@ -456,14 +462,160 @@ def explain_shape(input_shape, kernel_size, stride=1, padding=0, dilation=1,
     (8, 32, 16, 56, 56)
     >>> explain_shape((4, 2, 100), 5, stride=2, ndim=1).conclusion()
     'output shape (4, C_out, 48); pass out_channels for the channel count'
+
+    A transposed convolution (the convolution-arithmetic case i = 3, k = 3, s = 2, p = 1):
+
+    >>> t = explain_shape((3,), 3, stride=2, padding=1, ndim=1, transposed=True)
+    >>> t.output_size, t.taps
+    ((5,), ((1, 2, 1, 2, 1),))
+    >>> explain_shape((3,), 3, stride=2, padding=1, ndim=1, transposed=True, output_padding=1).output_size
+    (6,)
     """
     ndim = check_ndim(ndim)
     shape = _check_input_shape(input_shape, ndim)
+    if not isinstance(transposed, (bool, np.bool_)):
+        raise TypeError(f"transposed must be True or False, got {transposed!r}")
+    if transposed:
+        padding = check_transposed_padding(padding, ndim)
+    elif not (_is_int(output_padding) and output_padding == 0):
+        raise ValueError(f"output_padding is for transposed convolutions (transposed=True), got {output_padding!r}")
     spec = make_spec(kernel_size, stride, padding, dilation, ndim=ndim)
     channels = None if out_channels is None else check_positive_int(out_channels, "out_channels")
+    if transposed:
+        op = check_output_padding(output_padding, spec.stride, spec.dilation)
+        tdims = tuple(
+            _explain_transposed_dim(name, n, k, s, pad[0], d, a)
+            for name, n, k, s, pad, d, a in zip(_AXES[ndim], shape[-ndim:], spec.kernel_size, spec.stride,
+                                                spec.padding, spec.dilation, op)
+        )
+        return TransposedShapeExplanation(shape, spec, padding, channels, tdims)
     dims = tuple(
         _explain_dim(name, n, k, s, pad, d)
         for name, n, k, s, pad, d in zip(_AXES[ndim], shape[-ndim:], spec.kernel_size, spec.stride,
                                          spec.padding, spec.dilation)
     )
     return ShapeExplanation(shape, spec, padding, channels, dims)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+
+
+class TransposedDimExplanation(NamedTuple):
+    """The output size of a transposed convolution along one spatial dimension.
+
+    ``out = (size − 1)·stride − 2·padding + dilation·(kernel − 1) + output_padding + 1``;
+    ``taps[r]`` is how many (input element, kernel tap) pairs land on output row ``r``.
+    """
+
+    name: str
+    size: int
+    kernel: int
+    stride: int
+    dilation: int
+    padding: int
+    output_padding: int
+    out: int
+    taps: tuple
+
+    @property
+    def empty(self) -> bool:
+        return self.out < 1
+
+    @property
+    def unread(self) -> tuple:
+        """Every input element is read (each stamps the whole kernel)."""
+        return ()
+
+    @property
+    def smallest(self) -> int:
+        """The output size with ``output_padding = 0``."""
+        return self.out - self.output_padding
+
+
+def _explain_transposed_dim(name, size, kernel, stride, padding, dilation, output_padding):
+    out = transposed_output_length(size, kernel, stride, padding, dilation, output_padding)
+    # input element i through tap u lands on output row i·s + u·d − p (the scatter view)
+    rows = (np.arange(size)[:, None] * stride + np.arange(kernel)[None, :] * dilation - padding).ravel()
+    rows = rows[(rows >= 0) & (rows < max(out, 0))]
+    taps = tuple(int(t) for t in np.bincount(rows, minlength=max(out, 0)))
+    return TransposedDimExplanation(name, size, kernel, stride, dilation, padding, output_padding, out, taps)
+
+
+def _transposed_notes(dim: TransposedDimExplanation) -> list[str]:
+    _, sym, singular, plural, before, after = _WORDS[dim.name]
+    s, d, lo = dim.stride, dim.dilation, dim.smallest
+    if dim.empty:
+        return [f"{sym}_out = {_num(dim.out)}: the output would be empty and conv_transpose raises an error"]
+    outputs = f"{dim.size} output{'' if dim.size == 1 else 's'}"
+    if s == 1:
+        notes = [f"output_padding may be 0 … {d - 1} (smaller than stride {s} or dilation {d}): with stride 1 "
+                 f"only the convolution input size {sym}_out = {lo} gives {outputs}"]
+    else:
+        notes = [
+            f"output_padding may be 0 … {max(s, d) - 1} (smaller than stride {s} or dilation {d}): "
+            f"output_padding 0 … {s - 1} give {sym}_out = {lo} … {lo + s - 1}, the input sizes of the "
+            f"convolution with this kernel, stride and padding that give {outputs}, so output_padding only "
+            f"picks which of them the transposed convolution returns (the extra {plural} are added at the {after})"
+        ]
+    if d > s:
+        notes.append(f"output_padding {s} … {d - 1} (allowed because dilation {d} > stride {s}) add {plural} "
+                     f"that no kernel tap reaches (they hold the bias only)")
+    taps = np.array(dim.taps)
+    most = int(taps.max())
+    if int(taps.min()) == most:
+        notes.append(f"every output {singular} receives {most} kernel tap{'' if most == 1 else 's'}: "
+                     f"the overlap is even (no checkerboard along the {_WORDS[dim.name][0]})")
+        return notes
+    groups = []
+    for count in sorted(set(dim.taps), reverse=True):
+        where = np.flatnonzero(taps == count)
+        groups.append(f"{format_indices(where, singular, plural)} receive{'s' if len(where) == 1 else ''} "
+                      f"{count} tap{'' if count == 1 else 's'}")
+    notes.append("uneven overlap (the checkerboard): " + "; ".join(groups)
+                 + f" (stride {s}, kernel extent {d * (dim.kernel - 1) + 1})")
+    return notes
+
+
+class TransposedShapeExplanation(ShapeExplanation):
+    """The output size of a transposed convolution, dimension by dimension (``explain_shape(...,
+    transposed=True)``).
+
+    Attributes are :class:`ShapeExplanation`'s, with ``dims`` of :class:`TransposedDimExplanation`,
+    ``output_padding`` (per axis) and ``taps`` (per axis, the number of kernel taps reaching each
+    output row); ``unread`` is empty tuples (every input element is read).
+    """
+
+    def __init__(self, input_shape, spec, padding, out_channels, dims):
+        super().__init__(input_shape, spec, padding, out_channels, dims)
+        self.output_padding = tuple(d.output_padding for d in dims)
+        self.taps = tuple(d.taps for d in dims)
+
+    def header(self) -> str:
+        s = self.spec
+        text = (f"transposed convolution: input {self.input_shape}, kernel_size={s.kernel_size}, "
+                f"stride={s.stride}, padding={tuple(p for p, _ in s.padding)}, "
+                f"output_padding={self.output_padding}, dilation={s.dilation}")
+        if self.out_channels is not None:
+            text += f", out_channels={self.out_channels}"
+        return text
+
+    def sections(self):
+        out = []
+        for dim in self.dims:
+            title, sym, _, _, _, _ = _WORDS[dim.name]
+            heading = (f"{title.capitalize()}: {sym} = {dim.size}, kernel {dim.kernel}, stride {dim.stride}, "
+                       f"dilation {dim.dilation}, padding {dim.padding}, output_padding {dim.output_padding}")
+            formulas = [
+                f"{sym}_out = ({sym} − 1)·s − 2·p + d·(k−1) + output_padding + 1",
+                f"{sym}_out = ({dim.size}−1)·{dim.stride} − 2·{dim.padding} + {dim.dilation}·({dim.kernel}−1) + "
+                f"{dim.output_padding} + 1 = {_num(dim.out)}",
+            ]
+            out.append((heading, formulas, _transposed_notes(dim)))
+        return out
+
+    def conclusion(self) -> str:
+        nd = len(self.dims)
+        if self.empty:
+            sizes = "×".join(_num(v) for v in self.output_size)
+            return f"the output would be empty ({sizes}): conv_transpose{nd}d raises an error for this input"
+        return super().conclusion()
