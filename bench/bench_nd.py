@@ -8,7 +8,9 @@ Usage::
 
 Layers: a WaveNet/TCN dilated stack (kernel 2, dilations 1 to 512, 64 channels), the wav2vec
 2.0 feature encoder (kernel 10 stride 5, then kernels 3 and 2 with stride 2, 512 channels, one
-second of 16 kHz audio), a C3D/I3D 3×3×3 block and 3-D U-Net blocks.  A row ``× n`` stands
+second of 16 kHz audio), a C3D/I3D 3×3×3 block and 3-D U-Net blocks; and transposed convolutions
+(``tr.`` rows, against ``conv_transpose2d``): a DCGAN generator's 4×4 stride-2 layers, a U-Net
+2×2/2 up-convolution and FCN's 4×4/2 score upsampling.  ``--transposed`` runs only those.  A row ``× n`` stands
 for n layers of the same shape (timed once, counted n times in the totals).
 
 Method (``bench_conv.sample``, the 2-d bench's ``--method handover``): both libraries in one process,
@@ -46,6 +48,23 @@ LAYERS = [
     ("unet3d.enc1", (1, 32, 32, 32, 32), (32, 32, 3, 3, 3), dict(padding=1), 1),
     ("unet3d.enc3", (1, 128, 8, 8, 8), (128, 128, 3, 3, 3), dict(padding=1), 1),
 ]
+# transposed: weight (in, out/groups, k...)
+TRANSPOSED = [
+    ("tr.dcgan.1", (16, 512, 4, 4), (512, 256, 4, 4), dict(stride=2, padding=1), 1),
+    ("tr.dcgan.2", (16, 256, 8, 8), (256, 128, 4, 4), dict(stride=2, padding=1), 1),
+    ("tr.dcgan.3", (16, 128, 16, 16), (128, 64, 4, 4), dict(stride=2, padding=1), 1),
+    ("tr.dcgan.4", (16, 64, 32, 32), (64, 3, 4, 4), dict(stride=2, padding=1), 1),
+    ("tr.unet.up", (8, 128, 32, 32), (128, 64, 2, 2), dict(stride=2), 1),
+    ("tr.fcn.up2", (8, 21, 16, 16), (21, 21, 4, 4), dict(stride=2, bias=False), 1),
+]
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
@@ -61,22 +80,29 @@ def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
 def bench(layer, repeat: int, handover: float):
     name, x_shape, w_shape, params, count = layer
     nd = len(w_shape) - 2
+    transposed = name.startswith("tr.")
+    params = dict(params)
+    with_bias = params.pop("bias", True)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal(w_shape) / math.sqrt(math.prod(w_shape[1:]))).astype(np.float32)
-    b = rng.standard_normal(w_shape[0]).astype(np.float32)
-    conv, backward = getattr(convscope, f"conv{nd}d"), getattr(convscope, f"conv{nd}d_backward")
-    tconv = getattr(torch.nn.functional, f"conv{nd}d")
-    xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
+    b = rng.standard_normal(w_shape[1] if transposed else w_shape[0]).astype(np.float32) if with_bias else None
+    kind = "conv_transpose" if transposed else "conv"
+    conv, backward = getattr(convscope, f"{kind}{nd}d"), getattr(convscope, f"{kind}{nd}d_backward")
+    tconv = getattr(torch.nn.functional, f"{kind}{nd}d")
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    bt = None if b is None else torch.from_numpy(b)
     y = conv(x, w, b, **params)
     g = rng.standard_normal(y.shape).astype(np.float32)
     gt = torch.from_numpy(g)
     err = float(np.abs(y - tconv(xt, wt, bt, **params).numpy()).max() / np.abs(y).max())
-    xg, wg, bg = (a.clone().requires_grad_(True) for a in (xt, wt, bt))
+    xg, wg = (a.clone().requires_grad_(True) for a in (xt, wt))
+    bg = None if bt is None else bt.clone().requires_grad_(True)
 
     def torch_fb():
         for a in (xg, wg, bg):
-            a.grad = None
+            if a is not None:
+                a.grad = None
         tconv(xg, wg, bg, **params).backward(gt)
 
     def cs_fb():
@@ -85,7 +111,10 @@ def bench(layer, repeat: int, handover: float):
 
     fwd = _pair(lambda: tconv(xt, wt, bt, **params), lambda: conv(x, w, b, **params), repeat, handover)
     fb = _pair(torch_fb, cs_fb, repeat, handover)
-    algorithm = convscope.plan(x_shape, w_shape, **params).forward.algorithm
+    if transposed:      # the convolution whose grad-input pass it is
+        algorithm = convscope.plan(y.shape, w_shape, **params).grad_input.algorithm
+    else:
+        algorithm = convscope.plan(x_shape, w_shape, **params).forward.algorithm
     return name, x_shape, w_shape, params, count, algorithm, fwd, fb, err
 
 
@@ -94,14 +123,16 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--handover", type=float, default=0.2)
     ap.add_argument("--markdown", help="write the table (and the geomeans) to this file")
+    ap.add_argument("--transposed", action="store_true", help="only the transposed layers")
     args = ap.parse_args(argv)
-    rows = [bench(layer, args.repeat, args.handover) for layer in LAYERS]
+    layers = TRANSPOSED if args.transposed else LAYERS + TRANSPOSED
+    rows = [bench(layer, args.repeat, args.handover) for layer in layers]
     lines = [
-        "# convscope vs torch: Conv1d and Conv3d",
+        "# convscope vs torch: Conv1d, Conv3d and transposed convolutions",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- command: `python bench/bench_nd.py --repeat {args.repeat}`",
-        f"- CPU: {platform.processor() or platform.machine()}, torch {torch.__version__} "
+        f"- command: `python bench/bench_nd.py --repeat {args.repeat}{' --transposed' if args.transposed else ''}`",
+        f"- CPU: {_cpu_model()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}",
         f"- float32, {args.repeat} interleaved samples per pass (median), {args.handover} s handover",
         "",
@@ -109,15 +140,20 @@ def main(argv=None):
         "| f+b torch ms | f+b cs ms | f+b ratio | fwd rel err |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    ratios_f, ratios_b = [], []
+    ratios = {False: ([], []), True: ([], [])}
     for name, xs, ws, params, count, algorithm, (tf, cf), (tb, cb), err in rows:
+        ratios_f, ratios_b = ratios[name.startswith("tr.")]
         ratios_f += [cf / tf] * count
         ratios_b += [cb / tb] * count
         lines.append(f"| {name} | {xs} | {ws} | {params} | {algorithm} | {tf:.3f} | {cf:.3f} | {cf / tf:.2f} "
                      f"| {tb:.3f} | {cb:.3f} | {cb / tb:.2f} | {err:.1e} |")
     geo = lambda r: math.exp(sum(map(math.log, r)) / len(r))  # noqa: E731
-    lines += ["", f"geomean ratio (convscope / torch): forward {geo(ratios_f):.2f}, "
-                  f"forward+backward {geo(ratios_b):.2f}; worst forward {max(ratios_f):.2f}"]
+    lines.append("")
+    for tr, (ratios_f, ratios_b) in ratios.items():
+        if ratios_f:
+            lines.append(f"geomean ratio (convscope / torch), {'transposed' if tr else 'Conv1d/Conv3d'} layers: "
+                         f"forward {geo(ratios_f):.2f}, forward+backward {geo(ratios_b):.2f}; "
+                         f"worst forward {max(ratios_f):.2f}")
     text = "\n".join(lines)
     print(text)
     if args.markdown:
