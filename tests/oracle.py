@@ -357,3 +357,28 @@ def torch_layer_output(module, x, output_size=None):
         return module(torch.from_numpy(_numpy_copy(x)), output_size).detach().numpy()
     except Exception as exc:  # noqa: BLE001
         return exc
+
+
+def check_layer_round_trip(layer, x: np.ndarray, torch_name: str):
+    """A convscope layer against its torch twin ``torch.nn.<torch_name>``: to_torch's repr, forward,
+    backward (grad input, and weight/bias grads accumulated over two calls) and from_torch's
+    state; returns the layer from_torch gave back."""
+    import torch
+
+    module = layer.to_torch()
+    assert isinstance(module, getattr(torch.nn, torch_name)) and repr(module) == repr(layer)
+    xt = torch.from_numpy(x.copy()).requires_grad_(True)
+    yt = module(xt)
+    y = layer(x)
+    assert_close(y, yt.detach().numpy(), "forward")
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    yt.backward(torch.from_numpy(g))
+    assert_close(layer.backward(g), xt.grad.numpy(), "grad input")
+    layer.backward(g)                                            # accumulates
+    assert_close(layer.weight_grad, 2 * module.weight.grad.numpy(), "weight_grad")
+    assert_close(layer.bias_grad, 2 * module.bias.grad.numpy(), "bias_grad")
+    back = type(layer).from_torch(module)
+    assert repr(back) == repr(layer)
+    for key, value in back.state_dict().items():
+        assert np.array_equal(value, layer.state_dict()[key])
+    return back

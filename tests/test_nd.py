@@ -168,27 +168,11 @@ def test_output_size_of_an_empty_output_names_the_formula():
 @pytest.mark.parametrize("nd", (1, 3))
 def test_layer_forward_backward_state_and_torch_round_trip(nd):
     torch = pytest.importorskip("torch")
-    from oracle import assert_close
+    from oracle import check_layer_round_trip
 
     kw = dict(stride=2, padding=1, dilation=1, groups=2, padding_mode="circular")
     layer = getattr(convscope, f"Conv{nd}d")(4, 6, 3, dtype=np.float64, seed=0, **kw)
-    module = layer.to_torch()
-    assert isinstance(module, getattr(torch.nn, f"Conv{nd}d")) and repr(module) == repr(layer)
-    x = np.random.default_rng(0).standard_normal((2, 4) + (7,) * nd)
-    xt = torch.from_numpy(x.copy()).requires_grad_(True)
-    yt = module(xt)
-    y = layer(x)
-    assert_close(y, yt.detach().numpy(), "forward")
-    g = np.random.default_rng(1).standard_normal(y.shape)
-    yt.backward(torch.from_numpy(g))
-    assert_close(layer.backward(g), xt.grad.numpy(), "grad input")
-    layer.backward(g)                                            # accumulates
-    assert_close(layer.weight_grad, 2 * module.weight.grad.numpy(), "weight_grad")
-    assert_close(layer.bias_grad, 2 * module.bias.grad.numpy(), "bias_grad")
-    back = getattr(convscope, f"Conv{nd}d").from_torch(module)
-    assert repr(back) == repr(layer)
-    for key, value in back.state_dict().items():
-        assert np.array_equal(value, layer.state_dict()[key])
+    check_layer_round_trip(layer, np.random.default_rng(0).standard_normal((2, 4) + (7,) * nd), f"Conv{nd}d")
     with pytest.raises(TypeError, match=f"torch.nn.Conv{nd}d"):
         getattr(convscope, f"Conv{nd}d").from_torch(torch.nn.Conv2d(1, 1, 1))
 

@@ -267,28 +267,14 @@ def test_output_size_of_an_empty_output_names_the_formula():
 @pytest.mark.parametrize("nd", (1, 2, 3))
 def test_layer_forward_backward_state_and_torch_round_trip(nd):
     torch = pytest.importorskip("torch")
-    from oracle import assert_close
+    from oracle import check_layer_round_trip
 
     kw = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=1)
     layer = getattr(convscope, f"ConvTranspose{nd}d")(4, 6, 3, dtype=np.float64, seed=0, **kw)
     assert layer.weight.shape == (4, 3) + (3,) * nd and layer.bias.shape == (6,)
-    module = layer.to_torch()
-    assert isinstance(module, getattr(torch.nn, f"ConvTranspose{nd}d")) and repr(module) == repr(layer)
     x = np.random.default_rng(0).standard_normal((2, 4) + (4,) * nd)
-    xt = torch.from_numpy(x.copy()).requires_grad_(True)
-    yt = module(xt)
-    y = layer(x)
-    assert_close(y, yt.detach().numpy(), "forward")
-    g = np.random.default_rng(1).standard_normal(y.shape)
-    yt.backward(torch.from_numpy(g))
-    assert_close(layer.backward(g), xt.grad.numpy(), "grad input")
-    layer.backward(g)                                            # accumulates
-    assert_close(layer.weight_grad, 2 * module.weight.grad.numpy(), "weight_grad")
-    assert_close(layer.bias_grad, 2 * module.bias.grad.numpy(), "bias_grad")
-    back = getattr(convscope, f"ConvTranspose{nd}d").from_torch(module)
-    assert repr(back) == repr(layer) and back.output_padding == layer.output_padding
-    for key, value in back.state_dict().items():
-        assert np.array_equal(value, layer.state_dict()[key])
+    back = check_layer_round_trip(layer, x, f"ConvTranspose{nd}d")
+    assert back.output_padding == layer.output_padding
     with pytest.raises(TypeError, match=f"torch.nn.ConvTranspose{nd}d"):
         getattr(convscope, f"ConvTranspose{nd}d").from_torch(getattr(torch.nn, f"Conv{nd}d")(1, 1, 1))
 
