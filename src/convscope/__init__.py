@@ -10,7 +10,8 @@ Public API
 - :func:`conv_transpose1d`, :func:`conv_transpose2d`, :func:`conv_transpose3d` and their ``_backward``
   and ``_output_size``; :class:`ConvTranspose1d`, :class:`ConvTranspose2d`, :class:`ConvTranspose3d`,
   :class:`ConvTransposeGrads`
-- :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made
+- :func:`explain`, :func:`explain_grad`, :func:`explain_shape`: how one number is made (1-d, 2-d, 3-d);
+  :class:`Explainer`: one convolution computed once, any of its numbers explained
 - :func:`animate` (:class:`Animation`): a GIF or MP4, one frame per output or gradient element
 - :func:`widget`: the interactive explore page of a layer, inline in a notebook
   (:mod:`convscope.explore` also serves it: ``convscope explore``)
@@ -22,7 +23,7 @@ Public API
   may choose Winograd and FFT, whose rounding error is relative to a call's largest values
 """
 from .animate import Animation, animate
-from .explain import Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
+from .explain import Explainer, Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
 from .functional import (
     Conv2dGrads,
     ConvGrads,
@@ -76,6 +77,7 @@ __all__ = [
     "ConvTranspose2d",
     "ConvTranspose3d",
     "ConvTransposeGrads",
+    "Explainer",
     "Explanation",
     "ShapeExplanation",
     "Term",

@@ -193,3 +193,74 @@ def output_blocks(input_bounds, stride: int, out_len: int) -> list[tuple[int, in
     """
     cuts = sorted({min(-(-a // stride), out_len) for a in input_bounds} | {0, out_len})
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+# --------------------------------------------------------------------------- single cells and unread rows
+
+
+def padded_cell(out_index, tap, stride, dilation) -> tuple:
+    """The padded coordinates ``i·stride + u·dilation`` (one per axis) output ``out_index`` reads through ``tap``.
+
+    >>> padded_cell((1, 2), (2, 0), (2, 1), (1, 3))
+    (4, 2)
+    """
+    return tuple(int(i) * s + int(u) * d for i, u, s, d in zip(out_index, tap, stride, dilation))
+
+
+def is_padding_cell(padded, input_size, padding) -> bool:
+    """Whether padded coordinates ``padded`` (one per axis) lie in the border: some real coordinate
+    ``p − before`` is outside ``[0, size)``.
+
+    >>> is_padding_cell((0, 3), (4, 4), ((1, 1), (1, 1))), is_padding_cell((1, 4), (4, 4), ((1, 1), (1, 1)))
+    (True, False)
+    """
+    return not all(0 <= p - before < n for p, n, (before, _) in zip(padded, input_size, padding))
+
+
+class Unread(NamedTuple):
+    """Why no tap reads a real coordinate along one axis.
+
+    ``cause`` is ``'floor'`` (it lies past the end of the last window, ``window``, which the floor
+    in the output-size formula left the last), ``'dilation'`` (it falls between two taps of window
+    ``window``) or ``'stride'`` (it falls in the gap between window ``window`` and the next).
+    """
+
+    cause: str
+    window: int
+
+
+def unread_cause(r: int, size: int, kernel: int, stride: int, dilation: int, before: int,
+                 after: int) -> Unread | None:
+    """Why no window reads real coordinate ``r`` (``0 ≤ r < size``) directly, or None when one does.
+
+    A window ``i`` covers padded coordinates ``i·stride … i·stride + dilation·(kernel − 1)`` and reads
+    those ``i·stride + u·dilation``; ``r`` is at padded coordinate ``p = r + before``.  Unread, it is
+    past the last window (``'floor'``), or inside the span of the latest window that starts at or
+    before it, between two taps (``'dilation'``), or past that window's end and before the next
+    window's start (``'stride'``).  The output must be non-empty.
+
+    >>> unread_cause(4, 5, 2, 2, 1, 0, 0), unread_cause(2, 6, 2, 3, 1, 0, 0), unread_cause(1, 6, 2, 2, 3, 0, 0)
+    (Unread(cause='floor', window=1), Unread(cause='stride', window=0), Unread(cause='dilation', window=0))
+    >>> print(unread_cause(3, 6, 2, 3, 1, 0, 0))
+    None
+    """
+    last = output_length(size, kernel, stride, before + after, dilation) - 1
+    extent = dilation * (kernel - 1)
+    p = r + before
+    first = max(0, -(-(p - extent) // stride))     # the first window whose span reaches p
+    if any((p - i * stride) % dilation == 0 for i in range(first, min(p // stride, last) + 1)):
+        return None
+    if p > last * stride + extent:
+        return Unread("floor", last)
+    i = min(p // stride, last)
+    return Unread("dilation" if p - i * stride <= extent else "stride", i)
+
+
+def unread_positions(size: int, kernel: int, stride: int, dilation: int, before: int, after: int) -> dict:
+    """``{r: Unread}`` for every real coordinate ``r`` no window reads directly, in increasing order.
+
+    >>> list(unread_positions(6, 2, 3, 1, 0, 0))
+    [2, 5]
+    """
+    causes = {r: unread_cause(r, size, kernel, stride, dilation, before, after) for r in range(size)}
+    return {r: c for r, c in causes.items() if c is not None}

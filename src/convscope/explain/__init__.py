@@ -1,5 +1,6 @@
-"""Explanations of single numbers of a convolution, built on :mod:`convscope.geometry`.
+"""Explanations of single numbers of a convolution (1-d, 2-d or 3-d), built on :mod:`convscope.geometry`.
 
+- :class:`Explainer`: one convolution computed once, then any of its numbers explained;
 - :func:`explain`: how one output element is made (window × kernel, summed, plus the bias);
 - :func:`explain_grad`: how one element of ∂input, ∂weight or ∂bias is made;
 - :func:`explain_shape`: the output-size formula with the numbers filled in.
@@ -7,7 +8,7 @@
 Each returns an object whose ``str()`` is readable text and whose ``_repr_html_()``
 shows the same in Jupyter.
 """
-from .core import Explanation, Term, explain, explain_grad
+from .core import Explainer, Explanation, Term, explain, explain_grad
 from .shape import ShapeExplanation, explain_shape
 
-__all__ = ["Explanation", "ShapeExplanation", "Term", "explain", "explain_grad", "explain_shape"]
+__all__ = ["Explainer", "Explanation", "ShapeExplanation", "Term", "explain", "explain_grad", "explain_shape"]

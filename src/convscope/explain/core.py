@@ -1,16 +1,20 @@
-"""How one number of a convolution is made: :func:`explain` and :func:`explain_grad`.
+"""How one number of a convolution is made: :class:`Explainer`, :func:`explain` and :func:`explain_grad`.
 
-Every term comes from :mod:`convscope.geometry` (which pixel a tap reads, and
-which real pixel a padding cell copies), the same tables the reference loops
-use; every ``value`` is the number :func:`convscope.conv2d` or
-:func:`convscope.conv2d_backward` returns at that index.  So an explanation
-cannot disagree with the computation it explains.
+An :class:`Explainer` binds one call (:func:`convscope.spec.bind`), computes its output once and,
+when a gradient is asked for, its three gradients once, and then explains any element.
+:func:`explain` and :func:`explain_grad` build one and explain one element.
 
-Forward, for output ``(n, o, i, j)`` of group ``g = o // (C_out/groups)``::
+Every term comes from :mod:`convscope.geometry` (which pixel a tap reads, and which real pixel a
+padding cell copies), the same tables the reference loops use; every ``value`` is the number
+:func:`convscope.conv2d` (``conv1d``, ``conv3d``) or its ``_backward`` returns at that index.  So an
+explanation cannot disagree with the computation it explains.
+
+Forward, written for 2-d, for output ``(n, o, i, j)`` of group ``g = o // (C_out/groups)``::
 
     out[n, o, i, j] = bias[o] + Σ_c Σ_u Σ_v  x̃[n, g·Cg + c, i·sH + u·dH, j·sW + v·dW] · w[o, c, u, v]
 
-one term per tap ``(c, u, v)``; ``x̃`` is the padded input.
+one term per tap ``(c, u, v)``; ``x̃`` is the padded input.  1-d has one spatial index (output
+``i``, tap ``u``), 3-d three (output ``(t, i, j)``, tap ``(r, u, v)``).
 
 Backward, for ``L = Σ out · grad_out``::
 
@@ -22,23 +26,24 @@ Backward, for ``L = Σ out · grad_out``::
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
-from ..functional import _spec_from_weight, conv2d, conv2d_backward
-from ..geometry import spec_tap_sources
+from ..functional import ConvGrads, _run_backward, _run_forward
+from ..geometry import is_padding_cell, padded_cell, spec_tap_sources, unread_cause
 from ..spec import (
+    _NO_ARRAY,
+    AXIS_LETTERS,
+    ConvCall,
     ConvShape,
     ConvSpec,
     _is_int,
     _is_torch_tensor,
     as_array,
-    check_grad_output_shape,
-    check_input_ndim,
-    check_same_dtype,
-    check_shapes,
+    bind,
 )
 
 WRT = ("input", "weight", "bias")
@@ -46,11 +51,18 @@ WRT = ("input", "weight", "bias")
 #: A larger sum raises ValueError, before any term is built, saying how to ask a smaller question.
 MAX_TERMS = 500_000
 
+#: Per number of spatial dimensions, the letters of an output position, an input pixel and a kernel tap.
+OUT_LETTERS = {1: ("i",), 2: ("i", "j"), 3: ("t", "i", "j")}
+IN_LETTERS = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}
+TAP_LETTERS = {1: ("u",), 2: ("u", "v"), 3: ("r", "u", "v")}
+#: Per number of spatial dimensions, the names of a line of the input along each axis.
+LINE_NAMES = {1: ("position",), 2: ("row", "column"), 3: ("depth slice", "row", "column")}
+
 
 class Term(NamedTuple):
     """One product of a sum.
 
-    Forward terms (one per tap ``(c, u, v)``): ``input_value × weight_value``.
+    Forward terms (one per tap ``(c, *tap)``): ``input_value × weight_value``.
     Gradient terms: ``grad_output_value × weight_value`` (∂input),
     ``grad_output_value × input_value`` (∂weight) or ``grad_output_value`` alone (∂bias).
 
@@ -58,17 +70,18 @@ class Term(NamedTuple):
     ----------
     product : the term's value (float64 arithmetic on the array's values)
     is_padding : the tap read a padding cell
-    input_index : the index of the pixel in the input as passed, ``(n, c, h, w)`` for a batch and
-        ``(c, h, w)`` unbatched (as ``output_index``), so ``x[input_index] == input_value``: the
-        pixel read, or for reflect, replicate and circular padding the real pixel the padding
-        cell copied; None for zero padding (and for bias terms)
+    input_index : the index of the pixel in the input as passed, ``(n, c, *spatial)`` for a batch
+        (``(n, c, h, w)`` in 2-d) and ``(c, *spatial)`` unbatched (as ``output_index``), so
+        ``x[input_index] == input_value``: the pixel read, or for reflect, replicate and circular
+        padding the real pixel the padding cell copied; None for zero padding (and for bias terms)
     input_value : that pixel's value (0 for zero padding)
-    weight_index : forward ``(c_in_group, u, v)`` of ``weight[o]``; ∂input ``(o, c_in_group, u, v)``
+    weight_index : forward ``(c_in_group, *tap)`` of ``weight[o]``; ∂input ``(o, c_in_group, *tap)``
     weight_value : the weight
-    output_index : gradient terms: the output element ``(n, o, i, j)`` (``(o, i, j)`` unbatched)
+    output_index : gradient terms: the output element ``(n, o, *position)`` (no ``n`` unbatched)
     grad_output_value : gradient terms: ``grad_output`` there
-    padded_index : ``(row, col)`` of the cell read in the padded input
-    tap : ``(u, v)``, the kernel tap
+    padded_index : the cell read in the padded input, one coordinate per spatial axis
+        (``(row, col)`` in 2-d)
+    tap : the kernel tap, one index per spatial axis (``(u, v)`` in 2-d)
     """
 
     product: float
@@ -91,6 +104,12 @@ class Explanation:
     (from :func:`explain_grad`, the gradient with respect to that).  ``value`` is the number
     convscope returns at ``at``; ``sum_of_products + bias`` is the same sum done term by term
     in float64.  ``str(e)`` is the explanation as text, ``e._repr_html_()`` as HTML.
+
+    The order of ``terms``: an output's terms run over ``(c, *tap)`` in row-major order, the
+    channel of the group first and the kernel's last axis fastest (``terms_shape`` is
+    ``(C/groups, *kernel_size)``; :meth:`channel_terms` and :meth:`term` index it).  ∂input's
+    terms run over the output channels of the group, then the (position, tap) pairs reading the
+    pixel along each axis; ∂weight's and ∂bias's over ``(n, *position)`` in row-major order.
     """
 
     kind: str
@@ -111,6 +130,21 @@ class Explanation:
     dtype: np.dtype | None = field(default=None, repr=False)
     has_bias: bool = field(default=False, repr=False)
     padded_input: np.ndarray | None = field(default=None, repr=False)
+    terms_shape: tuple | None = field(default=None, repr=False)
+
+    @property
+    def ndim(self) -> int:
+        """The number of spatial dimensions (1, 2 or 3)."""
+        return self.spec.ndim
+
+    def channel_terms(self, c: int) -> list:
+        """An output's terms of the ``c``-th input channel of the group, in tap order."""
+        taps = int(np.prod(self.terms_shape[1:]))
+        return self.terms[c * taps:(c + 1) * taps]
+
+    def term(self, c: int, *tap: int) -> Term:
+        """An output's term of channel ``c`` of the group and kernel tap ``tap``."""
+        return self.terms[int(np.ravel_multi_index((c,) + tuple(tap), self.terms_shape))]
 
     def text(self, decimals: int | None = None) -> str:
         """The explanation as plain text (``decimals``: None picks 0 for whole numbers, else 4)."""
@@ -129,6 +163,8 @@ class Explanation:
 
 # --------------------------------------------------------------------------- arguments
 
+_TORCH_CONV = ("Conv1d", "Conv2d", "Conv3d")
+
 
 def _is_torch_layer(obj) -> bool:
     return type(obj).__module__.split(".")[0] == "torch" and hasattr(obj, "weight") and hasattr(obj, "stride")
@@ -141,18 +177,17 @@ def _is_layer(obj) -> bool:
 
 
 def _layer_arguments(layer) -> dict:
-    """weight, bias and the hyper-parameters of a convscope or torch Conv2d."""
+    """weight, bias and the hyper-parameters of a convscope or torch Conv1d, Conv2d or Conv3d."""
     if getattr(layer, "transposed", False) is True:
-        raise TypeError(f"explanations are of convolution layers (Conv2d) only, not of transposed ones, "
-                        f"got {type(layer).__name__}")
+        raise TypeError(f"explanations are of convolution layers (Conv1d, Conv2d, Conv3d) only, not of "
+                        f"transposed ones, got {type(layer).__name__}")
     if _is_torch_layer(layer):
-        if type(layer).__name__ != "Conv2d":
-            raise TypeError(f"layer must be a torch.nn.Conv2d or a convscope.Conv2d, got {type(layer).__name__}")
+        if type(layer).__name__ not in _TORCH_CONV:
+            raise TypeError(f"layer must be a torch.nn.Conv1d, Conv2d or Conv3d or a convscope one, "
+                            f"got {type(layer).__name__}")
         padding = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
         return dict(weight=layer.weight, bias=layer.bias, stride=tuple(layer.stride), padding=padding,
                     dilation=tuple(layer.dilation), groups=layer.groups, padding_mode=layer.padding_mode)
-    if layer.spec.ndim != 2:
-        raise TypeError(f"explanations are of 2-d layers (Conv2d) only, got {type(layer).__name__}")
     return dict(weight=layer.weight, bias=layer.bias, stride=layer.stride, padding=layer.padding,
                 dilation=layer.dilation, groups=layer.groups, padding_mode=layer.padding_mode)
 
@@ -201,47 +236,34 @@ def _as_float(a) -> float:
     return float(np.float64(a))
 
 
+def _weight_ndim(weight: np.ndarray) -> int:
+    """The number of spatial dimensions the weight's rank says: (C_out, C/groups, *kernel)."""
+    if weight.ndim not in (3, 4, 5):
+        raise ValueError("weight must be 3-D (C_out, C/groups, kL) for conv1d, 4-D (C_out, C/groups, kH, kW) "
+                         f"for conv2d or 5-D (C_out, C/groups, kD, kH, kW) for conv3d, got shape {weight.shape}")
+    return weight.ndim - 2
+
+
 # --------------------------------------------------------------------------- torch
 
 
 def _torch_conv(xt, wt, bt, spec: ConvSpec):
-    """torch's conv2d of 4-D tensors, padded as ``nn.Conv2d`` pads for ``spec.padding_mode``."""
+    """torch's conv{n}d of batched tensors, padded as ``nn.Conv{n}d`` pads for ``spec.padding_mode``."""
     import torch.nn.functional as F
 
+    conv = getattr(F, f"conv{spec.ndim}d")
     if spec.padding_mode == "zeros":
-        return F.conv2d(xt, wt, bt, spec.stride, spec.padding_arg, spec.dilation, spec.groups)
-    (pt, pb), (pl, pr) = spec.padding
-    return F.conv2d(F.pad(xt, (pl, pr, pt, pb), mode=spec.padding_mode), wt, bt, spec.stride, 0,
-                    spec.dilation, spec.groups)
+        return conv(xt, wt, bt, spec.stride, spec.padding_arg, spec.dilation, spec.groups)
+    pads = tuple(p for before_after in reversed(spec.padding) for p in before_after)  # last axis first
+    return conv(F.pad(xt, pads, mode=spec.padding_mode), wt, bt, spec.stride, 0, spec.dilation, spec.groups)
 
 
 def _torch_tensor(a, requires_grad: bool = False):
-    """A torch copy of ``a``, as 4-D when ``a`` is an unbatched input; float16 becomes float32."""
+    """A torch copy of ``a``; float16 becomes float32."""
     import torch
 
     return torch.tensor(np.array(a, dtype=np.float32 if a.dtype == np.float16 else a.dtype),
                         requires_grad=requires_grad)
-
-
-def _torch_forward(x, w, b, spec: ConvSpec, at):
-    """torch's output at ``at`` for the same arrays (float16 computed in float32, then rounded)."""
-    import torch
-
-    with torch.no_grad():
-        out = _torch_conv(_torch_tensor(x if x.ndim == 4 else x[None]), _torch_tensor(w),
-                          None if b is None else _torch_tensor(b), spec)
-    out = out.numpy().astype(x.dtype)
-    return _as_float((out if x.ndim == 4 else out[0])[at])
-
-
-def _torch_grads(gy, x, w, spec: ConvSpec):
-    """torch's (∂input, ∂weight, ∂bias) of ``sum(conv2d(x, w, b) * gy)``, by autograd."""
-    xt = _torch_tensor(x if x.ndim == 4 else x[None], requires_grad=True)
-    wt = _torch_tensor(w, requires_grad=True)
-    bt = _torch_tensor(np.zeros(w.shape[0], dtype=w.dtype), requires_grad=True)
-    (_torch_conv(xt, wt, bt, spec) * _torch_tensor(gy if gy.ndim == 4 else gy[None])).sum().backward()
-    dx, dw, db = (t.grad.numpy().astype(x.dtype) for t in (xt, wt, bt))
-    return (dx if x.ndim == 4 else dx[0]), dw, db
 
 
 def torch_available() -> bool:
@@ -252,39 +274,7 @@ def torch_available() -> bool:
     return True
 
 
-# --------------------------------------------------------------------------- explain
-
-
-def _prepare(weight, x, bias, stride, padding, dilation, groups, padding_mode, grad_output=None,
-             with_grad=False):
-    """Validate like conv2d / conv2d_backward; return arrays, spec, shape and torch provenance."""
-    from_torch = any(_is_torch_tensor(a) for a in (weight, x, bias, grad_output))
-    xa = as_array(x, "input")
-    wa = as_array(weight, "weight")
-    ba = as_array(bias, "bias", allow_none=True)
-    ga = as_array(grad_output, "grad_output", allow_none=True)
-    check_same_dtype(input=xa, weight=wa, bias=ba, grad_output=ga)
-    check_input_ndim(xa.shape)
-    spec = _spec_from_weight(wa.shape, stride, padding, dilation, groups, padding_mode)
-    shape = check_shapes(spec, xa.shape, wa.shape, None if ba is None else ba.shape)
-    if with_grad:
-        out_shape = (shape.out_channels, shape.H_out, shape.W_out)
-        if xa.ndim == 4:
-            out_shape = (shape.N,) + out_shape
-        if ga is None:
-            ga = np.ones(out_shape, dtype=xa.dtype)
-        check_grad_output_shape(ga.shape, out_shape)
-    return xa, wa, ba, ga, spec, shape, from_torch
-
-
-def _padded_cell(spec: ConvSpec, i: int, j: int, u: int, v: int) -> tuple[int, int]:
-    (sH, sW), (dH, dW) = spec.stride, spec.dilation
-    return i * sH + u * dH, j * sW + v * dW
-
-
-def _as_passed(unbatched: bool, n: int, c: int, h: int, w: int) -> tuple[int, ...]:
-    """Index ``(n, c, h, w)`` of a 4-D view in the array as the caller passed it (no ``n`` unbatched)."""
-    return (c, h, w) if unbatched else (n, c, h, w)
+# --------------------------------------------------------------------------- checks
 
 
 def _check_terms(what: str, names: str, factors: tuple[int, ...], smaller: str) -> None:
@@ -295,15 +285,343 @@ def _check_terms(what: str, names: str, factors: tuple[int, ...], smaller: str) 
                          f"explanation builds at most {MAX_TERMS}: ask a smaller question, {smaller}")
 
 
-def _smaller_input(unbatched: bool) -> str:
-    crop = "x[:, :64, :64]" if unbatched else "x[:1, :, :64, :64]"
-    return f"for example of a crop of the input ({crop})" if unbatched else \
-        f"for example of fewer samples or a crop of the input ({crop})"
+def _smaller_input(unbatched: bool, ndim: int) -> str:
+    crop = ", ".join([":64"] * ndim)
+    if unbatched:
+        return f"for example of a crop of the input (x[:, {crop}])"
+    return f"for example of fewer samples or a crop of the input (x[:1, :, {crop}])"
 
 
-def _is_padding_cell(spec: ConvSpec, shape: ConvShape, p: tuple[int, int]) -> bool:
-    (pt, _), (pl, _) = spec.padding
-    return not (0 <= p[0] - pt < shape.H and 0 <= p[1] - pl < shape.W)
+def _unread_reason(spec: ConvSpec, shape, dim: int, r: int) -> str | None:
+    """Why no window reads real coordinate ``r`` along spatial axis ``dim``, or None when one does
+    (directly or through a padding cell that copies it)."""
+    size = shape.spatial[dim]
+    table = spec_tap_sources(spec, tuple(shape.spatial))[dim]
+    if (table == r).any():
+        return None
+    (before, after), k, s, d = spec.padding[dim], spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
+    why = unread_cause(r, size, k, s, d, before, after)
+    name = LINE_NAMES[spec.ndim][dim]
+    i = why.window
+    if why.cause == "floor":
+        last_end = i * s + (k - 1) * d
+        return (f"no window reaches {name} {r}: the last window ends at padded {name} {last_end} "
+                f"(input {name} {last_end - before}), and the floor in the output-size formula drops the rest")
+    if why.cause == "dilation":
+        taps = ", ".join(str(i * s + u * d) for u in range(min(k, 4))) + (", …" if k > 4 else "")
+        return (f"dilation {d} skips {name} {r}: it falls between two taps of window {i} "
+                f"(padded {name}s {taps})")
+    return (f"stride {s} skips {name} {r}: window {i} ends at padded {name} {i * s + (k - 1) * d} and "
+            f"window {i + 1} starts at {(i + 1) * s}")
+
+
+# --------------------------------------------------------------------------- the explainer
+
+
+class Explainer:
+    """One convolution, bound and computed once, that explains any of its numbers.
+
+    ``Explainer(weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode='zeros',
+    grad_output=None)`` or ``Explainer(layer, x, grad_output=None)`` with a convscope or torch
+    ``Conv1d``, ``Conv2d`` or ``Conv3d``.  The number of spatial dimensions is the weight's rank
+    minus 2: ``(C_out, C/groups, kL)`` is 1-d, ``(C_out, C/groups, kH, kW)`` 2-d and
+    ``(C_out, C/groups, kD, kH, kW)`` 3-d; ``x`` is ``(N, C, *spatial)`` or unbatched
+    ``(C, *spatial)``.  Everything is checked here, once, by :func:`convscope.spec.bind`.
+
+    :attr:`output` (the convolution) is computed the first time it is needed, and :attr:`grads`
+    (∂input, ∂weight, ∂bias of ``L = Σ out · grad_output``; ``grad_output=None`` means ones) the
+    first time a gradient is explained; both are kept, so explaining every element costs one
+    convolution and one backward pass, however many elements are explained.
+
+    >>> import numpy as np, convscope
+    >>> ex = convscope.Explainer(np.ones((1, 1, 2)), np.arange(5.0)[None], padding=1)
+    >>> [ex.explain((0, i)).value for i in range(6)]
+    [0.0, 1.0, 3.0, 5.0, 7.0, 4.0]
+    >>> ex.explain_grad("input", (0, 2)).value                   # two windows read x[0, 2]
+    2.0
+    """
+
+    def __init__(self, layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1,
+                 padding_mode="zeros", *, grad_output=None):
+        args, from_layer = _arguments(layer_or_weight, "Explainer(layer, x)", bias=bias, stride=stride,
+                                      padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
+        self._bind(args, x, grad_output, from_layer)
+
+    @classmethod
+    def _of(cls, args: dict, x, grad_output, from_layer: bool) -> Explainer:
+        self = cls.__new__(cls)
+        self._bind(args, x, grad_output, from_layer)
+        return self
+
+    def _bind(self, args: dict, x, grad_output, from_layer: bool) -> None:
+        weight = args["weight"]
+        self.from_torch = from_layer or any(_is_torch_tensor(a) for a in (weight, x, args["bias"], grad_output))
+        ndim = _weight_ndim(as_array(weight, "weight"))
+        self.call: ConvCall = bind(ndim, input=x, weight=weight, bias=args["bias"],
+                                   grad_output=_NO_ARRAY if grad_output is None else grad_output,
+                                   stride=args["stride"], padding=args["padding"], dilation=args["dilation"],
+                                   groups=args["groups"], padding_mode=args["padding_mode"],
+                                   order=("input", "weight", "bias", "grad_output"))
+        self.loss_given = grad_output is not None
+        self._output = None
+        self._grads = None
+        self._torch = {}
+
+    # ---- what was bound
+
+    @property
+    def spec(self) -> ConvSpec:
+        return self.call.spec
+
+    @property
+    def shape(self):
+        """Every size of the call (batched): a :class:`~convscope.spec.ConvShape` in 2-d, else a ``ConvShapeNd``."""
+        return self.call.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.call.ndim
+
+    @property
+    def unbatched(self) -> bool:
+        return not self.call.batched
+
+    @property
+    def grad_output(self) -> np.ndarray:
+        """``grad_output`` as given, or ones of the output's shape."""
+        if self.call.grad_output is not None:
+            return self.call.grad_output
+        return np.ones(self.call.caller_output_shape(), dtype=self.call.dtype)
+
+    # ---- computed once
+
+    @property
+    def output(self) -> np.ndarray:
+        """The convolution's output, as ``conv{n}d`` returns it (computed on first use, then kept)."""
+        if self._output is None:
+            self._output = _run_forward(self.call, None)
+        return self._output
+
+    @property
+    def grads(self) -> ConvGrads:
+        """(∂input, ∂weight, ∂bias) as ``conv{n}d_backward`` returns them (computed on first use, then kept)."""
+        if self._grads is None:
+            c = self.call
+            with_gy = ConvCall(c.spec, c.shape, c.dtype, c.batched, c.input, c.weight, c.bias, self.grad_output)
+            self._grads = ConvGrads(*_run_backward(with_gy, None, (True, True, True)))
+        return self._grads
+
+    def with_grad_output(self, grad_output) -> Explainer:
+        """The same convolution with another ``grad_output``: checked against the output's shape, the
+        output already computed carried over, the gradients computed afresh when asked for."""
+        c = self.call
+        other = Explainer.__new__(Explainer)
+        other._bind(dict(weight=c.weight, bias=c.bias, stride=c.spec.stride, padding=c.spec.padding_arg,
+                         dilation=c.spec.dilation, groups=c.spec.groups, padding_mode=c.spec.padding_mode),
+                    c.input, grad_output, False)
+        other.from_torch = self.from_torch or _is_torch_tensor(grad_output)
+        other._output = self._output
+        return other
+
+    def _torch_values(self, kind: str):
+        """torch's output (kind 'output') or its three gradients, once per explainer."""
+        if kind not in self._torch:
+            c = self.call
+            batch = (lambda a: a) if c.batched else (lambda a: a[None])
+            unbatch = (lambda a: a) if c.batched else (lambda a: a[0])
+            if kind == "output":
+                import torch
+
+                with torch.no_grad():
+                    out = _torch_conv(_torch_tensor(batch(c.input)), _torch_tensor(c.weight),
+                                      None if c.bias is None else _torch_tensor(c.bias), c.spec)
+                self._torch[kind] = unbatch(out.numpy().astype(c.dtype))
+            else:
+                xt = _torch_tensor(batch(c.input), requires_grad=True)
+                wt = _torch_tensor(c.weight, requires_grad=True)
+                bt = _torch_tensor(np.zeros(c.weight.shape[0], dtype=c.dtype), requires_grad=True)
+                (_torch_conv(xt, wt, bt, c.spec) * _torch_tensor(batch(self.grad_output))).sum().backward()
+                dx, dw, db = (t.grad.numpy().astype(c.dtype) for t in (xt, wt, bt))
+                self._torch[kind] = (unbatch(dx), dw, db)
+        return self._torch[kind]
+
+    def _torch_value(self, kind: str, at: tuple) -> float | None:
+        if not (self.from_torch and torch_available()):
+            return None
+        if kind == "output":
+            return _as_float(self._torch_values("output")[at])
+        return _as_float(self._torch_values("grads")[WRT.index(kind)][at])
+
+    def _as_passed(self, n: int, rest: tuple) -> tuple:
+        """An index ``(n, *rest)`` of a batched view in the array as the caller passed it (no ``n`` unbatched)."""
+        return tuple(rest) if self.unbatched else (n,) + tuple(rest)
+
+    # ---- explanations
+
+    def explain(self, at) -> Explanation:
+        """How output element ``at`` is made: ``(n, c_out, *position)``, unbatched ``(c_out, *position)``."""
+        spec, shape, nd = self.spec, self.shape, self.ndim
+        letters = OUT_LETTERS[nd]
+        sizes = (shape.out_channels,) + tuple(shape.out_spatial)
+        axes = ", ".join(AXIS_LETTERS[nd])
+        if self.unbatched:
+            full = (0,) + _normalize_at(at, ("c_out",) + letters, sizes, f"unbatched input (C, {axes})")
+        else:
+            full = _normalize_at(at, ("n", "c_out") + letters, (shape.N,) + sizes, f"batched input (N, C, {axes})")
+        n, o, pos = full[0], full[1], full[2:]
+        out_at = full[1:] if self.unbatched else full
+        kernel = tuple(spec.kernel_size)
+        Cg = shape.in_per_group
+        _check_terms(f"out[{', '.join(map(str, out_at))}]", "(C/groups)·" + "·".join("k" + a for a in AXIS_LETTERS[nd]),
+                     (Cg,) + kernel, "for example with fewer input channels or a smaller kernel")
+        value = _as_float(self.output[out_at])
+
+        x = self.call.input
+        xb = x if self.call.batched else x[None]
+        wa = self.call.weight
+        tables = spec_tap_sources(spec, tuple(shape.spatial))
+        g = o // shape.out_per_group
+        window = np.zeros((Cg,) + kernel)
+        window_padding = np.zeros((Cg,) + kernel, dtype=bool)
+        terms = []
+        for c in range(Cg):
+            ch = g * Cg + c
+            for tap in itertools.product(*(range(k) for k in kernel)):   # row-major: the documented order
+                p = padded_cell(pos, tap, spec.stride, spec.dilation)
+                pad = is_padding_cell(p, shape.spatial, spec.padding)
+                src = tuple(int(t[i, u]) for t, i, u in zip(tables, pos, tap))
+                real = min(src) >= 0
+                xv = _as_float(xb[(n, ch) + src]) if real else 0.0
+                wv = _as_float(wa[(o, c) + tap])
+                window[(c,) + tap] = xv
+                window_padding[(c,) + tap] = pad
+                terms.append(Term(product=xv * wv, is_padding=pad,
+                                  input_index=self._as_passed(n, (ch,) + src) if real else None,
+                                  input_value=xv, weight_index=(c,) + tap, weight_value=wv, padded_index=p, tap=tap))
+        ba = self.call.bias
+        channels = range(g * Cg, (g + 1) * Cg)
+        return Explanation(
+            kind="output", at=out_at, value=value, terms=terms,
+            sum_of_products=float(np.sum([t.product for t in terms])), bias=_as_float(ba[o]) if ba is not None else 0.0,
+            window=window, window_padding=window_padding, kernel=wa[o].astype(np.float64),
+            torch_value=self._torch_value("output", out_at), channels=channels, spec=spec, shape=shape,
+            unbatched=self.unbatched, dtype=self.call.dtype, has_bias=ba is not None,
+            padded_input=self._padded_channels(xb[n], channels), terms_shape=(Cg,) + kernel,
+        )
+
+    def _padded_channels(self, x1, channels: range, limit: int = 40):
+        """The padded input of ``channels`` (for pictures; 1-d and 2-d), or None when it is too large to show."""
+        spec = self.spec
+        if spec.ndim == 3 or max(spec.padded_size(self.shape.spatial)) > limit or len(channels) > 8:
+            return None
+        from ..padding import pad
+
+        return np.array(pad(x1[channels.start:channels.stop].astype(np.float64), spec))  # a copy, never the caller's
+
+    def explain_grad(self, wrt: str, at) -> Explanation:
+        """How element ``at`` of ∂L/∂input (``wrt='input'``), ∂L/∂weight or ∂L/∂bias is made
+        (see :func:`explain_grad`)."""
+        if not isinstance(wrt, str) or wrt not in WRT:
+            raise ValueError(f"wrt must be one of 'input', 'weight', 'bias', got {wrt!r}")
+        if at is None:
+            raise TypeError("at is required: the index of the gradient element to explain")
+        spec, shape, nd = self.spec, self.shape, self.ndim
+        axes = AXIS_LETTERS[nd]
+        Cg, Og = shape.in_per_group, shape.out_per_group
+        tables = spec_tap_sources(spec, tuple(shape.spatial))
+        xb = self.call.input if self.call.batched else self.call.input[None]
+        gy = self.grad_output
+        gb = gy if self.call.batched else gy[None]
+        wa = self.call.weight
+        out_names = "·".join(f"{a}_out" for a in axes)   # the terms of ∂weight and ∂bias: one per output position
+        reads = ((out_names, tuple(shape.out_spatial)) if self.unbatched else
+                 ("N·" + out_names, (shape.N,) + tuple(shape.out_spatial)))
+        terms, reason, channels = [], None, range(0)
+        if wrt == "input":
+            letters = IN_LETTERS[nd]
+            sizes = (shape.C,) + tuple(shape.spatial)
+            if self.unbatched:
+                full = (0,) + _normalize_at(at, ("c",) + letters, sizes, f"unbatched input (C, {', '.join(axes)})")
+            else:
+                full = _normalize_at(at, ("n", "c") + letters, (shape.N,) + sizes,
+                                     f"batched input (N, C, {', '.join(axes)})")
+            n, c, pixel = full[0], full[1], full[2:]
+            at_out = full[1:] if self.unbatched else full
+            g = c // Cg
+            channels = range(g * Og, (g + 1) * Og)  # the output channels that read input channel c
+            pairs = [[(int(i), int(u)) for i, u in np.argwhere(t == r)] for t, r in zip(tables, pixel)]
+            reading = "·".join(f"(taps reading {name} {letter})"
+                               for name, letter in zip(LINE_NAMES[nd], letters))
+            _check_terms(f"∂L/∂x[{', '.join(map(str, at_out))}]", "(C_out/groups)·" + reading,
+                         (Og,) + tuple(len(p) for p in pairs),
+                         "for example with fewer output channels or a smaller kernel")
+            value = _as_float(self.grads.input[at_out])
+            xv = _as_float(xb[full])
+            for o in channels:
+                for combo in itertools.product(*pairs):
+                    out_pos, tap = tuple(i for i, _ in combo), tuple(u for _, u in combo)
+                    gv, wv = _as_float(gb[(n, o) + out_pos]), _as_float(wa[(o, c - g * Cg) + tap])
+                    p = padded_cell(out_pos, tap, spec.stride, spec.dilation)
+                    terms.append(Term(product=gv * wv, is_padding=is_padding_cell(p, shape.spatial, spec.padding),
+                                      input_index=at_out, input_value=xv,
+                                      weight_index=(o, c - g * Cg) + tap, weight_value=wv,
+                                      output_index=self._as_passed(n, (o,) + out_pos), grad_output_value=gv,
+                                      padded_index=p, tap=tap))
+            if not terms:
+                reason = next(filter(None, (_unread_reason(spec, shape, dim, r) for dim, r in enumerate(pixel))), None)
+        elif wrt == "weight":
+            kernel = ", ".join("k" + a for a in axes)
+            at_out = _normalize_at(at, ("o", "c") + TAP_LETTERS[nd], tuple(wa.shape), f"the weight (C_out, C/groups, {kernel})")
+            o, c, tap = at_out[0], at_out[1], at_out[2:]
+            _check_terms(f"∂L/∂w[{', '.join(map(str, at_out))}]", *reads, _smaller_input(self.unbatched, nd))
+            value = _as_float(self.grads.weight[at_out])
+            ch = (o // Og) * Cg + c
+            channels = range(ch, ch + 1)
+            for n in range(shape.N):
+                for out_pos in itertools.product(*(range(m) for m in shape.out_spatial)):
+                    src = tuple(int(t[i, u]) for t, i, u in zip(tables, out_pos, tap))
+                    real = min(src) >= 0
+                    xv = _as_float(xb[(n, ch) + src]) if real else 0.0
+                    gv = _as_float(gb[(n, o) + out_pos])
+                    p = padded_cell(out_pos, tap, spec.stride, spec.dilation)
+                    terms.append(Term(product=gv * xv, is_padding=is_padding_cell(p, shape.spatial, spec.padding),
+                                      input_index=self._as_passed(n, (ch,) + src) if real else None,
+                                      input_value=xv, output_index=self._as_passed(n, (o,) + out_pos),
+                                      grad_output_value=gv, padded_index=p, tap=tap))
+        else:
+            (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
+            at_out = (o,)
+            _check_terms(f"∂L/∂bias[{o}]", *reads, _smaller_input(self.unbatched, nd))
+            value = _as_float(self.grads.bias[at_out])
+            for n in range(shape.N):
+                for out_pos in itertools.product(*(range(m) for m in shape.out_spatial)):
+                    gv = _as_float(gb[(n, o) + out_pos])
+                    terms.append(Term(product=gv, output_index=self._as_passed(n, (o,) + out_pos),
+                                      grad_output_value=gv))
+        return Explanation(
+            kind=wrt, at=at_out, value=value, terms=terms,
+            sum_of_products=float(np.sum([t.product for t in terms])) if terms else 0.0,
+            torch_value=self._torch_value(wrt, at_out), reason=reason, channels=channels, spec=spec, shape=shape,
+            unbatched=self.unbatched, dtype=self.call.dtype,
+            kernel=wa[at_out[0]].astype(np.float64) if wrt == "weight" else None,
+        )
+
+
+# --------------------------------------------------------------------------- the functions
+
+
+def _prepare(weight, x, bias, stride, padding, dilation, groups, padding_mode, grad_output=None,
+             with_grad=False):
+    """A 2-d call bound like conv2d / conv2d_backward: (input, weight, bias, grad_output (ones when
+    ``with_grad`` and not given), spec, shape, whether an array came from torch)."""
+    from_torch = any(_is_torch_tensor(a) for a in (weight, x, bias, grad_output))
+    call = bind(2, input=x, weight=weight, bias=bias, grad_output=_NO_ARRAY if grad_output is None else grad_output,
+                stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
+                order=("input", "weight", "bias", "grad_output"))
+    gy = call.grad_output
+    if with_grad and gy is None:
+        gy = np.ones(call.caller_output_shape(), dtype=call.dtype)
+    return call.input, call.weight, call.bias, gy, call.spec, call.shape, from_torch
 
 
 def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -313,22 +631,27 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     Two forms:
 
     * ``explain(weight, x, at, bias=None, stride=1, padding=0, dilation=1, groups=1,
-      padding_mode='zeros')``, with :func:`convscope.conv2d`'s parameters;
-    * ``explain(layer, x, at)``, where ``layer`` is a :class:`convscope.Conv2d` or a
-      ``torch.nn.Conv2d`` (then the hyper-parameters come from the layer).
+      padding_mode='zeros')``, with :func:`convscope.conv2d`'s parameters (``conv1d``'s or
+      ``conv3d``'s: the weight's rank says which, ``(C_out, C/groups, kL)`` for 1-d,
+      ``(C_out, C/groups, kH, kW)`` for 2-d, ``(C_out, C/groups, kD, kH, kW)`` for 3-d);
+    * ``explain(layer, x, at)``, where ``layer`` is a convscope or ``torch.nn`` ``Conv1d``,
+      ``Conv2d`` or ``Conv3d`` (then the hyper-parameters come from the layer).
 
-    ``x`` is a NumPy array or a torch tensor, ``(N, C, H, W)`` or unbatched ``(C, H, W)``;
-    ``at`` is ``(n, c_out, i, j)`` for batched input and ``(c_out, i, j)`` for unbatched input.
+    ``x`` is a NumPy array or a torch tensor, ``(N, C, *spatial)`` (2-d: ``(N, C, H, W)``) or
+    unbatched ``(C, *spatial)``; ``at`` is ``(n, c_out, *position)`` for batched input
+    (``(n, c_out, i, j)`` in 2-d) and ``(c_out, *position)`` for unbatched input.
     When the layer or an array comes from torch, ``torch_value`` is torch's number.
-    A sum of more than :data:`MAX_TERMS` terms raises ``ValueError``.
+    A sum of more than :data:`MAX_TERMS` terms raises ``ValueError``.  To explain many elements
+    of one convolution, use an :class:`Explainer` (it computes the convolution once).
 
     Returns
     -------
     Explanation
         ``value`` (= ``conv2d(...)[at]``), ``bias``, ``sum_of_products``, ``terms`` (one per
-        input channel of the group and kernel tap), ``window`` (the input patch as the kernel
-        sees it, ``(C/groups, kH, kW)``, padding filled in), ``window_padding`` (which of its
-        cells are padding), ``kernel`` (``weight[c_out]``), ``torch_value``.
+        input channel of the group and kernel tap, in the order :class:`Explanation` documents),
+        ``window`` (the input patch as the kernel sees it, ``(C/groups, *kernel_size)``, padding
+        filled in), ``window_padding`` (which of its cells are padding), ``kernel``
+        (``weight[c_out]``), ``torch_value``.
 
     Examples
     --------
@@ -340,120 +663,32 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     (0.5, 0.0, 0.5)
     >>> [t.is_padding for t in e.terms]
     [True, True, True, False]
+    >>> e1 = convscope.explain(np.array([[[1.0, -1.0]]]), np.array([[3.0, 5.0, 4.0]]), (0, 1))   # 1-d
+    >>> e1.value, [t.input_index for t in e1.terms]
+    (1.0, [(0, 1), (0, 2)])
     """
     args, from_layer = _arguments(layer_or_weight, "explain(layer, x, at)", bias=bias, stride=stride,
                                   padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
-    xa, wa, ba, _, spec, shape, from_torch = _prepare(args["weight"], x, args["bias"], args["stride"],
-                                                      args["padding"], args["dilation"], args["groups"],
-                                                      args["padding_mode"])
-    unbatched = xa.ndim == 3
-    if unbatched:
-        at4 = (0,) + _normalize_at(at, ("c_out", "i", "j"), (shape.out_channels, shape.H_out, shape.W_out),
-                                   "unbatched input (C, H, W)")
-    else:
-        at4 = _normalize_at(at, ("n", "c_out", "i", "j"),
-                            (shape.N, shape.out_channels, shape.H_out, shape.W_out), "batched input (N, C, H, W)")
-    n, o, i, j = at4
-    out_at = at4[1:] if unbatched else at4
-    kH, kW = spec.kernel_size
-    _check_terms(f"out[{', '.join(map(str, out_at))}]", "(C/groups)·kH·kW", (shape.in_per_group, kH, kW),
-                 "for example with fewer input channels or a smaller kernel")
-
-    out = conv2d(xa, wa, ba, spec.stride, spec.padding_arg, spec.dilation, spec.groups, spec.padding_mode)
-    value = _as_float(out[out_at])
-
-    x4 = xa if not unbatched else xa[None]
-    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
-    Cg = shape.in_per_group
-    g = o // shape.out_per_group
-    window = np.zeros((Cg, kH, kW))
-    window_padding = np.zeros((Cg, kH, kW), dtype=bool)
-    terms = []
-    for c in range(Cg):
-        ch = g * Cg + c
-        for u in range(kH):
-            for v in range(kW):
-                p = _padded_cell(spec, i, j, u, v)
-                pad = _is_padding_cell(spec, shape, p)
-                h, w_ = int(rows[i, u]), int(cols[j, v])
-                real = h >= 0 and w_ >= 0
-                xv = _as_float(x4[n, ch, h, w_]) if real else 0.0
-                wv = _as_float(wa[o, c, u, v])
-                window[c, u, v] = xv
-                window_padding[c, u, v] = pad
-                terms.append(Term(product=xv * wv, is_padding=pad,
-                                  input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
-                                  input_value=xv, weight_index=(c, u, v), weight_value=wv, padded_index=p,
-                                  tap=(u, v)))
-    bias_value = _as_float(ba[o]) if ba is not None else 0.0
-    torch_value = None
-    if (from_torch or from_layer) and torch_available():
-        torch_value = _torch_forward(xa, wa, ba, spec, out_at)
-    return Explanation(
-        kind="output", at=out_at, value=value, terms=terms,
-        sum_of_products=float(np.sum([t.product for t in terms])), bias=bias_value,
-        window=window, window_padding=window_padding, kernel=wa[o].astype(np.float64),
-        torch_value=torch_value, channels=range(g * Cg, (g + 1) * Cg), spec=spec, shape=shape,
-        unbatched=unbatched, dtype=xa.dtype, has_bias=ba is not None,
-        padded_input=_padded_channels(x4[n], spec, shape, range(g * Cg, (g + 1) * Cg)),
-    )
-
-
-def _padded_channels(x3, spec: ConvSpec, shape: ConvShape, channels: range, limit: int = 40):
-    """The padded input of ``channels`` (for pictures), or None when it is too large to show."""
-    (pt, pb), (pl, pr) = spec.padding
-    if shape.H + pt + pb > limit or shape.W + pl + pr > limit or len(channels) > 8:
-        return None
-    from ..padding import pad
-
-    return np.array(pad(x3[channels.start:channels.stop].astype(np.float64), spec))  # a copy, never the caller's
-
-
-# --------------------------------------------------------------------------- explain_grad
-
-
-def _unread_reason(spec: ConvSpec, shape: ConvShape, dim: int, r: int) -> str | None:
-    """Why no window reads real row (dim 0) or column (dim 1) ``r``, or None when one does."""
-    before = spec.padding[dim][0]
-    k, s, d = spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
-    out_len = (shape.H_out, shape.W_out)[dim]
-    table = spec_tap_sources(spec, (shape.H, shape.W))[dim]
-    if (table == r).any():
-        return None
-    name = ("row", "column")[dim]
-    p = r + before  # its padded coordinate
-    last_end = (out_len - 1) * s + (k - 1) * d
-    if p > last_end:
-        return (f"no window reaches {name} {r}: the last window ends at padded {name} {last_end} "
-                f"(input {name} {last_end - before}), and the floor in the output-size formula drops the rest")
-    spanning = [i for i in range(min(p // s, out_len - 1) + 1) if i * s <= p <= i * s + (k - 1) * d]
-    if spanning:
-        i = spanning[-1]
-        taps = ", ".join(str(i * s + u * d) for u in range(min(k, 4))) + (", …" if k > 4 else "")
-        return (f"dilation {d} skips {name} {r}: it falls between two taps of window {i} "
-                f"(padded {name}s {taps})")
-    i = min(p // s, out_len - 1)
-    return (f"stride {s} skips {name} {r}: window {i} ends at padded {name} {i * s + (k - 1) * d} and "
-            f"window {i + 1} starts at {(i + 1) * s}")
+    return Explainer._of(args, x, None, from_layer).explain(at)
 
 
 def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, stride=1, padding=0,
                  dilation=1, groups=1, padding_mode="zeros") -> Explanation:
-    """How one number of a gradient is made, for ``L = sum(conv2d(x, weight, ...) * grad_output)``.
+    """How one number of a gradient is made, for ``L = sum(conv{n}d(x, weight, ...) * grad_output)``.
 
-    * ``wrt='input'``, ``at=(n, c, h, w)`` (``(c, h, w)`` unbatched): the output positions and
-      kernel taps that read this pixel; the value is Σ grad_output · weight.  A pixel no window
-      reads has no terms and the value 0, and ``reason`` says why (for example a stride that
-      skips it).
-    * ``wrt='weight'``, ``at=(o, c, u, v)``: Σ over n, i, j of grad_output · input (the input
-      the tap read, padding included).
+    * ``wrt='input'``, ``at=(n, c, *pixel)`` (2-d: ``(n, c, h, w)``; ``(c, *pixel)`` unbatched): the
+      output positions and kernel taps that read this pixel; the value is Σ grad_output · weight.
+      A pixel no window reads has no terms and the value 0, and ``reason`` says why (for example a
+      stride that skips it).
+    * ``wrt='weight'``, ``at=(o, c, *tap)``: Σ over n and the output positions of
+      grad_output · input (the input the tap read, padding included).
     * ``wrt='bias'``, ``at=(o,)``: Σ grad_output.
 
-    ``layer_or_weight`` is a weight or a convscope / torch ``Conv2d`` (then the hyper-parameters
-    come from the layer).  ``grad_output`` has the output's shape; None means all ones
-    (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.  A sum of
-    more than :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer
-    samples).
+    ``layer_or_weight`` is a weight (its rank says 1-d, 2-d or 3-d, as in :func:`explain`) or a
+    convscope / torch ``Conv1d``, ``Conv2d`` or ``Conv3d`` (then the hyper-parameters come from the
+    layer).  ``grad_output`` has the output's shape; None means all ones (``L = out.sum()``).
+    ``value`` is ``conv{n}d_backward(...)``'s component at ``at``.  A sum of more than
+    :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer samples).
 
     Examples
     --------
@@ -474,94 +709,4 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     args["bias"] = None  # the gradients do not depend on the bias
     if at is None:
         raise TypeError("at is required: the index of the gradient element to explain")
-    xa, wa, _, ga, spec, shape, from_torch = _prepare(args["weight"], x, None, args["stride"], args["padding"],
-                                                      args["dilation"], args["groups"], args["padding_mode"],
-                                                      grad_output, with_grad=True)
-    unbatched = xa.ndim == 3
-    x4 = xa[None] if unbatched else xa
-    g4 = ga[None] if unbatched else ga
-    Cg, Og = shape.in_per_group, shape.out_per_group
-    rows, cols = spec_tap_sources(spec, (shape.H, shape.W))
-
-    def component(at_out):  # conv2d_backward's value at ``at_out``, computed once the size is checked
-        grads = conv2d_backward(ga, xa, wa, spec.stride, spec.padding_arg, spec.dilation, spec.groups,
-                                spec.padding_mode, output_mask=tuple(name == wrt for name in WRT))
-        return _as_float(getattr(grads, wrt)[at_out])
-
-    reads = ("H_out·W_out", (shape.H_out, shape.W_out)) if unbatched else \
-        ("N·H_out·W_out", (shape.N, shape.H_out, shape.W_out))
-    terms, reason = [], None
-    channels = range(0)
-    if wrt == "input":
-        if unbatched:
-            at_n = (0,) + _normalize_at(at, ("c", "h", "w"), (shape.C, shape.H, shape.W), "unbatched input (C, H, W)")
-        else:
-            at_n = _normalize_at(at, ("n", "c", "h", "w"), (shape.N, shape.C, shape.H, shape.W),
-                                 "batched input (N, C, H, W)")
-        n, c, h, w_ = at_n
-        at_out = at_n[1:] if unbatched else at_n
-        g = c // Cg
-        channels = range(g * Og, (g + 1) * Og)  # the output channels that read input channel c
-        ius = np.argwhere(rows == h)  # (i, u) pairs whose tap reads row h
-        jvs = np.argwhere(cols == w_)
-        _check_terms(f"∂L/∂x[{', '.join(map(str, at_out))}]", "(C_out/groups)·(taps reading row h)·(taps "
-                     "reading column w)", (Og, len(ius), len(jvs)),
-                     "for example with fewer output channels or a smaller kernel")
-        value = component(at_out)
-        for o in channels:
-            for i, u in ius:
-                for j, v in jvs:
-                    gv, wv = _as_float(g4[n, o, i, j]), _as_float(wa[o, c - g * Cg, u, v])
-                    p = _padded_cell(spec, int(i), int(j), int(u), int(v))
-                    terms.append(Term(product=gv * wv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=_as_passed(unbatched, n, c, h, w_),
-                                      input_value=_as_float(x4[n, c, h, w_]),
-                                      weight_index=(o, c - g * Cg, int(u), int(v)), weight_value=wv,
-                                      output_index=_as_passed(unbatched, n, o, int(i), int(j)), grad_output_value=gv,
-                                      padded_index=p, tap=(int(u), int(v))))
-        if not terms:
-            reason = _unread_reason(spec, shape, 0, h) or _unread_reason(spec, shape, 1, w_)
-    elif wrt == "weight":
-        at_n = _normalize_at(at, ("o", "c", "u", "v"), tuple(wa.shape), "the weight (C_out, C/groups, kH, kW)")
-        o, c, u, v = at_n
-        at_out = at_n
-        _check_terms(f"∂L/∂w[{', '.join(map(str, at_out))}]", *reads, _smaller_input(unbatched))
-        value = component(at_out)
-        g = o // Og
-        ch = g * Cg + c
-        channels = range(ch, ch + 1)
-        for n in range(shape.N):
-            for i in range(shape.H_out):
-                for j in range(shape.W_out):
-                    h, w_ = int(rows[i, u]), int(cols[j, v])
-                    real = h >= 0 and w_ >= 0
-                    xv = _as_float(x4[n, ch, h, w_]) if real else 0.0
-                    gv = _as_float(g4[n, o, i, j])
-                    p = _padded_cell(spec, i, j, u, v)
-                    terms.append(Term(product=gv * xv, is_padding=_is_padding_cell(spec, shape, p),
-                                      input_index=_as_passed(unbatched, n, ch, h, w_) if real else None,
-                                      input_value=xv,
-                                      weight_index=None, weight_value=None,
-                                      output_index=_as_passed(unbatched, n, o, i, j),
-                                      grad_output_value=gv, padded_index=p, tap=(u, v)))
-    else:
-        (o,) = _normalize_at(at, ("o",), (shape.out_channels,), "the bias (C_out,)")
-        at_out = (o,)
-        _check_terms(f"∂L/∂bias[{o}]", *reads, _smaller_input(unbatched))
-        value = component(at_out)
-        for n in range(shape.N):
-            for i in range(shape.H_out):
-                for j in range(shape.W_out):
-                    gv = _as_float(g4[n, o, i, j])
-                    terms.append(Term(product=gv, output_index=_as_passed(unbatched, n, o, i, j), grad_output_value=gv))
-    torch_value = None
-    if (from_torch or from_layer) and torch_available():
-        dx, dw, db = _torch_grads(ga, xa, wa, spec)
-        torch_value = _as_float({"input": dx, "weight": dw, "bias": db}[wrt][at_out])
-    return Explanation(
-        kind=wrt, at=at_out, value=value, terms=terms,
-        sum_of_products=float(np.sum([t.product for t in terms])) if terms else 0.0,
-        torch_value=torch_value, reason=reason, channels=channels, spec=spec, shape=shape,
-        unbatched=unbatched, dtype=xa.dtype,
-        kernel=wa[at_out[0]].astype(np.float64) if wrt == "weight" else None,
-    )
+    return Explainer._of(args, x, grad_output, from_layer).explain_grad(wrt, at)
