@@ -13,7 +13,8 @@ import itertools
 import numpy as np
 
 from ..geometry import source_map
-from ..spec import _is_int
+from ..spec import AXIS_LETTERS, _is_int, input_shape_of
+from .core import IN_LETTERS, LINE_NAMES, OUT_LETTERS, TAP_LETTERS
 
 MODE_NOTES = {
     "zeros": "padding cells hold 0",
@@ -59,10 +60,8 @@ def num(v: float, dec: int) -> str:
 
 
 def channel_terms(e, c: int) -> list:
-    """The terms of the ``c``-th input channel of the group (an output explanation's terms run
-    channel by channel, then kernel row, then kernel column)."""
-    taps = e.spec.kernel_size[0] * e.spec.kernel_size[1]
-    return e.terms[c * taps:(c + 1) * taps]
+    """The terms of the ``c``-th input channel of the group, in tap order (:meth:`Explanation.channel_terms`)."""
+    return e.channel_terms(c)
 
 
 def idx(t) -> str:
@@ -107,11 +106,10 @@ def _out_name(e, at=None) -> str:
 
 def layer_line(e) -> str:
     s = e.spec
-    pad = s.padding_arg if isinstance(s.padding_arg, str) else s.padding_arg
+    pad = s.padding_arg
     shape = e.shape
-    in_shape = (shape.C, shape.H, shape.W) if e.unbatched else (shape.N, shape.C, shape.H, shape.W)
-    parts = [f"input {in_shape}", f"weight ({shape.out_channels}, {shape.in_per_group}, "
-             f"{s.kernel_size[0]}, {s.kernel_size[1]})"]
+    in_shape = input_shape_of(shape)[1:] if e.unbatched else input_shape_of(shape)
+    parts = [f"input {in_shape}", f"weight {(shape.out_channels, shape.in_per_group) + tuple(s.kernel_size)}"]
     if e.kind == "output":
         parts.append("bias" if e.has_bias else "no bias")
     parts += [f"stride {s.stride}", f"padding {pad!r}" if isinstance(pad, str) else f"padding {pad}",
@@ -121,14 +119,24 @@ def layer_line(e) -> str:
 
 def padding_line(e) -> str:
     s = e.spec
-    if s.padding == ((0, 0), (0, 0)):
+    if not any(s.pad_totals):
         return "x̃ is the input itself (no padding)."
-    (pt, pb), (pl, pr) = s.padding
+    mode = f"; mode {s.padding_mode!r}: {MODE_NOTES[s.padding_mode]}."
+    if s.ndim == 1:
+        ((p0, p1),) = s.padding
+        split = " ('same' puts any odd extra cell at the end)" if s.padding_arg == "same" else ""
+        return f"x̃ is the input padded by {p0} cell(s) at the start and {p1} at the end{split}" + mode
+    (pt, pb), (pl, pr) = s.padding[-2:]
+    depth = ""
+    if s.ndim == 3:
+        (pf, pk) = s.padding[0]
+        depth = f"{pf} depth slice(s) in front, {pk} at the back, "
     split = ""
     if s.padding_arg == "same":
-        split = " ('same' puts any odd extra row or column at the bottom or right)"
-    return (f"x̃ is the input padded by {pt} row(s) on top, {pb} at the bottom, {pl} column(s) on the left "
-            f"and {pr} on the right{split}; mode {s.padding_mode!r}: {MODE_NOTES[s.padding_mode]}.")
+        split = (" ('same' puts any odd extra slice, row or column at the back, bottom or right)" if s.ndim == 3
+                 else " ('same' puts any odd extra row or column at the bottom or right)")
+    return (f"x̃ is the input padded by {depth}{pt} row(s) on top, {pb} at the bottom, {pl} column(s) on the left "
+            f"and {pr} on the right{split}" + mode)
 
 
 def groups_line(e) -> str | None:
@@ -184,26 +192,48 @@ def to_text(e, decimals: int | None = None) -> str:
     return "\n".join(_grad_text(e, dec))
 
 
+def _formula_parts(e, at_pos) -> tuple[str, str, str, str]:
+    """(Σ over the taps, x̃'s spatial index, x̃'s index with this element's numbers, the taps) of the forward formula."""
+    s, nd = e.spec, e.ndim
+    outs, taps, axes = OUT_LETTERS[nd], TAP_LETTERS[nd], AXIS_LETTERS[nd]
+    sums = " ".join(f"Σ_{u}" for u in taps)
+    general = ", ".join(f"{i}·s{a} + {u}·d{a}" for i, u, a in zip(outs, taps, axes))
+    numbers = ", ".join(f"{i}·{st} + {u}·{d}" for i, u, st, d in zip(at_pos, taps, s.stride, s.dilation))
+    return sums, general, numbers, ", ".join(taps)
+
+
 def _output_text(e, dec: int) -> list[str]:
     s, shape = e.spec, e.shape
+    nd = e.ndim
     at = e.at
     n = 0 if e.unbatched else at[0]
-    o, i, j = at[-3:]
-    (sH, sW), (dH, dW) = s.stride, s.dilation
-    kH, kW = s.kernel_size
-    r0, c0 = i * sH, j * sW
+    o, pos = at[-nd - 1], at[-nd:]
     b = "" if e.unbatched else "n, "
     bn = "" if e.unbatched else f"{n}, "
+    starts = tuple(p * st for p, st in zip(pos, s.stride))
+    sums, general, numbers, taps = _formula_parts(e, pos)
+    outs = ", ".join(OUT_LETTERS[nd])
+    plural = {"position": "positions", "row": "rows", "column": "columns", "depth slice": "depth slices"}
+    spans = [f"{plural[name]} {a}..{a + (k - 1) * d}"
+             for name, a, k, d in zip(LINE_NAMES[nd], starts, s.kernel_size, s.dilation)]
+    span = " and ".join(spans) if nd < 3 else f"{spans[0]}, {spans[1]} and {spans[2]}"
+    if nd == 2:
+        (dH, dW) = s.dilation
+        gaps = (f" (dilation {(dH, dW)}: the taps are {dH} row{'s' if dH > 1 else ''} and {dW} column"
+                f"{'s' if dW > 1 else ''} apart)")
+    elif nd == 1:
+        gaps = f" (dilation {s.dilation[0]}: the taps are {s.dilation[0]} cells apart)"
+    else:
+        dD, dH, dW = s.dilation
+        gaps = f" (dilation {s.dilation}: the taps are {dD} slice(s), {dH} row(s) and {dW} column(s) apart)"
     lines = [
         f"{_out_name(e)} = {num(e.value, dec)}",
-        f"  conv2d: {layer_line(e)}",
+        f"  conv{nd}d: {layer_line(e)}",
         "",
         "The formula",
-        f"  out[{b}o, i, j] = bias[o] + Σ_c Σ_u Σ_v x̃[{b}c, i·sH + u·dH, j·sW + v·dW] · w[o, c, u, v]",
-        f"  {_out_name(e)} = bias[{o}] + Σ_c Σ_u Σ_v x̃[{bn}c, {i}·{sH} + u·{dH}, {j}·{sW} + v·{dW}] · w[{o}, c, u, v]",
-        f"  The window: rows {r0}..{r0 + (kH - 1) * dH} and columns {c0}..{c0 + (kW - 1) * dW} of x̃"
-        + (f" (dilation {(dH, dW)}: the taps are {dH} row{'s' if dH > 1 else ''} and {dW} column{'s' if dW > 1 else ''}"
-           " apart)" if (dH, dW) != (1, 1) else "") + ".",
+        f"  out[{b}o, {outs}] = bias[o] + Σ_c {sums} x̃[{b}c, {general}] · w[o, c, {taps}]",
+        f"  {_out_name(e)} = bias[{o}] + Σ_c {sums} x̃[{bn}c, {numbers}] · w[{o}, c, {taps}]",
+        f"  The window: {span} of x̃" + (gaps if any(d != 1 for d in s.dilation) else "") + ".",
         "  " + padding_line(e),
     ]
     gl = groups_line(e)
@@ -214,16 +244,14 @@ def _output_text(e, dec: int) -> list[str]:
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = e.channels.start + c
         block = channel_terms(e, c)
-        lines += ["", f"Input channel {ch}: the window x̃[{bn}{ch}, {_slice_text(r0, kH, dH)}, "
-                      f"{_slice_text(c0, kW, dW)}] beside the kernel w[{o}, {c}]"]
-        lines += ["  " + line for line in side_by_side(
-            ["window", *grid_lines(e.window[c], dec, e.window_padding[c])],
-            ["kernel", *grid_lines(e.kernel[c], dec)])]
+        window = ", ".join(_slice_text(a, k, d) for a, k, d in zip(starts, s.kernel_size, s.dilation))
+        lines += ["", f"Input channel {ch}: the window x̃[{bn}{ch}, {window}] beside the kernel w[{o}, {c}]"]
+        lines += _window_lines(e, c, dec, starts)
         if e.window_padding[c].any():
             lines.append("  * padding cell" + (" (zero padding: the value is 0)" if s.padding_mode == "zeros" else
                                                f" (padding_mode {s.padding_mode!r}: the products name the pixel "
                                                "each one copies)"))
-        lines.append("  products, tap (u, v): input × weight = product")
+        lines.append(f"  products, tap ({taps}): input × weight = product")
         src = [term_source(t, s.padding_mode) for t in block]
         width = max(len(x) for x in src)
         vals = [num(t.input_value, dec) for t in block]
@@ -231,7 +259,7 @@ def _output_text(e, dec: int) -> list[str]:
         prods = [num(t.product, dec) for t in block]
         vw, ww, pw = (max(len(x) for x in col) for col in (vals, wts, prods))
         for t, sname, xv, wv, pv in zip(block, src, vals, wts, prods):
-            lines.append(f"    ({t.tap[0]}, {t.tap[1]})  {sname.ljust(width)}  {xv.rjust(vw)} × {wv.rjust(ww)}"
+            lines.append(f"    ({idx(t.tap)})  {sname.ljust(width)}  {xv.rjust(vw)} × {wv.rjust(ww)}"
                          f" = {pv.rjust(pw)}")
         lines.append(f"  sum for input channel {ch}: {num(per_channel[c], dec)}")
     if Cg > DETAIL_CHANNELS:
@@ -254,7 +282,7 @@ def _output_text(e, dec: int) -> list[str]:
     ]
     if e.has_bias and e.sum_of_products != 0:
         lines.append(f"(Without the bias the sum is {num(e.sum_of_products, dec)}: "
-                     "nn.Conv2d adds a bias unless bias=False.)")
+                     f"nn.Conv{nd}d adds a bias unless bias=False.)")
     if all(t.is_padding and t.input_index is None for t in e.terms):
         lines.append("(Every tap reads zero padding, so this output is the bias alone.)")
     tl = torch_line(e, dec)
@@ -263,28 +291,76 @@ def _output_text(e, dec: int) -> list[str]:
     return lines
 
 
-def _grad_text(e, dec: int) -> list[str]:
+def row_lines(values: np.ndarray, dec: int, marks=None, window=None, width: int | None = None) -> list[str]:
+    """A 1-d array as one row of cells ``width`` wide (default: its widest number), ``*`` after marked
+    (padding) cells, and under it a line of ``^`` below the ``window`` cells (when given)."""
+    cells = [num(v, dec) for v in values]
+    width = max(len(c) for c in cells) if width is None else width
+    row = " ".join(c.rjust(width) + ("*" if marks is not None and marks[k] else " ") for k, c in enumerate(cells))
+    lines = ["[" + row.rstrip() + "]"]
+    if window is not None:
+        lines.append(" " + " ".join(("^" if window[k] else " ").rjust(width) + " " for k in range(len(cells))).rstrip())
+    return lines
+
+
+def _window_lines(e, c: int, dec: int, starts: tuple) -> list[str]:
+    """The window beside the kernel: 2-d grids; 1-d rows (under the padded input, the window marked);
+    3-d one depth slice at a time."""
     s = e.spec
-    (sH, sW), (dH, dW) = s.stride, s.dilation
+    if e.ndim == 2:
+        return ["  " + line for line in side_by_side(
+            ["window", *grid_lines(e.window[c], dec, e.window_padding[c])],
+            ["kernel", *grid_lines(e.kernel[c], dec)])]
+    if e.ndim == 1:
+        prod = np.array([t.product for t in channel_terms(e, c)])
+        rows = [("window", e.window[c], e.window_padding[c]), ("kernel", e.kernel[c], None),
+                ("products", prod, e.window_padding[c])]
+        shown = [values for _, values, _ in rows] + ([] if e.padded_input is None else [e.padded_input[c]])
+        width = max(len(num(v, dec)) for values in shown for v in values)
+        lines = []
+        if e.padded_input is not None:
+            pad, win = _padded_masks(e, c)
+            row, carets = row_lines(e.padded_input[c], dec, pad, win, width)
+            lines += [f"  {'x̃'.ljust(10)} {row}", f"  {'(window ^)'.ljust(10)} {carets}"]
+        for name, values, marks in rows:
+            lines.append(f"  {name.ljust(10)} " + row_lines(values, dec, marks, width=width)[0])
+        return lines
+    lines = []
+    for r in range(s.kernel_size[0]):
+        depth = starts[0] + r * s.dilation[0]
+        lines.append(f"  depth slice r = {r}: x̃ depth {depth}")
+        lines += ["    " + line for line in side_by_side(
+            ["window", *grid_lines(e.window[c, r], dec, e.window_padding[c, r])],
+            ["kernel", *grid_lines(e.kernel[c, r], dec)])]
+    return lines
+
+
+def _grad_text(e, dec: int) -> list[str]:
+    s, nd = e.spec, e.ndim
+    outs, taps, pix = ", ".join(OUT_LETTERS[nd]), ", ".join(TAP_LETTERS[nd]), ", ".join(IN_LETTERS[nd])
+    sums = " ".join(f"Σ_{i}" for i in OUT_LETTERS[nd])
     b = "" if e.unbatched else "n, "
     head = {"input": f"∂L/∂x[{idx(e.at)}]", "weight": f"∂L/∂w[{idx(e.at)}]", "bias": f"∂L/∂bias[{idx(e.at)}]"}[e.kind]
-    lines = [f"{head} = {num(e.value, dec)}   where L = Σ out · grad_out", f"  conv2d: {layer_line(e)}", "",
+    lines = [f"{head} = {num(e.value, dec)}   where L = Σ out · grad_out", f"  conv{nd}d: {layer_line(e)}", "",
              "The formula"]
     if e.kind == "input":
-        lines += [f"  ∂L/∂x[{b}c, h, w] = Σ grad_out[{b}o, i, j] · w[o, c', u, v] over every output (o, i, j) "
-                  "and kernel tap (u, v) that reads pixel (c, h, w)",
+        lines += [f"  ∂L/∂x[{b}c, {pix}] = Σ grad_out[{b}o, {outs}] · w[o, c', {taps}] over every output (o, {outs}) "
+                  f"and kernel tap ({taps}) that reads pixel (c, {pix})",
                   "  (c' is c's index inside its group; a padding cell that copies the pixel counts as a read).",
                   "  " + padding_line(e)]
     elif e.kind == "weight":
         sum_n = "" if e.unbatched else "Σ_n "
-        lines += [f"  ∂L/∂w[o, c, u, v] = {sum_n}Σ_i Σ_j grad_out[{b}o, i, j] · x̃[{b}c, i·sH + u·dH, j·sW + v·dW]",
-                  f"  Tap ({e.at[2]}, {e.at[3]}) reads, for output (i, j), the cell "
-                  f"({'i' if sH == 1 else f'i·{sH}'} + {e.at[2] * dH}, {'j' if sW == 1 else f'j·{sW}'} + {e.at[3] * dW}) "
-                  "of x̃. This is the notebook's cross_correlation_grad (seed 004).",
+        _, general, _, _ = _formula_parts(e, OUT_LETTERS[nd])
+        tap = e.at[2:]
+        cells = ", ".join(f"{i if st == 1 else f'{i}·{st}'} + {u * d}"
+                          for i, u, st, d in zip(OUT_LETTERS[nd], tap, s.stride, s.dilation))
+        lines += [f"  ∂L/∂w[o, c, {taps}] = {sum_n}{sums} grad_out[{b}o, {outs}] · x̃[{b}c, {general}]",
+                  f"  Tap ({idx(tap)}) reads, for output ({outs}), the cell ({cells}) of x̃."
+                  + (" This is the notebook's cross_correlation_grad (seed 004)." if nd == 2 else ""),
                   "  " + padding_line(e)]
     else:
         sum_n = "" if e.unbatched else "Σ_n "
-        lines += [f"  ∂L/∂bias[o] = {sum_n}Σ_i Σ_j grad_out[{b}o, i, j]: the bias is added to every output of "
+        lines += [f"  ∂L/∂bias[o] = {sum_n}{sums} grad_out[{b}o, {outs}]: the bias is added to every output of "
                   "channel o."]
     gl = groups_line(e)
     if gl:
@@ -335,13 +411,14 @@ def _grad_text(e, dec: int) -> list[str]:
 
 
 def _per_sample_line(e, dec: int, limit: int = 16) -> str:
-    """A weight gradient's sum split by sample: Σ_i Σ_j of each sample n of the batch."""
+    """A weight gradient's sum split by sample: the sum over the positions of each sample n of the batch."""
     sums = np.zeros(e.shape.N)
     for t in e.terms:
         sums[t.output_index[0]] += t.product
     shown = ", ".join(f"{n}: {num(v, dec)}" for n, v in enumerate(sums[:limit]))
     more = f", … ({e.shape.N - limit} more)" if e.shape.N > limit else ""
-    return f"sum per sample n (Σ_i Σ_j): {shown}{more}"
+    sums_ij = " ".join(f"Σ_{i}" for i in OUT_LETTERS[e.ndim])
+    return f"sum per sample n ({sums_ij}): {shown}{more}"
 
 
 # --------------------------------------------------------------------------- HTML
@@ -408,11 +485,10 @@ def _link_style(root: str, keys: list[str]) -> str:
 def _padded_masks(e, c: int):
     """Boolean masks (padding cells, window cells) over the padded input, for channel offset c."""
     s, shape = e.spec, e.shape
-    (pt, pb), (pl, pr) = s.padding
-    Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
-    pad = np.ones((Hp, Wp), dtype=bool)
-    pad[pt:pt + shape.H, pl:pl + shape.W] = False
-    win = np.zeros((Hp, Wp), dtype=bool)
+    sizes = s.padded_size(shape.spatial)
+    pad = np.ones(sizes, dtype=bool)
+    pad[tuple(slice(p0, p0 + n) for (p0, _), n in zip(s.padding, shape.spatial))] = False
+    win = np.zeros(sizes, dtype=bool)
     for t in channel_terms(e, c):
         win[t.padded_index] = True
     return pad, win
@@ -432,6 +508,8 @@ def to_html(e) -> str:
 
 
 def _output_html(e, dec: int, root: str) -> str:
+    if e.ndim != 2:
+        return _output_html_nd(e, dec, root)
     s, shape = e.spec, e.shape
     kH, kW = s.kernel_size
     (pt, _), (pl, _) = s.padding
@@ -473,14 +551,61 @@ def _output_html(e, dec: int, root: str) -> str:
         prod = np.array([t.product for t in block]).reshape(kH, kW)
         out.append(_grid_html(prod, dec, "products", e.window_padding[c], keys=tap_keys))
         out.append(f"</div><div>sum for input channel {ch}: {_esc(num(sum(t.product for t in block), dec))}</div>")
+    out += _totals_html(e, dec, o)
+    return _link_style(root, links) + "".join(out)
+
+
+def _totals_html(e, dec: int, o: int) -> list[str]:
+    """The sum of products, the bias, the value (and torch's) as a table, and the hover hint."""
     rows = [("sum of products", e.sum_of_products), (f"+ bias[{o}]" if e.has_bias else "+ bias (none)", e.bias),
             (f"= out[{idx(e.at)}]", e.value)]
     if e.torch_value is not None:
         rows.append(("torch", e.torch_value))
-    out.append("<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(num(v, dec))}</td></tr>" for k, v in rows)
-               + "</table>")
-    out.append("<div>Hover a cell of the window, the kernel or the products to see its tap in every table.</div>")
-    return _link_style(root, links) + "".join(out)
+    return ["<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(num(v, dec))}</td></tr>" for k, v in rows)
+            + "</table>",
+            "<div>Hover a cell of the window, the kernel or the products to see its tap in every table.</div>"]
+
+
+def _output_html_nd(e, dec: int, root: str) -> str:
+    """1-d: the padded input row (window highlighted), the window, kernel and products as rows;
+    3-d: the window, kernel and products one depth slice at a time."""
+    s, shape = e.spec, e.shape
+    o = e.at[-s.ndim - 1]
+    out, links = [], []
+    for c in range(min(shape.in_per_group, DETAIL_CHANNELS)):
+        ch = e.channels.start + c
+        block = channel_terms(e, c)
+        keys = {t.tap: f"cs-t{c}-" + "-".join(map(str, t.tap)) for t in block}  # one class per tap
+        links.extend(keys.values())
+        sources = {t.tap: term_source(t, s.padding_mode) for t in block}
+        prod = np.array([t.product for t in block]).reshape(e.window[c].shape)
+        out.append(f"<div><b>input channel {ch}</b></div><div>")
+        if s.ndim == 1:
+            (kL,) = s.kernel_size
+            tap_keys = [[[keys[(u,)]] for u in range(kL)]]
+            titles = [[sources[(u,)] for u in range(kL)]]
+            if e.padded_input is not None:
+                pad, win = _padded_masks(e, c)
+                cell_keys = [[[] for _ in range(pad.size)]]
+                for t in block:
+                    cell_keys[0][t.padded_index[0]].append(keys[t.tap])
+                out.append(_grid_html(e.padded_input[c][None], dec, f"padded input x̃, channel {ch}: the window "
+                                      "highlighted", pad[None], win[None], keys=cell_keys))
+            out.append(_grid_html(e.window[c][None], dec, "window", e.window_padding[c][None], None, titles, tap_keys))
+            out.append(_grid_html(e.kernel[c][None], dec, f"kernel w[{o}, {c}]", keys=tap_keys))
+            out.append(_grid_html(prod[None], dec, "products", e.window_padding[c][None], keys=tap_keys))
+        else:
+            _, kH, kW = s.kernel_size
+            for r in range(s.kernel_size[0]):
+                tap_keys = [[[keys[(r, u, v)]] for v in range(kW)] for u in range(kH)]
+                titles = [[sources[(r, u, v)] for v in range(kW)] for u in range(kH)]
+                out.append(f"<div>depth slice r = {r}</div><div>")
+                out.append(_grid_html(e.window[c, r], dec, "window", e.window_padding[c, r], None, titles, tap_keys))
+                out.append(_grid_html(e.kernel[c, r], dec, f"kernel w[{o}, {c}, {r}]", keys=tap_keys))
+                out.append(_grid_html(prod[r], dec, "products", e.window_padding[c, r], keys=tap_keys))
+                out.append("</div>")
+        out.append(f"</div><div>sum for input channel {ch}: {_esc(num(sum(t.product for t in block), dec))}</div>")
+    return _link_style(root, links) + "".join(out + _totals_html(e, dec, o))
 
 
 def _grad_html(e, dec: int) -> str:
