@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..explain.core import Explanation, _arguments, _prepare, explain, explain_grad
+from ..explain.core import Explainer, Explanation, _arguments, _prepare
 from ..explain.render import check_decimals, decimals_for
 from ..module import layer_arguments_text
 from ..spec import _is_int, check_positive_int
@@ -357,10 +357,11 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
 
     params = dict(stride=spec.stride, padding=spec.padding_arg, dilation=spec.dilation, groups=spec.groups,
                   padding_mode=spec.padding_mode)
+    explainer = Explainer(wa, xa, ba, **params, grad_output=ga)   # one convolution (or backward) for every frame
     if kind == "output":
-        explanations = [explain(wa, xa, at, bias=ba, **params) for at in ats]
+        explanations = [explainer.explain(at) for at in ats]
     else:
-        explanations = [explain_grad(wa, xa, ga, grad, at, **params) for at in ats]
+        explanations = [explainer.explain_grad(grad, at) for at in ats]
 
     whole = _is_whole(xa, wa, ba, ga) and all(decimals_for(e) == 0 for e in explanations)
     grid_dec = decimals if decimals is not None else (0 if whole else 2)

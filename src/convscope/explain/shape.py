@@ -35,7 +35,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..geometry import output_length, tap_sources, transposed_output_length
+from ..geometry import output_length, tap_sources, transposed_output_length, unread_cause
 from ..spec import (MAX_INT, ConvSpec, check_ndim, check_output_padding, check_positive_int,
                     check_transposed_padding, make_spec)
 
@@ -220,15 +220,10 @@ def _unread_line(dim: DimExplanation) -> str:
         return f"every {singular} of the input is read"
     last_start = (dim.out - 1) * dim.stride
     last_end = last_start + dim.extent - 1
-    dropped, between_taps, between_windows = [], [], []
+    rows = {"floor": [], "dilation": [], "stride": []}
     for r in dim.unread:
-        p = r + dim.pad[0]  # padded coordinate
-        if p > last_end:
-            dropped.append(r)
-        elif p - min(p // dim.stride, dim.out - 1) * dim.stride < dim.extent:  # inside the latest window
-            between_taps.append(r)
-        else:
-            between_windows.append(r)
+        rows[unread_cause(r, dim.size, dim.kernel, dim.stride, dim.dilation, *dim.pad).cause].append(r)
+    dropped, between_taps, between_windows = rows["floor"], rows["dilation"], rows["stride"]
 
     several = sum(map(bool, (between_windows, between_taps, dropped))) > 1
 

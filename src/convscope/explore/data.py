@@ -1,12 +1,12 @@
 """Everything the explore page shows for one layer, from one computation: :func:`layer_data`.
 
-One call of :func:`convscope.conv2d` and one of :func:`convscope.conv2d_backward` give every
-array the page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
+One :class:`convscope.Explainer` (one convolution and one backward pass) gives every array the
+page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
 gradients); they travel as compact typed arrays (base64 of little-endian float32 or float64).
 How one element is made is asked for on demand, when a pixel is clicked:
 
-* by the server, with :func:`element` (one :func:`convscope.explain` or
-  :func:`convscope.explain_grad` call);
+* by the server, with :func:`element` (that explainer's ``explain`` or ``explain_grad``, from the
+  arrays already computed);
 * in the browser, for ``--out`` pages and the notebook widget, by the page's script from the
   arrays (its arithmetic mirrors :func:`element`, and the tests compare the two).
 
@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..explain import explain, explain_grad, explain_shape
-from ..functional import conv2d, conv2d_backward
+from ..explain import Explainer, explain_shape
 from ..geometry import source_map
 from ..module import Conv2d
 from ..spec import as_array
@@ -404,13 +403,15 @@ def build(plan: Plan) -> dict:
     b = _bias_array(plan.bias, rng, layer.out_channels, plan.integers, dtype)
     params = dict(stride=spec.stride, padding=spec.padding_arg, dilation=spec.dilation, groups=spec.groups,
                   padding_mode=spec.padding_mode)
-    out = conv2d(xa, w, b, **params)  # the input-dependent checks (reflect width, empty output) are conv2d's
+    explainer = Explainer(w, xa, b, **params)  # the input-dependent checks (reflect width, empty output) are bind's
+    out = explainer.output
     O, Ho, Wo = out.shape
     if not np.all(np.isfinite(out)):
         raise ValueError(f"the output is not finite in {dtype} (it overflows): use smaller numbers or float32")
     gy = (np.ones(out.shape, dtype=dtype) if plan.grad_output == "ones"
           else _random(rng, out.shape, plan.integers, -3, dtype))
-    grads = conv2d_backward(gy, xa, w, **params)
+    explainer = explainer.with_grad_output(gy)
+    grads = explainer.grads
 
     (pt, pb), (pl, pr) = spec.padding
     shape = explain_shape((C, H, W), spec.kernel_size, stride=spec.stride, padding=spec.padding_arg,
@@ -443,6 +444,7 @@ def build(plan: Plan) -> dict:
         },
     }
     data["_arrays"] = (xa, w, b, gy, params)
+    data["_explainer"] = explainer  # explains any element from the output and gradients computed here
     return data
 
 
@@ -546,23 +548,22 @@ def element(data: dict, kind: str, at) -> dict:
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     xa, w, b, gy, params = data["_arrays"]
-    O, Cg, kH, kW = w.shape
+    O, Cg = w.shape[:2]
     Ho, Wo = gy.shape[1:]
     if kind == "weight" and Ho * Wo > MAX_TERMS:
         return _without_terms(kind, at, w.shape, "weight", Ho * Wo, data)
     if kind == "bias" and Ho * Wo > MAX_TERMS:
         return _without_terms(kind, at, (O,), "bias", Ho * Wo, data)
     if kind == "output":
-        e = explain(w, xa, at, bias=b, **params)
-        taps = kH * kW
-        blocks = [e.terms[c * taps:(c + 1) * taps] for c in range(Cg)]
+        e = data["_explainer"].explain(at)
+        blocks = [e.channel_terms(c) for c in range(Cg)]
         return {"kind": kind, "at": list(e.at), "v": e.value, "s": e.sum_of_products, "n": len(e.terms),
                 "bias": e.bias if e.has_bias else None, "channels": list(e.channels),
                 "taps": [[*t.tap, *t.padded_index, *_hw(t.input_index), int(t.is_padding)] for t in blocks[0]],
                 "x": [[t.input_value for t in bl] for bl in blocks], "w": [[t.weight_value for t in bl] for bl in blocks],
                 "p": [[t.product for t in bl] for bl in blocks],
                 "cs": [float(np.sum([t.product for t in bl])) for bl in blocks]}
-    e = explain_grad(w, xa, gy, kind, at, **params)
+    e = data["_explainer"].explain_grad(kind, at)
     item = {"kind": kind, "at": list(e.at), "v": e.value, "s": e.sum_of_products, "n": len(e.terms)}
     if kind == "input":
         item["r"] = e.reason

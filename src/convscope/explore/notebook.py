@@ -15,11 +15,14 @@ class ExplorePage:
     ``data`` is :func:`convscope.explore.layer_data`'s dict, ``html`` the self-contained page (as
     ``convscope explore --out`` writes it).  In a notebook the page is shown in a sandboxed
     ``<iframe>`` (scripts only: no network, no access to the notebook); click a pixel of the
-    output, of ∂L/∂x or of ∂L/∂w to see how it is made.
+    output, of ∂L/∂x or of ∂L/∂w to see how it is made.  ``explainer`` is the
+    :class:`convscope.Explainer` the arrays came from: ``page.explainer.explain((o, i, j))`` (or
+    ``explain_grad``) explains any element in Python without computing the convolution again.
     """
 
     def __init__(self, data: dict, height: int = 760):
         self.data = data
+        self.explainer = data.get("_explainer")
         self.height = height
         self.html = page_html(data, static=True)
 
@@ -51,9 +54,9 @@ def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, group
     by ``seed``).  Sizes are bounded as in ``convscope explore``
     (:data:`convscope.explore.LIMITS`); nothing is modified.
 
-    The arrays come from one ``conv2d`` and one ``conv2d_backward`` call; the page computes the
-    numbers of a clicked pixel from them, as :func:`convscope.explore.element` does with
-    :func:`convscope.explain`.
+    The arrays come from one :class:`convscope.Explainer` (one convolution, one backward pass); the
+    page computes the numbers of a clicked pixel from them, as :func:`convscope.explore.element`
+    does with that explainer.
 
     >>> import numpy as np
     >>> page = widget(np.ones((1, 1, 3, 3)), np.arange(25.0).reshape(5, 5), padding=1)
