@@ -27,7 +27,7 @@ from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
 from .explain.render import check_decimals
 from .functional import _spec_from_weight, conv2d
-from .spec import check_shapes
+from .spec import AXIS_LETTERS, check_shapes
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
@@ -293,12 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:  convscope explain --input 5x5 --kernel 3 --bias 0.1 --at 1,2\n"
                "           convscope explain --input 5x5 --kernel 3 --no-bias --at 0,0\n"
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
-               "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
+               "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4\n"
+               "           convscope explain --dims 1 --input 2x9 -k 3 -d 2 --at 4\n"
+               "           convscope explain --dims 3 --input 4x5x5 -k 3 -p 1 --at 0,2,2,2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_array_options(ex)
+    ex.add_argument("--dims", type=int, choices=(1, 2, 3), default=2,
+                    help="spatial dimensions: 1 (Conv1d: --input L, CxL or NxCxL), 2 (Conv2d, default) or "
+                         "3 (Conv3d: --input DxHxW, CxDxHxW or NxCxDxHxW); sizes such as --kernel take one "
+                         "int or one per axis")
     ex.add_argument("--at", default=None,
-                    help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j; "
-                         "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
+                    help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j "
+                         "(--dims 1: [n,]o,i; --dims 3: [n,]o,t,i,j); --grad input: [n,]c,h,w; --grad weight: "
+                         "o,c,u,v; --grad bias: o (default: all 0)")
     ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
     ex.add_argument("--grad-output-file", metavar="G.npy", help="grad_output (default: all ones, L = out.sum())")
     ex.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 4)")
@@ -493,23 +500,30 @@ def run_shape(args) -> int:
     return 0
 
 
-def _input_from_file(path: str) -> np.ndarray:
-    """The input of ``--input-file``: HxW (one channel, one sample), CxHxW or NxCxHxW; whole numbers as float32."""
+_INPUT_LAYOUTS = {1: ("L", "CxL", "NxCxL"), 2: ("HxW", "CxHxW", "NxCxHxW"), 3: ("DxHxW", "CxDxHxW", "NxCxDxHxW")}
+
+
+def _input_from_file(path: str, ndim: int = 2) -> np.ndarray:
+    """The input of ``--input-file``: HxW (one channel, one sample), CxHxW or NxCxHxW (``ndim`` 1: L, CxL or
+    NxCxL; 3: DxHxW, CxDxHxW or NxCxDxHxW); whole numbers as float32."""
     x = _load(path, "--input-file")
-    if x.ndim not in (2, 3, 4):
-        raise UsageError(f"--input-file: {path!r} holds an array of shape {x.shape}; the input must be HxW "
-                         "(one channel), CxHxW or NxCxHxW")
+    if x.ndim not in (ndim, ndim + 1, ndim + 2):
+        one, unbatched, batched = _INPUT_LAYOUTS[ndim]
+        raise UsageError(f"--input-file: {path!r} holds an array of shape {x.shape}; the input must be {one} "
+                         f"(one channel), {unbatched} or {batched}")
     if x.dtype.kind in "biu":
         x = x.astype(np.float32)
-    return x[None] if x.ndim == 2 else x
+    return x[None] if x.ndim == ndim else x
 
 
 def _seeded_input(args, rng) -> np.ndarray:
-    dims = _ints(args.input or "5x5", "--input", "x")
-    if len(dims) == 2:
+    nd = getattr(args, "dims", 2)
+    dims = _ints(args.input or {1: "8", 2: "5x5", 3: "4x4x4"}[nd], "--input", "x")
+    if len(dims) == nd:
         dims = (1,) + dims
-    if len(dims) not in (3, 4) or min(dims) < 1:
-        raise UsageError(f"--input must be HxW, CxHxW or NxCxHxW with positive sizes, got {args.input!r}")
+    if len(dims) not in (nd + 1, nd + 2) or min(dims) < 1:
+        one, unbatched, batched = _INPUT_LAYOUTS[nd]
+        raise UsageError(f"--input must be {one}, {unbatched} or {batched} with positive sizes, got {args.input!r}")
     if math.prod(dims) > MAX_VALUES:
         raise UsageError(f"--input {args.input} is too large to explain (more than {MAX_VALUES} values)")
     x = rng.integers(-9, 10, size=dims) if args.integers else rng.standard_normal(dims).round(4)
@@ -518,14 +532,16 @@ def _seeded_input(args, rng) -> np.ndarray:
 
 def _seeded_weight(args, rng, x: np.ndarray, params: dict) -> np.ndarray:
     """A ones or seeded random kernel, its shape checked against the input before it is drawn."""
-    kernel = _pair_or_int(args.kernel, "--kernel")
-    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    nd = getattr(args, "dims", 2)
+    kernel = _pair_or_int(args.kernel, "--kernel", nd)
+    ks = (kernel,) * nd if isinstance(kernel, int) else tuple(kernel)
     groups = params["groups"]
-    if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+    channels = x.shape[-nd - 1]
+    if args.out_channels < 1 or groups < 1 or min(ks) < 1:
         raise UsageError("--out-channels, --groups and --kernel must be positive")
-    if x.shape[-3] % groups:
-        raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3]} channels")
-    shape = (args.out_channels, x.shape[-3] // groups, kh, kw)
+    if channels % groups:
+        raise UsageError(f"--groups ({groups}) must divide the input's {channels} channels")
+    shape = (args.out_channels, channels // groups) + ks
     _check_call(x.shape, shape, params)
     if args.ones:
         return np.ones(shape, dtype=x.dtype)
@@ -537,14 +553,15 @@ def _seeded_weight(args, rng, x: np.ndarray, params: dict) -> np.ndarray:
 def _check_call(x_shape: tuple, w_shape: tuple, params: dict) -> None:
     """The convolution's rules (the library's messages) and the size of what would be computed."""
     spec = _spec_from_weight(w_shape, params["stride"], params["padding"], params["dilation"], params["groups"],
-                             params["padding_mode"])
+                             params["padding_mode"], ndim=len(w_shape) - 2)
     shape = check_shapes(spec, x_shape, w_shape)
     if math.prod(w_shape) > MAX_VALUES:
         raise UsageError(f"the weight {w_shape} is too large to explain (more than {MAX_VALUES} values)")
-    outputs = shape.N * shape.out_channels * shape.H_out * shape.W_out
+    sizes = (shape.N, shape.out_channels) + tuple(shape.out_spatial)
+    outputs = math.prod(sizes)
     if outputs > MAX_VALUES:
-        raise UsageError(f"the output would hold {outputs} values ({shape.N}×{shape.out_channels}×{shape.H_out}×"
-                         f"{shape.W_out}), too many to explain (more than {MAX_VALUES})")
+        raise UsageError(f"the output would hold {outputs} values ({'×'.join(map(str, sizes))}), too many to "
+                         f"explain (more than {MAX_VALUES})")
 
 
 def _as_dtype(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -575,33 +592,36 @@ def _bias_values(text: str) -> list[float]:
 
 def _explain_arrays(args, params: dict):
     """Input, weight and bias of explain and animate: from files or seeded (drawn in that order)."""
+    nd = getattr(args, "dims", 2)
     rng = np.random.default_rng(args.seed)
-    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
+    x = _input_from_file(args.input_file, nd) if args.input_file else _seeded_input(args, rng)
     if args.weight_file:
         w = _load(args.weight_file, "--weight-file")
-        if w.ndim == 2:
-            w = w[None, None]  # kH×kW: one kernel, one output and one input channel
+        if w.ndim == nd:
+            w = w[None, None]  # kH×kW (kL, kD×kH×kW): one kernel, one output and one input channel
         w = _as_dtype(w, x.dtype)
-        if w.ndim == 4:
+        if w.ndim == nd + 2:
             _check_call(x.shape, w.shape, params)
     else:
         w = _seeded_weight(args, rng, x, params)
-    return x, w, _bias(args, rng, w.shape[0] if w.ndim == 4 else 1, x.dtype)
+    return x, w, _bias(args, rng, w.shape[0] if w.ndim == nd + 2 else 1, x.dtype)
 
 
 def _grad_output(args, x: np.ndarray) -> np.ndarray | None:
     """``--grad-output-file`` in the input's dtype; H_out×W_out is one channel of one sample, as the input's H×W."""
     if not args.grad_output_file:
         return None
+    nd = getattr(args, "dims", 2)
     gy = _load(args.grad_output_file, "--grad-output-file")
-    if gy.ndim == 2:
-        gy = gy.reshape((1,) * (x.ndim - 2) + gy.shape)
+    if gy.ndim == nd:
+        gy = gy.reshape((1,) * (x.ndim - nd) + gy.shape)
     return _as_dtype(gy, x.dtype)
 
 
 def _conv_params(args) -> dict:
-    return dict(stride=_pair_or_int(args.stride, "--stride"), padding=_padding(args.padding),
-                dilation=_pair_or_int(args.dilation, "--dilation"), groups=args.groups,
+    nd = getattr(args, "dims", 2)
+    return dict(stride=_pair_or_int(args.stride, "--stride", nd), padding=_padding(args.padding, nd),
+                dilation=_pair_or_int(args.dilation, "--dilation", nd), groups=args.groups,
                 padding_mode=args.padding_mode)
 
 
@@ -609,16 +629,21 @@ def run_explain(args) -> int:
     check_decimals(args.decimals)
     params = _conv_params(args)
     x, w, bias = _explain_arrays(args, params)
-    batched = x.ndim == 4
+    nd = args.dims
+    if w.ndim != nd + 2:
+        raise UsageError(f"--weight-file holds an array of shape {w.shape}; with --dims {nd} the weight must be "
+                         f"{nd + 2}-D (C_out, C/groups, {', '.join('k' + a for a in AXIS_LETTERS[nd])}) or one "
+                         f"{nd}-D kernel")
+    batched = x.ndim == nd + 2
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
         if args.grad_output_file:
             raise UsageError("--grad-output-file needs --grad input, weight or bias")
-        full = 4 if batched else 3
+        full = nd + 2 if batched else nd + 1
         e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
     else:
         gy = _grad_output(args, x)
-        full = {"input": 4 if batched else 3, "weight": 4, "bias": 1}[args.grad]
+        full = {"input": nd + 2 if batched else nd + 1, "weight": nd + 2, "bias": 1}[args.grad]
         e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
     emit(e.text(args.decimals), args.color)
     if args.html:
