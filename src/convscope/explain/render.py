@@ -328,7 +328,7 @@ def _window_lines(e, c: int, dec: int, starts: tuple) -> list[str]:
     lines = []
     for r in range(s.kernel_size[0]):
         depth = starts[0] + r * s.dilation[0]
-        lines.append(f"  depth slice r = {r}: x̃ depth {depth}")
+        lines.append(f"  tap depth r = {r}: x̃ depth slice {depth}")
         lines += ["    " + line for line in side_by_side(
             ["window", *grid_lines(e.window[c, r], dec, e.window_padding[c, r])],
             ["kernel", *grid_lines(e.kernel[c, r], dec)])]
