@@ -382,3 +382,30 @@ def check_layer_round_trip(layer, x: np.ndarray, torch_name: str):
     for key, value in back.state_dict().items():
         assert np.array_equal(value, layer.state_dict()[key])
     return back
+
+
+# --------------------------------------------------------------------------- explanations
+
+
+def torch_tensor(a):
+    """A torch tensor holding a copy of the NumPy array ``a`` (or None)."""
+    import torch
+
+    return None if a is None else torch.from_numpy(_numpy_copy(a))
+
+
+def torch_conv_layer(ndim: int, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros"):
+    """A ``torch.nn.Conv{ndim}d`` holding copies of ``weight`` and ``bias`` (NumPy; no bias when None), with
+    these hyper-parameters, in the weight's dtype."""
+    import torch
+
+    w = _numpy_copy(weight)
+    layer = getattr(torch.nn, f"Conv{ndim}d")(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride=stride,
+                                              padding=padding, dilation=dilation, groups=groups,
+                                              bias=bias is not None, padding_mode=padding_mode,
+                                              dtype=getattr(torch, w.dtype.name))
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(w))
+        if bias is not None:
+            layer.bias.copy_(torch.from_numpy(_numpy_copy(bias)))
+    return layer
