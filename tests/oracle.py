@@ -409,3 +409,38 @@ def torch_conv_layer(ndim: int, weight, bias=None, stride=1, padding=0, dilation
         if bias is not None:
             layer.bias.copy_(torch.from_numpy(_numpy_copy(bias)))
     return layer
+
+
+def torch_seeded_conv(ndim: int, seed: int, dtype: str = "float32", **kwargs):
+    """``torch.nn.Conv{ndim}d(**kwargs)`` with torch's own initialisation, seeded by ``torch.manual_seed(seed)``."""
+    import torch
+
+    torch.manual_seed(seed)
+    return getattr(torch.nn, f"Conv{ndim}d")(**kwargs, dtype=getattr(torch, dtype))
+
+
+def torch_randn(shape, dtype: str = "float32", seed: int = 0):
+    """A torch tensor of standard normal samples from a ``torch.Generator`` seeded with ``seed``."""
+    import torch
+
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed), dtype=getattr(torch, dtype))
+
+
+def torch_forward(module, x) -> np.ndarray:
+    """``module(x)`` as a NumPy array (``x`` a NumPy array or a tensor), without autograd."""
+    import torch
+
+    with torch.no_grad():
+        return module(torch.from_numpy(_numpy_copy(x))).numpy()
+
+
+def torch_layer_grads(module, x, grad_output) -> tuple:
+    """(∂x, ∂weight, ∂bias) of ``sum(module(x) * grad_output)`` by autograd, as NumPy arrays (∂bias None
+    without a bias); the module's own gradients are zeroed first."""
+    import torch
+
+    xt = torch.from_numpy(_numpy_copy(x)).requires_grad_(True)
+    module.zero_grad()
+    (module(xt) * torch.from_numpy(_numpy_copy(grad_output))).sum().backward()
+    bias = None if module.bias is None else module.bias.grad.numpy()
+    return xt.grad.numpy(), module.weight.grad.numpy(), bias
