@@ -463,6 +463,16 @@ def test_animate_computes_the_convolution_once(monkeypatch):
     assert len(g) == 25 and calls == {"forward": 1, "backward": 1}
 
 
+@pytest.mark.parametrize("nd", (1, 3))
+def test_animate_stays_2d(nd):
+    pytest.importorskip("matplotlib")
+    from convscope.animate import animate
+
+    layer = getattr(convscope, f"Conv{nd}d")(1, 1, 2, seed=0)
+    with pytest.raises(ValueError, match=f"animate draws 2-d convolutions \\(Conv2d\\) only, got a {nd}-d one"):
+        animate(layer, np.ones((1,) + (4,) * nd, np.float32))
+
+
 def test_the_widget_and_the_explore_data_compute_once(monkeypatch):
     from convscope.explore.data import element
 

@@ -464,12 +464,13 @@ def test_nonfinite_values_land_where_torch_puts_them(nd):
     assert_same_nonfinite(got, want, "forward")
 
 
-def test_explanations_of_1d_and_3d_layers_are_refused_clearly():
+def test_explanations_of_1d_and_3d_layers_are_the_layers_numbers():
+    """(tests/test_explain_nd.py explains every dimension in full.)"""
     x1, x3 = np.ones((1, 1, 5), np.float32), np.ones((1, 1, 3, 3, 3), np.float32)
-    with pytest.raises(TypeError, match=r"explanations are of 2-d layers \(Conv2d\) only, got Conv1d"):
-        convscope.explain(convscope.Conv1d(1, 1, 3), x1, (0, 0, 0))
-    with pytest.raises(TypeError, match=r"explanations are of 2-d layers \(Conv2d\) only, got Conv3d"):
-        convscope.explain_grad(convscope.Conv3d(1, 1, 2), x3, at=(0, 0, 0, 0, 0))
+    m1, m3 = convscope.Conv1d(1, 1, 3, seed=0), convscope.Conv3d(1, 1, 2, seed=0)
+    assert convscope.explain(m1, x1, (0, 0, 0)).value == float(m1(x1)[0, 0, 0])
+    grads = convscope.conv3d_backward(np.ones((1, 1, 2, 2, 2), np.float32), x3, m3.weight)
+    assert convscope.explain_grad(m3, x3, at=(0, 0, 0, 0, 0)).value == float(grads.input[0, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("mode", PADDING_MODES)

@@ -612,9 +612,13 @@ class Explainer:
 
 def _prepare(weight, x, bias, stride, padding, dilation, groups, padding_mode, grad_output=None,
              with_grad=False):
-    """A 2-d call bound like conv2d / conv2d_backward: (input, weight, bias, grad_output (ones when
-    ``with_grad`` and not given), spec, shape, whether an array came from torch)."""
+    """A 2-d call bound like conv2d / conv2d_backward, for animate: (input, weight, bias, grad_output (ones
+    when ``with_grad`` and not given), spec, shape, whether an array came from torch)."""
     from_torch = any(_is_torch_tensor(a) for a in (weight, x, bias, grad_output))
+    nd = _weight_ndim(as_array(weight, "weight"))
+    if nd != 2:
+        raise ValueError(f"animate draws 2-d convolutions (Conv2d) only, got a {nd}-d one (weight shape "
+                         f"{tuple(as_array(weight, 'weight').shape)}); explain and explain_grad take 1-d and 3-d ones")
     call = bind(2, input=x, weight=weight, bias=bias, grad_output=_NO_ARRAY if grad_output is None else grad_output,
                 stride=stride, padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode,
                 order=("input", "weight", "bias", "grad_output"))
