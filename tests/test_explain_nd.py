@@ -398,7 +398,7 @@ def test_3d_text_shows_one_depth_slice_at_a_time():
     assert "products, tap (r, u, v)" in text and "(2, 1, 1)  x[1, 2, 1, 1]" in text
     assert e.value == float(convscope.conv3d(x, w, padding=(1, 0, 0), stride=(1, 2, 2))[0, 1, 0, 0])
     page = e._repr_html_()
-    assert page.count("depth slice r =") == 6 and "kernel w[0, 1, 2]" in page
+    assert page.count("tap depth r = 2: x̃ depth slice 3") == 2 and "kernel w[0, 1, 2]" in page
     g = explain_grad(w, x, None, "weight", (0, 1, 0, 1, 1), padding=(1, 0, 0), stride=(1, 2, 2))
     assert "∂L/∂w[o, c, r, u, v] = Σ_t Σ_i Σ_j grad_out[o, t, i, j]" in str(g)
     assert "Tap (0, 1, 1) reads, for output (t, i, j), the cell (t + 0, i·2 + 1, j·2 + 1) of x̃." in str(g)
@@ -455,12 +455,13 @@ def test_animate_computes_the_convolution_once(monkeypatch):
     pytest.importorskip("matplotlib")
     from convscope.animate import animate
 
-    x = np.arange(25.0).reshape(1, 5, 5)
+    x = np.arange(9.0).reshape(1, 3, 3)
     calls = count_passes(monkeypatch)
     a = animate(np.ones((1, 1, 2, 2)), x, padding=1)
-    assert len(a) == 36 and calls == {"forward": 1, "backward": 0}
+    assert len(a) == 16 and calls == {"forward": 1, "backward": 0}
+    assert [f.value for f in a.info] == [float(v) for v in convscope.conv2d(x, np.ones((1, 1, 2, 2)), padding=1).ravel()]
     g = animate(np.ones((1, 1, 2, 2)), x, padding=1, grad="input")
-    assert len(g) == 25 and calls == {"forward": 1, "backward": 1}
+    assert len(g) == 9 and calls == {"forward": 1, "backward": 1}
 
 
 @pytest.mark.parametrize("nd", (1, 3))

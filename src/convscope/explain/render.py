@@ -599,7 +599,8 @@ def _output_html_nd(e, dec: int, root: str) -> str:
             for r in range(s.kernel_size[0]):
                 tap_keys = [[[keys[(r, u, v)]] for v in range(kW)] for u in range(kH)]
                 titles = [[sources[(r, u, v)] for v in range(kW)] for u in range(kH)]
-                out.append(f"<div>depth slice r = {r}</div><div>")
+                depth = e.at[-3] * s.stride[0] + r * s.dilation[0]
+                out.append(f"<div>tap depth r = {r}: x̃ depth slice {depth}</div><div>")
                 out.append(_grid_html(e.window[c, r], dec, "window", e.window_padding[c, r], None, titles, tap_keys))
                 out.append(_grid_html(e.kernel[c, r], dec, f"kernel w[{o}, {c}, {r}]", keys=tap_keys))
                 out.append(_grid_html(prod[r], dec, "products", e.window_padding[c, r], keys=tap_keys))
