@@ -1,5 +1,9 @@
 """The one torch-oracle helper: run the same convolution in torch and in convscope and compare.
 
+It is the tests' one door to torch: the test files call torch only through the helpers here
+(the comparisons, then "torch objects for the tests": torch's layers, tensors, functional calls and
+autograd on NumPy arrays), and they share the case builders and constants at its end.
+
 It compares shape, dtype and values of the forward, then the three gradients.
 Tolerances are relative to the magnitude of torch's result:
 float64 1e-9, float32 1e-4, float16 1e-2 (times ``max |torch|``).

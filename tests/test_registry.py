@@ -14,6 +14,7 @@ list written for it.  For each (implementation, configuration, dtype):
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -80,10 +81,9 @@ def _grid():
     params = []
     for name in ALGORITHMS:
         for nd, configs in CONFIGS.items():
-            for ci, config in enumerate(configs):
+            for ci in range(len(configs)):
                 for dtype in DTYPES:
-                    params.append(pytest.param(name, nd, config, dtype,
-                                               id=f"{name}-{nd}d-{ci}-{np.dtype(dtype).name}"))
+                    params.append(pytest.param(name, nd, ci, dtype, id=f"{name}-{nd}d-{ci}-{np.dtype(dtype).name}"))
     return params
 
 
@@ -108,13 +108,20 @@ def test_every_module_serves_some_configurations():
         assert len(served) >= 2, name
 
 
-def _arrays(config, dtype, seed):
-    chw, w_shape, params = config
-    rng = np.random.default_rng(seed)
+@functools.lru_cache(maxsize=None)
+def expected(nd, ci, dtype):
+    """(x, w, b, g, params, torch's (out, dx, dw), the reference loops' (out, dx, dw)) of configuration
+    ``ci`` of ``nd`` dimensions, computed once for every implementation (the tests never write into them)."""
+    chw, w_shape, params = CONFIGS[nd][ci]
+    rng = np.random.default_rng(nd * 10 + ci)
     x = rng.standard_normal((N,) + chw).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype)
-    return x, w, b, dict(params)
+    g = rng.standard_normal(bound(nd, CONFIGS[nd][ci]).output_shape).astype(dtype)
+    out, (dx, dw, _) = torch_conv_nd(x, w, b, g, **params)
+    ref = getattr(convscope, f"conv{nd}d")(x, w, b, algorithm="reference", **params)
+    ref_grads = getattr(convscope, f"conv{nd}d_backward")(g, x, w, algorithm="reference", **params)
+    return x, w, b, g, dict(params), (out, dx, dw), (ref, ref_grads.input, ref_grads.weight)
 
 
 def _compare(impl, got, want, factors, what):
@@ -124,33 +131,36 @@ def _compare(impl, got, want, factors, what):
         assert_close_global(got, want, factors, what)
 
 
-@pytest.mark.parametrize("name, nd, config, dtype", _grid())
-def test_registered_path_matches_torch_and_reference(name, nd, config, dtype):
+@pytest.mark.parametrize("name, nd, ci, dtype", _grid())
+def test_registered_path_matches_torch_and_reference(name, nd, ci, dtype):
     impl = ALGORITHMS[name]
-    call = bound(nd, config)
-    why = refusal(name, call)
-    x, w, b, params = _arrays(config, dtype, seed=nd * 10 + len(config[0]))
+    why = refusal(name, bound(nd, CONFIGS[nd][ci]))
+    x, w, b, g, params, torch_results, ref_results = expected(nd, ci, dtype)
     conv = getattr(convscope, f"conv{nd}d")
     if why is not None:
         assert isinstance(why, str) and len(why.split()) >= 2, (name, why)
         with pytest.raises(ValueError, match=re.escape(f"algorithm={name!r}")):
             conv(x, w, b, algorithm=name, **params)
         pytest.skip(f"{name} needs {why}")
-    g = np.random.default_rng(1).standard_normal(call.output_shape).astype(dtype)
-    want_out, (want_dx, want_dw, _) = torch_conv_nd(x, w, b, g, **params)
-    checked = 0
-    if "forward" in impl.passes:
-        got = conv(x, w, b, algorithm=name, **params)
-        _compare(impl, got, want_out, (x, w), "forward vs torch")
-        _compare(impl, got, conv(x, w, b, algorithm="reference", **params), (x, w), "forward vs reference")
-        checked += 1
     backward = getattr(convscope, f"conv{nd}d_backward")
-    for pass_, mask, field, want, factors in (("grad_input", (True, False, False), "input", want_dx, (g, w)),
-                                              ("grad_weight", (False, True, False), "weight", want_dw, (g, x))):
-        if pass_ in impl.passes:        # that pass alone, so a module serving only some passes is run on those
-            got = getattr(backward(g, x, w, algorithm=name, output_mask=mask, **params), field)
-            _compare(impl, got, want, factors, f"{pass_} vs torch")
-            ref = getattr(backward(g, x, w, algorithm="reference", output_mask=mask, **params), field)
-            _compare(impl, got, ref, factors, f"{pass_} vs reference")
-            checked += 1
-    assert checked == len(impl.passes)
+    runs = {"forward": lambda: conv(x, w, b, algorithm=name, **params),
+            "grad_input": lambda: backward(g, x, w, algorithm=name, output_mask=(True, False, False), **params).input,
+            "grad_weight": lambda: backward(g, x, w, algorithm=name, output_mask=(False, True, False), **params).weight}
+    factors = {"forward": (x, w), "grad_input": (g, w), "grad_weight": (g, x)}
+    for pass_, want, ref in zip(PASSES, torch_results, ref_results):
+        if pass_ in impl.passes:        # that pass alone, so a module serving only some passes runs only those
+            got = runs[pass_]()
+            _compare(impl, got, want, factors[pass_], f"{pass_} vs torch")
+            _compare(impl, got, ref, factors[pass_], f"{pass_} vs reference")
+
+
+def test_passes_default_to_all_three_and_follow_a_declaration():
+    """A module without ``PASSES`` serves the three passes; one that declares fewer is run on those only."""
+    import types
+
+    from convscope.algorithms import Algorithm
+
+    stub = types.ModuleType("forward_only")
+    stub.forward, stub.ERROR, stub.PASSES = ALGORITHMS["reference"].module.forward, "local", ("forward",)
+    assert Algorithm("forward_only", stub).passes == ("forward",)
+    assert all(ALGORITHMS[name].passes == PASSES for name in ALGORITHMS if not hasattr(ALGORITHMS[name].module, "PASSES"))

@@ -805,3 +805,62 @@ def test_padding_too_large_to_allocate_is_refused_before_any_work(no_algorithms)
 def test_padding_too_large_is_refused_for_an_empty_batch_too(no_algorithms):
     with pytest.raises(ValueError, match=r"padded input 1×1×2147483651×2147483651 = .* more than"):
         conv2d(np.zeros((0, 1, 3, 3)), np.zeros((1, 1, 2, 2)), padding=2**30)
+
+
+# --------------------------------------------------------------------------- specs derived from specs, one message per rule
+
+
+@pytest.mark.parametrize("ndim, kernel, params", [
+    (2, (3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 3), groups=2, padding_mode="reflect")),
+    (3, 3, dict(stride=2, padding=1, dilation=2, padding_mode="circular")),
+    (1, 5, dict(padding="same", dilation=2, padding_mode="replicate")),
+])
+def test_unpadded_and_pointwise_are_validated_specs(ndim, kernel, params):
+    spec = make_spec(kernel, ndim=ndim, **params)
+    flat = spec.unpadded()
+    assert flat == make_spec(kernel, spec.stride, 0, spec.dilation, spec.groups, ndim=ndim)
+    assert flat.padding == ((0, 0),) * ndim and flat.padding_mode == "zeros" and flat.padding_arg == (0,) * ndim
+    assert (flat.kernel_size, flat.stride, flat.dilation, flat.groups) == \
+        (spec.kernel_size, spec.stride, spec.dilation, spec.groups)
+    point = spec.pointwise()
+    assert point == make_spec(kernel, 1, 0, 1, spec.groups, ndim=ndim)
+    assert point.stride == point.dilation == (1,) * ndim and point.padding == flat.padding
+
+
+def test_call_with_arrays_keeps_the_binding_and_refuses_unknown_names():
+    from convscope.spec import bind
+
+    x, w, g = np.zeros((2, 3, 5, 5)), np.zeros((4, 3, 3, 3)), np.zeros((2, 4, 3, 3))
+    call = bind(2, input=x, weight=w)
+    other = call.with_arrays(grad_output=g, input=np.ones_like(x))
+    assert (other.spec, other.shape, other.dtype, other.batched) == (call.spec, call.shape, call.dtype, call.batched)
+    assert other.grad_output is g and other.weight is w and np.array_equal(other.input, np.ones_like(x))
+    assert call.grad_output is None and call.input is x              # the original call is unchanged
+    with pytest.raises(TypeError, match="with_arrays takes input, weight, bias and grad_output, got output"):
+        call.with_arrays(output=g)
+
+
+def test_divisible_by_groups_has_one_message_for_layers_and_calls():
+    """out_channels % groups: the layer names the parameter, the call says where it read the count."""
+    rule = r"out_channels \({}6\) must be divisible by groups \(4\)"
+    with pytest.raises(ValueError, match=rule.format("")):
+        Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match=rule.format(re.escape("weight.shape[0]="))):
+        conv2d(np.zeros((1, 4, 5, 5)), np.zeros((6, 1, 3, 3)), groups=4)
+
+
+def test_plan_goes_through_the_binding_step():
+    """plan rejects what conv2d rejects, with conv2d's messages for the same shapes."""
+    from convscope import plan
+
+    with pytest.raises(TypeError, match=r"input must be a sequence of ints \(N, C, H, W\) or \(C, H, W\)"):
+        plan((8, 64, 5.0, 56), (64, 64, 3, 3))
+    for call in (lambda: plan((8, 64, 56, 56), (64, 32, 3, 3)),
+                 lambda: conv2d(np.zeros((1, 64, 6, 6)), np.zeros((64, 32, 3, 3)))):
+        with pytest.raises(ValueError, match=r"input has 64 channels but weight expects 32"):
+            call()
+    with pytest.raises(ValueError, match=r"input must be a sequence of ints \(N, C, L\) or \(C, L\), got 4 values"):
+        plan((8, 64, 56, 56), (64, 64, 3))
+    with pytest.raises(ValueError, match=r"out_channels \(weight.shape\[0\]=6\) must be divisible by groups \(4\)"):
+        plan((1, 4, 5, 5), (6, 1, 3, 3), groups=4)
+    assert plan((4, 56), (64, 4, 3), padding=1).forward.algorithm in algorithms.ALGORITHMS

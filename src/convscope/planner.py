@@ -274,7 +274,7 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     ndim = len(weight_shape) - 2 if len(weight_shape) in (3, 5) else 2   # a 3-D weight is 1-d's, 5-D 3-d's
     call = bind(ndim, input_size=input_shape, weight_size=weight_shape, stride=stride, padding=padding,
                 dilation=dilation, groups=groups, padding_mode=padding_mode,
-                size_names=("input_shape", "weight_shape"))
+                size_names=("input", "weight"))      # the messages conv2d gives for the same shapes
     if ndim == 1:                               # planned as the 2-d convolution it runs as
         call = lift(call)
     return choose(call.spec, call.shape, algorithm)

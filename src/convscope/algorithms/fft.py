@@ -207,10 +207,9 @@ class Grid(NamedTuple):
 
 def grid(spec, shape) -> Grid:
     (sH, sW), (dH, dW), (kH, kW) = spec.stride, spec.dilation, spec.kernel_size
-    (pt, pb), (pl, pr) = spec.padding
     Hs, Ws = (shape.H_out - 1) * sH + 1, (shape.W_out - 1) * sW + 1
     Hu, Wu = Hs + dH * (kH - 1), Ws + dW * (kW - 1)
-    return Grid(shape.H + pt + pb, shape.W + pl + pr, Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
+    return Grid(*spec.padded_size(shape.spatial), Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
 
 
 def cost_terms(spec, shape) -> dict:
