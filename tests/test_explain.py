@@ -29,8 +29,8 @@ torch = pytest.importorskip("torch")
 import convscope  # noqa: E402
 from convscope import conv2d, conv2d_backward, explain, explain_grad  # noqa: E402
 from convscope.geometry import source_map  # noqa: E402
-from oracle import (random_case, tolerance, torch_conv2d, torch_conv_layer, torch_forward,  # noqa: E402
-                    torch_layer_grads, torch_randn, torch_seeded_conv, torch_tensor)
+from oracle import (parameter_grad, random_case, to_tensor, tolerance, torch_conv2d,  # noqa: E402
+                    torch_conv_layer, torch_forward, torch_module, torch_module_backward)
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
@@ -581,12 +581,16 @@ TORCH_LAYERS = [
 
 
 def _torch_layer(kwargs, dtype, seed=0):
-    return torch_seeded_conv(2, seed, dtype, **kwargs)
+    return torch_module("Conv2d", seed=seed, dtype=dtype, **kwargs)
+
+
+def _torch_randn(shape, dtype, seed=0):
+    return to_tensor(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
 
 
 def _torch_input(layer, dtype, layout, seed=0):
     shape = (layer.in_channels, 6, 7) if layout == "unbatched" else (2, layer.in_channels, 6, 7)
-    return torch_randn(shape, dtype, seed)
+    return _torch_randn(shape, dtype, seed)
 
 
 @pytest.mark.parametrize("kwargs, dtype, layout", TORCH_LAYERS)
@@ -616,7 +620,7 @@ def test_explain_torch_layer(kwargs, dtype, layout):
 def test_explain_torch_tensor_with_weight_sets_torch_value():
     rng = np.random.default_rng(5)
     x, w, b = random_case(rng, (1, 2, 5, 6), (3, 2, 3, 3), np.float32)
-    e = explain(torch_tensor(w), torch_tensor(x), (0, 2, 1, 1), bias=b, padding=1, padding_mode="reflect")
+    e = explain(to_tensor(w), to_tensor(x), (0, 2, 1, 1), bias=b, padding=1, padding_mode="reflect")
     ref, _ = torch_conv2d(x, w, b, None, padding=1, padding_mode="reflect")
     assert e.value == float(conv2d(x, w, b, padding=1, padding_mode="reflect")[0, 2, 1, 1])
     assert abs(e.torch_value - float(ref[0, 2, 1, 1])) <= tolerance(ref)
@@ -652,7 +656,7 @@ def test_explain_of_a_torch_conv1d_needs_a_1d_input():
                                    dict(padding_mode="reflect"), dict(groups=1, dilation=2)],
                          ids=["bias", "stride", "padding", "padding_mode", "dilation"])
 def test_explain_layer_with_hyper_parameters_is_a_type_error(kind, extra):
-    layer = (torch_seeded_conv(2, 0, in_channels=2, out_channels=3, kernel_size=3) if kind == "torch"
+    layer = (torch_module("Conv2d", 2, 3, 3, seed=0) if kind == "torch"
              else convscope.Conv2d(2, 3, 3, seed=0))
     x = np.zeros((1, 2, 5, 5), np.float32)
     with pytest.raises(TypeError):
@@ -668,13 +672,14 @@ def test_explain_grad_torch_layer(wrt, at):
     layer = _torch_layer(dict(in_channels=4, out_channels=4, kernel_size=(3, 2), stride=(1, 2), padding=1,
                               groups=2, padding_mode="reflect"), "float64")
     x = _torch_input(layer, "float64", "batched")
-    go = torch_randn(torch_forward(layer, x).shape, "float64", 1)
+    go = _torch_randn(torch_forward(layer, x).shape, "float64", 1)
     e = explain_grad(layer, x, go, wrt, at)
     grads = conv2d_backward(go.numpy(), x.numpy(), layer.weight.detach().numpy(), stride=(1, 2), padding=1,
                             groups=2, padding_mode="reflect")
     mine = grads[{"input": 0, "weight": 1, "bias": 2}[wrt]]
     assert e.value == float(mine[at])
-    ref = torch_layer_grads(layer, x, go)[{"input": 0, "weight": 1, "bias": 2}[wrt]]
+    _, dx = torch_module_backward(layer, x, go)
+    ref = {"input": dx, "weight": parameter_grad(layer, "weight"), "bias": parameter_grad(layer, "bias")}[wrt]
     assert e.torch_value is not None
     assert abs(e.torch_value - float(ref[at])) <= tolerance(ref)
     assert abs(e.value - float(ref[at])) <= tolerance(ref)
@@ -705,7 +710,7 @@ def test_seed001_the_bias_explains_the_top_left_element(dtype):
     assert "0.3640" in text and "0.5142" in text
     # the torch version of the forum's layer
     m = torch_conv_layer(2, w, b)
-    et = explain(m, torch_tensor(x), (0, 0, 0, 0))
+    et = explain(m, to_tensor(x), (0, 0, 0, 0))
     assert round(et.torch_value, 4) == 0.5142 and et.value == e.value
 
 
@@ -873,7 +878,7 @@ def test_callers_arrays_are_not_modified(mode):
         explain_grad(w, x, go, wrt, at, padding=1, padding_mode=mode)
     for a, a0, name in zip((x, w, b, go), before, ("x", "weight", "bias", "grad_output")):
         assert np.array_equal(a, a0), f"{name} was modified"
-    xt, wt = torch_tensor(x), torch_tensor(w)
+    xt, wt = to_tensor(x), to_tensor(w)
     explain(wt, xt, (0, 0, 0, 0), padding=1, padding_mode=mode)
     explain_grad(wt, xt, None, "weight", (0, 0, 0, 0), padding=1, padding_mode=mode)
     assert np.array_equal(xt.numpy(), x) and np.array_equal(wt.numpy(), w)

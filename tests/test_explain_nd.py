@@ -23,7 +23,7 @@ pytest.importorskip("torch")
 import convscope  # noqa: E402
 from convscope import Explainer, explain, explain_grad, explain_shape  # noqa: E402
 from convscope.geometry import output_length, unread_cause  # noqa: E402
-from oracle import tolerance, torch_conv_layer, torch_conv_nd, torch_tensor  # noqa: E402
+from oracle import to_tensor, tolerance, torch_conv_layer, torch_conv_nd  # noqa: E402
 
 core = importlib.import_module("convscope.explain.core")  # convscope.explain is also the function
 
@@ -307,13 +307,13 @@ def test_convscope_and_torch_layers(nd, layout):
     e = explain(layer, x, at_out)
     assert e.value == float(out[at_out]) and e.torch_value is None
     module = torch_conv_layer(nd, layer.weight, layer.bias, **kwargs)
-    et = explain(module, torch_tensor(x), at_out)
+    et = explain(module, to_tensor(x), at_out)
     assert et.value == e.value and et.torch_value is not None
     assert abs(et.torch_value - e.value) <= 1e-12 * max(1.0, abs(e.value))
     gy = np.random.default_rng(1).standard_normal(out.shape)
     grads = backward_fn(nd)(gy, x, layer.weight, **kwargs)
     for wrt, at in (("input", at_in), ("weight", (1, 0) + (2,) * nd), ("bias", (1,))):
-        g = explain_grad(module, torch_tensor(x), torch_tensor(gy), wrt, at)
+        g = explain_grad(module, to_tensor(x), to_tensor(gy), wrt, at)
         want = float(grads[("input", "weight", "bias").index(wrt)][at])
         assert g.value == want and explain_grad(layer, x, gy, wrt, at).value == want
         assert abs(g.torch_value - want) <= 1e-12 * max(1.0, abs(want))

@@ -406,9 +406,8 @@ class Explainer:
     def grads(self) -> ConvGrads:
         """(∂input, ∂weight, ∂bias) as ``conv{n}d_backward`` returns them (computed on first use, then kept)."""
         if self._grads is None:
-            c = self.call
-            with_gy = ConvCall(c.spec, c.shape, c.dtype, c.batched, c.input, c.weight, c.bias, self.grad_output)
-            self._grads = ConvGrads(*_run_backward(with_gy, None, (True, True, True)))
+            call = self.call.with_arrays(grad_output=self.grad_output)
+            self._grads = ConvGrads(*_run_backward(call, None, (True, True, True)))
         return self._grads
 
     def with_grad_output(self, grad_output) -> Explainer:
