@@ -44,7 +44,7 @@ def role(anim, frame, panel, r, c, slot=0) -> str:
 
 
 def test_the_sums_build_up_to_conv_transpose2d_and_the_last_frame_adds_the_bias():
-    x, w, b = case()
+    x, w, b = case(H=2, W=2)
     anim = animate(w, x, b, transposed=True, **PARAMS)
     out = torch_conv_transpose2d(x, w, b, **PARAMS)[0]
     unbiased = torch_conv_transpose2d(x, w, None, **PARAMS)[0]
@@ -124,7 +124,7 @@ def test_cropped_taps_are_grey_in_the_stamp():
 
 def test_layers_convscope_and_torch():
     layer = convscope.ConvTranspose2d(2, 3, 2, stride=2, output_padding=1, dilation=2, seed=1)
-    x = np.random.default_rng(0).standard_normal((2, 2, 2)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 1, 2)).astype(np.float32)
     anim = animate(layer, x, out_channel=1)
     assert anim.info[-1].at is None
     np.testing.assert_array_equal(anim.info[-1].output, layer(x)[1].astype(np.float64))
