@@ -251,3 +251,24 @@ def test_live_page_switches_to_the_transposed_layer(browser, server):
         assert pg.errors == []
     finally:
         context.close()
+
+
+def test_the_notebook_widget_of_a_transposed_layer():
+    from convscope.explore import widget
+    from oracle import torch_layer_output, torch_transpose_layer
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 3)).astype(np.float32)
+    module = torch_transpose_layer(2, 2, 3, 3, stride=2, padding=1, output_padding=1)
+    page = widget(module, x)
+    _, w, b, out = arrays(page.data)
+    np.testing.assert_allclose(out, torch_layer_output(module, x), rtol=1e-5, atol=1e-6)
+    assert page.data["config"]["layer"] == repr(module) and "<iframe" in page._repr_html_()
+    layer = convscope.ConvTranspose2d(2, 2, 2, stride=2, seed=0)
+    np.testing.assert_array_equal(arrays(widget(layer, x).data)[3], layer(x))
+    weight = np.ones((2, 1, 3, 3), np.float32)
+    d = widget(weight, x, stride=2, output_padding=1, transposed=True).data
+    np.testing.assert_array_equal(arrays(d)[3], torch_conv_transpose2d(x, weight, stride=2, output_padding=1))
+    with pytest.raises(TypeError, match="from the layer"):
+        widget(layer, x, stride=2)
+    with pytest.raises(ValueError, match="pass transposed=True"):
+        widget(weight, x, output_padding=1)

@@ -72,3 +72,29 @@ def tap_counts(spec, input_hw, output_padding) -> np.ndarray:
                               stride=spec.stride, padding=spec.padding_arg, output_padding=output_padding,
                               dilation=spec.dilation)[0, 0]
     return np.rint(counts).astype(np.int64)
+
+
+_DEFAULTS = dict(bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, padding_mode="zeros")
+
+
+def transposed_arguments(layer_or_weight, form: str, **given) -> dict:
+    """weight, bias, stride, padding, output_padding, groups and dilation of a convscope or torch
+    ``ConvTranspose2d`` layer, or of a weight with the hyper-parameters ``given`` (which a layer refuses)."""
+    mode = given.get("padding_mode", "zeros")
+    if not (hasattr(layer_or_weight, "weight") and hasattr(layer_or_weight, "stride")):
+        if mode != "zeros":
+            raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, got padding_mode={mode!r}')
+        return dict({k: v for k, v in given.items() if k != "padding_mode"}, weight=layer_or_weight)
+    passed = [name for name, value in given.items()
+              if (value is not None if name == "bias" else value != _DEFAULTS[name])]
+    if passed:
+        raise TypeError(f"{form} takes the hyper-parameters from the layer; pass {', '.join(passed)} only with a weight")
+    layer = layer_or_weight
+    if type(layer).__name__ != "ConvTranspose2d":
+        raise TypeError(f"the transposed mode shows a ConvTranspose2d layer (convscope or torch) or a weight, "
+                        f"got {type(layer).__name__}")
+    if getattr(layer, "padding_mode", "zeros") != "zeros":
+        raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, '
+                         f"got padding_mode={layer.padding_mode!r}")
+    return dict(weight=layer.weight, bias=layer.bias, stride=tuple(layer.stride), padding=tuple(layer.padding),
+                output_padding=tuple(layer.output_padding), groups=layer.groups, dilation=tuple(layer.dilation))

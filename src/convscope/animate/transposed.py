@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._transposed_view import gather_axes, tap_counts
+from .._transposed_view import gather_axes, tap_counts, transposed_arguments
 from ..explain.render import check_decimals, idx, num
 from ..functional import conv_transpose2d
 from ..module import layer_arguments_text
@@ -35,7 +35,6 @@ from . import scenes as sc
 from .core import Animation
 
 TAP_STATES = (sc.TAPS_1, sc.TAPS_2, sc.TAPS_3)
-_HYPER = dict(stride=1, padding=0, output_padding=0, groups=1, dilation=1)
 
 
 @dataclass(frozen=True)
@@ -63,24 +62,6 @@ class StampInfo:
     captions: dict = field(repr=False)
     side: dict = field(repr=False)
     cells: dict = field(repr=False)
-
-
-def _layer_parameters(layer, given: dict) -> dict:
-    """weight, bias and the hyper-parameters of a convscope or torch ConvTranspose2d."""
-    passed = [name for name, value in given.items()
-              if (value is not None if name == "bias" else value != _HYPER.get(name, "zeros"))]
-    if passed:
-        raise TypeError(f"animate takes the hyper-parameters from the layer; pass {', '.join(passed)} "
-                        "only with a weight")
-    name = type(layer).__name__
-    if name != "ConvTranspose2d":
-        raise TypeError(f"the transposed mode animates a ConvTranspose2d layer (convscope or torch) or a weight, "
-                        f"got {name}")
-    if getattr(layer, "padding_mode", "zeros") != "zeros":
-        raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, '
-                         f"got padding_mode={layer.padding_mode!r}")
-    return dict(weight=layer.weight, bias=layer.bias, stride=tuple(layer.stride), padding=tuple(layer.padding),
-                output_padding=tuple(layer.output_padding), groups=layer.groups, dilation=tuple(layer.dilation))
 
 
 def _tap_level(count: int, most: int) -> int:
@@ -129,16 +110,9 @@ def plan_frames(layer_or_weight, x, bias, stride, padding, output_padding, group
     """Check the arguments (before any drawing) and compute every number the frames show."""
     from .core import _is_whole, _optional_index
 
-    given = dict(bias=bias, stride=stride, padding=padding, output_padding=output_padding, groups=groups,
-                 dilation=dilation, padding_mode=padding_mode)
-    if hasattr(layer_or_weight, "weight") and hasattr(layer_or_weight, "stride"):
-        args = _layer_parameters(layer_or_weight, given)
-    else:
-        if padding_mode != "zeros":
-            raise ValueError(f'Only "zeros" padding mode is supported for ConvTranspose2d, '
-                             f"got padding_mode={padding_mode!r}")
-        args = dict(given, weight=layer_or_weight)
-        del args["padding_mode"]
+    args = transposed_arguments(layer_or_weight, "animate", bias=bias, stride=stride, padding=padding,
+                                output_padding=output_padding, groups=groups, dilation=dilation,
+                                padding_mode=padding_mode)
     call = bind_transpose(2, input=x, weight=args["weight"], bias=args["bias"], stride=args["stride"],
                           padding=args["padding"], output_padding=args["output_padding"], groups=args["groups"],
                           dilation=args["dilation"], order=("input", "weight", "bias"))
