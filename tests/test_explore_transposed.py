@@ -111,8 +111,10 @@ def test_bad_configurations():
         layer_data(input_shape=(3, 3), stride=2, output_padding=1)
     with pytest.raises(ValueError, match='Only "zeros" padding mode'):
         layer_data(input_shape=(3, 3), padding_mode="reflect", transposed=True)
-    with pytest.raises(ValueError, match="outputs only"):
-        element(layer_data(**CONFIG), "input", (0, 0, 0))
+    with pytest.raises(ValueError, match="at must be an index"):
+        element(layer_data(**CONFIG), "input", (0, 3, 0))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        element(layer_data(**CONFIG), "padding", (0,))
     with pytest.raises(ValueError, match="at must be an index"):
         element(layer_data(**CONFIG), "output", (0, 6, 0))
 
@@ -164,8 +166,11 @@ def test_server_layers_and_elements(server):
                          (dict(transposed=1, padding_mode="circular"), 'Only "zeros" padding mode')]:
         status, body = get(server, "/api/layer?" + urlencode(dict(input="3x3", **query)))
         assert status == 400 and words in body["error"], body
-    status, body = get(server, "/api/element?" + urlencode(dict(key=d["key"], kind="weight", at="0,0,0,0")))
-    assert status == 400 and "outputs only" in body["error"]
+    for kind, at in (("weight", (1, 0, 2, 1)), ("input", (0, 2, 1)), ("bias", (1,))):
+        status, e = get(server, "/api/element?" + urlencode(dict(key=d["key"], kind=kind, at=",".join(map(str, at)))))
+        assert status == 200 and e == json.loads(json.dumps(element(local, kind, at)))
+    status, body = get(server, "/api/element?" + urlencode(dict(key=d["key"], kind="weight", at="0,0,3,0")))
+    assert status == 400 and "at must be an index" in body["error"]
 
 
 # --------------------------------------------------------------------------- the page in a browser
@@ -210,7 +215,6 @@ def test_static_page_computes_every_element_as_python_does(browser, tmp_path):
         want = [json.loads(json.dumps(element(d, "output", (o, r, t))))
                 for o in range(O) for r in range(Ho) for t in range(Wo)]
         assert got == want                      # the browser's float64 arithmetic is Python's, term by term
-        assert pg.locator("#view-grad-label").is_hidden()
         click_output(pg, 1, 2, 3)
         e = element(d, "output", (1, 2, 3))
         _, _, _, out = arrays(d)
@@ -272,3 +276,66 @@ def test_the_notebook_widget_of_a_transposed_layer():
         widget(layer, x, stride=2)
     with pytest.raises(ValueError, match="pass transposed=True"):
         widget(weight, x, output_padding=1)
+
+
+@pytest.mark.parametrize("config", [
+    dict(CONFIG, grad_output="random"),
+    dict(input_shape=(4, 3, 2), out_channels=2, groups=2, kernel_size=(2, 3), stride=(1, 2), dilation=(2, 1),
+         padding=(1, 0), seed=5, grad_output="random", transposed=True),
+])
+def test_gradient_elements_are_torch_numbers(config):
+    from oracle import torch_conv_transpose_nd
+
+    d = layer_data(**config)
+    x, w, b, out = arrays(d)
+    gy = decode(d["arrays"]["grad_output"])
+    p = params(d["config"])
+    _, (gx, gw, gb) = torch_conv_transpose_nd(x[None], w, b, gy[None], **p)
+    landings = torch_landings(x.shape[1:], w.shape[2:], **{k: v for k, v in p.items() if k != "groups"})
+    Og, Cg = w.shape[1], x.shape[0] // d["config"]["groups"]
+    hits = {}                       # (i, j, u, v) → (r, t), from torch
+    for (r, t), found in landings.items():
+        for key in found:
+            hits[key] = (r, t)
+    for c, i, j in np.ndindex(*x.shape):
+        e = element(d, "input", (c, i, j))
+        assert e["v"] == pytest.approx(float(gx[0, c, i, j]), abs=1e-4 * max(1, np.abs(gx).max()))
+        g = c // Cg
+        want = {(g * Og + oo, *hits[(i, j, u, v)], u, v) for oo in range(Og) for u, v in np.ndindex(*w.shape[2:])
+                if (i, j, u, v) in hits}
+        assert {tuple(t[:5]) for t in e["t"]} == want
+        assert e["s"] == pytest.approx(e["v"], abs=1e-4 * max(1, np.abs(gx).max()))
+    for c, oo, u, v in np.ndindex(*w.shape):
+        e = element(d, "weight", (c, oo, u, v))
+        assert e["v"] == pytest.approx(float(gw[c, oo, u, v]), abs=1e-4 * max(1, np.abs(gw).max()))
+        assert {tuple(t[:4]) for t in e["t"]} == {(i, j, *hits[(i, j, u, v)]) for i, j in np.ndindex(*x.shape[1:])
+                                                  if (i, j, u, v) in hits}
+        assert e["s"] == pytest.approx(e["v"], abs=1e-4 * max(1, np.abs(gw).max()))
+    for o in range(out.shape[0]):
+        e = element(d, "bias", (o,))
+        assert e["v"] == pytest.approx(float(gb[o]), abs=1e-4) and e["s"] == pytest.approx(e["v"], abs=1e-4)
+
+
+def test_static_page_gradients_are_python_s(browser, tmp_path):
+    config = dict(CONFIG, grad_output="random", seed=1)
+    path = write_page(tmp_path / "g.html", **config)
+    d = layer_data(**config)
+    context, pg = open_page(browser, f"file://{path}")
+    try:
+        x, w, b, out = arrays(d)
+        queries = ([("input", list(ix)) for ix in np.ndindex(*x.shape)]
+                   + [("weight", list(ix)) for ix in np.ndindex(*w.shape)] + [("bias", [o]) for o in range(len(b))])
+        queries = [(k, [int(v) for v in at]) for k, at in queries]
+        got = pg.evaluate("(qs) => qs.map(([k, at]) => window.convscopeElement(k, at))", queries)
+        assert got == [json.loads(json.dumps(element(d, k, tuple(at)))) for k, at in queries]
+        pg.check("#view-grad")
+        cv = pg.locator("canvas[data-kind=input][data-index='1']")
+        box = cv.bounding_box()
+        pg.mouse.click(box["x"] + 2.5 * box["width"] / 3, box["y"] + 0.5 * box["height"] / 3)
+        pg.wait_for_function("() => (document.body.dataset.element || '').startsWith('input:1,0,2:')")
+        gx = decode(d["arrays"]["grad_input"])
+        assert float(pg.locator("#numbers-value").get_attribute("data-value")) == float(gx[1, 0, 2])
+        assert pg.locator("table.terms tr.term").count() == element(d, "input", (1, 0, 2))["n"]
+        assert pg.errors == []
+    finally:
+        context.close()

@@ -1,7 +1,7 @@
 """Everything the explore page shows for one layer, from one computation: :func:`layer_data`.
 
-One call of :func:`convscope.conv2d` and one of :func:`convscope.conv2d_backward` give every
-array the page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
+One call of :func:`convscope.conv2d` and one of :func:`convscope.conv2d_backward` (for a
+transposed layer, :func:`convscope.conv_transpose2d` and its ``_backward``) give every array the page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
 gradients); they travel as compact typed arrays (base64 of little-endian float32 or float64).
 How one element is made is asked for on demand, when a pixel is clicked:
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from .._transposed_view import INSERTED, PADDING, REAL, GatherAxis, gather_axes
 from ..explain import explain, explain_grad, explain_shape
-from ..functional import conv2d, conv2d_backward, conv_transpose2d
+from ..functional import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from ..geometry import source_map
 from ..module import Conv2d, ConvTranspose2d
 from ..spec import as_array
@@ -465,14 +465,16 @@ def build(plan: Plan) -> dict:
                    "output": encode(out)},
     }
     if transposed:
+        grads = conv_transpose2d_backward(gy, xa, w, **params)
         axes = gather_axes(spec, (H, W), plan.output_padding)
         data["gather"] = {"border": [ax.border for ax in axes], "length": [ax.length for ax in axes]}
+        data["_grads"] = grads
     else:
         grads = conv2d_backward(gy, xa, w, **params)
         data["source_rows"] = source_map(H, pt, pb, spec.padding_mode).tolist()
         data["source_cols"] = source_map(W, pl, pr, spec.padding_mode).tolist()
-        data["arrays"].update(grad_output=encode(gy), grad_input=encode(grads.input),
-                              grad_weight=encode(grads.weight), grad_bias=encode(grads.bias))
+    data["arrays"].update(grad_output=encode(gy), grad_input=encode(grads.input), grad_weight=encode(grads.weight),
+                          grad_bias=encode(grads.bias))
     data["_arrays"] = (xa, w, b, gy, params)
     return data
 
@@ -506,8 +508,9 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
         kernel_size, stride, padding, output_padding, groups, bias, dilation)`` instead, its weight
         ``(C, out_channels/groups, kH, kW)`` and its output from one ``conv_transpose2d`` call; the
         data then has ``gather`` (``border``: the zeros around the zero-inserted input per axis,
-        ``d·(k − 1) − p``, and ``length``: its padded size) in place of the gradients and
-        ``source_rows`` / ``source_cols``; :func:`element` explains its outputs (gather and scatter)
+        ``d·(k − 1) − p``, and ``length``: its padded size) in place of ``source_rows`` /
+        ``source_cols``, and the gradients come from one ``conv_transpose2d_backward`` call;
+        :func:`element` explains its outputs (gather and scatter) and its gradients
 
     Returns
     -------
@@ -584,9 +587,7 @@ def element(data: dict, kind: str, at) -> dict:
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if data["config"].get("transposed"):
-        if kind != "output":
-            raise ValueError(f"a transposed layer's page explains its outputs only (kind 'output'), got {kind!r}")
-        return transposed_element(data, at)
+        return transposed_element(data, at) if kind == "output" else transposed_grad_element(data, kind, at)
     xa, w, b, gy, params = data["_arrays"]
     O, Cg, kH, kW = w.shape
     Ho, Wo = gy.shape[1:]
@@ -629,20 +630,13 @@ def transposed_element(data: dict, at) -> dict:
     (per channel, in the taps' order), "cs" (sum per channel), "scatter": [[c, i, j, u', v', x, w,
     product], ...]}``.
     """
-    xa, w, b, _, params = data["_arrays"]
+    xa, w, b, gy, params = data["_arrays"]
     C, H, W = xa.shape
     _, Og, kH, kW = w.shape
     Cg = C // params["groups"]
-    Ho, Wo = data["shape"]["output_hw"]
-    shape = (Og * params["groups"], Ho, Wo)
-    index = tuple(at) if isinstance(at, (tuple, list)) else (at,)
-    if len(index) != 3 or not all(_is_int(v) and 0 <= v < n for v, n in zip(index, shape)):
-        raise ValueError(f"at must be an index (o, r, t) of the output, shape {shape}, got {at!r}")
-    o, r, t = (int(v) for v in index)
+    o, r, t = _checked_index(at, gy.shape, "(o, r, t) of the output")
     g, oo = divmod(o, Og)
-    ax_h, ax_w = (GatherAxis(n, k, s, p, d, a) for n, k, s, p, d, a in
-                  zip((H, W), (kH, kW), params["stride"], params["padding"], params["dilation"],
-                      params["output_padding"]))
+    ax_h, ax_w = _transposed_axes(data)
     taps = []
     for u in range(kH):
         for v in range(kW):
@@ -673,6 +667,80 @@ def transposed_element(data: dict, at) -> dict:
     return {"kind": "output", "at": [o, r, t], "v": value, "s": total, "n": len(scatter),
             "bias": None if b is None else float(b[o]), "channels": channels, "taps": taps, "x": xs, "w": ws,
             "p": ps, "cs": cs, "scatter": scatter}
+
+
+def _checked_index(at, shape: tuple, what: str) -> tuple:
+    index = tuple(at) if isinstance(at, (tuple, list)) else (at,)
+    if len(index) != len(shape) or not all(_is_int(v) and 0 <= v < n for v, n in zip(index, shape)):
+        raise ValueError(f"at must be an index {what}, shape {tuple(shape)}, got {at!r}")
+    return tuple(int(v) for v in index)
+
+
+def _transposed_axes(data: dict) -> tuple:
+    xa, w, _, _, params = data["_arrays"]
+    return tuple(GatherAxis(n, k, s, p, d, a) for n, k, s, p, d, a in
+                 zip(xa.shape[1:], w.shape[2:], params["stride"], params["padding"], params["dilation"],
+                     params["output_padding"]))
+
+
+def transposed_grad_element(data: dict, kind: str, at) -> dict:
+    """How one gradient element of a transposed layer's data is made (``L = Σ out · grad_output``), from
+    the arrays: ``{"kind", "at", "v": conv_transpose2d_backward's value, "s": Σ of the terms (float64, in
+    order), "n"}`` and ``"t"``:
+
+    * input ``(c, i, j)``: ``[[o, r, t, u, v, grad_out, w, product], ...]``, every output cell
+      ``out[o, r, t]`` that ``x[c, i, j]`` times tap ``w[c, o', u, v]`` lands on;
+    * weight ``(c, o', u, v)``: ``[[i, j, r, t, x, grad_out, product], ...]``, every input element whose
+      tap ``(u, v)`` lands inside the output, with ``"ch"`` = c (None beyond :data:`MAX_TERMS` terms);
+    * bias ``(o,)``: no terms listed (Σ grad_output[o]).
+    """
+    xa, w, _, gy, params = data["_arrays"]
+    grads = data["_grads"]
+    C, H, W = xa.shape
+    _, Og, kH, kW = w.shape
+    Ho, Wo = gy.shape[1:]
+    ax_h, ax_w = _transposed_axes(data)
+    if kind == "bias":
+        (o,) = _checked_index(at, grads.bias.shape, "(o,) of the bias gradient")
+        item = {"kind": kind, "at": [o], "v": float(grads.bias[o]), "n": Ho * Wo, "s": None}
+        if Ho * Wo <= MAX_TERMS:
+            item["s"] = 0.0
+            for v in gy[o].ravel():
+                item["s"] += float(v)
+        return item
+    if kind == "input":
+        c, i, j = _checked_index(at, xa.shape, "(c, i, j) of the input gradient")
+        g = c // (C // params["groups"])
+        terms = []
+        for oo in range(Og):
+            for u in range(kH):
+                for v in range(kW):
+                    r, t = ax_h.landing(i, u), ax_w.landing(j, v)
+                    if 0 <= r < Ho and 0 <= t < Wo:
+                        gv, wv = float(gy[g * Og + oo, r, t]), float(w[c, oo, u, v])
+                        terms.append([g * Og + oo, r, t, u, v, gv, wv, gv * wv])
+        value, index = float(grads.input[c, i, j]), [c, i, j]
+    else:
+        c, oo, u, v = _checked_index(at, w.shape, "(c, o', u, v) of the weight gradient")
+        o = c // (C // params["groups"]) * Og + oo
+        if H * W > MAX_TERMS:
+            return {"kind": kind, "at": [c, oo, u, v], "v": float(grads.weight[c, oo, u, v]), "s": None,
+                    "n": H * W, "t": None, "ch": c}
+        terms = []
+        for i in range(H):
+            for j in range(W):
+                r, t = ax_h.landing(i, u), ax_w.landing(j, v)
+                if 0 <= r < Ho and 0 <= t < Wo:
+                    xv, gv = float(xa[c, i, j]), float(gy[o, r, t])
+                    terms.append([i, j, r, t, xv, gv, xv * gv])
+        value, index = float(grads.weight[c, oo, u, v]), [c, oo, u, v]
+    total = 0.0
+    for term in terms:
+        total += term[-1]
+    item = {"kind": kind, "at": index, "v": value, "s": total, "n": len(terms), "t": terms}
+    if kind == "weight":
+        item["ch"] = c
+    return item
 
 
 def _without_terms(kind: str, at, shape: tuple, name: str, count: int, data: dict) -> dict:
