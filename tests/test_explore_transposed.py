@@ -22,6 +22,8 @@ from convscope.explore.server import command_line, make_server
 from oracle import torch_conv2d, torch_conv_transpose2d, torch_landings
 
 from browser import launch_browser
+from test_explore_browser import open_page
+from test_explore_server import stop
 
 CONFIG = dict(input_shape=(2, 3, 3), out_channels=2, kernel_size=3, stride=2, padding=1, output_padding=1,
               integers=True, transposed=True)
@@ -138,9 +140,7 @@ def server():
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(5)
+    stop(srv, thread)
 
 
 def get(srv, path):
@@ -180,16 +180,6 @@ def test_server_layers_and_elements(server):
 def browser():
     with launch_browser() as b:
         yield b
-
-
-def open_page(browser, address):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    pg = context.new_page()
-    pg.errors = []
-    pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
-    pg.goto(address)
-    pg.wait_for_selector("canvas[data-kind=output]")
-    return context, pg
 
 
 def click_output(pg, o, r, t):
