@@ -132,7 +132,8 @@ def test_layers_convscope_and_torch():
     from_torch = animate(module, x, out_channel=2, decimals=3)
     out = torch_conv_transpose2d(x, module.weight, module.bias, stride=2, output_padding=1, dilation=2)
     np.testing.assert_allclose(from_torch.info[-1].output, out[2], rtol=1e-6, atol=1e-6)
-    assert "ConvTranspose2d(2, 3, kernel_size=(2, 2)" in from_torch.layer and "output_padding=(1, 1)" in from_torch.layer
+    assert "ConvTranspose2d(2, 3, kernel_size=(2, 2)" in from_torch.layer
+    assert "output_padding=(1, 1)" in from_torch.layer
     assert "transposed convolution" in repr(from_torch)
 
 

@@ -41,7 +41,8 @@ def test_animate_transposed_from_files_uses_the_transposed_weight_layout(tmp_pat
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "w.npy", w)
     assert cli.main(["animate", "--input-file", str(tmp_path / "x.npy"), "--weight-file", str(tmp_path / "w.npy"),
-                     "--no-bias", "--transposed", "-s", "2", "--out-channel", "2", "--out", str(tmp_path / "t.gif")]) == 0
+                     "--no-bias", "--transposed", "-s", "2", "--out-channel", "2",
+                     "--out", str(tmp_path / "t.gif")]) == 0
     assert "4 frames" in capsys.readouterr().out
     from convscope.animate import animate
 

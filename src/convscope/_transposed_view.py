@@ -88,7 +88,8 @@ def transposed_arguments(layer_or_weight, form: str, **given) -> dict:
     passed = [name for name, value in given.items()
               if (value is not None if name == "bias" else value != _DEFAULTS[name])]
     if passed:
-        raise TypeError(f"{form} takes the hyper-parameters from the layer; pass {', '.join(passed)} only with a weight")
+        raise TypeError(f"{form} takes the hyper-parameters from the layer; pass {', '.join(passed)} "
+                        "only with a weight")
     layer = layer_or_weight
     if type(layer).__name__ != "ConvTranspose2d":
         raise TypeError(f"the transposed mode shows a ConvTranspose2d layer (convscope or torch) or a weight, "

@@ -1,7 +1,8 @@
 """Everything the explore page shows for one layer, from one computation: :func:`layer_data`.
 
 One call of :func:`convscope.conv2d` and one of :func:`convscope.conv2d_backward` (for a
-transposed layer, :func:`convscope.conv_transpose2d` and its ``_backward``) give every array the page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
+transposed layer, :func:`convscope.conv_transpose2d` and its ``_backward``) give every array the
+page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
 gradients); they travel as compact typed arrays (base64 of little-endian float32 or float64).
 How one element is made is asked for on demand, when a pixel is clicked:
 
@@ -362,7 +363,8 @@ def prepare(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride
         given = (kernel_size, kernel_size) if _is_int(kernel_size) else tuple(kernel_size)
         weight_out = int(wa.shape[1]) * groups if transposed and _is_int(groups) else int(wa.shape[0])
         if out_channels != 1 and out_channels != weight_out:
-            raise ValueError(f"out_channels is the weight's ({weight_out}) when a weight is given, got {out_channels!r}")
+            raise ValueError(f"out_channels is the weight's ({weight_out}) when a weight is given, "
+                             f"got {out_channels!r}")
         if kernel_size != 3 and given != own:
             raise ValueError(f"kernel_size is the weight's {own} when a weight is given, got {kernel_size!r}")
         out_channels, kernel_size = weight_out, own

@@ -40,7 +40,8 @@ class ExplorePage:
 
 
 def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
-           sample=None, grad_output="ones", seed=0, height=760, transposed=False, output_padding=0) -> ExplorePage:
+           sample=None, grad_output="ones", seed=0, height=760, transposed=False,
+           output_padding=0) -> ExplorePage:
     """The explore page of a layer and one input sample, for a notebook.
 
     Two forms, as :func:`convscope.explain`: ``widget(weight, x, bias=None, stride=1, padding=0,
@@ -50,8 +51,9 @@ def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, group
     page's labels name ``x[n, c, h, w]``, and its gradients are those of that sample).
     ``grad_output`` is ``'ones'`` (the gradients of ``L = out.sum()``) or ``'random'`` (seeded
     by ``seed``).  ``transposed=True`` (implied by a convscope or torch ``ConvTranspose2d``) shows
-    ``conv_transpose2d`` with ``output_padding`` and the weight ``(C, C_out/groups, kH, kW)``: click an
-    output pixel for its gather view on the zero-inserted input and its scatter terms.  Sizes are bounded as in ``convscope explore``
+    ``conv_transpose2d`` with ``output_padding`` and the weight ``(C, C_out/groups, kH, kW)``: click
+    an output pixel for its gather view on the zero-inserted input and its scatter terms.  Sizes are
+    bounded as in ``convscope explore``
     (:data:`convscope.explore.LIMITS`); nothing is modified.
 
     The arrays come from one ``conv2d`` and one ``conv2d_backward`` call; the page computes the
@@ -84,6 +86,6 @@ def widget(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, group
         raise ValueError(f"x is a batch of {xa.shape[0]} samples (shape {xa.shape}): pass sample=n to show one")
     data = layer_data(xa, weight=w, bias=False if b is None else b, stride=args["stride"],
                       padding=args["padding"], dilation=args["dilation"], groups=args["groups"],
-                      grad_output=grad_output, seed=seed, sample=None if xa.ndim != 4 else (0 if sample is None else sample),
-                      **extra)
+                      grad_output=grad_output, seed=seed,
+                      sample=None if xa.ndim != 4 else (0 if sample is None else sample), **extra)
     return ExplorePage(data, height)
