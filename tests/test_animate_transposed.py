@@ -173,3 +173,14 @@ def test_output_padding_needs_transposed_and_layers_keep_their_parameters():
         animate(layer, x, stride=2)
     with pytest.raises(TypeError, match="ConvTranspose2d"):
         animate(convscope.Conv2d(1, 1, 3), x, transposed=True)
+
+
+def test_groups_stamp_only_their_own_input_channels():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-4, 5, size=(2, 4, 2, 2)).astype(np.float64)          # a batch: sample 1 is drawn
+    w = rng.integers(-3, 4, size=(4, 1, 2, 2)).astype(np.float64)          # groups 2: C_out = 2
+    anim = animate(w, x, transposed=True, groups=2, stride=2, sample=1, out_channel=1)
+    assert {f.at[1] for f in anim.info} == {2, 3} and all(f.at[0] == 1 for f in anim.info)
+    out = torch_conv_transpose2d(x, w, groups=2, stride=2)
+    np.testing.assert_array_equal(anim.info[-1].output, out[1, 1])
+    assert "group 1: input channels 2–3" in anim.info[0].subtitle
