@@ -144,6 +144,10 @@ def test_save_gif_and_mp4(tmp_path):
     with Image.open(path) as gif:
         assert gif.n_frames == len(anim) == 5
     assert "image/gif" in anim._repr_mimebundle_()
+    last = anim.frames[-1]                                  # the bias frame adds to every output cell
+    box = anim.panels[("output", 0)]
+    assert (box.rows, box.cols) == (5, 5)
+    assert {role(anim, last, "output", r, t) for r in range(5) for t in range(5)} == {"window"}
     if shutil.which("ffmpeg"):
         assert anim.save(tmp_path / "t.mp4").stat().st_size > 0
 

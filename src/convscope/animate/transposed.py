@@ -73,7 +73,7 @@ def _tap_level(count: int, most: int) -> int:
 
 def _legend(counts: np.ndarray, cropped: bool) -> list:
     most = int(counts.max())
-    items = [("current", "this input element"), ("window", "cells this stamp adds to"),
+    items = [("current", "this input element"), ("window", "cells this frame adds to"),
              ("pending", "not stamped yet")]
     if cropped:
         items.append(("padding", "tap cropped by the padding"))
@@ -231,7 +231,7 @@ def build_scenes(plan: _Plan, width: int, max_lines: int = 3) -> tuple[list, lis
             grid = plan.final[o]
             texts[("stamp", 0)] = [[""] * kW for _ in range(kH)]
             states[("stamp", 0)] = np.full((kH, kW), sc.PENDING, dtype=np.int8)
-            states[("output", 0)] = np.full((Ho, Wo), sc.CURRENT, dtype=np.int8)
+            states[("output", 0)] = np.full((Ho, Wo), sc.WINDOW, dtype=np.int8)
             outlines[("output", 0)] = outlines[("taps", 1)] = None
             hits = []
         else:
