@@ -188,3 +188,10 @@ def test_groups_stamp_only_their_own_input_channels():
     out = torch_conv_transpose2d(x, w, groups=2, stride=2)
     np.testing.assert_array_equal(anim.info[-1].output, out[1, 1])
     assert "group 1: input channels 2–3" in anim.info[0].subtitle
+
+
+def test_too_many_frames_for_memory_are_refused_before_any_work():
+    x = np.zeros((1, 64, 8, 8), np.float32)
+    w = np.zeros((64, 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="frames would take more than"):
+        animate(w, x, transposed=True, max_frames=10**6)

@@ -35,6 +35,7 @@ from . import scenes as sc
 from .core import Animation
 
 TAP_STATES = (sc.TAPS_1, sc.TAPS_2, sc.TAPS_3)
+MIN_FRAME_PIXELS = 600 * 250   # no frame is smaller (the layout's minimum width; the header, two panels, the legend)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class _Plan:
 
 
 def plan_frames(layer_or_weight, x, bias, stride, padding, output_padding, groups, dilation, padding_mode, *,
-                sample, out_channel, max_frames, decimals, max_grid: int) -> _Plan:
+                sample, out_channel, max_frames, decimals, max_grid: int, max_frame_bytes: int) -> _Plan:
     """Check the arguments (before any drawing) and compute every number the frames show."""
     from .core import _is_whole, _optional_index
 
@@ -136,6 +137,10 @@ def plan_frames(layer_or_weight, x, bias, stride, padding, output_padding, group
                          f"{Cg} input channel(s) × {H} × {W}{' + a bias frame each' if ba is not None else ''}) = "
                          f"{count} frames, more than max_frames={max_frames}; pass out_channel=O (--out-channel), "
                          "a smaller input, or a larger max_frames")
+    least = count * MIN_FRAME_PIXELS           # frames are kept as one byte per pixel
+    if least > max_frame_bytes:
+        raise ValueError(f"the {count} frames would take more than {least / 1e6:.0f} MB, more than "
+                         f"{max_frame_bytes / 1e6:.0f} MB; pass out_channel=O (--out-channel) or a smaller input")
     for what, (rows, cols) in {"the input": (H, W), "the output": (Ho, Wo)}.items():
         if max(rows, cols) > max_grid:
             raise ValueError(f"animate draws every cell of {what}, which is {rows}×{cols} here, more than "
@@ -332,7 +337,7 @@ def animate_transposed(layer_or_weight, x, bias=None, stride=1, padding=0, dilat
     fps = core._check_fps(fps)
     plan = plan_frames(layer_or_weight, x, bias, stride, padding, output_padding, groups, dilation, padding_mode,
                        sample=sample, out_channel=out_channel, max_frames=max_frames, decimals=decimals,
-                       max_grid=core.MAX_GRID)
+                       max_grid=core.MAX_GRID, max_frame_bytes=core.MAX_FRAME_BYTES)
     core._require_viz()
     cropped = any(p > 0 for p, _ in plan.spec.padding)
     return _draw(panels(plan), lambda width: build_scenes(plan, width), plan.layer, _legend(plan.counts, cropped),
