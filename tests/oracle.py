@@ -600,6 +600,39 @@ def central_differences(f, a, indices, eps: float = 1e-6) -> np.ndarray:
     return np.array(out)
 
 
+# --------------------------------------------------------------------------- the transposed pictures
+
+
+def torch_conv_transpose2d(x, w, b=None, **params) -> np.ndarray:
+    """torch's ``conv_transpose2d`` output alone (see :func:`torch_conv_transpose_nd`)."""
+    return torch_conv_transpose_nd(x, w, b, None, **params)[0]
+
+
+def torch_tap_counts(input_hw, kernel_size, **params) -> np.ndarray:
+    """How many (input element, kernel tap) pairs of one channel land on each output cell: torch's
+    ``conv_transpose2d`` of ones with a kernel of ones, as ints (H_out, W_out)."""
+    counts = torch_conv_transpose2d(np.ones((1, 1) + tuple(input_hw)), np.ones((1, 1) + tuple(kernel_size)),
+                                    **params)[0, 0]
+    return np.rint(counts).astype(np.int64)
+
+
+def torch_landings(input_hw, kernel_size, **params) -> dict:
+    """``{(r, t): {(i, j, u, v), ...}}``: which input element times which kernel tap lands on each output
+    cell, read from torch's ``conv_transpose2d`` of one-hot inputs with one-hot kernels."""
+    H, W = input_hw
+    kH, kW = kernel_size
+    onehots = np.eye(H * W).reshape(H * W, 1, H, W)                    # (H·W, 1, H, W): one element each
+    found: dict = {}
+    for u in range(kH):
+        for v in range(kW):
+            w = np.zeros((1, 1, kH, kW))
+            w[0, 0, u, v] = 1.0
+            out = torch_conv_transpose2d(onehots, w, **params)[:, 0]    # (H·W, H_out, W_out)
+            for k, r, t in zip(*np.nonzero(out)):
+                found.setdefault((int(r), int(t)), set()).add((int(k) // W, int(k) % W, u, v))
+    return found
+
+
 # --------------------------------------------------------------------------- explanations
 
 

@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--padding-mode", default="zeros", help="zeros, reflect, replicate or circular")
     xp.add_argument("--grad-output", choices=("ones", "random"), default="ones",
                     help="grad_output of the gradient view: ones (L = out.sum(), the default) or seeded random")
+    _add_transposed_options(xp, "the page of a ConvTranspose2d (weight C x out/groups x kH x kW): the output, and "
+                                "for a clicked pixel the gather view on the zero-inserted input and the scatter list")
     xp.add_argument("--host", default="127.0.0.1", help="loopback address to listen on: 127.0.0.1 (default), ::1 or localhost")
     xp.add_argument("--port", type=int, default=0, help="port (default 0: a free one, printed)")
     xp.add_argument("--no-browser", action="store_true", help="do not open the page in a browser")
@@ -375,7 +377,26 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--decimals", type=int, help="decimals shown, 0 to 10 (default: 0 for whole numbers, else 2 in "
                                                  "the grids and 4 in the sums)")
     an.add_argument("-o", "--out", required=True, metavar="FILE", help="the file to write: FILE.gif or FILE.mp4")
+    _add_transposed_options(an, "animate conv_transpose2d (weight C x out/groups x kH x kW): each input element "
+                                "stamps its weighted kernel onto the output, one frame each, then the bias")
     return parser
+
+
+def _add_transposed_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--transposed and --output-padding (animate and explore)."""
+    p.add_argument("--transposed", action="store_true", help=what)
+    p.add_argument("--output-padding", default=None, metavar="A",
+                   help="with --transposed: int or HxW, each smaller than the stride or the dilation (default 0)")
+
+
+def _output_padding(args):
+    """--output-padding (int or HxW), only with --transposed; 0 without it."""
+    if args.output_padding is None:
+        return 0
+    if not args.transposed:
+        raise UsageError(f"--output-padding {args.output_padding} needs --transposed (it is a parameter of "
+                         "transposed convolutions)")
+    return _pair_or_int(args.output_padding, "--output-padding")
 
 
 def _add_array_options(p: argparse.ArgumentParser) -> None:
@@ -683,6 +704,9 @@ def run_explore(args) -> int:
         config["image"] = args.image
     else:
         config["input_shape"] = _ints(args.input or "5x5", "--input", "x")
+    output_padding = _output_padding(args)
+    if args.transposed:
+        config.update(transposed=True, output_padding=output_padding)
     if args.weight_file:
         config["weight"] = _load(args.weight_file, "--weight-file")
         if x is None and "image" not in config:
@@ -737,14 +761,23 @@ def run_animate(args) -> int:
     if args.grad is None and args.grad_output_file:
         raise UsageError("--grad-output-file needs --grad input or weight")
     params = _conv_params(args)
-    x, w, bias = _explain_arrays(args, params)
-    gy = _grad_output(args, x)
+    output_padding = _output_padding(args)
+    if args.transposed:
+        if args.grad is not None or args.in_channel is not None:
+            raise UsageError("--transposed animates the forward pass, one frame per input element: "
+                             "--grad and --in-channel do not apply (select frames with --out-channel)")
+        params["output_padding"] = output_padding
+        x, w, bias = _transposed_arrays(args, params)
+        gy = None
+    else:
+        x, w, bias = _explain_arrays(args, params)
+        gy = _grad_output(args, x)
     from .animate import animate
 
     try:
         anim = animate(w, x, bias, **params, grad=args.grad, grad_output=gy, sample=args.sample,
                        out_channel=args.out_channel, in_channel=args.in_channel, max_frames=args.max_frames,
-                       decimals=args.decimals, fps=args.fps)
+                       decimals=args.decimals, fps=args.fps, transposed=args.transposed)
         anim.save(out)
     except (ImportError, RuntimeError) as exc:  # the viz extra or ffmpeg is missing, or ffmpeg failed
         print(f"convscope: error: {exc}", file=sys.stderr)
@@ -752,9 +785,42 @@ def run_animate(args) -> int:
     except OSError as exc:
         print(f"convscope: error: --out: cannot write {out!r} ({exc.strerror or exc})", file=sys.stderr)
         return 2
-    what = {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
+    what = "input element stamped" if args.transposed else \
+        {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
     _write(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
     return 0
+
+
+def _transposed_arrays(args, params: dict):
+    """Input, weight (C, out_channels/groups, kH, kW) and bias of ``animate --transposed``: from files or
+    seeded (drawn in that order, as for explain); the call is checked with conv_transpose2d's rules."""
+    from .spec import bind_transpose
+
+    rng = np.random.default_rng(args.seed)
+    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
+    groups = params["groups"]
+    if args.weight_file:
+        w = _load(args.weight_file, "--weight-file")
+        w = _as_dtype(w[None, None] if w.ndim == 2 else w, x.dtype)  # kH×kW: one kernel, one channel in and out
+    else:
+        kernel = _pair_or_int(args.kernel, "--kernel")
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+            raise UsageError("--out-channels, --groups and --kernel must be positive")
+        if x.shape[-3] % groups or args.out_channels % groups:
+            raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3]} channels and "
+                             f"--out-channels ({args.out_channels})")
+        shape = (x.shape[-3], args.out_channels // groups, kh, kw)
+        bind_transpose(2, input=np.empty(x.shape, x.dtype), weight=np.empty(shape, x.dtype), bias=None,
+                       **{k: v for k, v in params.items() if k != "padding_mode"})
+        if args.ones:
+            w = np.ones(shape, dtype=x.dtype)
+        elif args.integers:
+            w = rng.integers(-3, 4, size=shape).astype(x.dtype)
+        else:
+            w = rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
+    out_channels = w.shape[1] * groups if w.ndim == 4 else 1
+    return x, w, _bias(args, rng, out_channels, x.dtype)
 
 
 def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:

@@ -9,6 +9,8 @@ matplotlib (Agg) and written as GIF with Pillow, or MP4 with ffmpeg: ``pip insta
 - :mod:`.scenes`: what each frame shows (from the explanations; no drawing)
 - :mod:`.draw`: the layout and the matplotlib renderer
 - :mod:`.media`: GIF, MP4 and the inline HTML
+- :mod:`.transposed`: the transposed mode (``transposed=True`` or a ``ConvTranspose2d``): each input
+  element stamps its weighted kernel onto the output, the sums from ``conv_transpose2d``
 """
 from .core import MAX_FRAMES, MAX_GRID, Animation, FrameInfo, animate
 

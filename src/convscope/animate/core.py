@@ -230,7 +230,7 @@ def _legend(kind: str, spec) -> list:
 
 def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros", *,
             grad=None, grad_output=None, sample=0, out_channel=None, in_channel=None, max_frames=MAX_FRAMES,
-            decimals=None, fps=DEFAULT_FPS) -> Animation:
+            decimals=None, fps=DEFAULT_FPS, transposed=False, output_padding=0) -> Animation:
     """Animate a convolution: one frame per output element, or per element of a gradient.
 
     The parameters are :func:`convscope.explain`'s: a convscope or torch ``Conv2d`` layer, or a
@@ -269,6 +269,11 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     decimals : decimals shown; None: whole numbers when every number is whole, else 2 in the
         grids and 4 in the sums
     fps : frames per second of :meth:`Animation.save` and the notebook display (default 2)
+    transposed, output_padding : ``transposed=True`` (implied by a convscope or torch
+        ``ConvTranspose2d`` layer) animates ``conv_transpose2d(x, weight, bias, stride, padding,
+        output_padding, groups, dilation)``, the weight ``(C_in, C_out/groups, kH, kW)``: one frame per
+        input element stamping its weighted kernel onto the output, whose sums build up, and a frame
+        adding the bias (see :mod:`convscope.animate.transposed`)
 
     Grids of more than :data:`MAX_GRID` (32) rows or columns are refused, and so are animations
     whose frames would take more than 300 MB.  Needs matplotlib and Pillow
@@ -291,6 +296,18 @@ def animate(layer_or_weight, x, bias=None, stride=1, padding=0, dilation=1, grou
     >>> a.save("conv.gif")                              # doctest: +SKIP
     PosixPath('conv.gif')
     """
+    if not isinstance(transposed, (bool, np.bool_)):
+        raise TypeError(f"transposed must be True or False, got {transposed!r}")
+    if transposed or getattr(layer_or_weight, "transposed", False) is True:
+        from .transposed import animate_transposed
+
+        return animate_transposed(layer_or_weight, x, bias, stride, padding, dilation, groups, padding_mode,
+                                  output_padding=output_padding, grad=grad, grad_output=grad_output, sample=sample,
+                                  out_channel=out_channel, in_channel=in_channel, max_frames=max_frames,
+                                  decimals=decimals, fps=fps)
+    if not (_is_int(output_padding) and output_padding == 0):
+        raise ValueError(f"output_padding is a parameter of transposed convolutions: pass transposed=True "
+                         f"(got output_padding={output_padding!r})")
     if grad is not None and (not isinstance(grad, str) or grad not in ("input", "weight")):
         hint = (" (∂L/∂bias is Σ grad_output, with no window to draw: see explain_grad(..., wrt='bias'))"
                 if grad == "bias" else "")

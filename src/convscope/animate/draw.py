@@ -9,7 +9,8 @@ coordinates are pixels (``x`` to the right, ``y`` down), so :meth:`PanelBox.cell
 Colours (:data:`THEME`) are the same in every animation: gold for the cells a sum reads (the
 window), grey for padding, a muted gold for padding inside the window, a pale gold for the
 pixel a reflect / replicate / circular padding cell copies, blue for the element being
-computed, light grey for elements not computed yet; a band inside the border cells outlines
+computed, light grey for elements not computed yet, three greens for the number of kernel taps an
+output cell of a transposed convolution receives (few to many); a band inside the border cells outlines
 the window's extent (or the pixel whose gradient is computed).  Frames are stored as indices into one
 fixed :data:`PALETTE` (the theme's colours and their blends with the text colours), which
 keeps GIFs small and every flat colour exact.
@@ -59,6 +60,9 @@ THEME = {
     "source": "#fff2c2",
     "current": "#8cc8ff",
     "pending": "#f3f3f3",
+    "taps_1": "#e3f2dc",
+    "taps_2": "#a9dba0",
+    "taps_3": "#63bb6e",
 }
 STATE_COLORS = tuple(THEME[name] for name in sc.STATE_NAMES)
 

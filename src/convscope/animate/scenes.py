@@ -36,8 +36,9 @@ from ..geometry import source_map
 MAX_SLOTS = 4  # panels drawn per column; further channels (or samples) are summed in the text
 
 # cell states (each has one colour, see draw.THEME)
-NORMAL, PAD, WINDOW, WINDOW_PAD, SOURCE, CURRENT, PENDING = range(7)
-STATE_NAMES = ("normal", "padding", "window", "window_padding", "source", "current", "pending")
+NORMAL, PAD, WINDOW, WINDOW_PAD, SOURCE, CURRENT, PENDING, TAPS_1, TAPS_2, TAPS_3 = range(10)
+STATE_NAMES = ("normal", "padding", "window", "window_padding", "source", "current", "pending",
+               "taps_1", "taps_2", "taps_3")  # taps_*: few to many kernel taps on a cell (transposed mode)
 
 
 @dataclass(frozen=True)

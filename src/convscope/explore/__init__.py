@@ -9,6 +9,10 @@
 - :func:`widget`: the page of your own layer (a weight or a convscope/torch ``Conv2d``), inline in
   a notebook.
 
+Each takes ``transposed=True`` (and ``output_padding``) for a ``ConvTranspose2d``: its output from
+``conv_transpose2d``, and for an output element the gather view (the zero-inserted, padded input
+with the window and the flipped kernel) and the scatter terms.
+
 Importing this package starts nothing.
 """
 from .data import IMAGES, KERNELS, LIMITS, MAX_BYTES, MAX_TERMS, element, layer_data

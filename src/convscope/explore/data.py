@@ -1,6 +1,7 @@
 """Everything the explore page shows for one layer, from one computation: :func:`layer_data`.
 
-One :class:`convscope.Explainer` (one convolution and one backward pass) gives every array the
+One :class:`convscope.Explainer` (one convolution and one backward pass; for a transposed layer, one
+call of :func:`convscope.conv_transpose2d` and one of its ``_backward``) gives every array the
 page draws (the input, the weight, the bias, the output, ``grad_output`` and the three
 gradients); they travel as compact typed arrays (base64 of little-endian float32 or float64).
 How one element is made is asked for on demand, when a pixel is clicked:
@@ -25,9 +26,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._transposed_view import INSERTED, PADDING, REAL, GatherAxis, gather_axes
 from ..explain import Explainer, explain_shape
+from ..functional import conv_transpose2d, conv_transpose2d_backward
 from ..geometry import source_map
-from ..module import Conv2d
+from ..module import Conv2d, ConvTranspose2d
 from ..spec import _is_int, as_array
 
 #: Upper bounds of the single parameters (lower bounds and types are the library's).
@@ -282,6 +285,7 @@ class Plan:
     grad_output: str
     out_hw: tuple
     extra: dict
+    output_padding: tuple | None = None   # a transposed layer's (else None)
 
 
 def _random(rng, shape, integers: bool, low: int, dtype, normal: bool = True) -> np.ndarray:
@@ -309,8 +313,13 @@ def _bias_array(bias, rng, out_channels: int, integers: bool, dtype) -> np.ndarr
 
 def prepare(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride=1, padding=0, dilation=1,
             groups=1, padding_mode="zeros", bias=True, seed=0, integers=False, grad_output="ones", weight=None,
-            kernel=None, image=None, sample=None, input_name=None) -> Plan:
+            kernel=None, image=None, sample=None, input_name=None, transposed=False, output_padding=0) -> Plan:
     """Check :func:`layer_data`'s arguments, bounds and sizes first, before anything is drawn or computed."""
+    if not isinstance(transposed, (bool, np.bool_)):
+        raise TypeError(f"transposed must be True or False, got {transposed!r}")
+    if not transposed and not (_is_int(output_padding) and output_padding == 0):
+        raise ValueError(f"output_padding is a parameter of transposed convolutions: pass transposed=True "
+                         f"(got output_padding={output_padding!r})")
     if not isinstance(grad_output, str) or grad_output not in GRAD_OUTPUTS:
         raise ValueError(f"grad_output must be 'ones' or 'random', got {grad_output!r}")
     if not _is_int(seed):
@@ -344,35 +353,49 @@ def prepare(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride
     if weight is not None:
         wa = as_array(weight, "weight")
         if wa.ndim != 4:
-            raise ValueError(f"weight must be 4-D (C_out, C/groups, kH, kW), got shape {wa.shape}")
+            layout = "(C_in, C_out/groups, kH, kW)" if transposed else "(C_out, C/groups, kH, kW)"
+            raise ValueError(f"weight must be 4-D {layout}, got shape {wa.shape}")
         own = tuple(int(k) for k in wa.shape[2:])
         given = (kernel_size, kernel_size) if _is_int(kernel_size) else tuple(kernel_size)
-        if out_channels != 1 and out_channels != wa.shape[0]:
-            raise ValueError(f"out_channels is the weight's ({wa.shape[0]}) when a weight is given, got {out_channels!r}")
+        weight_out = int(wa.shape[1]) * groups if transposed and _is_int(groups) else int(wa.shape[0])
+        if out_channels != 1 and out_channels != weight_out:
+            raise ValueError(f"out_channels is the weight's ({weight_out}) when a weight is given, "
+                             f"got {out_channels!r}")
         if kernel_size != 3 and given != own:
             raise ValueError(f"kernel_size is the weight's {own} when a weight is given, got {kernel_size!r}")
-        out_channels, kernel_size = int(wa.shape[0]), own
+        out_channels, kernel_size = weight_out, own
     elif kernel is not None:
         ka = parse_kernel(kernel)
         kernel_size = tuple(int(s) for s in ka.shape)
         extra["kernel_name"] = kernel if isinstance(kernel, str) and kernel.strip() in KERNELS else None
     check_bounds(C, H, W, out_channels, kernel_size, stride, padding, dilation)
-    # The layer validates the hyper-parameters with nn.Conv2d's rules and messages.
-    layer = Conv2d(C, out_channels, kernel_size, stride, padding, dilation, groups,
-                   bias=bias is not None and bias is not False, padding_mode=padding_mode)
+    # The layer validates the hyper-parameters with nn.Conv2d's (nn.ConvTranspose2d's) rules and messages.
+    has_bias = bias is not None and bias is not False
+    if transposed:
+        layer = ConvTranspose2d(C, out_channels, kernel_size, stride, padding, output_padding, groups,
+                                bias=has_bias, dilation=dilation, padding_mode=padding_mode)
+        op = layer.output_padding
+        Ho, Wo = (ax.out for ax in gather_axes(layer.spec, (H, W), op))
+        padded = (ax.length for ax in gather_axes(layer.spec, (H, W), op))
+    else:
+        layer = Conv2d(C, out_channels, kernel_size, stride, padding, dilation, groups, bias=has_bias,
+                       padding_mode=padding_mode)
+        op = None
+        Ho, Wo = layer.spec.output_hw((H, W))
+        (pt, pb), (pl, pr) = layer.spec.padding
+        padded = (H + pt + pb, W + pl + pr)
     spec = layer.spec
-    Ho, Wo = spec.output_hw((H, W))
-    (pt, pb), (pl, pr) = spec.padding
     if Ho > 0 and Wo > 0:
         itemsize = 8 if xa is not None and xa.dtype == np.float64 else 4
         O, Cg, (kH, kW) = layer.out_channels, C // spec.groups, spec.kernel_size
-        count = 2 * C * H * W + 2 * O * Cg * kH * kW + 2 * O + 2 * O * Ho * Wo + C * (H + pt + pb) * (W + pl + pr)
+        Hp, Wp = padded
+        count = 2 * C * H * W + 2 * O * Cg * kH * kW + 2 * O + 2 * O * Ho * Wo + C * max(Hp, 0) * max(Wp, 0)
         if count * itemsize > MAX_BYTES:
             raise ValueError(
                 f"this layer's arrays take {count * itemsize / 2**20:.0f} MiB (input {C}×{H}×{W}, output "
                 f"{O}×{Ho}×{Wo}, their gradients and the padded input); convscope explore shows at most "
                 f"{MAX_BYTES // 2**20} MiB: make the input or out_channels smaller")
-    return Plan(xa, (C, H, W), layer, wa, ka, bias, int(seed), bool(integers), grad_output, (Ho, Wo), extra)
+    return Plan(xa, (C, H, W), layer, wa, ka, bias, int(seed), bool(integers), grad_output, (Ho, Wo), extra, op)
 
 
 def build(plan: Plan) -> dict:
@@ -387,7 +410,7 @@ def build(plan: Plan) -> dict:
         raise ValueError("input must hold finite numbers (no NaN or infinity)")
     dtype = xa.dtype
     kH, kW = spec.kernel_size
-    wshape = (layer.out_channels, C // spec.groups, kH, kW)
+    wshape = layer._weight_shape()      # (C_out, C/groups, kH, kW), transposed (C, C_out/groups, kH, kW)
     if plan.weight is not None:
         if not np.all(np.isfinite(plan.weight)):
             raise ValueError("weight must hold finite numbers (no NaN or infinity)")
@@ -397,21 +420,27 @@ def build(plan: Plan) -> dict:
     else:
         w = _random(rng, wshape, plan.integers, -3, dtype, normal=False)
     b = _bias_array(plan.bias, rng, layer.out_channels, plan.integers, dtype)
-    params = dict(stride=spec.stride, padding=spec.padding_arg, dilation=spec.dilation, groups=spec.groups,
-                  padding_mode=spec.padding_mode)
-    explainer = Explainer(w, xa, b, **params)  # the input-dependent checks (reflect width, empty output) are bind's
-    out = explainer.output
+    transposed = plan.output_padding is not None
+    explainer = None
+    if transposed:
+        params = dict(stride=spec.stride, padding=spec.padding_arg, output_padding=plan.output_padding,
+                      groups=spec.groups, dilation=spec.dilation)
+        out = conv_transpose2d(xa, w, b, **params)  # the input-dependent checks (empty output) are its own
+    else:
+        params = dict(stride=spec.stride, padding=spec.padding_arg, dilation=spec.dilation, groups=spec.groups,
+                      padding_mode=spec.padding_mode)
+        explainer = Explainer(w, xa, b, **params)  # the input-dependent checks (reflect width, empty output) are bind's
+        out = explainer.output
     O, Ho, Wo = out.shape
     if not np.all(np.isfinite(out)):
         raise ValueError(f"the output is not finite in {dtype} (it overflows): use smaller numbers or float32")
     gy = (np.ones(out.shape, dtype=dtype) if plan.grad_output == "ones"
           else _random(rng, out.shape, plan.integers, -3, dtype))
-    explainer = explainer.with_grad_output(gy)
-    grads = explainer.grads
 
     (pt, pb), (pl, pr) = spec.padding
     shape = explain_shape((C, H, W), spec.kernel_size, stride=spec.stride, padding=spec.padding_arg,
-                          dilation=spec.dilation, out_channels=O)
+                          dilation=spec.dilation, out_channels=O, transposed=transposed,
+                          output_padding=plan.output_padding if transposed else 0)
     whole = all(np.all(a == np.round(a)) and np.all(np.abs(a) < 2**20) for a in (xa, w, gy, b) if a is not None)
     extra = plan.extra
     data = {
@@ -428,26 +457,35 @@ def build(plan: Plan) -> dict:
             "kernel_given": plan.kernel is not None, "kernel_name": extra.get("kernel_name"),
             "kernel_values": None if plan.kernel is None else plan.kernel.tolist(),
             "dtype": str(dtype), "layer": repr(layer), "decimals": 0 if whole else 4,
-            "weight_given": plan.weight is not None,
+            "weight_given": plan.weight is not None, "transposed": transposed,
+            "output_padding": list(plan.output_padding) if transposed else None,
         },
         "shape": {"text": str(shape), "output_hw": [Ho, Wo]},
-        "source_rows": source_map(H, pt, pb, spec.padding_mode).tolist(),
-        "source_cols": source_map(W, pl, pr, spec.padding_mode).tolist(),
-        "arrays": {
-            "x": encode(xa), "weight": encode(w), "bias": None if b is None else encode(b), "output": encode(out),
-            "grad_output": encode(gy), "grad_input": encode(grads.input), "grad_weight": encode(grads.weight),
-            "grad_bias": encode(grads.bias),
-        },
+        "arrays": {"x": encode(xa), "weight": encode(w), "bias": None if b is None else encode(b),
+                   "output": encode(out)},
     }
+    if transposed:
+        grads = conv_transpose2d_backward(gy, xa, w, **params)
+        axes = gather_axes(spec, (H, W), plan.output_padding)
+        data["gather"] = {"border": [ax.border for ax in axes], "length": [ax.length for ax in axes]}
+        data["_grads"] = grads
+    else:
+        explainer = explainer.with_grad_output(gy)
+        grads = explainer.grads
+        data["source_rows"] = source_map(H, pt, pb, spec.padding_mode).tolist()
+        data["source_cols"] = source_map(W, pl, pr, spec.padding_mode).tolist()
+    data["arrays"].update(grad_output=encode(gy), grad_input=encode(grads.input), grad_weight=encode(grads.weight),
+                          grad_bias=encode(grads.bias))
     data["_arrays"] = (xa, w, b, gy, params)
-    data["_explainer"] = explainer  # explains any element from the output and gradients computed here
+    data["_explainer"] = explainer  # explains any element from the output and gradients (None: transposed)
     return data
 
 
 def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, stride=1, padding=0,
                dilation=1, groups=1, padding_mode="zeros", bias=True, seed=0, integers=False,
-               grad_output="ones", weight=None, kernel=None, image=None, sample=None, input_name=None) -> dict:
-    """The explore page's data for one ``Conv2d`` layer and one input sample.
+               grad_output="ones", weight=None, kernel=None, image=None, sample=None, input_name=None,
+               transposed=False, output_padding=0) -> dict:
+    """The explore page's data for one ``Conv2d`` (or ``ConvTranspose2d``) layer and one input sample.
 
     Parameters
     ----------
@@ -468,6 +506,13 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
         every ``weight[o, c]`` is this kernel
     image : a bundled image's name (:data:`IMAGES`) as the input
     sample, input_name : the sample of a batch ``x`` to show, and the input's name for the page
+    transposed, output_padding : ``transposed=True`` shows ``nn.ConvTranspose2d(C, out_channels,
+        kernel_size, stride, padding, output_padding, groups, bias, dilation)`` instead, its weight
+        ``(C, out_channels/groups, kH, kW)`` and its output from one ``conv_transpose2d`` call; the
+        data then has ``gather`` (``border``: the zeros around the zero-inserted input per axis,
+        ``d·(k − 1) − p``, and ``length``: its padded size) in place of ``source_rows`` /
+        ``source_cols``, and the gradients come from one ``conv_transpose2d_backward`` call;
+        :func:`element` explains its outputs (gather and scatter) and its gradients
 
     Returns
     -------
@@ -491,7 +536,7 @@ def layer_data(x=None, *, input_shape=(5, 5), out_channels=1, kernel_size=3, str
                          stride=stride, padding=padding, dilation=dilation, groups=groups,
                          padding_mode=padding_mode, bias=bias, seed=seed, integers=integers,
                          grad_output=grad_output, weight=weight, kernel=kernel, image=image, sample=sample,
-                         input_name=input_name))
+                         input_name=input_name, transposed=transposed, output_padding=output_padding))
 
 
 def public(data: dict) -> dict:
@@ -543,6 +588,8 @@ def element(data: dict, kind: str, at) -> dict:
     """
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if data["config"].get("transposed"):
+        return transposed_element(data, at) if kind == "output" else transposed_grad_element(data, kind, at)
     xa, w, b, gy, params = data["_arrays"]
     O, Cg = w.shape[:2]
     Ho, Wo = gy.shape[1:]
@@ -569,6 +616,131 @@ def element(data: dict, kind: str, at) -> dict:
         item["ch"] = e.channels.start
         item["t"] = [[*t.output_index[-2:], *t.padded_index, *_hw(t.input_index), int(t.is_padding),
                       t.grad_output_value, t.input_value, t.product] for t in e.terms]
+    return item
+
+
+def transposed_element(data: dict, at) -> dict:
+    """How output ``at = (o, r, t)`` of a transposed layer's data is made, both ways (the page's number view).
+
+    Gather: an ordinary convolution over the zero-inserted, padded input z̃ with the flipped kernel;
+    scatter: the input elements times the kernel taps that land on this output.  Returns ``{"kind":
+    "output", "at", "v": conv_transpose2d's value, "s": Σ of the products (float64, in the taps'
+    order, channel by channel), "n": number of scatter terms, "bias", "channels", "taps": [[u, v,
+    z_row, z_col, i, j, what], ...] (the window on z̃, ``what`` 0: input element x[c, i, j], 1: an
+    inserted zero, 2: padding), "x", "w" (the flipped kernel ``w[c, o', kH−1−u, kW−1−v]``), "p"
+    (per channel, in the taps' order), "cs" (sum per channel), "scatter": [[c, i, j, u', v', x, w,
+    product], ...]}``.
+    """
+    xa, w, b, gy, params = data["_arrays"]
+    C, H, W = xa.shape
+    _, Og, kH, kW = w.shape
+    Cg = C // params["groups"]
+    o, r, t = _checked_index(at, gy.shape, "(o, r, t) of the output")
+    g, oo = divmod(o, Og)
+    ax_h, ax_w = _transposed_axes(data)
+    taps = []
+    for u in range(kH):
+        for v in range(kW):
+            zr, zc = r + u * ax_h.dilation, t + v * ax_w.dilation
+            (what_h, i), (what_w, j) = ax_h.source(zr), ax_w.source(zc)
+            what = REAL if what_h == what_w == REAL else PADDING if PADDING in (what_h, what_w) else INSERTED
+            taps.append([u, v, zr, zc, i if what == REAL else -1, j if what == REAL else -1, what])
+    channels = list(range(g * Cg, (g + 1) * Cg))
+    xs, ws, ps, cs, scatter = [], [], [], [], []
+    total = 0.0
+    for c in channels:
+        xr, wr, pr, sum_c = [], [], [], 0.0
+        for u, v, _, _, i, j, what in taps:
+            xv = float(xa[c, i, j]) if what == REAL else 0.0
+            wv = float(w[c, oo, kH - 1 - u, kW - 1 - v])
+            xr.append(xv)
+            wr.append(wv)
+            pr.append(xv * wv)
+            sum_c += xv * wv          # in order, as the page adds them
+            total += xv * wv
+            if what == REAL:
+                scatter.append([c, i, j, kH - 1 - u, kW - 1 - v, xv, wv, xv * wv])
+        xs.append(xr)
+        ws.append(wr)
+        ps.append(pr)
+        cs.append(sum_c)
+    value = float(decode(data["arrays"]["output"])[o, r, t])
+    return {"kind": "output", "at": [o, r, t], "v": value, "s": total, "n": len(scatter),
+            "bias": None if b is None else float(b[o]), "channels": channels, "taps": taps, "x": xs, "w": ws,
+            "p": ps, "cs": cs, "scatter": scatter}
+
+
+def _checked_index(at, shape: tuple, what: str) -> tuple:
+    index = tuple(at) if isinstance(at, (tuple, list)) else (at,)
+    if len(index) != len(shape) or not all(_is_int(v) and 0 <= v < n for v, n in zip(index, shape)):
+        raise ValueError(f"at must be an index {what}, shape {tuple(shape)}, got {at!r}")
+    return tuple(int(v) for v in index)
+
+
+def _transposed_axes(data: dict) -> tuple:
+    xa, w, _, _, params = data["_arrays"]
+    return tuple(GatherAxis(n, k, s, p, d, a) for n, k, s, p, d, a in
+                 zip(xa.shape[1:], w.shape[2:], params["stride"], params["padding"], params["dilation"],
+                     params["output_padding"]))
+
+
+def transposed_grad_element(data: dict, kind: str, at) -> dict:
+    """How one gradient element of a transposed layer's data is made (``L = Σ out · grad_output``), from
+    the arrays: ``{"kind", "at", "v": conv_transpose2d_backward's value, "s": Σ of the terms (float64, in
+    order), "n"}`` and ``"t"``:
+
+    * input ``(c, i, j)``: ``[[o, r, t, u, v, grad_out, w, product], ...]``, every output cell
+      ``out[o, r, t]`` that ``x[c, i, j]`` times tap ``w[c, o', u, v]`` lands on;
+    * weight ``(c, o', u, v)``: ``[[i, j, r, t, x, grad_out, product], ...]``, every input element whose
+      tap ``(u, v)`` lands inside the output, with ``"ch"`` = c (None beyond :data:`MAX_TERMS` terms);
+    * bias ``(o,)``: no terms listed (Σ grad_output[o]).
+    """
+    xa, w, _, gy, params = data["_arrays"]
+    grads = data["_grads"]
+    C, H, W = xa.shape
+    _, Og, kH, kW = w.shape
+    Ho, Wo = gy.shape[1:]
+    ax_h, ax_w = _transposed_axes(data)
+    if kind == "bias":
+        (o,) = _checked_index(at, grads.bias.shape, "(o,) of the bias gradient")
+        item = {"kind": kind, "at": [o], "v": float(grads.bias[o]), "n": Ho * Wo, "s": None}
+        if Ho * Wo <= MAX_TERMS:
+            item["s"] = 0.0
+            for v in gy[o].ravel():
+                item["s"] += float(v)
+        return item
+    if kind == "input":
+        c, i, j = _checked_index(at, xa.shape, "(c, i, j) of the input gradient")
+        g = c // (C // params["groups"])
+        terms = []
+        for oo in range(Og):
+            for u in range(kH):
+                for v in range(kW):
+                    r, t = ax_h.landing(i, u), ax_w.landing(j, v)
+                    if 0 <= r < Ho and 0 <= t < Wo:
+                        gv, wv = float(gy[g * Og + oo, r, t]), float(w[c, oo, u, v])
+                        terms.append([g * Og + oo, r, t, u, v, gv, wv, gv * wv])
+        value, index = float(grads.input[c, i, j]), [c, i, j]
+    else:
+        c, oo, u, v = _checked_index(at, w.shape, "(c, o', u, v) of the weight gradient")
+        o = c // (C // params["groups"]) * Og + oo
+        if H * W > MAX_TERMS:
+            return {"kind": kind, "at": [c, oo, u, v], "v": float(grads.weight[c, oo, u, v]), "s": None,
+                    "n": H * W, "t": None, "ch": c}
+        terms = []
+        for i in range(H):
+            for j in range(W):
+                r, t = ax_h.landing(i, u), ax_w.landing(j, v)
+                if 0 <= r < Ho and 0 <= t < Wo:
+                    xv, gv = float(xa[c, i, j]), float(gy[o, r, t])
+                    terms.append([i, j, r, t, xv, gv, xv * gv])
+        value, index = float(grads.weight[c, oo, u, v]), [c, oo, u, v]
+    total = 0.0
+    for term in terms:
+        total += term[-1]
+    item = {"kind": kind, "at": index, "v": value, "s": total, "n": len(terms), "t": terms}
+    if kind == "weight":
+        item["ch"] = c
     return item
 
 

@@ -54,7 +54,7 @@ SOCKET_TIMEOUT = 10       # seconds a connection may stay silent
 REQUEST_DEADLINE = 20     # seconds a client has to send its whole request (headers and body)
 KEPT_LAYERS = 4           # layers the server keeps for /api/element (the latest ones)
 PARAMETERS = ("input", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups", "padding_mode",
-              "bias", "seed", "integers", "grad_output", "kernel", "image")
+              "bias", "seed", "integers", "grad_output", "kernel", "image", "transposed", "output_padding")
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -147,7 +147,7 @@ def parse_parameters(items) -> dict:
     for name in ("out_channels", "groups", "seed"):
         if name in seen:
             kwargs[name] = _int(seen[name], name)
-    for name in ("kernel_size", "stride", "dilation"):
+    for name in ("kernel_size", "stride", "dilation", "output_padding"):
         if name in seen:
             kwargs[name] = _pair(seen[name], name)
     if "padding" in seen:
@@ -159,6 +159,8 @@ def parse_parameters(items) -> dict:
         kwargs["bias"] = _bias(seen["bias"])
     if "integers" in seen:
         kwargs["integers"] = _flag(seen["integers"], "integers")
+    if "transposed" in seen:
+        kwargs["transposed"] = _flag(seen["transposed"], "transposed")
     if "grad_output" in seen:
         if seen["grad_output"] not in GRAD_OUTPUTS:
             raise ParameterError(f"grad_output must be 'ones' or 'random', got {seen['grad_output']!r}")
@@ -229,6 +231,10 @@ def command_line(config: dict, input_file: str | None = None) -> str:
             args += [flag, value]
     if config["padding_mode"] != "zeros":
         args += ["--padding-mode", config["padding_mode"]]
+    if config.get("transposed"):
+        args.append("--transposed")
+        if any(config["output_padding"]):
+            args += ["--output-padding", pair(config["output_padding"])]
     if config["grad_output"] != "ones":
         args += ["--grad-output", config["grad_output"]]
     return shlex.join(args)
