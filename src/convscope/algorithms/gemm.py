@@ -57,6 +57,7 @@ FOLD_BELOW_1X1_BACKWARD = 256     # the same for 1×1 kernels, backward
 FOLD_BELOW_1X1_FORWARD = 100      # and forward
 MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
 SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
+SLICE_BYTES_PER_SAMPLE = 8 << 20  # the same in the per-sample layout (the stem: one sample a slice)
 SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
 COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
 COMPILED_UNFOLD_FROM = 1 << 18    # the folded output's transpose compiled (parallel) from this many values
@@ -90,7 +91,7 @@ def slice_bytes(spec, shape):
     """The scratch bytes a slice of the batch should stay under (None: no slicing)."""
     if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
         return None
-    return SLICE_BYTES
+    return SLICE_BYTES if batch_folded(spec, shape, backward=False) else SLICE_BYTES_PER_SAMPLE
 
 
 def cost_terms(spec, shape) -> dict:

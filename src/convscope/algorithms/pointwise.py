@@ -17,6 +17,7 @@ folded when images are small; :func:`convscope.algorithms.gemm.batch_folded`), r
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -41,6 +42,7 @@ def _trivial(spec) -> bool:
     return spec.stride == (1, 1) and spec.padding == ((0, 0), (0, 0))
 
 
+@functools.lru_cache(maxsize=256)
 def _inner(spec, shape):
     """The stride-1, unpadded 1×1 convolution on the subsampled input, and its shape."""
     flat = dataclasses.replace(spec, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
