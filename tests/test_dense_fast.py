@@ -1,7 +1,7 @@
 """The dense 2-D fast paths' compiled pieces, forced on, against NumPy's, torch and the reference.
 
 gemm's batch-folded layout (small images) runs its im2col, its col2im and the transpose of its output
-(bias added) as compiled kernels from :data:`convscope.algorithms.gemm.COMPILED_FROM_PIXELS` output
+(bias added) as compiled kernels from :data:`convscope.algorithms.gemm.COMPILED_FOLDED_FROM_PIXELS` output
 pixels and :data:`~convscope.algorithms.gemm.COMPILED_UNFOLD_FROM` output values; the suite's small
 shapes stay below both, so here they are forced.
 """
@@ -22,7 +22,7 @@ def folded_compiled(monkeypatch):
     """gemm in the batch-folded layout with every compiled kernel on."""
     for name in ("FOLD_BELOW", "FOLD_BELOW_1X1_BACKWARD", "FOLD_BELOW_1X1_FORWARD"):
         monkeypatch.setattr(gemm, name, ALWAYS)
-    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+    monkeypatch.setattr(gemm, "COMPILED_FOLDED_FROM_PIXELS", 0)
     monkeypatch.setattr(gemm, "COMPILED_UNFOLD_FROM", 0)
 
 
@@ -30,7 +30,7 @@ def test_the_forced_branches_are_taken(folded_compiled):
     spec = make_spec((3, 3), stride=2, padding=1)
     shape = check_shapes(spec, (2, 3, 9, 8), (4, 3, 3, 3))
     assert gemm.batch_folded(spec, shape, backward=False) and gemm.batch_folded(spec, shape, backward=True)
-    assert gemm.compiled(spec, shape)
+    assert gemm.compiled(spec, shape, folded=True)
     assert "compiled im2col/col2im" in gemm.describe(spec, shape, "forward")
 
 
@@ -42,9 +42,9 @@ def test_compiled_folded_im2col_and_col2im_equal_numpys(mode, monkeypatch):
     shape = check_shapes(spec, (3, 4, 9, 8), (6, 2, 3, 2))
     x = rng.standard_normal((3, 4, 9, 8))
     d = rng.standard_normal((2, 2 * 3 * 2, 3 * shape.H_out * shape.W_out))
-    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", ALWAYS)
+    monkeypatch.setattr(gemm, "COMPILED_FOLDED_FROM_PIXELS", ALWAYS)
     want_cols, want_dx = gemm.im2col_folded(x, spec, shape), gemm.col2im_folded(d, spec, shape)
-    monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
+    monkeypatch.setattr(gemm, "COMPILED_FOLDED_FROM_PIXELS", 0)
     got_cols, got_dx = gemm.im2col_folded(x, spec, shape), gemm.col2im_folded(d, spec, shape)
     assert np.array_equal(got_cols, want_cols), mode
     assert_close(got_dx, want_dx, mode)

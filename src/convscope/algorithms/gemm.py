@@ -60,6 +60,7 @@ SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2c
 SLICE_BYTES_PER_SAMPLE = 8 << 20  # the same in the per-sample layout (the stem: one sample a slice)
 SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
 COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
+COMPILED_FOLDED_FROM_PIXELS = 196  # the same in the batch-folded layout (7²: NumPy's im2col faster)
 COMPILED_UNFOLD_FROM = 1 << 18    # the folded output's transpose compiled (parallel) from this many values
 
 # the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
@@ -112,10 +113,12 @@ def describe(spec, shape, pass_) -> str:
     return layout_text(spec, shape, pass_, with_phases=True)
 
 
-def compiled(spec, shape) -> bool:
-    """Whether col2im runs as a compiled kernel (padding fused), and im2col too except in the
-    per-sample layout with stride phases (NumPy's copies of the phases won there)."""
-    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= COMPILED_FROM_PIXELS
+def compiled(spec, shape, folded=False) -> bool:
+    """Whether col2im runs as a compiled kernel (padding fused) in the per-sample or the batch-folded
+    layout, and im2col too except in the per-sample layout with stride phases (NumPy's copies of the
+    phases won there)."""
+    start = COMPILED_FOLDED_FROM_PIXELS if folded else COMPILED_FROM_PIXELS
+    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= start
 
 
 def layout_text(spec, shape, pass_, with_phases: bool) -> str:
@@ -124,7 +127,7 @@ def layout_text(spec, shape, pass_, with_phases: bool) -> str:
     parts = [f"batch folded (H_out·W_out = {L})" if folded_ else f"per sample (H_out·W_out = {L})"]
     if with_phases and stride_phases(spec):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
-    if with_phases and compiled(spec, shape):
+    if with_phases and compiled(spec, shape, folded_):
         parts.append("compiled col2im" if stride_phases(spec) and not folded_ else "compiled im2col/col2im")
     if with_phases and slice_bytes(spec, shape):
         parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
@@ -219,7 +222,7 @@ def im2col(x, spec, shape, ones_row=False):
     full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
     if compiled(spec, shape) and not stride_phases(spec) and N:
         # (N, G, K + ones, L) → (N, G, K + ones, H_out, W_out) view
-        _compiled_im2col("im2col", x, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out), spec)
+        _compiled_im2col(x, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out), spec, folded=False)
         if ones_row:
             full[:, :, K] = 1
         return full
@@ -244,7 +247,7 @@ def col2im(dcols, spec, shape):
     if compiled(spec, shape) and N:
         # (N, G, K, L) → (N, G, K, H_out, W_out)
         d5 = np.ascontiguousarray(dcols).reshape(N, shape.groups, -1, shape.H_out, shape.W_out)
-        return _compiled_col2im("col2im", d5, spec, shape)
+        return _compiled_col2im(d5, spec, shape, folded=False)
     # (N, G, Cg, kH, kW, H_out, W_out)
     d = dcols.reshape(N, shape.groups, shape.in_per_group, kH, kW, shape.H_out, shape.W_out)
     dxp = _scatter_taps(lambda u, v: d[:, :, :, u, v].reshape(N, C, shape.H_out, shape.W_out),
@@ -252,16 +255,17 @@ def col2im(dcols, spec, shape):
     return fold(dxp, spec, (shape.H, shape.W))
 
 
-def _compiled_im2col(kernel, x, cols, spec):
-    """Fill ``cols`` (the 5-d layout of :mod:`convscope.algorithms.kernels.im2col`'s ``kernel``) from x."""
+def _compiled_im2col(x, cols, spec, folded):
+    """Fill ``cols`` (N, G, K, H_out, W_out), or (G, K, N, H_out, W_out) if ``folded``, from x."""
     from .kernels import _numba, fused_padding, im2col as kernels
 
     xs, pt, pl = fused_padding(x, spec)
-    _numba.launch(getattr(kernels, kernel), np.ascontiguousarray(xs), cols, *spec.kernel_size, *spec.stride, *spec.dilation, pt, pl)
+    _numba.launch(kernels.im2col, np.ascontiguousarray(xs), cols, folded, *spec.kernel_size, *spec.stride,
+                  *spec.dilation, pt, pl)
 
 
-def _compiled_col2im(kernel, dcols, spec, shape):
-    """(N, C, H, W) from ``dcols`` (the 5-d layout of the compiled ``kernel``), zero padding fused."""
+def _compiled_col2im(dcols, spec, shape, folded):
+    """(N, C, H, W) from ``dcols`` (N, G, K, H_out, W_out), or (G, K, N, H_out, W_out) if ``folded``."""
     from .kernels import _numba, im2col as kernels
 
     N, C = shape.N, shape.C
@@ -269,7 +273,7 @@ def _compiled_col2im(kernel, dcols, spec, shape):
     zeros = spec.padding_mode == "zeros"
     dx = np.empty((N, C, shape.H, shape.W) if zeros else (N, C, shape.H + pt + pb, shape.W + pl + pr),
                   dtype=dcols.dtype)
-    _numba.launch(getattr(kernels, kernel), dcols, dx, *spec.kernel_size, *spec.stride, *spec.dilation,
+    _numba.launch(kernels.col2im, dcols, dx, folded, *spec.kernel_size, *spec.stride, *spec.dilation,
                   *((pt, pl) if zeros else (0, 0)))
     return dx if zeros else fold(dx, spec, (shape.H, shape.W))
 
@@ -291,9 +295,9 @@ def im2col_folded(x, spec, shape):
     Ho, Wo = shape.H_out, shape.W_out
     if _is_pointwise(spec):
         return _to_folded(x, N, G, Cg, Ho * Wo)
-    if compiled(spec, shape) and N:
+    if compiled(spec, shape, folded=True) and N:
         cols = np.empty((G, Cg * kH * kW, N, Ho, Wo), dtype=x.dtype)
-        _compiled_im2col("im2col_folded", x, cols, spec)
+        _compiled_im2col(x, cols, spec, folded=True)
         return cols.reshape(G, Cg * kH * kW, N * Ho * Wo)
     xp = pad(x, spec)
     Hp, Wp = xp.shape[-2:]
@@ -311,10 +315,9 @@ def col2im_folded(dcols, spec, shape):
     N, G, Cg = shape.N, shape.groups, shape.in_per_group
     kH, kW = spec.kernel_size
     Ho, Wo, H, W = shape.H_out, shape.W_out, shape.H, shape.W
-    if compiled(spec, shape) and N:
+    if compiled(spec, shape, folded=True) and N:
         # (G, K, N·L) → (G, K, N, H_out, W_out)
-        return _compiled_col2im("col2im_folded", np.ascontiguousarray(dcols).reshape(G, -1, N, Ho, Wo),
-                                spec, shape)
+        return _compiled_col2im(np.ascontiguousarray(dcols).reshape(G, -1, N, Ho, Wo), spec, shape, folded=True)
     dx = np.empty((N, G, Cg, H, W), dtype=dcols.dtype)
     if _is_pointwise(spec):
         np.copyto(dx, dcols.reshape(G, Cg, N, H, W).transpose(2, 0, 1, 3, 4))

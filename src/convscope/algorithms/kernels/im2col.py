@@ -59,36 +59,21 @@ def _add_tap(src, Ho, Wo, plane, H, W, r0, off, sH, sW):
 
 
 @njit(cache=True, parallel=True)
-def im2col(x, cols, kH, kW, sH, sW, dH, dW, pt, pl):
-    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W)."""
+def im2col(x, cols, folded, kH, kW, sH, sW, dH, dW, pt, pl):
+    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W); with ``folded``, cols (G, Cg·kH·kW, N, Ho, Wo)."""
     N, C, H, W = x.shape
-    G, Ho, Wo = cols.shape[1], cols.shape[3], cols.shape[4]
+    Ho, Wo = cols.shape[3], cols.shape[4]
+    G = cols.shape[0] if folded else cols.shape[1]
     Cg = C // G
     xf = x.reshape(N, C, H * W)
-    cf = cols.reshape(N, G, cols.shape[2], Ho * Wo)
+    cf = cols.reshape(cols.shape[0], cols.shape[1], cols.shape[2], Ho * Wo)
     for t in prange(N * C):
         n, c = t // C, t % C
         g, cl = c // Cg, c % Cg
         for u in range(kH):
             for v in range(kW):
-                _read_tap(xf[n, c], H, W, cf[n, g, (cl * kH + u) * kW + v], Ho, Wo,
-                          u * dH - pt, v * dW - pl, sH, sW)
-
-
-@njit(cache=True, parallel=True)
-def im2col_folded(x, cols, kH, kW, sH, sW, dH, dW, pt, pl):
-    """cols (G, Cg·kH·kW, N, Ho, Wo) from x (N, C, H, W): :func:`im2col` in the batch-folded layout."""
-    N, C, H, W = x.shape
-    G, Ho, Wo = cols.shape[0], cols.shape[3], cols.shape[4]
-    Cg = C // G
-    xf = x.reshape(N, C, H * W)
-    cf = cols.reshape(G, cols.shape[1], N, Ho * Wo)
-    for t in prange(N * C):
-        c, n = t // N, t % N
-        g, cl = c // Cg, c % Cg
-        for u in range(kH):
-            for v in range(kW):
-                _read_tap(xf[n, c], H, W, cf[g, (cl * kH + u) * kW + v, n], Ho, Wo,
+                row = (cl * kH + u) * kW + v
+                _read_tap(xf[n, c], H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
                           u * dH - pt, v * dW - pl, sH, sW)
 
 
@@ -99,12 +84,14 @@ def _zero(a):
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def col2im(dcols, dx, kH, kW, sH, sW, dH, dW, pt, pl):
-    """dx (N, C, H, W), overwritten, from dcols (N, G, Cg·kH·kW, Ho, Wo)."""
+def col2im(dcols, dx, folded, kH, kW, sH, sW, dH, dW, pt, pl):
+    """dx (N, C, H, W), overwritten, from dcols (N, G, Cg·kH·kW, Ho, Wo); with ``folded``, dcols
+    (G, Cg·kH·kW, N, Ho, Wo)."""
     N, C, H, W = dx.shape
-    G, Ho, Wo = dcols.shape[1], dcols.shape[3], dcols.shape[4]
+    Ho, Wo = dcols.shape[3], dcols.shape[4]
+    G = dcols.shape[0] if folded else dcols.shape[1]
     Cg = C // G
-    df = dcols.reshape(N, G, dcols.shape[2], Ho * Wo)
+    df = dcols.reshape(dcols.shape[0], dcols.shape[1], dcols.shape[2], Ho * Wo)
     xf = dx.reshape(N, C, H * W)
     for t in prange(N * C):
         n, c = t // C, t % C
@@ -113,26 +100,8 @@ def col2im(dcols, dx, kH, kW, sH, sW, dH, dW, pt, pl):
         _zero(plane)
         for u in range(kH):
             for v in range(kW):
-                _add_tap(df[n, g, (cl * kH + u) * kW + v], Ho, Wo, plane, H, W,
-                         u * dH - pt, v * dW - pl, sH, sW)
-
-
-@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def col2im_folded(dcols, dx, kH, kW, sH, sW, dH, dW, pt, pl):
-    """dx (N, C, H, W), overwritten, from dcols (G, Cg·kH·kW, N, Ho, Wo): :func:`col2im`, batch-folded."""
-    N, C, H, W = dx.shape
-    G, Ho, Wo = dcols.shape[0], dcols.shape[3], dcols.shape[4]
-    Cg = C // G
-    df = dcols.reshape(G, dcols.shape[1], N, Ho * Wo)
-    xf = dx.reshape(N, C, H * W)
-    for t in prange(N * C):
-        n, c = t // C, t % C
-        g, cl = c // Cg, c % Cg
-        plane = xf[n, c]
-        _zero(plane)
-        for u in range(kH):
-            for v in range(kW):
-                _add_tap(df[g, (cl * kH + u) * kW + v, n], Ho, Wo, plane, H, W,
+                row = (cl * kH + u) * kW + v
+                _add_tap(df[g, row, n] if folded else df[n, g, row], Ho, Wo, plane, H, W,
                          u * dH - pt, v * dW - pl, sH, sW)
 
 
