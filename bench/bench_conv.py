@@ -262,6 +262,14 @@ LARGE_KERNELS = [
 
 LAYERS = RESNET50 + [SEED_004] + MOBILENETV2 + LARGE_KERNELS
 
+# Timed only when named with --layers (not in the default run, so not in its targets): torchvision's
+# resnext50_32x4d's grouped 3×3 convolutions (32 groups), one per stage's shape.
+RESNEXT50 = [
+    Layer("rx.layer1.0.conv2", BATCH, 128, 56, 56, 128, 3, 3, 1, 1, groups=32, count=3, net="ResNeXt-50"),
+    Layer("rx.layer2.0.conv2", BATCH, 256, 56, 56, 256, 3, 3, 2, 1, groups=32, count=1, net="ResNeXt-50"),
+    Layer("rx.layer3.1.conv2", BATCH, 512, 14, 14, 512, 3, 3, 1, 1, groups=32, count=5, net="ResNeXt-50"),
+]
+
 # --quick: the stem, a 3×3 at each stride and at a large and a small image,
 # 1×1s with few and with many channels, a strided projection, and seed 004.
 QUICK = ["conv1", "layer1.0.conv2", "layer1.1.conv1", "layer2.0.downsample",
@@ -1161,7 +1169,8 @@ def main(argv=None) -> int:
                     help="timed samples per layer, pass and library (default 5, 3 with --quick)")
     ap.add_argument("--markdown", metavar="FILE", help="also write the results as Markdown to FILE")
     ap.add_argument("--layers", metavar="NAME", nargs="+",
-                    help="only these layers (names as in the first column)")
+                    help="only these layers (names as in the first column; also rx.layer1.0.conv2, "
+                         "rx.layer2.0.conv2, rx.layer3.1.conv2: ResNeXt-50's 32-group 3×3, not in the default run)")
     ap.add_argument("--handover", type=float, default=0.2, metavar="S",
                     help="untimed calls before each timed sample, seconds (default 0.2)")
     ap.add_argument("--wait-idle", type=float, default=60.0, metavar="S",
@@ -1182,7 +1191,7 @@ def main(argv=None) -> int:
     repeats = args.repeat or (3 if args.quick else 5)
     handover = args.handover
     names = args.layers or (QUICK if args.quick else [layer.name for layer in LAYERS])
-    by_name = {layer.name: layer for layer in LAYERS}
+    by_name = {layer.name: layer for layer in LAYERS + RESNEXT50}
     unknown = [n for n in names if n not in by_name]
     if unknown:
         ap.error(f"unknown layer(s) {unknown}; known: {list(by_name)}")

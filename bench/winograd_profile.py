@@ -98,14 +98,14 @@ def main(argv=None) -> int:
                         ("gemm", lambda: gemm.forward(x, w, b, spec, shape)),
                         ("torch", lambda: F.conv2d(xt, wt, bt, 1, 1))],
             "grad_input": [("wino", lambda: winograd.grad_input(g, w, spec, shape)),
-                           ("gemm", lambda: gemm.grad_input(g, w, spec, shape)),
+                           ("gemm", lambda: gemm.backward(g, None, w, spec, shape, (True, False))[0]),
                            ("torch", lambda: torch.ops.aten.convolution_backward(
                                gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]))],
             "grad_weight": [("in", lambda: _numba.launch(kernels.input_tiles, x, 1, 1, th, tw, V)),
                             ("out-grad", lambda: _numba.launch(kernels.gradient_tiles, g, th, tw, Z)),
                             ("products", lambda: np.matmul(Z, V.transpose(0, 2, 1), out=dU)),
                             ("wino", lambda: winograd.grad_weight(g, x, spec, shape)),
-                            ("gemm", lambda: gemm.grad_weight(g, x, spec, shape)),
+                            ("gemm", lambda: gemm.backward(g, x, None, spec, shape, (False, True))[1]),
                             ("torch", lambda: torch.ops.aten.convolution_backward(
                                 gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]))],
         }

@@ -57,8 +57,11 @@ FOLD_BELOW_1X1_BACKWARD = 256     # the same for 1×1 kernels, backward
 FOLD_BELOW_1X1_FORWARD = 100      # and forward
 MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
 SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
+SLICE_BYTES_PER_SAMPLE = 8 << 20  # the same in the per-sample layout (the stem: one sample a slice)
 SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
 COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
+COMPILED_FOLDED_FROM_PIXELS = 196  # the same in the batch-folded layout (7²: NumPy's im2col faster)
+COMPILED_UNFOLD_FROM = 1 << 18    # the folded output's transpose compiled (parallel) from this many values
 
 # the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
 COST_MS = dict(call=0.29, mac=2.9e-8, copy=2.13e-6)
@@ -89,7 +92,7 @@ def slice_bytes(spec, shape):
     """The scratch bytes a slice of the batch should stay under (None: no slicing)."""
     if spec.kernel_size == (1, 1) or shape.H_out * shape.W_out < SLICE_FROM_PIXELS:
         return None
-    return SLICE_BYTES
+    return SLICE_BYTES if batch_folded(spec, shape, backward=False) else SLICE_BYTES_PER_SAMPLE
 
 
 def cost_terms(spec, shape) -> dict:
@@ -110,10 +113,12 @@ def describe(spec, shape, pass_) -> str:
     return layout_text(spec, shape, pass_, with_phases=True)
 
 
-def compiled(spec, shape) -> bool:
-    """Whether the per-sample layout's col2im runs as a compiled kernel (padding fused), and its
-    im2col too unless the input is split into stride phases (NumPy's copies of the phases won)."""
-    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= COMPILED_FROM_PIXELS
+def compiled(spec, shape, folded=False) -> bool:
+    """Whether col2im runs as a compiled kernel (padding fused) in the per-sample or the batch-folded
+    layout, and im2col too except in the per-sample layout with stride phases (NumPy's copies of the
+    phases won there)."""
+    start = COMPILED_FOLDED_FROM_PIXELS if folded else COMPILED_FROM_PIXELS
+    return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= start
 
 
 def layout_text(spec, shape, pass_, with_phases: bool) -> str:
@@ -122,8 +127,8 @@ def layout_text(spec, shape, pass_, with_phases: bool) -> str:
     parts = [f"batch folded (H_out·W_out = {L})" if folded_ else f"per sample (H_out·W_out = {L})"]
     if with_phases and stride_phases(spec):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
-    if with_phases and not folded_ and compiled(spec, shape):
-        parts.append("compiled col2im" if stride_phases(spec) else "compiled im2col/col2im")
+    if with_phases and compiled(spec, shape, folded_):
+        parts.append("compiled col2im" if stride_phases(spec) and not folded_ else "compiled im2col/col2im")
     if with_phases and slice_bytes(spec, shape):
         parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
     return ", ".join(parts)
@@ -216,12 +221,8 @@ def im2col(x, spec, shape, ones_row=False):
         return x.reshape(N, G, Cg, L)                               # a view: no copy
     full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
     if compiled(spec, shape) and not stride_phases(spec) and N:
-        from .kernels import _numba, fused_padding, im2col as kernels
-
-        xs, pt, pl = fused_padding(x, spec)
         # (N, G, K + ones, L) → (N, G, K + ones, H_out, W_out) view
-        _numba.launch(kernels.im2col, xs, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out),
-                      kH, kW, *spec.stride, *spec.dilation, pt, pl)
+        _compiled_im2col(x, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out), spec, folded=False)
         if ones_row:
             full[:, :, K] = 1
         return full
@@ -244,22 +245,37 @@ def col2im(dcols, spec, shape):
     if _is_pointwise(spec):
         return dcols.reshape(N, C, shape.H, shape.W)
     if compiled(spec, shape) and N:
-        from .kernels import _numba, im2col as kernels
-
-        (pt, pb), (pl, pr) = spec.padding
-        zeros = spec.padding_mode == "zeros"
-        dx = np.empty((N, C, shape.H, shape.W) if zeros else (N, C, shape.H + pt + pb, shape.W + pl + pr),
-                      dtype=dcols.dtype)
         # (N, G, K, L) → (N, G, K, H_out, W_out)
         d5 = np.ascontiguousarray(dcols).reshape(N, shape.groups, -1, shape.H_out, shape.W_out)
-        _numba.launch(kernels.col2im, d5, dx, kH, kW, *spec.stride, *spec.dilation,
-                      *((pt, pl) if zeros else (0, 0)))
-        return dx if zeros else fold(dx, spec, (shape.H, shape.W))
+        return _compiled_col2im(d5, spec, shape, folded=False)
     # (N, G, Cg, kH, kW, H_out, W_out)
     d = dcols.reshape(N, shape.groups, shape.in_per_group, kH, kW, shape.H_out, shape.W_out)
     dxp = _scatter_taps(lambda u, v: d[:, :, :, u, v].reshape(N, C, shape.H_out, shape.W_out),
                         (N, C), spec, shape, dcols.dtype)
     return fold(dxp, spec, (shape.H, shape.W))
+
+
+def _compiled_im2col(x, cols, spec, folded):
+    """Fill ``cols`` (N, G, K, H_out, W_out), or (G, K, N, H_out, W_out) if ``folded``, from x."""
+    from .kernels import _numba, fused_padding, im2col as kernels
+
+    xs, pt, pl = fused_padding(x, spec)
+    _numba.launch(kernels.im2col, np.ascontiguousarray(xs), cols, folded, *spec.kernel_size, *spec.stride,
+                  *spec.dilation, pt, pl)
+
+
+def _compiled_col2im(dcols, spec, shape, folded):
+    """(N, C, H, W) from ``dcols`` (N, G, K, H_out, W_out), or (G, K, N, H_out, W_out) if ``folded``."""
+    from .kernels import _numba, im2col as kernels
+
+    N, C = shape.N, shape.C
+    (pt, pb), (pl, pr) = spec.padding
+    zeros = spec.padding_mode == "zeros"
+    dx = np.empty((N, C, shape.H, shape.W) if zeros else (N, C, shape.H + pt + pb, shape.W + pl + pr),
+                  dtype=dcols.dtype)
+    _numba.launch(kernels.col2im, dcols, dx, folded, *spec.kernel_size, *spec.stride, *spec.dilation,
+                  *((pt, pl) if zeros else (0, 0)))
+    return dx if zeros else fold(dx, spec, (shape.H, shape.W))
 
 
 # --------------------------------------------------------------------------- batch-folded layout
@@ -279,6 +295,10 @@ def im2col_folded(x, spec, shape):
     Ho, Wo = shape.H_out, shape.W_out
     if _is_pointwise(spec):
         return _to_folded(x, N, G, Cg, Ho * Wo)
+    if compiled(spec, shape, folded=True) and N:
+        cols = np.empty((G, Cg * kH * kW, N, Ho, Wo), dtype=x.dtype)
+        _compiled_im2col(x, cols, spec, folded=True)
+        return cols.reshape(G, Cg * kH * kW, N * Ho * Wo)
     xp = pad(x, spec)
     Hp, Wp = xp.shape[-2:]
     xpt = xp.reshape(N, G, Cg, Hp, Wp).transpose(1, 2, 0, 3, 4)      # (G, Cg, N, Hp, Wp) view
@@ -295,6 +315,9 @@ def col2im_folded(dcols, spec, shape):
     N, G, Cg = shape.N, shape.groups, shape.in_per_group
     kH, kW = spec.kernel_size
     Ho, Wo, H, W = shape.H_out, shape.W_out, shape.H, shape.W
+    if compiled(spec, shape, folded=True) and N:
+        # (G, K, N·L) → (G, K, N, H_out, W_out)
+        return _compiled_col2im(np.ascontiguousarray(dcols).reshape(G, -1, N, Ho, Wo), spec, shape, folded=True)
     dx = np.empty((N, G, Cg, H, W), dtype=dcols.dtype)
     if _is_pointwise(spec):
         np.copyto(dx, dcols.reshape(G, Cg, N, H, W).transpose(2, 0, 1, 3, 4))
@@ -354,8 +377,15 @@ def forward(x, w, b, spec, shape):
         return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)
     out_t = np.matmul(_weight_matrix(w, shape), cols)               # (G, C_out/G, N·L)
-    src = out_t.reshape(G, Cog, N, L).transpose(2, 0, 1, 3)         # (N, G, C_out/G, L) view
     out = np.empty((N, G, Cog, L), dtype=out_t.dtype)
+    if out.size >= COMPILED_UNFOLD_FROM:
+        from .kernels import _numba, im2col as kernels
+
+        bias = np.empty(0, out.dtype) if b is None else b
+        # (G, C_out/G, N·L) → (G, C_out/G, N, L), transposed into (N, G, C_out/G, L) with the bias
+        _numba.launch(kernels.unfold, out_t.reshape(G, Cog, N, L), bias, out)
+        return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
+    src = out_t.reshape(G, Cog, N, L).transpose(2, 0, 1, 3)         # (N, G, C_out/G, L) view
     if b is None:
         np.copyto(out, src)
     else:

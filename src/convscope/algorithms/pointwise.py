@@ -16,6 +16,8 @@ folded when images are small; :func:`convscope.algorithms.gemm.batch_folded`), r
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..padding import fold, pad
@@ -39,6 +41,7 @@ def _trivial(spec) -> bool:
     return spec.stride == (1, 1) and spec.padding == ((0, 0), (0, 0))
 
 
+@functools.lru_cache(maxsize=256)
 def _inner(spec, shape):
     """The stride-1, unpadded 1×1 convolution on the subsampled input, and its shape."""
     flat = spec.pointwise()
