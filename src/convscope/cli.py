@@ -27,7 +27,7 @@ from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
 from .explain.render import check_decimals
 from .functional import _spec_from_weight, conv2d
-from .spec import check_shapes
+from .spec import bind_transpose, check_shapes
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
@@ -293,9 +293,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:  convscope explain --input 5x5 --kernel 3 --bias 0.1 --at 1,2\n"
                "           convscope explain --input 5x5 --kernel 3 --no-bias --at 0,0\n"
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
-               "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4",
+               "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4\n"
+               "           convscope explain --input 3x3 --integers -k 3 -s 2 -p 1 --transposed --at 1,2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_array_options(ex)
+    ex.add_argument("--transposed", action="store_true",
+                    help="a transposed convolution (conv_transpose2d): the weight is (C_in, out_channels/groups, "
+                         "kH, kW); the output is explained in its scatter and gather views")
+    ex.add_argument("--output-padding", default="0", metavar="A",
+                    help="with --transposed: int or HxW, each smaller than its stride or dilation (default 0)")
     ex.add_argument("--at", default=None,
                     help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j; "
                          "--grad input: [n,]c,h,w; --grad weight: o,c,u,v; --grad bias: o (default: all 0)")
@@ -605,21 +611,60 @@ def _conv_params(args) -> dict:
                 padding_mode=args.padding_mode)
 
 
+def _transposed_arrays(args, params: dict):
+    """Input, weight ``(C_in, out_channels/groups, kH, kW)`` and bias of ``explain --transposed``, checked by the
+    library's rules (torch's) before the weight is drawn; seeded in the order input, weight, bias."""
+    if params.pop("padding_mode") != "zeros":
+        raise UsageError("--padding-mode: a transposed convolution pads with zeros only (as torch's ConvTranspose2d)")
+    rng = np.random.default_rng(args.seed)
+    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
+    if args.weight_file:
+        w = _load(args.weight_file, "--weight-file")
+        w = _as_dtype(w[None, None] if w.ndim == 2 else w, x.dtype)
+    else:
+        kernel = _pair_or_int(args.kernel, "--kernel")
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        groups = params["groups"]
+        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+            raise UsageError("--out-channels, --groups and --kernel must be positive")
+        if args.out_channels % groups:
+            raise UsageError(f"--groups ({groups}) must divide --out-channels ({args.out_channels})")
+        shape = (x.shape[-3], args.out_channels // groups, kh, kw)
+        if math.prod(shape) > MAX_VALUES:
+            raise UsageError(f"the weight {shape} is too large to explain (more than {MAX_VALUES} values)")
+        w = np.broadcast_to(np.zeros((), x.dtype), shape)        # its shape only, to check the call
+    if w.ndim == 4:
+        outputs = math.prod(bind_transpose(2, input=x, weight=w, bias=None, **params).output_shape)
+        if outputs > MAX_VALUES:
+            raise UsageError(f"the output would hold {outputs} values, too many to explain (more than {MAX_VALUES})")
+    if not args.weight_file:
+        w = (np.ones(w.shape) if args.ones else rng.integers(-3, 4, size=w.shape) if args.integers else
+             rng.uniform(-1, 1, size=w.shape).round(4)).astype(x.dtype)
+    return x, w, _bias(args, rng, (w.shape[1] * params["groups"]) if w.ndim == 4 else 1, x.dtype)
+
+
 def run_explain(args) -> int:
     check_decimals(args.decimals)
     params = _conv_params(args)
-    x, w, bias = _explain_arrays(args, params)
+    if args.transposed:
+        params["output_padding"] = _pair_or_int(args.output_padding, "--output-padding")
+        x, w, bias = _transposed_arrays(args, params)
+    elif args.output_padding != "0":
+        raise UsageError("--output-padding needs --transposed")
+    else:
+        x, w, bias = _explain_arrays(args, params)
     batched = x.ndim == 4
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
         if args.grad_output_file:
             raise UsageError("--grad-output-file needs --grad input, weight or bias")
         full = 4 if batched else 3
-        e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
+        e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, transposed=args.transposed, **params)
     else:
         gy = _grad_output(args, x)
         full = {"input": 4 if batched else 3, "weight": 4, "bias": 1}[args.grad]
-        e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
+        e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), transposed=args.transposed,
+                         **params)
     emit(e.text(args.decimals), args.color)
     if args.html:
         try:

@@ -193,3 +193,39 @@ def output_blocks(input_bounds, stride: int, out_len: int) -> list[tuple[int, in
     """
     cuts = sorted({min(-(-a // stride), out_len) for a in input_bounds} | {0, out_len})
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+
+
+def transposed_taps(r: int, size: int, kernel: int, stride: int, padding: int, dilation: int) -> list:
+    """The ``(i, u)`` pairs, input element ``i`` (``0 ≤ i < size``) through kernel tap ``u``, that land on
+    output row ``r`` of a transposed convolution along one axis: ``i·stride + u·dilation − padding = r``.
+
+    The scatter view: input element ``i`` stamps tap ``u`` of the kernel on row ``i·stride + u·dilation −
+    padding``.  Sorted by ``i``.  Rows beyond the last stamp (``output_padding`` above the stride's
+    reach) get none.
+
+    >>> transposed_taps(1, 3, 3, 2, 1, 1), transposed_taps(2, 3, 3, 2, 1, 1)   # i = 3, k = 3, s = 2, p = 1
+    ([(0, 2), (1, 0)], [(1, 1)])
+    >>> transposed_taps(0, 2, 2, 1, 0, 3)                                        # dilation 3
+    [(0, 0)]
+    """
+    pairs = []
+    for u in range(kernel):
+        q = r + padding - u * dilation
+        if q % stride == 0 and 0 <= q // stride < size:
+            pairs.append((q // stride, u))
+    return sorted(pairs)
+
+
+def transposed_reach(i: int, out_len: int, kernel: int, stride: int, padding: int, dilation: int) -> list:
+    """The ``(r, u)`` pairs, output row ``r`` (``0 ≤ r < out_len``) that input element ``i`` reaches through
+    kernel tap ``u``: ``r = i·stride + u·dilation − padding`` (the inverse of :func:`transposed_taps`).
+    Taps that land outside the output (cropped by ``padding``) are left out.
+
+    >>> transposed_reach(0, 5, 3, 2, 1, 1)
+    [(0, 1), (1, 2)]
+    """
+    rows = ((i * stride + u * dilation - padding, u) for u in range(kernel))
+    return [(r, u) for r, u in rows if 0 <= r < out_len]

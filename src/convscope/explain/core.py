@@ -307,7 +307,7 @@ def _is_padding_cell(spec: ConvSpec, shape: ConvShape, p: tuple[int, int]) -> bo
 
 
 def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, groups=1,
-            padding_mode="zeros") -> Explanation:
+            padding_mode="zeros", *, transposed=False, output_padding=0, output_size=None) -> Explanation:
     """How output element ``at`` of a convolution is made, term by term.
 
     Two forms:
@@ -316,6 +316,10 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
       padding_mode='zeros')``, with :func:`convscope.conv2d`'s parameters;
     * ``explain(layer, x, at)``, where ``layer`` is a :class:`convscope.Conv2d` or a
       ``torch.nn.Conv2d`` (then the hyper-parameters come from the layer).
+
+    A transposed convolution (``transposed=True`` with ``output_padding``, or a ``ConvTranspose1d/2d/3d``
+    layer, with ``output_size``) is explained in its scatter and gather views by
+    :func:`convscope.explain.transposed.explain_transposed`.
 
     ``x`` is a NumPy array or a torch tensor, ``(N, C, H, W)`` or unbatched ``(C, H, W)``;
     ``at`` is ``(n, c_out, i, j)`` for batched input and ``(c_out, i, j)`` for unbatched input.
@@ -341,6 +345,10 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     >>> [t.is_padding for t in e.terms]
     [True, True, True, False]
     """
+    from .transposed import explain_transposed, is_transposed_call
+    if is_transposed_call(layer_or_weight, transposed, output_padding, output_size):
+        return explain_transposed(layer_or_weight, x, at, bias, stride, padding, dilation, groups, padding_mode,
+                                  transposed=transposed, output_padding=output_padding, output_size=output_size)
     args, from_layer = _arguments(layer_or_weight, "explain(layer, x, at)", bias=bias, stride=stride,
                                   padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
     xa, wa, ba, _, spec, shape, from_torch = _prepare(args["weight"], x, args["bias"], args["stride"],
@@ -438,7 +446,8 @@ def _unread_reason(spec: ConvSpec, shape: ConvShape, dim: int, r: int) -> str | 
 
 
 def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, stride=1, padding=0,
-                 dilation=1, groups=1, padding_mode="zeros") -> Explanation:
+                 dilation=1, groups=1, padding_mode="zeros", *, transposed=False, output_padding=0,
+                 output_size=None) -> Explanation:
     """How one number of a gradient is made, for ``L = sum(conv2d(x, weight, ...) * grad_output)``.
 
     * ``wrt='input'``, ``at=(n, c, h, w)`` (``(c, h, w)`` unbatched): the output positions and
@@ -450,7 +459,8 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     * ``wrt='bias'``, ``at=(o,)``: Σ grad_output.
 
     ``layer_or_weight`` is a weight or a convscope / torch ``Conv2d`` (then the hyper-parameters
-    come from the layer).  ``grad_output`` has the output's shape; None means all ones
+    come from the layer); ``transposed=True`` or a ``ConvTranspose1d/2d/3d`` layer: see
+    :func:`convscope.explain.transposed.explain_grad_transposed`.  ``grad_output`` has the output's shape; None means all ones
     (``L = out.sum()``).  ``value`` is ``conv2d_backward(...)``'s component at ``at``.  A sum of
     more than :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer
     samples).
@@ -467,6 +477,11 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     >>> convscope.explain_grad(B, A, None, "input", (0, 4, 4), stride=2).value
     0.0
     """
+    from .transposed import explain_grad_transposed, is_transposed_call
+    if is_transposed_call(layer_or_weight, transposed, output_padding, output_size):
+        return explain_grad_transposed(layer_or_weight, x, grad_output, wrt, at, stride, padding, dilation, groups,
+                                       padding_mode, transposed=transposed, output_padding=output_padding,
+                                       output_size=output_size)
     if not isinstance(wrt, str) or wrt not in WRT:
         raise ValueError(f"wrt must be one of 'input', 'weight', 'bias', got {wrt!r}")
     args, from_layer = _arguments(layer_or_weight, "explain_grad(layer, ...)", stride=stride, padding=padding,
