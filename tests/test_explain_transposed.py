@@ -496,3 +496,18 @@ def test_sweep_every_output_against_torch(nd):
         for at in itertools.product(*(range(m) for m in x.shape)):
             assert convscope.explain_grad(w, x, None, "input", at, transposed=True, **params).value == \
                 torch_transpose_at(x, w, None, at, np.ones(y.shape), "input", **params)
+
+
+def test_docstring_examples():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("convscope.explain.transposed"),
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_zero_output_padding_as_a_tuple_is_an_ordinary_convolution():
+    x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+    e = convscope.explain(w, x, (0, 0, 0, 0), output_padding=(0, 0))
+    assert isinstance(e, convscope.Explanation) and e.value == 4

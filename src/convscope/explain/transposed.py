@@ -7,7 +7,7 @@ An output element is explained in two views with the same number:
   along each axis input element ``i`` through kernel tap ``u`` lands on output row
   ``r = i·stride + u·dilation − padding`` (:func:`convscope.geometry.transposed_taps`), so
 
-      y[n, g·C_out/G + o, r…] = bias[…] + Σ_{c in group g} Σ_{(i, u) landing on r} x[n, c, i…] · w[c, o, u…];
+      y[n, g·C_out/G + o, r…] = bias[…] + Σ_{c in group g} Σ_{(i, u) landing on r} x[n, c, i…]·w[c, o, u…];
 
 * **gather** (``.gather``): the same number as an ordinary convolution, stride 1, of the input with
   ``stride − 1`` zeros inserted between its elements and ``dilation·(kernel − 1) − padding`` of zero
@@ -18,8 +18,8 @@ An output element is explained in two views with the same number:
 
 The gradients of ``L = Σ y · grad_out`` (derived in :mod:`convscope.functional`)::
 
-    ∂L/∂x[n, c, i…]    = Σ_o Σ_{u, r = i·s + u·d − p in the output}  grad_out[n, g·C_out/G + o, r…] · w[c, o, u…]
-    ∂L/∂w[c, o, u…]    = Σ_n Σ_{i, r = i·s + u·d − p in the output}  x[n, c, i…] · grad_out[n, g·C_out/G + o, r…]
+    ∂L/∂x[n, c, i…]  = Σ_o Σ_{u: r = i·s + u·d − p in the output}  grad_out[n, g·C_out/G + o, r…] · w[c, o, u…]
+    ∂L/∂w[c, o, u…]  = Σ_n Σ_{i: r = i·s + u·d − p in the output}  x[n, c, i…] · grad_out[n, g·C_out/G + o, r…]
     ∂L/∂bias[o]        = Σ_n Σ_r grad_out[n, o, r…]
 
 The input gradient is the ordinary convolution of ``grad_out`` with the same weight (stride s, padding
@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import functional
 from ..geometry import transposed_output_length, transposed_reach, transposed_taps
-from ..spec import AXIS_LETTERS, _is_torch_tensor, as_array, bind_transpose, output_padding_for
+from ..spec import AXIS_LETTERS, _is_int, _is_torch_tensor, as_array, bind_transpose, output_padding_for
 from .core import WRT, Term, _as_float, _check_terms, _is_layer, _is_torch_layer, _normalize_at, torch_available
 from .render import MAX_TERM_LINES, check_decimals, grid_lines, idx, num
 
@@ -62,9 +62,9 @@ def is_transposed_call(layer_or_weight, transposed, output_padding, output_size)
     transposed layer, or (to be refused with a clear message) ``output_padding``/``output_size`` given."""
     if not isinstance(transposed, (bool, np.bool_)):
         raise TypeError(f"transposed must be True or False, got {transposed!r}")
-    return (bool(transposed) or _is_transposed_layer(layer_or_weight) or output_size is not None
-            or not (isinstance(output_padding, (int, np.integer)) and not isinstance(output_padding, bool)
-                    and output_padding == 0))
+    items = output_padding if isinstance(output_padding, (tuple, list)) else (output_padding,)
+    zero = all(_is_int(a) and a == 0 for a in items)
+    return bool(transposed) or _is_transposed_layer(layer_or_weight) or output_size is not None or not zero
 
 
 def _arguments(layer_or_weight, form: str, transposed: bool, output_size, given: dict) -> tuple[dict, bool]:
@@ -84,9 +84,6 @@ def _arguments(layer_or_weight, form: str, transposed: bool, output_size, given:
             hint = " (the layer's output_padding, or output_size=)" if "output_padding" in passed else ""
             raise TypeError(f"{form} takes the hyper-parameters from the layer; pass {', '.join(passed)} only "
                             f"with a weight{hint}")
-        if _is_torch_layer(layer) and layer.padding_mode != "zeros":
-            raise ValueError(f'Only "zeros" padding mode is supported for {type(layer).__name__}, '
-                             f"got padding_mode={layer.padding_mode!r}")
         return dict(weight=layer.weight, bias=layer.bias, stride=tuple(layer.stride), padding=tuple(layer.padding),
                     output_padding=tuple(layer.output_padding), dilation=tuple(layer.dilation),
                     groups=layer.groups), True
@@ -501,7 +498,8 @@ def _size_lines(e: TransposedExplanation) -> list[str]:
     lines = []
     for ax, name in enumerate(AXIS_LETTERS[e.ndim]):
         out = transposed_output_length(I[ax], k[ax], s[ax], p[ax], d[ax], a[ax])
-        lines.append(f"  {name}_out = ({I[ax]}−1)·{s[ax]} − 2·{p[ax]} + {d[ax]}·({k[ax]}−1) + {a[ax]} + 1 = {out}")
+        lines.append(f"  {name}_out = ({I[ax]}−1)·{s[ax]} − 2·{p[ax]} + {d[ax]}·({k[ax]}−1) + {a[ax]} + 1 "
+                     f"= {out}")
     return lines
 
 
@@ -538,7 +536,8 @@ def _output_text(e: TransposedExplanation, dec: int) -> list[str]:
     lines = [f"{head} = {num(e.value, dec)}   (a transposed convolution)", "  " + _layer_line(e), *_size_lines(e),
              "", *_weight_lines(e), "",
              "Scatter view: every input element stamps its value times the kernel onto the output;",
-             f"  input x[…, i] through kernel tap u lands on y[…, i·s + u·d − p] along each axis, so {head} collects:"]
+             "  input x[…, i] through kernel tap u lands on y[…, i·s + u·d − p] along each axis, so "
+             f"{head} collects:"]
     for ax in range(nd):
         pairs = e.axis_taps[ax]
         where = ", ".join(f"i = {i} via u = {u} ({i}·{s[ax]} + {u}·{d[ax]} − {p[ax]} = {e.at[-nd + ax]})"
@@ -597,7 +596,8 @@ def _gather_text(e: TransposedExplanation, dec: int, letters) -> list[str]:
     for c in range(min(Cg, DETAIL_CHANNELS)):
         ch = ge.channels.start + c
         marks = _window_marks(e, r)
-        lines.append(f"  input channel {ch}: the window of z (· an inserted zero, * padding) beside w'[{ge.at[-nd - 1]}, {c}]")
+        lines.append(f"  input channel {ch}: the window of z (· an inserted zero, * padding) beside "
+                     f"w'[{ge.at[-nd - 1]}, {c}]")
         win, ker = ge.window[c], ge.kernel[c]
         if nd == 1:
             win, ker, marks = win[None], ker[None], marks[None]
@@ -653,13 +653,14 @@ def _grad_text(e: TransposedExplanation, dec: int) -> list[str]:
     taps = ", ".join(_TAP_NAMES[nd])
     letters = AXIS_LETTERS[nd] if nd > 1 else ("",)
     land = ", ".join(f"{i}·s{x} + {u}·d{x} − p{x}" for i, u, x in zip(_INDEX_NAMES[nd], _TAP_NAMES[nd], letters))
-    head = {"input": f"∂L/∂x[{idx(e.at)}]", "weight": f"∂L/∂w[{idx(e.at)}]", "bias": f"∂L/∂bias[{idx(e.at)}]"}[e.kind]
+    head = {"input": "∂L/∂x", "weight": "∂L/∂w", "bias": "∂L/∂bias"}[e.kind] + f"[{idx(e.at)}]"
     lines = [f"{head} = {num(e.value, dec)}   where L = Σ y · grad_out, y the transposed convolution",
              "  " + _layer_line(e), "", "The formula"]
     if e.kind == "input":
-        lines += [f"  ∂L/∂x[{b}c, {ax_i}] = Σ_o Σ_({taps}) grad_out[{b}g·C_out/G + o, {land}] · w[c, o, {taps}]:",
-                  "  grad_out read where"
-                  " this input element's stamps landed (taps landing outside the output are left out). It is the",
+        lines += [f"  ∂L/∂x[{b}c, {ax_i}] = Σ_o Σ_({taps}) grad_out[{b}g·C_out/G + o, {land}] · "
+                  f"w[c, o, {taps}]:",
+                  "  grad_out read where this input element's stamps landed (taps landing outside the output are "
+                  "left out). It is the",
                   f"  ordinary convolution of grad_out with the same weight: conv{nd}d(grad_out, w, stride={s}, "
                   f"padding={p}, dilation={d}, groups={call.conv.spec.groups})."]
     elif e.kind == "weight":
@@ -667,8 +668,8 @@ def _grad_text(e: TransposedExplanation, dec: int) -> list[str]:
                   f"grad_out[{b}g·C_out/G + o, {land}]:",
                   "  each input element times grad_out where this tap stamped it."]
     else:
-        lines.append(f"  ∂L/∂bias[o] = {'Σ_n ' if call.batched else ''}Σ grad_out[{b}o, …]: the bias is added to "
-                     "every output of channel o.")
+        lines.append(f"  ∂L/∂bias[o] = {'Σ_n ' if call.batched else ''}Σ grad_out[{b}o, …]: the bias is "
+                     "added to every output of channel o.")
     lines.append("")
     if not e.terms:
         lines.append("No stamp of this input element lands inside the output, so the gradient is 0.")
@@ -737,7 +738,8 @@ def _gather_table(e: TransposedExplanation, dec: int) -> str:
         cells = []
         for c in range(plane.shape[1]):
             if e.ndim == 2:
-                kinds = (_gather_cell(m, e.gather_offsets[0], s[0], I[0]), _gather_cell(c, e.gather_offsets[1], s[1], I[1]))
+                kinds = (_gather_cell(m, e.gather_offsets[0], s[0], I[0]),
+                         _gather_cell(c, e.gather_offsets[1], s[1], I[1]))
             else:
                 kinds = (_gather_cell(c, e.gather_offsets[0], s[0], I[0]),)
             cls = ["cs-pad"] if "pad" in kinds else ["cs-zero"] if "zero" in kinds else []
