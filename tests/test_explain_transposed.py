@@ -135,6 +135,19 @@ def test_scatter_value_is_torchs_and_integer_sums_are_exact(case):
         assert e.sum_of_products + e.bias == e.value
 
 
+@pytest.mark.parametrize("case", CASES[1::3], ids=IDS[1::3])
+def test_float32_values_are_torchs_within_the_outputs_scale(case):
+    pytest.importorskip("torch")
+    nd, _, _, params = case
+    x, w, b = _arrays(case, dtype=np.float32, seed=4)
+    y = _conv_transpose(nd, x, w, b, **params)
+    scale = RTOL[np.dtype(np.float32)] * float(np.abs(y).max())
+    for at in _outputs(y, limit=6, seed=4):
+        e = convscope.explain(w, x, at, bias=b, transposed=True, **params)
+        assert abs(e.value - torch_transpose_at(x, w, b, at, **params)) <= scale
+        assert abs(e.sum_of_products + e.bias - e.value) <= scale
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_scatter_in_lower_precision_sums_to_the_value_within_rounding(dtype):
     case = CASES[5]
