@@ -229,3 +229,28 @@ def transposed_reach(i: int, out_len: int, kernel: int, stride: int, padding: in
     """
     rows = ((i * stride + u * dilation - padding, u) for u in range(kernel))
     return [(r, u) for r, u in rows if 0 <= r < out_len]
+
+
+def gather_padding(kernel: int, padding: int, dilation: int, output_padding: int = 0) -> tuple[int, int]:
+    """``(before, after)``: the zeros around the zero-inserted input of a transposed convolution's gather view,
+    ``dilation·(kernel − 1) − padding`` on each side and ``output_padding`` more after (negative: cropped).
+
+    >>> gather_padding(3, 1, 1), gather_padding(3, 1, 1, 1), gather_padding(2, 3, 1)
+    ((1, 1), (1, 2), (-2, -2))
+    """
+    before = dilation * (kernel - 1) - padding
+    return before, before + output_padding
+
+
+def zero_inserted_cell(m: int, before: int, stride: int, size: int) -> str:
+    """What cell ``m`` of the zero-inserted input (``stride − 1`` zeros between the ``size`` elements, ``before``
+    cells of padding first) holds along one axis: ``'x'`` an input element, ``'zero'`` an inserted zero,
+    ``'pad'`` padding.
+
+    >>> [zero_inserted_cell(m, 1, 2, 3) for m in range(7)]
+    ['pad', 'x', 'zero', 'x', 'zero', 'x', 'pad']
+    """
+    t = m - before
+    if t < 0 or t > (size - 1) * stride:
+        return "pad"
+    return "x" if t % stride == 0 else "zero"

@@ -92,14 +92,14 @@ class Checker:
             return cls(None)
         return cls(torch)
 
-    def conv(self, label, ours, x, w, b=None, **params) -> str | None:
-        """Check a forward result against ``torch.nn.functional.conv2d``."""
+    def conv(self, label, ours, x, w, b=None, op="conv2d", **params) -> str | None:
+        """Check a forward result against ``torch.nn.functional.conv2d`` (or ``op``, e.g. ``'conv_transpose2d'``)."""
         if self.torch is None:
             return None
         t = self.torch
         with t.no_grad():
-            theirs = t.nn.functional.conv2d(t.from_numpy(np.array(x)), t.from_numpy(np.array(w)),
-                                            None if b is None else t.from_numpy(np.array(b)), **params).numpy()
+            theirs = getattr(t.nn.functional, op)(t.from_numpy(np.array(x)), t.from_numpy(np.array(w)),
+                                                  None if b is None else t.from_numpy(np.array(b)), **params).numpy()
         return self._compare(label, ours, theirs)
 
     def grads(self, label, ours, x, w, gy, **params) -> str | None:
@@ -112,17 +112,6 @@ class Checker:
         (t.nn.functional.conv2d(xt, wt, **params) * t.from_numpy(np.array(gy))).sum().backward()
         return (self._compare(label + " ∂input", ours[0], xt.grad.numpy()) + "\n"
                 + self._compare(label + " ∂weight", ours[1], wt.grad.numpy()))
-
-    def transposed(self, label, ours, x, w, b=None, **params) -> str | None:
-        """Check a forward result against ``torch.nn.functional.conv_transpose2d``."""
-        if self.torch is None:
-            return None
-        t = self.torch
-        with t.no_grad():
-            theirs = t.nn.functional.conv_transpose2d(t.from_numpy(np.array(x)), t.from_numpy(np.array(w)),
-                                                      None if b is None else t.from_numpy(np.array(b)),
-                                                      **params).numpy()
-        return self._compare(label, ours, theirs)
 
     def _compare(self, label, ours, theirs) -> str:
         self.checks += 1
@@ -451,8 +440,8 @@ def section_transposed(check: Checker) -> list[str]:
         "",
         *_pair("x", x[0, 0], "w (weight[0, 0]: in_channels, out_channels/groups, kH, kW)", w[0, 0], 0),
         *_pair("conv_transpose2d(x, w, stride=2, padding=1)", y[0, 0], "…with output_padding=1", y6[0, 0], 0),
-        check.transposed("the arithmetic case", y, x, w, **params),
-        check.transposed("output_padding 1", y6, x, w, output_padding=1, **params),
+        check.conv("the arithmetic case", y, x, w, op="conv_transpose2d", **params),
+        check.conv("output_padding 1", y6, x, w, op="conv_transpose2d", output_padding=1, **params),
         "",
         f"How y[{', '.join(map(str, ARITH_AT))}] is made, in both views: scatter (which input elements, times which "
         "kernel",
@@ -476,7 +465,7 @@ def section_transposed(check: Checker) -> list[str]:
         "so a flat input comes out as a grid of 4s, 2s and 1s: the checkerboard artefact of decoders and GANs.",
         *_pair("conv_transpose2d(ones, ones 3×3)", stamps[0, 0], "with a 4×4 kernel (extent divisible by 2)",
                even[0, 0], 0),
-        check.transposed("the taps per output", stamps, ones, ones, **params),
+        check.conv("the taps per output", stamps, ones, ones, op="conv_transpose2d", **params),
         "With a 4×4 kernel every interior output gets 2×2 taps; only the border gets fewer.",
         "",
     ]

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import functional
-from ..geometry import transposed_output_length, transposed_reach, transposed_taps
+from ..geometry import (gather_padding, transposed_output_length, transposed_reach, transposed_taps,
+                        zero_inserted_cell)
 from ..spec import AXIS_LETTERS, _is_int, _is_torch_tensor, as_array, bind_transpose, output_padding_for
 from .core import WRT, Term, _as_float, _check_terms, _is_layer, _is_torch_layer, _normalize_at, torch_available
 from .render import MAX_TERM_LINES, check_decimals, grid_lines, idx, num
@@ -170,8 +171,8 @@ def gather_arrays(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
     C_in, out_per_group = weight.shape[:2]
     spread = np.zeros((C_in,) + tuple((n - 1) * s + 1 for n, s in zip(x.shape[1:], stride)), dtype=x.dtype)
     spread[(slice(None),) + tuple(slice(None, None, s) for s in stride)] = x      # (C_in, *((I − 1)·s + 1))
-    before = [d * (k - 1) - p for k, p, d in zip(weight.shape[2:], padding, dilation)]
-    after = [b + a for b, a in zip(before, output_padding)]
+    before, after = zip(*(gather_padding(k, p, d, a)
+                          for k, p, d, a in zip(weight.shape[2:], padding, dilation, output_padding)))
     z = np.pad(spread, [(0, 0)] + [(max(b, 0), max(a, 0)) for b, a in zip(before, after)])
     z = z[(slice(None),) + tuple(slice(max(-b, 0), z.shape[1 + ax] - max(-a, 0))
                                  for ax, (b, a) in enumerate(zip(before, after)))]
@@ -180,15 +181,6 @@ def gather_arrays(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
     w = w[(Ellipsis,) + (slice(None, None, -1),) * nd]                        # flipped taps
     w = np.swapaxes(w, 1, 2).reshape((groups * out_per_group, C_in // groups) + k)   # (C_out, C_in/G, *k)
     return z, np.ascontiguousarray(w), tuple(before)
-
-
-def _gather_cell(m: int, offset: int, stride: int, size: int) -> str:
-    """What cell ``m`` of the zero-inserted, padded input holds along one axis: ``'x'`` an input
-    element, ``'zero'`` an inserted zero, ``'pad'`` padding."""
-    t = m - offset
-    if t < 0 or t > (size - 1) * stride:
-        return "pad"
-    return "x" if t % stride == 0 else "zero"
 
 
 # --------------------------------------------------------------------------- the explanation
@@ -428,13 +420,16 @@ def explain_grad_transposed(layer_or_weight, x, grad_output=None, wrt="input", a
         _check_terms(f"∂L/∂w[{idx(at_out)}]", "N·(input elements)" if call.batched else "(input elements)",
                      ((N,) if call.batched else ()) + I, "for example of fewer samples or a crop of the input")
         o_full = (c // Cg) * Og + o
+        # per axis, the (input element, output row) pairs that tap u joins inside the output
+        joined = [[(i, r) for i in range(I[ax]) for r, tap in transposed_reach(i, O[ax], k[ax], s[ax], p[ax], d[ax])
+                   if tap == u[ax]] for ax in range(nd)]
         for n in range(N):
-            for i in itertools.product(*(range(m) for m in I)):
-                r = tuple(i[ax] * s[ax] + u[ax] * d[ax] - p[ax] for ax in range(nd))
-                if all(0 <= r[ax] < O[ax] for ax in range(nd)):
-                    xv, gv = _as_float(xb[(n, c) + i]), _as_float(gy[(n, o_full) + r])
-                    terms.append(Term(product=xv * gv, input_index=_passed(call, (n, c) + i), input_value=xv,
-                                      output_index=_passed(call, (n, o_full) + r), grad_output_value=gv, tap=u))
+            for combo in itertools.product(*joined):
+                i = tuple(pair[0] for pair in combo)
+                r = tuple(pair[1] for pair in combo)
+                xv, gv = _as_float(xb[(n, c) + i]), _as_float(gy[(n, o_full) + r])
+                terms.append(Term(product=xv * gv, input_index=_passed(call, (n, c) + i), input_value=xv,
+                                  output_index=_passed(call, (n, o_full) + r), grad_output_value=gv, tap=u))
     else:
         (o,) = _normalize_at(at, ("o",), (Og * G,), "the bias (C_out,)")
         at_out = (o,)
@@ -575,7 +570,7 @@ def _gather_text(e: TransposedExplanation, dec: int, letters) -> list[str]:
     call = e.call
     k, s, p, d, a, I, O = _sizes(call)
     nd = e.ndim
-    q = tuple(d[ax] * (k[ax] - 1) - p[ax] for ax in range(nd))
+    q = tuple(gather_padding(k[ax], p[ax], d[ax])[0] for ax in range(nd))
     z_shape = tuple(e.gather_input.shape)
     lines = [
         "Gather view: the same number = a convolution of the zero-inserted input with the flipped kernel.",
@@ -625,7 +620,7 @@ def _window_marks(e: TransposedExplanation, r: tuple) -> np.ndarray:
     k, s, p, d, a, I, O = _sizes(e.call)
     per_axis = []
     for ax in range(e.ndim):
-        kinds = [_gather_cell(r[ax] + u * d[ax], e.gather_offsets[ax], s[ax], I[ax]) for u in range(k[ax])]
+        kinds = [zero_inserted_cell(r[ax] + u * d[ax], e.gather_offsets[ax], s[ax], I[ax]) for u in range(k[ax])]
         per_axis.append(kinds)
     marks = np.empty(tuple(k), dtype=object)
     for u in itertools.product(*(range(n) for n in k)):
@@ -738,10 +733,10 @@ def _gather_table(e: TransposedExplanation, dec: int) -> str:
         cells = []
         for c in range(plane.shape[1]):
             if e.ndim == 2:
-                kinds = (_gather_cell(m, e.gather_offsets[0], s[0], I[0]),
-                         _gather_cell(c, e.gather_offsets[1], s[1], I[1]))
+                kinds = (zero_inserted_cell(m, e.gather_offsets[0], s[0], I[0]),
+                         zero_inserted_cell(c, e.gather_offsets[1], s[1], I[1]))
             else:
-                kinds = (_gather_cell(c, e.gather_offsets[0], s[0], I[0]),)
+                kinds = (zero_inserted_cell(c, e.gather_offsets[0], s[0], I[0]),)
             cls = ["cs-pad"] if "pad" in kinds else ["cs-zero"] if "zero" in kinds else []
             if m in win_rows and c in win_cols:
                 cls.append("cs-win")
