@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import html
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -449,8 +449,6 @@ def explain_grad_transposed(layer_or_weight, x, grad_output=None, wrt="input", a
 
 
 def _without_bias(call):
-    from dataclasses import replace
-
     return replace(call, bias=None)   # the gradients do not depend on the bias
 
 
