@@ -28,6 +28,7 @@ CASES = [
     (2, (2, 2, 3, 4), (2, 3, 3, 2), dict(stride=(2, 3), padding=(1, 0), output_padding=(1, 2))),
     (2, (4, 3, 3), (4, 2, 2, 3), dict(stride=2, groups=2, dilation=(1, 2))),                 # unbatched, groups
     (2, (1, 2, 3, 4), (2, 1, 4, 4), dict(stride=2, padding=3)),                              # padding crops
+    (2, (1, 2, 3, 4), (2, 2, 2, 2), dict(stride=3, padding=(2, 1), output_padding=(2, 0))),  # gather crops
     (3, (1, 2, 2, 3, 2), (2, 2, 3, 2, 2), dict(stride=(2, 1, 2), padding=(1, 0, 0), output_padding=(1, 0, 1))),
     (3, (2, 2, 2, 2), (2, 1, 2, 2, 2), dict(stride=2, groups=2, dilation=(1, 2, 1))),        # unbatched, groups
 ]
