@@ -647,3 +647,18 @@ def torch_conv_layer(ndim: int, weight, bias=None, stride=1, padding=0, dilation
     if bias is not None:
         set_parameter(layer, "bias", _numpy_copy(bias))
     return layer
+
+
+def torch_transpose_at(x, w, b, at, grad_output=None, wrt=None, **params) -> float:
+    """torch's ``conv_transpose{n}d`` output at ``at`` (``wrt=None``), or the element ``at`` of its gradient
+    ``wrt`` (``'input'``, ``'weight'``, ``'bias'``) of ``sum(output * grad_output)``; an unbatched ``x``
+    (one axis fewer than the weight) is run with a batch of one, as the caller's index takes it."""
+    x = _numpy_copy(x)
+    unbatched = x.ndim == np.asarray(w).ndim - 1
+    xb = x[None] if unbatched else x
+    gb = None if grad_output is None else (_numpy_copy(grad_output)[None] if unbatched else grad_output)
+    out, grads = torch_conv_transpose_nd(xb, w, b, gb, **params)
+    if wrt is None:
+        return float((out[0] if unbatched else out)[tuple(at)])
+    grad = dict(zip(("input", "weight", "bias"), grads))[wrt]
+    return float((grad[0] if unbatched and wrt == "input" else grad)[tuple(at)])

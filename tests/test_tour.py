@@ -117,9 +117,50 @@ def test_a_disagreement_with_torch_fails_the_tour():
     assert "DISAGREES" in line and check.failures == ["a wrong result"]
 
 
-@pytest.mark.parametrize("section", ["0", "6", "x"])
+@pytest.mark.parametrize("section", ["0", str(len(tour.SECTIONS) + 1), "x"])
 def test_bad_section_is_one_line_and_exit_2(section):
     result = run("tour", "--section", section)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tour_transposed_section_computes_the_arithmetic_case_and_explains_one_output(full_tour):
+    """i = 3, k = 3, s = 2, p = 1 → 5 (6 with output_padding 1), y[0, 1, 1] in both views, the checkerboard,
+    and the adjoint identity, each with the numbers derived here."""
+    section = full_tour[full_tour.index(tour.header(6)):]
+    x = np.array(tour.ARITH_X, dtype=np.float32)[None, None]
+    w = np.array(tour.ARITH_W, dtype=np.float32)[None, None]
+    y = convscope.conv_transpose2d(x, w, stride=2, padding=1)
+    y6 = convscope.conv_transpose2d(x, w, stride=2, padding=1, output_padding=1)
+    assert y.shape[-2:] == (5, 5) and y6.shape[-2:] == (6, 6)
+    assert "H_out = (3−1)·2 − 2·1 + 1·(3−1) + 0 + 1 = 5" in section
+    assert "(5 → 3, 6 → 3)" in section
+    assert "✓ torch" in section and "agrees on the arithmetic case" in section
+    # y[0, 1, 1]: rows and columns each receive i = 0 via u = 2 and i = 1 via u = 0
+    c, i, j = tour.ARITH_AT
+    terms = [(a, b, u, v) for a in range(3) for b in range(3) for u in range(3) for v in range(3)
+             if 2 * a + u - 1 == i and 2 * b + v - 1 == j]
+    assert len(terms) == 4
+    for a, b, u, v in terms:
+        xv, wv = x[0, 0, a, b], w[0, 0, u, v]
+        assert (f"input x[0, {a}, {b}] · w[0, 0, {u}, {v}] lands on y[{c}, {i}, {j}]   "
+                f"{xv:.0f} × {wv:.0f} = {xv * wv:.0f}") in section
+    assert sum(x[0, 0, a, b] * w[0, 0, u, v] for a, b, u, v in terms) == y[0, 0, i, j]
+    assert f"y[{c}, {i}, {j}] = {y[0, 0, i, j]:.0f}   (a transposed convolution)" in section
+    assert "= a convolution of the zero-inserted input with the flipped kernel" in section
+    # the checkerboard: rows 1 and 3 get 2 taps, rows 0, 2, 4 get 1
+    assert "rows 1, 3\nget 2 taps and rows 0, 2, 4 get 1" in section
+    stamps = convscope.conv_transpose2d(np.ones((1, 1, 3, 3), np.float32), np.ones((1, 1, 3, 3), np.float32),
+                                        stride=2, padding=1)
+    assert "[[1  2  1  2  1]" in section and stamps[0, 0, 1, 1] == 4 and stamps[0, 0, 0, 0] == 1
+    # not an inverse: conv2d(y) is not x; the adjoint identity holds
+    back = convscope.conv2d(y, w, stride=2, padding=1)
+    assert not np.array_equal(back, x)
+    assert f"[[{back[0, 0, 0, 0]:.0f}  {back[0, 0, 0, 1]:.0f}  {back[0, 0, 0, 2]:.0f}]" in section
+    z = np.random.default_rng(6).standard_normal((1, 1, 5, 5))
+    lhs = float(np.sum(convscope.conv2d(z, w.astype(np.float64), stride=2, padding=1) * x))
+    rhs = float(np.sum(z * convscope.conv_transpose2d(x.astype(np.float64), w.astype(np.float64), stride=2,
+                                                      padding=1)))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+    assert f"{lhs:.6f} = {rhs:.6f}" in section and "not an inverse" in section

@@ -360,12 +360,6 @@ def test_output_size_errors_are_torchs(nd, x_shape, output_size, exc, pattern):
     assert isinstance(torch_layer_output(layer.to_torch(), x, list(output_size)), Exception), "torch accepts it"
 
 
-def test_explanations_of_transposed_layers_are_refused_clearly():
-    layer = convscope.ConvTranspose2d(1, 1, 3, seed=0)
-    with pytest.raises(TypeError, match=r"not of transposed ones, got ConvTranspose2d"):
-        convscope.explain(layer, np.ones((1, 1, 3, 3), np.float32), (0, 0, 0, 0))
-
-
 # --------------------------------------------------------------------------- errors, compared with torch
 
 # (dimension, input shape, weight shape, bias shape, parameters, convscope's exception, its message)

@@ -23,7 +23,16 @@ Public API
   may choose Winograd and FFT, whose rounding error is relative to a call's largest values
 """
 from .animate import Animation, animate
-from .explain import Explainer, Explanation, ShapeExplanation, Term, explain, explain_grad, explain_shape
+from .explain import (
+    Explainer,
+    Explanation,
+    ShapeExplanation,
+    Term,
+    TransposedExplanation,
+    explain,
+    explain_grad,
+    explain_shape,
+)
 from .functional import (
     Conv2dGrads,
     ConvGrads,
@@ -81,6 +90,7 @@ __all__ = [
     "Explanation",
     "ShapeExplanation",
     "Term",
+    "TransposedExplanation",
     "animate",
     "conv1d",
     "conv1d_backward",

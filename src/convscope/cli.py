@@ -27,7 +27,7 @@ from .animate.core import MAX_FRAMES as ANIMATE_MAX_FRAMES
 from .explain import explain, explain_grad, explain_shape
 from .explain.render import check_decimals
 from .functional import _spec_from_weight, conv2d
-from .spec import AXIS_LETTERS, check_shapes
+from .spec import AXIS_LETTERS, bind_transpose, check_shapes
 from .tour import SECTIONS, SEED000_B, SEED000_OUT, SEED000_W, SEED000_X, Checker, intro, section_text
 
 # Seed 000 (a notebook learning nn.Conv2d): the 5×5 input, and the weight and bias of
@@ -295,13 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
                "           convscope explain --input 2x6x6 --integers -p 1 --padding-mode reflect --at 0,0\n"
                "           convscope explain --input 5x5 --ones -k 2 -s 2 --grad input --at 4,4\n"
                "           convscope explain --dims 1 --input 2x9 -k 3 -d 2 --at 4\n"
-               "           convscope explain --dims 3 --input 4x5x5 -k 3 -p 1 --at 0,2,2,2",
+               "           convscope explain --dims 3 --input 4x5x5 -k 3 -p 1 --at 0,2,2,2\n"
+               "           convscope explain --input 3x3 --integers -k 3 -s 2 -p 1 --transposed --at 1,2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_array_options(ex)
     ex.add_argument("--dims", type=int, choices=(1, 2, 3), default=2,
                     help="spatial dimensions: 1 (Conv1d: --input L, CxL or NxCxL), 2 (Conv2d, default) or "
                          "3 (Conv3d: --input DxHxW, CxDxHxW or NxCxDxHxW); sizes such as --kernel take one "
                          "int or one per axis")
+    _add_transposed_options(ex, "a transposed convolution (conv_transpose2d): the weight is (C_in, out_channels/groups, "
+                                "kH, kW); the output is explained in its scatter and gather views")
     ex.add_argument("--at", default=None,
                     help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j "
                          "(--dims 1: [n,]o,i; --dims 3: [n,]o,t,i,j); --grad input: [n,]c,h,w; --grad weight: "
@@ -646,26 +649,68 @@ def _conv_params(args) -> dict:
                 padding_mode=args.padding_mode)
 
 
+def _transposed_arrays(args, params: dict):
+    """Input, weight ``(C_in, out_channels/groups, kH, kW)`` and bias of ``explain``/``animate --transposed``, checked
+    by the library's rules (torch's) before the weight is drawn; seeded in the order input, weight, bias."""
+    if params["padding_mode"] != "zeros":
+        raise UsageError("--padding-mode: a transposed convolution pads with zeros only (as torch's ConvTranspose2d)")
+    rng = np.random.default_rng(args.seed)
+    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
+    if args.weight_file:
+        w = _load(args.weight_file, "--weight-file")
+        w = _as_dtype(w[None, None] if w.ndim == 2 else w, x.dtype)
+    else:
+        kernel = _pair_or_int(args.kernel, "--kernel")
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        groups = params["groups"]
+        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
+            raise UsageError("--out-channels, --groups and --kernel must be positive")
+        if args.out_channels % groups:
+            raise UsageError(f"--groups ({groups}) must divide --out-channels ({args.out_channels})")
+        shape = (x.shape[-3], args.out_channels // groups, kh, kw)
+        if math.prod(shape) > MAX_VALUES:
+            raise UsageError(f"the weight {shape} is too large to explain (more than {MAX_VALUES} values)")
+        w = np.broadcast_to(np.zeros((), x.dtype), shape)        # its shape only, to check the call
+    if w.ndim == 4:
+        call = bind_transpose(2, input=x, weight=w, bias=None,
+                              **{k: v for k, v in params.items() if k != "padding_mode"})
+        outputs = math.prod(call.output_shape)
+        if outputs > MAX_VALUES:
+            raise UsageError(f"the output would hold {outputs} values, too many to explain (more than {MAX_VALUES})")
+    if not args.weight_file:
+        w = (np.ones(w.shape) if args.ones else rng.integers(-3, 4, size=w.shape) if args.integers else
+             rng.uniform(-1, 1, size=w.shape).round(4)).astype(x.dtype)
+    return x, w, _bias(args, rng, (w.shape[1] * params["groups"]) if w.ndim == 4 else 1, x.dtype)
+
+
 def run_explain(args) -> int:
     check_decimals(args.decimals)
     params = _conv_params(args)
-    x, w, bias = _explain_arrays(args, params)
     nd = args.dims
-    if w.ndim != nd + 2:
-        raise UsageError(f"--weight-file holds an array of shape {w.shape}; with --dims {nd} the weight must be "
-                         f"{nd + 2}-D (C_out, C/groups, {', '.join('k' + a for a in AXIS_LETTERS[nd])}) or one "
-                         f"{nd}-D kernel")
+    if args.transposed:
+        if nd != 2:
+            raise UsageError(f"--transposed explains 2-d transposed convolutions; got --dims {nd}")
+        params["output_padding"] = _output_padding(args)
+        x, w, bias = _transposed_arrays(args, params)
+    else:
+        _output_padding(args)
+        x, w, bias = _explain_arrays(args, params)
+        if w.ndim != nd + 2:
+            raise UsageError(f"--weight-file holds an array of shape {w.shape}; with --dims {nd} the weight must be "
+                             f"{nd + 2}-D (C_out, C/groups, {', '.join('k' + a for a in AXIS_LETTERS[nd])}) or one "
+                             f"{nd}-D kernel")
     batched = x.ndim == nd + 2
     at_given = _ints(args.at, "--at", ",") if args.at is not None else ()
     if args.grad is None:
         if args.grad_output_file:
             raise UsageError("--grad-output-file needs --grad input, weight or bias")
         full = nd + 2 if batched else nd + 1
-        e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, **params)
+        e = explain(w, x, _fill_at(at_given, full, "--at"), bias=bias, transposed=args.transposed, **params)
     else:
         gy = _grad_output(args, x)
         full = {"input": nd + 2 if batched else nd + 1, "weight": nd + 2, "bias": 1}[args.grad]
-        e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), **params)
+        e = explain_grad(w, x, gy, args.grad, _fill_at(at_given, full, "--at"), transposed=args.transposed,
+                         **params)
     emit(e.text(args.decimals), args.color)
     if args.html:
         try:
@@ -789,38 +834,6 @@ def run_animate(args) -> int:
         {None: "output element", "input": "input pixel", "weight": "weight element"}[args.grad]
     _write(f"wrote {out}: {len(anim)} frames (one per {what}), {anim.size[0]}×{anim.size[1]} px, {args.fps:g} fps")
     return 0
-
-
-def _transposed_arrays(args, params: dict):
-    """Input, weight (C, out_channels/groups, kH, kW) and bias of ``animate --transposed``: from files or
-    seeded (drawn in that order, as for explain); the call is checked with conv_transpose2d's rules."""
-    from .spec import bind_transpose
-
-    rng = np.random.default_rng(args.seed)
-    x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
-    groups = params["groups"]
-    if args.weight_file:
-        w = _load(args.weight_file, "--weight-file")
-        w = _as_dtype(w[None, None] if w.ndim == 2 else w, x.dtype)  # kH×kW: one kernel, one channel in and out
-    else:
-        kernel = _pair_or_int(args.kernel, "--kernel")
-        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-        if args.out_channels < 1 or groups < 1 or kh < 1 or kw < 1:
-            raise UsageError("--out-channels, --groups and --kernel must be positive")
-        if x.shape[-3] % groups or args.out_channels % groups:
-            raise UsageError(f"--groups ({groups}) must divide the input's {x.shape[-3]} channels and "
-                             f"--out-channels ({args.out_channels})")
-        shape = (x.shape[-3], args.out_channels // groups, kh, kw)
-        bind_transpose(2, input=np.empty(x.shape, x.dtype), weight=np.empty(shape, x.dtype), bias=None,
-                       **{k: v for k, v in params.items() if k != "padding_mode"})
-        if args.ones:
-            w = np.ones(shape, dtype=x.dtype)
-        elif args.integers:
-            w = rng.integers(-3, 4, size=shape).astype(x.dtype)
-        else:
-            w = rng.uniform(-1, 1, size=shape).round(4).astype(x.dtype)
-    out_channels = w.shape[1] * groups if w.ndim == 4 else 1
-    return x, w, _bias(args, rng, out_channels, x.dtype)
 
 
 def _fill_at(given: tuple[int, ...], full: int, name: str) -> tuple[int, ...]:

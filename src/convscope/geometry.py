@@ -264,3 +264,64 @@ def unread_positions(size: int, kernel: int, stride: int, dilation: int, before:
     """
     causes = {r: unread_cause(r, size, kernel, stride, dilation, before, after) for r in range(size)}
     return {r: c for r, c in causes.items() if c is not None}
+
+
+# --------------------------------------------------------------------------- transposed convolutions
+
+
+def transposed_taps(r: int, size: int, kernel: int, stride: int, padding: int, dilation: int) -> list:
+    """The ``(i, u)`` pairs, input element ``i`` (``0 ≤ i < size``) through kernel tap ``u``, that land on
+    output row ``r`` of a transposed convolution along one axis: ``i·stride + u·dilation − padding = r``.
+
+    The scatter view: input element ``i`` stamps tap ``u`` of the kernel on row ``i·stride + u·dilation −
+    padding``.  Sorted by ``i``.  Rows beyond the last stamp (``output_padding`` above the stride's
+    reach) get none.
+
+    >>> transposed_taps(1, 3, 3, 2, 1, 1), transposed_taps(2, 3, 3, 2, 1, 1)   # i = 3, k = 3, s = 2, p = 1
+    ([(0, 2), (1, 0)], [(1, 1)])
+    >>> transposed_taps(0, 2, 2, 1, 0, 3)                                        # dilation 3
+    [(0, 0)]
+    """
+    pairs = []
+    for u in range(kernel):
+        q = r + padding - u * dilation
+        if q % stride == 0 and 0 <= q // stride < size:
+            pairs.append((q // stride, u))
+    return sorted(pairs)
+
+
+def transposed_reach(i: int, out_len: int, kernel: int, stride: int, padding: int, dilation: int) -> list:
+    """The ``(r, u)`` pairs, output row ``r`` (``0 ≤ r < out_len``) that input element ``i`` reaches through
+    kernel tap ``u``: ``r = i·stride + u·dilation − padding`` (the inverse of :func:`transposed_taps`).
+    Taps that land outside the output (cropped by ``padding``) are left out.
+
+    >>> transposed_reach(0, 5, 3, 2, 1, 1)
+    [(0, 1), (1, 2)]
+    """
+    rows = ((i * stride + u * dilation - padding, u) for u in range(kernel))
+    return [(r, u) for r, u in rows if 0 <= r < out_len]
+
+
+def gather_padding(kernel: int, padding: int, dilation: int, output_padding: int = 0) -> tuple[int, int]:
+    """``(before, after)``: the zeros around the zero-inserted input of a transposed convolution's gather view,
+    ``dilation·(kernel − 1) − padding`` on each side and ``output_padding`` more after (negative: cropped).
+
+    >>> gather_padding(3, 1, 1), gather_padding(3, 1, 1, 1), gather_padding(2, 3, 1)
+    ((1, 1), (1, 2), (-2, -2))
+    """
+    before = dilation * (kernel - 1) - padding
+    return before, before + output_padding
+
+
+def zero_inserted_cell(m: int, before: int, stride: int, size: int) -> str:
+    """What cell ``m`` of the zero-inserted input (``stride − 1`` zeros between the ``size`` elements, ``before``
+    cells of padding first) holds along one axis: ``'x'`` an input element, ``'zero'`` an inserted zero,
+    ``'pad'`` padding.
+
+    >>> [zero_inserted_cell(m, 1, 2, 3) for m in range(7)]
+    ['pad', 'x', 'zero', 'x', 'zero', 'x', 'pad']
+    """
+    t = m - before
+    if t < 0 or t > (size - 1) * stride:
+        return "pad"
+    return "x" if t % stride == 0 else "zero"

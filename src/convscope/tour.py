@@ -4,7 +4,8 @@ The project grew from five documents by people learning ``nn.Conv2d`` (the
 seeds, 000 to 004).  Each section of the tour takes one seed's examples, with
 the numbers the seed printed, computes them with convscope, explains the
 numbers the seed asked about, and (when torch is installed) checks every
-result against torch on the same numbers.
+result against torch on the same numbers.  The last section explains transposed
+convolution with the convolution-arithmetic guide's example.
 
 ``convscope tour`` prints it; ``convscope tour --section N`` prints one section.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from .explain import explain, explain_grad, explain_shape
 from .explain.render import grid_lines, side_by_side
-from .functional import conv2d, conv2d_backward
+from .functional import conv2d, conv2d_backward, conv2d_output_size, conv_transpose2d
 from .module import Conv2d
 
 # Seed 000, a notebook: x = torch.randn(1, 5, 5) and three nn.Conv2d(1, 1, 3) layers, printed to 4 decimals.
@@ -91,14 +92,14 @@ class Checker:
             return cls(None)
         return cls(torch)
 
-    def conv(self, label, ours, x, w, b=None, **params) -> str | None:
-        """Check a forward result against ``torch.nn.functional.conv2d``."""
+    def conv(self, label, ours, x, w, b=None, op="conv2d", **params) -> str | None:
+        """Check a forward result against ``torch.nn.functional.conv2d`` (or ``op``, e.g. ``'conv_transpose2d'``)."""
         if self.torch is None:
             return None
         t = self.torch
         with t.no_grad():
-            theirs = t.nn.functional.conv2d(t.from_numpy(np.array(x)), t.from_numpy(np.array(w)),
-                                            None if b is None else t.from_numpy(np.array(b)), **params).numpy()
+            theirs = getattr(t.nn.functional, op)(t.from_numpy(np.array(x)), t.from_numpy(np.array(w)),
+                                                  None if b is None else t.from_numpy(np.array(b)), **params).numpy()
         return self._compare(label, ours, theirs)
 
     def grads(self, label, ours, x, w, gy, **params) -> str | None:
@@ -412,12 +413,91 @@ def section_seed004(check: Checker) -> list[str]:
     return lines
 
 
+# The convolution-arithmetic guide's transposed case (Dumoulin and Visin, "A guide to convolution arithmetic for
+# deep learning", 2016): i = 3, k = 3, s = 2, p = 1 gives 5 outputs, or 6 with output_padding 1.
+ARITH_X = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+ARITH_W = [[1, 0, -1], [2, 1, 0], [0, 3, 1]]
+ARITH_AT = (0, 1, 1)      # an output where two rows and two columns of stamps overlap: 4 terms
+
+
+def section_transposed(check: Checker) -> list[str]:
+    x, w = _a(ARITH_X, 1, 1), _a(ARITH_W, 1, 1)
+    params = dict(stride=2, padding=1)
+    y = conv_transpose2d(x, w, **params)
+    y6 = conv_transpose2d(x, w, output_padding=1, **params)
+    back5, back6 = conv2d_output_size(5, 3, **params), conv2d_output_size(6, 3, **params)
+    lines = [
+        "A transposed convolution (nn.ConvTranspose2d, F.conv_transpose2d) runs a convolution's arithmetic",
+        "backwards: every input element stamps its value times the kernel onto a larger output. The",
+        "convolution-arithmetic guide's case: input i = 3, kernel k = 3, stride s = 2, padding p = 1.",
+        "",
+        *_indent(explain_shape((1, 1, 3, 3), 3, stride=2, padding=1, transposed=True)),
+        "",
+        f"With output_padding=1 the output is {y6.shape[-2]}×{y6.shape[-1]}. A convolution with the same kernel, "
+        f"stride and padding maps",
+        f"both sizes back to 3 (5 → {back5[0]}, 6 → {back6[0]}): output_padding only picks which of those sizes "
+        "you get.",
+        "",
+        *_pair("x", x[0, 0], "w (weight[0, 0]: in_channels, out_channels/groups, kH, kW)", w[0, 0], 0),
+        *_pair("conv_transpose2d(x, w, stride=2, padding=1)", y[0, 0], "…with output_padding=1", y6[0, 0], 0),
+        check.conv("the arithmetic case", y, x, w, op="conv_transpose2d", **params),
+        check.conv("output_padding 1", y6, x, w, op="conv_transpose2d", output_padding=1, **params),
+        "",
+        f"How y[{', '.join(map(str, ARITH_AT))}] is made, in both views: scatter (which input elements, times which "
+        "kernel",
+        "tap, land here) and gather (the same number as an ordinary convolution over the zero-inserted input):",
+        "",
+        *_indent(explain(w, x[0], ARITH_AT, transposed=True, **params)),
+        "",
+    ]
+    ones = np.ones((1, 1, 3, 3), dtype=F32)
+    stamps = conv_transpose2d(ones, ones, **params)
+    rows = explain_shape((3, 3), 3, stride=2, padding=1, transposed=True).taps[0]
+    two = [r for r, n in enumerate(rows) if n == 2]
+    one = [r for r, n in enumerate(rows) if n == 1]
+    ones4 = np.ones((1, 1, 4, 4), dtype=F32)
+    even = conv_transpose2d(ones, ones4, **params)
+    lines += [
+        "The checkerboard. Ones through ones count the taps landing on each output: along each axis rows "
+        f"{', '.join(map(str, two))}",
+        f"get 2 taps and rows {', '.join(map(str, one))} get 1 (the kernel's extent 3 does not divide evenly by "
+        "the stride 2),",
+        "so a flat input comes out as a grid of 4s, 2s and 1s: the checkerboard artefact of decoders and GANs.",
+        *_pair("conv_transpose2d(ones, ones 3×3)", stamps[0, 0], "with a 4×4 kernel (extent divisible by 2)",
+               even[0, 0], 0),
+        check.conv("the taps per output", stamps, ones, ones, op="conv_transpose2d", **params),
+        "With a 4×4 kernel every interior output gets 2×2 taps; only the border gets fewer.",
+        "",
+    ]
+    back = conv2d(y, w, **params)
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((1, 1, 5, 5)).astype(np.float64)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    lhs = float(np.sum(conv2d(z, w64, **params) * x64))
+    rhs = float(np.sum(z * conv_transpose2d(x64, w64, **params)))
+    lines += [
+        "Why \"transposed\", and why \"deconvolution\" is a misnomer. Convolving the output with the same kernel, "
+        "stride and",
+        "padding does not give x back, so the transposed convolution is not an inverse:",
+        *_pair("conv2d(y, w, stride=2, padding=1)", back[0, 0], "x", x[0, 0], 0),
+        check.conv("the convolution of y", back, y, w, **params),
+        "What it is: the transpose (adjoint) of that convolution, the map whose matrix is the convolution's matrix",
+        "transposed. For any z of the output's shape, Σ conv2d(z, w) · x = Σ z · conv_transpose2d(x, w):",
+        f"  with a seeded random 5×5 z: {lhs:.6f} = {rhs:.6f} (float64)",
+        "The same sum makes the transposed convolution the convolution's input gradient (∂L/∂z of",
+        "L = Σ conv2d(z, w) · x is conv_transpose2d(x, w)), and gives its weight the layout (in, out/groups, k…):",
+        "it is the weight of the convolution it transposes, which maps out_channels to in_channels.",
+    ]
+    return lines
+
+
 SECTIONS = [
     ("seed 000: one output by hand, a general kernel, stride 2", section_seed000),
     ("seed 001: the missing bias, and the border of a 1×1 convolution with padding", section_seed001),
     ("seed 002: Sobel, output size, stride and zero padding", section_seed002),
     ("seed 003: the gradients of a Sobel convolution", section_seed003),
     ("seed 004: cross_correlate, a rectangular kernel, and the weight gradient by hand", section_seed004),
+    ("transposed convolution: 3 → 5 (or 6), both views of one output, the checkerboard", section_transposed),
 ]
 
 
@@ -432,7 +512,8 @@ def intro(check: Checker) -> str:
         "",
         "convscope grew from five documents by people learning nn.Conv2d (the seeds, 000 to 004). This tour",
         "takes their examples, with the numbers they printed, computes them with convscope, and shows how",
-        "each number they asked about is made.",
+        "each number they asked about is made. The last section goes on to transposed convolution (the",
+        "up-sampling layer of decoders), with the convolution-arithmetic guide's example.",
         "",
     ]
     lines += [f"  {k}. {title}" for k, (title, _) in enumerate(SECTIONS, 1)]

@@ -628,7 +628,7 @@ def _prepare(weight, x, bias, stride, padding, dilation, groups, padding_mode, g
 
 
 def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, groups=1,
-            padding_mode="zeros") -> Explanation:
+            padding_mode="zeros", *, transposed=False, output_padding=0, output_size=None) -> Explanation:
     """How output element ``at`` of a convolution is made, term by term.
 
     Two forms:
@@ -639,6 +639,10 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
       ``(C_out, C/groups, kH, kW)`` for 2-d, ``(C_out, C/groups, kD, kH, kW)`` for 3-d);
     * ``explain(layer, x, at)``, where ``layer`` is a convscope or ``torch.nn`` ``Conv1d``,
       ``Conv2d`` or ``Conv3d`` (then the hyper-parameters come from the layer).
+
+    A transposed convolution (``transposed=True`` with ``output_padding``, or a ``ConvTranspose1d/2d/3d``
+    layer, with ``output_size``) is explained in its scatter and gather views by
+    :func:`convscope.explain.transposed.explain_transposed`.
 
     ``x`` is a NumPy array or a torch tensor, ``(N, C, *spatial)`` (2-d: ``(N, C, H, W)``) or
     unbatched ``(C, *spatial)``; ``at`` is ``(n, c_out, *position)`` for batched input
@@ -670,13 +674,18 @@ def explain(layer_or_weight, x, at, bias=None, stride=1, padding=0, dilation=1, 
     >>> e1.value, [t.input_index for t in e1.terms]
     (1.0, [(0, 1), (0, 2)])
     """
+    from .transposed import explain_transposed, is_transposed_call
+    if is_transposed_call(layer_or_weight, transposed, output_padding, output_size):
+        return explain_transposed(layer_or_weight, x, at, bias, stride, padding, dilation, groups, padding_mode,
+                                  transposed=transposed, output_padding=output_padding, output_size=output_size)
     args, from_layer = _arguments(layer_or_weight, "explain(layer, x, at)", bias=bias, stride=stride,
                                   padding=padding, dilation=dilation, groups=groups, padding_mode=padding_mode)
     return Explainer._of(args, x, None, from_layer).explain(at)
 
 
 def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, stride=1, padding=0,
-                 dilation=1, groups=1, padding_mode="zeros") -> Explanation:
+                 dilation=1, groups=1, padding_mode="zeros", *, transposed=False, output_padding=0,
+                 output_size=None) -> Explanation:
     """How one number of a gradient is made, for ``L = sum(conv{n}d(x, weight, ...) * grad_output)``.
 
     * ``wrt='input'``, ``at=(n, c, *pixel)`` (2-d: ``(n, c, h, w)``; ``(c, *pixel)`` unbatched): the
@@ -689,9 +698,11 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
 
     ``layer_or_weight`` is a weight (its rank says 1-d, 2-d or 3-d, as in :func:`explain`) or a
     convscope / torch ``Conv1d``, ``Conv2d`` or ``Conv3d`` (then the hyper-parameters come from the
-    layer).  ``grad_output`` has the output's shape; None means all ones (``L = out.sum()``).
-    ``value`` is ``conv{n}d_backward(...)``'s component at ``at``.  A sum of more than
-    :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the input, or fewer samples).
+    layer); ``transposed=True`` or a ``ConvTranspose1d/2d/3d`` layer: see
+    :func:`convscope.explain.transposed.explain_grad_transposed`.  ``grad_output`` has the output's
+    shape; None means all ones (``L = out.sum()``).  ``value`` is ``conv{n}d_backward(...)``'s component
+    at ``at``.  A sum of more than :data:`MAX_TERMS` terms raises ``ValueError`` (explain a crop of the
+    input, or fewer samples).
 
     Examples
     --------
@@ -705,6 +716,11 @@ def explain_grad(layer_or_weight, x, grad_output=None, wrt="input", at=None, str
     >>> convscope.explain_grad(B, A, None, "input", (0, 4, 4), stride=2).value
     0.0
     """
+    from .transposed import explain_grad_transposed, is_transposed_call
+    if is_transposed_call(layer_or_weight, transposed, output_padding, output_size):
+        return explain_grad_transposed(layer_or_weight, x, grad_output, wrt, at, stride, padding, dilation, groups,
+                                       padding_mode, transposed=transposed, output_padding=output_padding,
+                                       output_size=output_size)
     if not isinstance(wrt, str) or wrt not in WRT:
         raise ValueError(f"wrt must be one of 'input', 'weight', 'bias', got {wrt!r}")
     args, from_layer = _arguments(layer_or_weight, "explain_grad(layer, ...)", stride=stride, padding=padding,
