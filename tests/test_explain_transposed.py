@@ -451,7 +451,7 @@ def test_cli_explains_a_transposed_output_and_gradient():
 @pytest.mark.parametrize("args,message", [
     (("-s", "2", "--transposed", "--output-padding", "2"),
      "output_padding must be smaller than stride or dilation"),
-    (("-s", "2", "--output-padding", "1"), "--output-padding needs --transposed"),
+    (("-s", "2", "--output-padding", "1"), "--output-padding 1 needs --transposed"),
     (("--transposed", "-p", "same"), "padding of a transposed convolution"),
     (("--transposed", "--padding-mode", "reflect"), "zeros only"),
     (("--transposed", "--out-channels", "3", "-g", "2", "--input", "2x3x3"), "must divide --out-channels"),

@@ -653,7 +653,8 @@ def _transposed_arrays(args, params: dict):
     """Input, weight ``(C_in, out_channels/groups, kH, kW)`` and bias of ``explain``/``animate --transposed``, checked
     by the library's rules (torch's) before the weight is drawn; seeded in the order input, weight, bias."""
     if params["padding_mode"] != "zeros":
-        raise UsageError("--padding-mode: a transposed convolution pads with zeros only (as torch's ConvTranspose2d)")
+        raise UsageError('--padding-mode: a transposed convolution pads with zeros only (Only "zeros" padding mode '
+                         'is supported for ConvTranspose2d, as in torch)')
     rng = np.random.default_rng(args.seed)
     x = _input_from_file(args.input_file) if args.input_file else _seeded_input(args, rng)
     if args.weight_file:
