@@ -229,6 +229,7 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
 ND_WHY = "vol2col + GEMM, the fast path over any number of spatial dimensions"
 ND_WINOGRAD_MIN_CHANNELS = 64        # stacked input channels C·k_D from 64 (bench/bench_nd.py: unet3d.enc1's 96 won)
 ND_WINOGRAD_MIN_OUT_CHANNELS = 32    # and 32 output channels (unet3d.enc1: 2.9× torch, against 3.9× on ndgemm)
+ND_WINOGRAD_MIN_PLANE_PIXELS = 64    # and 8×8 output planes (unet3d.enc3: 1.15× torch, against 1.45× on ndgemm)
 ND_STACK_MIN_MACS = 10_000_000       # depth stacking from 10⁷ multiply-adds (below: ndgemm's fewer passes won)
 
 
@@ -259,14 +260,14 @@ def _wins_nd_winograd(spec, shape) -> bool:
         return False
     _, shape2 = ndstack.stacked(spec, shape)
     return (shape2.C >= ND_WINOGRAD_MIN_CHANNELS and shape.out_channels >= ND_WINOGRAD_MIN_OUT_CHANNELS
-            and shape2.H_out * shape2.W_out >= WINOGRAD_MIN_OUTPUT_PIXELS)
+            and shape2.H_out * shape2.W_out >= ND_WINOGRAD_MIN_PLANE_PIXELS)
 
 
 # rows of 3-d convolutions (1-d ones are planned as 2-d ones), the first that holds
 ND_TABLE = (
     Row("nd-wino", _wins_nd_winograd, ("ndwinograd", "ndwinograd", "ndwinograd"),
         f"(k, 3, 3) kernel, stride and dilation 1 across height and width, groups 1, ≥ {ND_WINOGRAD_MIN_CHANNELS} "
-        f"stacked channels, ≥ {ND_WINOGRAD_MIN_OUT_CHANNELS} output channels, ≥ {WINOGRAD_MIN_OUTPUT_PIXELS} "
+        f"stacked channels, ≥ {ND_WINOGRAD_MIN_OUT_CHANNELS} output channels, ≥ {ND_WINOGRAD_MIN_PLANE_PIXELS} "
         "output pixels per plane"),
     Row("nd-stack", lambda spec, shape: _nd_macs(spec, shape) >= ND_STACK_MIN_MACS,
         ("ndstack", "ndstack", "ndstack"),

@@ -131,13 +131,19 @@ def _plane_bytes(pass_, spec, shape, itemsize):
     return fixed * itemsize, N * (C * spec.kernel_size[0] * H * W + O * Ho * Wo) * itemsize
 
 
+BLOCK_OUTPUTS = 2048    # output positions per block of planes: enough for the 2-d pass's products, few enough
+                        # that its scratch stays in cache
+
+
 def _blocks(pass_, spec, shape, itemsize):
-    """[(a, b)]: blocks of output planes whose own scratch fits half the limit (one plane at least),
-    and the workspace limit left for the 2-d passes."""
+    """[(a, b)]: blocks of output planes of at least ``BLOCK_OUTPUTS`` output positions (batch and
+    plane) whose own scratch fits half the limit (one plane at least), and the workspace limit left
+    for the 2-d passes."""
     limit = get_workspace_limit()
     fixed, per_plane = _plane_bytes(pass_, spec, shape, itemsize)
-    D_out = shape.out_spatial[0]
-    step = int(max(1, min(D_out, (limit // 2 - fixed) // max(per_plane, 1))))
+    D_out, (Ho, Wo) = shape.out_spatial[0], shape.out_spatial[1:]
+    wanted = -(-BLOCK_OUTPUTS // max(shape.N * Ho * Wo, 1))
+    step = int(max(1, min(D_out, wanted, (limit // 2 - fixed) // max(per_plane, 1))))
     left = max(0, limit - fixed - step * per_plane)
     return [(a, min(D_out, a + step)) for a in range(0, D_out, step)], left
 
