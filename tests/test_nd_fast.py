@@ -12,7 +12,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 import convscope
 from convscope import algorithms, planner
-from convscope.algorithms import ndstack
+from convscope.algorithms import ndstack, ndwinograd
 from convscope.spec import bind
 from oracle import case_arrays, peak_bytes
 
@@ -38,10 +38,7 @@ CASES = [
 
 
 def _serves(name, case):
-    chw, w_shape, params = case
-    params = {k: v for k, v in params.items() if k != "bias"}
-    call = bind(3, input=np.zeros((2,) + chw), weight=np.zeros(w_shape), **params)
-    return algorithms.ALGORITHMS[name].needs(call.spec, call.shape) is None
+    return algorithms.ALGORITHMS[name].needs(*_spec_shape(case)) is None
 
 
 def _fits(mode, case):
@@ -71,6 +68,15 @@ def _grid():
 def test_every_path_has_cases():
     assert sum(_serves("ndwinograd", c) for c in CASES) >= 4
     assert all(_serves("ndstack", c) for c in CASES)
+    first = [ndwinograd._planes_first(*_spec_shape(c), 8) for c in CASES if _serves("ndwinograd", c)]
+    assert any(first) and not all(first)                  # both ways of ndwinograd's forward
+
+
+def _spec_shape(case):
+    chw, w_shape, params = case
+    call = bind(3, input=np.zeros((2,) + chw), weight=np.zeros(w_shape),
+                **{k: v for k, v in params.items() if k != "bias"})
+    return call.spec, call.shape
 
 
 @pytest.mark.parametrize("name, case, mode, dtype, layout", _grid())
@@ -141,20 +147,21 @@ PERTURBATIONS = [("input", v) for v in (np.nan, np.inf, -np.inf, HUGE)] + \
                 [("grad_output", v) for v in (np.nan, np.inf, -np.inf)]
 
 
-@pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("name, out_channels", [("ndstack", 4), ("ndwinograd", 4), ("ndwinograd", 8)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where, value", PERTURBATIONS, ids=[f"{w}={v}" for w, v in PERTURBATIONS])
-def test_nonfinite_values_land_where_torch_puts_them(name, dtype, where, value):
+def test_nonfinite_values_land_where_torch_puts_them(name, out_channels, dtype, where, value):
     """A corner weight tap reads the depth padding (real zeros in the stacked input) and the height
-    and width padding (the 2-d pass's): 0·Inf is NaN there, as in torch's native kernels."""
+    and width padding (the 2-d pass's): 0·Inf is NaN there, as in torch's native kernels.  ndwinograd's
+    forward with 4 output channels transforms the planes first, with 8 it stacks first."""
     pytest.importorskip("torch")
     from oracle import assert_same_nonfinite, torch_native_conv_nd
 
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 3, 4, 5, 6)).astype(dtype)
-    w = rng.uniform(-1, 1, (4, 3, 3, 3, 3)).astype(dtype)          # |w| < 1: 3e38 · w does not overflow
-    b = rng.standard_normal(4).astype(dtype)
-    g = rng.standard_normal((2, 4, 4, 5, 6)).astype(dtype)
+    w = rng.uniform(-1, 1, (out_channels, 3, 3, 3, 3)).astype(dtype)   # |w| < 1: 3e38 · w does not overflow
+    b = rng.standard_normal(out_channels).astype(dtype)
+    g = rng.standard_normal((2, out_channels, 4, 5, 6)).astype(dtype)
     if where == "input":
         x[(1, 2, 2, 2, 3) if value == HUGE else (1, 2, 0, 0, 1)] = value
     elif where == "weight":
@@ -187,6 +194,8 @@ def test_forward_stays_under_the_limit_with_the_same_numbers(name, limit):
     call = bind(3, input=x, weight=w, padding=1)
     with convscope.workspace_limit(limit):
         blocks, _ = ndstack._blocks("forward", call.spec, call.shape, 4)
+        if name == "ndwinograd":                          # the planes' transforms fit the large limit only
+            assert ndwinograd._planes_first(call.spec, call.shape, 4) == (limit > MiB)
         y, peak = peak_bytes(lambda: convscope.conv3d(x, w, padding=1, algorithm=name))
     assert peak <= x.nbytes + y.nbytes + limit, f"peak {peak / MiB:.1f} MiB"
     assert (len(blocks) == 12) == (limit == MiB)             # one plane per block under the small limit
