@@ -6,6 +6,8 @@ from hypothesis import settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from oracle import torch_num_threads  # noqa: E402
+
 # CI gets the same examples on every run (its verdict must be reproducible); local runs explore.
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
@@ -15,12 +17,5 @@ if os.environ.get("CI"):
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread():
     """The tests' tensors are tiny: torch is faster on one thread, and leaves the other core free."""
-    try:
-        import torch
-    except ImportError:
+    with torch_num_threads(1):
         yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

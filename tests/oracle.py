@@ -1,5 +1,9 @@
 """The one torch-oracle helper: run the same convolution in torch and in convscope and compare.
 
+It is the tests' one door to torch: the test files call torch only through the helpers here
+(the comparisons, then "torch objects for the tests": torch's layers, tensors, functional calls and
+autograd on NumPy arrays), and they share the case builders and constants at its end.
+
 It compares shape, dtype and values of the forward, then the three gradients.
 Tolerances are relative to the magnitude of torch's result:
 float64 1e-9, float32 1e-4, float16 1e-2 (times ``max |torch|``).
@@ -12,9 +16,11 @@ own CPU float16 kernels are not used: they round intermediate results differentl
 """
 from __future__ import annotations
 
+import contextlib
 import tracemalloc
 
 import numpy as np
+import pytest
 
 import convscope
 
@@ -382,3 +388,213 @@ def check_layer_round_trip(layer, x: np.ndarray, torch_name: str):
     for key, value in back.state_dict().items():
         assert np.array_equal(value, layer.state_dict()[key])
     return back
+
+
+# --------------------------------------------------------------------------- torch objects for the tests
+#
+# The test files reach torch only through these helpers: they build torch's layers and tensors, run
+# torch's functions and autograd on NumPy arrays, and hand NumPy arrays back.
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def has_torch() -> bool:
+    """Whether torch can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+needs_torch = pytest.mark.skipif(not has_torch(), reason="torch is not installed")
+
+
+def require_torch() -> None:
+    """Skip the calling test (or, at import, the whole test module) when torch is not installed."""
+    pytest.importorskip("torch")
+
+
+@contextlib.contextmanager
+def torch_num_threads(n: int):
+    """torch on ``n`` threads for the duration (nothing when torch is not installed)."""
+    if not has_torch():
+        yield
+        return
+    torch = _torch()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def torch_dtype(dtype):
+    """torch's dtype of a NumPy dtype, or of a name NumPy lacks (``'bfloat16'``)."""
+    name = dtype if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype).name
+    return getattr(_torch(), name)
+
+
+def to_numpy(a) -> np.ndarray:
+    """A NumPy copy of a tensor (detached), array or array-like."""
+    return _numpy_copy(a)
+
+
+def to_tensor(a, *, requires_grad: bool = False, copy: bool = True):
+    """A torch tensor of a NumPy array (a copy, or with ``copy=False`` a tensor sharing its memory)."""
+    a = np.asarray(a)
+    t = _torch().from_numpy(a.copy() if copy else a)
+    return t.requires_grad_(True) if requires_grad else t
+
+
+def torch_zeros(shape, dtype="float32"):
+    """``torch.zeros(shape)`` of a dtype given by name or NumPy dtype (``'bfloat16'`` too)."""
+    torch = _torch()
+    return torch.zeros(tuple(shape), dtype=torch_dtype(dtype))
+
+
+def torch_size(shape):
+    """``shape`` as a ``torch.Size``."""
+    return _torch().Size(shape)
+
+
+def torch_module(name: str, *args, seed=None, **kwargs):
+    """``torch.nn.<name>(*args, **kwargs)``, a NumPy ``dtype`` keyword turned into torch's; torch's
+    generator seeded with ``seed`` first when given (its parameters are then torch's own draw)."""
+    torch = _torch()
+    if seed is not None:
+        torch.manual_seed(seed)
+    if "dtype" in kwargs:
+        kwargs = dict(kwargs, dtype=torch_dtype(kwargs["dtype"]))
+    return getattr(torch.nn, name)(*args, **kwargs)
+
+
+def is_torch_module(obj, name: str) -> bool:
+    """Whether ``obj`` is a ``torch.nn.<name>``."""
+    return isinstance(obj, getattr(_torch().nn, name))
+
+
+def torch_randn(*shape, seed=None):
+    """``torch.randn(*shape)`` (float32), from torch's generator as it stands or seeded with ``seed``."""
+    torch = _torch()
+    if seed is not None:
+        torch.manual_seed(seed)
+    return torch.randn(*shape)
+
+
+def torch_forward(module, x) -> np.ndarray:
+    """``module(x)`` without autograd, for a NumPy array or tensor ``x``, as a NumPy array."""
+    torch = _torch()
+    with torch.no_grad():
+        return module(x if isinstance(x, torch.Tensor) else to_tensor(x)).numpy()
+
+
+def torch_module_backward(module, x, grad_output):
+    """(output, ∂input) of ``sum(module(x) * grad_output)`` by autograd, as NumPy arrays; the module's
+    parameter gradients accumulate as in torch (read them with :func:`parameter_grad`)."""
+    x_t = to_tensor(_numpy_copy(x), requires_grad=True)
+    y = module(x_t)
+    y.backward(to_tensor(grad_output))
+    return y.detach().numpy(), x_t.grad.numpy()
+
+
+def parameter_grad(module, name: str):
+    """A torch module's ``<name>.grad`` as a NumPy array (None when it has none)."""
+    grad = getattr(module, name).grad
+    return None if grad is None else grad.numpy().copy()
+
+
+def set_parameter(module, name: str, value) -> None:
+    """Overwrite a torch module's parameter ``name`` in place with a NumPy value (outside autograd)."""
+    torch = _torch()
+    with torch.no_grad():
+        getattr(module, name).copy_(to_tensor(np.asarray(value)))
+
+
+def torch_functional(name: str, *args, **kwargs) -> np.ndarray:
+    """``torch.nn.functional.<name>(*args, **kwargs)`` with NumPy arrays in (as tensors) and out."""
+    torch = _torch()
+    args = [to_tensor(a) if isinstance(a, np.ndarray) else a for a in args]
+    return getattr(torch.nn.functional, name)(*args, **kwargs).detach().numpy()
+
+
+def torch_autograd(f, *arrays, grad_output):
+    """(output, gradients) of ``sum(f(F, *tensors) * grad_output)`` by torch's autograd.
+
+    ``f`` receives ``torch.nn.functional`` and the arrays as tensors requiring grad (None stays None)
+    and returns a tensor; ``grad_output`` is an array, or a function of the output's shape that
+    makes one (``np.ones``).  Returns the output and the arrays' gradients as NumPy arrays.
+    """
+    torch = _torch()
+    tensors = [None if a is None else to_tensor(_numpy_copy(a), requires_grad=True) for a in arrays]
+    out = f(torch.nn.functional, *tensors)
+    g = grad_output(tuple(out.shape)) if callable(grad_output) else grad_output
+    out.backward(to_tensor(np.asarray(g, dtype=_numpy_copy(out.detach()).dtype)))
+    grads = tuple(None if t is None else t.grad.numpy() for t in tensors)
+    return out.detach().numpy(), grads
+
+
+def torch_forward_or_error(x, w, b=None, padding_mode="zeros", **params):
+    """torch's ``conv2d`` forward of NumPy arrays (``F.conv2d`` for zeros padding, else ``nn.Conv2d``
+    with ``padding_mode``) as a NumPy array, or the exception torch raises."""
+    import warnings
+
+    torch = _torch()
+    try:
+        xt, wt = to_tensor(x), to_tensor(w)
+        bt = None if b is None else to_tensor(b)
+        if padding_mode == "zeros":
+            return torch.nn.functional.conv2d(xt, wt, bt, **params).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
+            layer = torch.nn.Conv2d(wt.shape[1] * params.get("groups", 1), wt.shape[0], tuple(wt.shape[2:]),
+                                    bias=bt is not None, padding_mode=padding_mode, dtype=wt.dtype, **params)
+        with torch.no_grad():
+            layer.weight.copy_(wt)
+            if bt is not None:
+                layer.bias.copy_(bt)
+            return layer(xt).numpy()
+    except Exception as exc:  # noqa: BLE001 - any refusal counts; the caller compares its meaning
+        return exc
+
+
+# --------------------------------------------------------------------------- shared test cases and constants
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+LAYOUTS = ("batched", "unbatched", "zero_batch")
+NP_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+TORCH_PAD_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+def case_spec_shape(chw, w_shape, params, N: int = 2):
+    """(spec, shape) of a case ``(chw, w_shape, params)`` in any dimension (the weight's rank says which),
+    batched with ``N`` samples; ``params`` may hold ``bias`` (ignored)."""
+    from convscope.spec import check_shapes, make_spec
+
+    spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1),
+                     params.get("groups", 1), params.get("padding_mode", "zeros"), ndim=len(w_shape) - 2)
+    return spec, check_shapes(spec, (N,) + tuple(chw), w_shape)
+
+
+def mode_fits(mode, chw, w_shape, params) -> bool:
+    """Whether torch accepts padding ``mode`` for this case (reflect: padding below the size; circular:
+    up to it; zeros and replicate: any)."""
+    spec, _ = case_spec_shape(chw, w_shape, dict(params, padding_mode="zeros"), N=1)
+    for n, (p0, p1) in zip(chw[1:], spec.padding):
+        if mode == "reflect" and max(p0, p1) >= n or mode == "circular" and max(p0, p1) > n:
+            return False
+    return True
+
+
+def central_differences(f, a, indices, eps: float = 1e-6) -> np.ndarray:
+    """∂f/∂a at ``indices`` by central differences ``(f(a + ε) − f(a − ε)) / 2ε`` (``f`` scalar; no torch)."""
+    out = []
+    for idx in indices:
+        hi, lo = a.copy(), a.copy()
+        hi[idx] += eps
+        lo[idx] -= eps
+        out.append((f(hi) - f(lo)) / (2 * eps))
+    return np.array(out)

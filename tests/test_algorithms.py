@@ -17,19 +17,19 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
+import convscope
+from convscope.algorithms import ALGORITHMS, winograd
+from convscope.spec import check_shapes, make_spec
+from oracle import (LAYOUTS, PADDING_MODES, assert_close, assert_close_global, assert_same_nonfinite, case_arrays,
+                    case_spec_shape, check_against_torch, float32_against_exact, rel_l2, require_torch,
+                    torch_conv2d, torch_grad_function)
 
-import convscope  # noqa: E402
-from convscope.algorithms import ALGORITHMS, winograd  # noqa: E402
-from convscope.spec import check_shapes, make_spec  # noqa: E402
-from oracle import (assert_close, assert_close_global, assert_same_nonfinite, case_arrays,  # noqa: E402
-                    check_against_torch, float32_against_exact, rel_l2, torch_conv2d)
+require_torch()
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
-MODES = ("zeros", "reflect", "replicate", "circular")
+MODES = PADDING_MODES
 DTYPES = (np.float64, np.float32)
-LAYOUTS = ("batched", "unbatched", "zero_batch")
 PATHS = [name for name in ALGORITHMS if name != "reference"]
 
 # (input (C, H, W), weight shape, keyword arguments): each path runs the ones it serves
@@ -54,17 +54,9 @@ CASES = [
 ]
 
 
-def _spec_shape(case):
-    chw, w_shape, params = case
-    params = {k: v for k, v in params.items() if k != "bias"}
-    spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1),
-                     params.get("groups", 1), params.get("padding_mode", "zeros"))
-    return spec, check_shapes(spec, (2,) + chw, w_shape)
-
-
 def served(name):
     """The cases of CASES that path ``name`` can compute (by its own ``needs``)."""
-    return [case for case in CASES if ALGORITHMS[name].needs(*_spec_shape(case)) is None]
+    return [case for case in CASES if ALGORITHMS[name].needs(*case_spec_shape(*case)) is None]
 
 
 SERVED = {name: served(name) for name in PATHS}
@@ -102,9 +94,7 @@ def test_path_matches_torch_and_reference(name, case, mode, dtype, layout):
 
 @pytest.mark.parametrize("name", PATHS)
 def test_grad_functions_match_torch(name):
-    """conv2d_input / conv2d_weight through each path, against torch.nn.grad."""
-    import torch.nn.grad as tgrad
-
+    """conv2d_input / conv2d_weight through each path, against torch's nn.grad."""
     chw, w_shape, params = SERVED[name][1]
     params = {k: v for k, v in params.items() if k != "bias"}
     rng = np.random.default_rng(3)
@@ -114,9 +104,8 @@ def test_grad_functions_match_torch(name):
     g = rng.standard_normal(y.shape)
     dx = convscope.conv2d_input(x.shape, w, g, algorithm=name, **params)
     dw = convscope.conv2d_weight(x, w.shape, g, algorithm=name, **params)
-    tparams = {k: v for k, v in params.items()}
-    assert_close(dx, tgrad.conv2d_input(x.shape, torch.from_numpy(w), torch.from_numpy(g), **tparams).numpy())
-    assert_close(dw, tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(g), **tparams).numpy())
+    assert_close(dx, torch_grad_function("conv2d_input", x.shape, w, g, **params))
+    assert_close(dw, torch_grad_function("conv2d_weight", x, w.shape, g, **params))
 
 
 DEPTHWISE = SERVED["depthwise"]
@@ -150,7 +139,7 @@ def test_depthwise_layouts(case, blocks, mode, monkeypatch):
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_depthwise_non_finite_values_land_where_torch_puts_them(value, blocks, monkeypatch):
     """A NaN or Inf in the input or grad_output reaches exactly the outputs and gradients whose windows
-    hold it: the same positions, and the same values elsewhere, as torch."""
+    hold it: the same positions, and the same values elsewhere, as in torch's results."""
     from convscope.algorithms import depthwise
 
     monkeypatch.setattr(depthwise, "blocked", lambda spec, shape: blocks)

@@ -28,6 +28,7 @@ from convscope.animate import MAX_FRAMES, Animation, animate  # noqa: E402
 from convscope.animate.draw import THEME, rgb  # noqa: E402
 from convscope.explain.render import channel_terms, idx, num  # noqa: E402
 from convscope.tour import SEED000_B, SEED000_W, SEED000_X  # noqa: E402
+from oracle import require_torch, to_numpy, torch_forward, torch_module, torch_randn  # noqa: E402
 
 COLOURS = {name: np.array(rgb(THEME[name])) for name in
            ("normal", "padding", "window", "window_padding", "source", "current", "pending")}
@@ -313,19 +314,17 @@ def test_single_channel_lines_list_every_product():
 
 
 def test_torch_layer_and_tensors_and_the_callers_arrays_unchanged():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    layer = torch.nn.Conv2d(2, 2, 3, padding=1, padding_mode="reflect", stride=2)
-    x = torch.randn(1, 2, 4, 4)
-    before = x.clone()
-    weight_before = layer.weight.detach().clone()
+    require_torch()
+    layer = torch_module("Conv2d", 2, 2, 3, padding=1, padding_mode="reflect", stride=2, seed=0)
+    x = torch_randn(1, 2, 4, 4)
+    before, weight_before = to_numpy(x), to_numpy(layer.weight)
     anim = animate(layer, x, out_channel=1)
     assert len(anim) == 4
-    y = layer(x).detach().numpy()
+    y = torch_forward(layer, x)
     for info in anim.info:
         assert info.value == explain(layer, x, info.at).value
         assert info.value == pytest.approx(float(y[info.at]), abs=1e-5)
-    assert torch.equal(x, before) and torch.equal(layer.weight.detach(), weight_before)
+    assert np.array_equal(to_numpy(x), before) and np.array_equal(to_numpy(layer.weight), weight_before)
     assert anim.layer == f"{layer!r} on an input of shape (1, 2, 4, 4)"
     xa = np.random.default_rng(0).standard_normal((2, 4, 4))
     wa = np.random.default_rng(1).standard_normal((1, 2, 2, 2))

@@ -11,9 +11,9 @@ import pytest
 import convscope
 from convscope.explain import shape as shape_module
 from convscope.explain.shape import DimExplanation, ShapeExplanation, explain_shape
+from oracle import require_torch, torch_autograd
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+require_torch()
 
 SEED_H = "H_out = ⌊(32 + 0 − 1·(3−1) − 1)/2⌋ + 1 = ⌊29/2⌋ + 1 = 15"
 SEED_W = "W_out = ⌊(35 + 0 − 1·(2−1) − 1)/2⌋ + 1 = ⌊33/2⌋ + 1 = 17"
@@ -25,16 +25,15 @@ def torch_grad(hw, kernel, stride, padding, dilation):
     The gradient at (r, c) counts the taps that read input pixel (r, c): it is zero exactly at the
     pixels no window reads.  Returns None when torch rejects the configuration.
     """
-    x = torch.zeros((1, 1) + hw, dtype=torch.float64, requires_grad=True)
-    w = torch.ones((1, 1) + kernel, dtype=torch.float64)
     try:
         with warnings.catch_warnings():  # 'same' with an even kernel: torch notes that it pads a copy
             warnings.simplefilter("ignore", UserWarning)
-            out = F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation)
+            out, (dx, _) = torch_autograd(
+                lambda F, x, w: F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation),
+                np.zeros((1, 1) + hw), np.ones((1, 1) + kernel), grad_output=np.ones)
     except RuntimeError:
         return None
-    out.backward(torch.ones_like(out))
-    return tuple(out.shape[2:]), x.grad[0, 0].numpy()
+    return tuple(out.shape[2:]), dx[0, 0]
 
 
 def _one_dim_cases():

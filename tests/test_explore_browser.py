@@ -24,6 +24,7 @@ from convscope.explore import element, layer_data, write_page
 from convscope.explore.data import COLORMAP, decode, parse_kernel
 
 from browser import launch_browser
+from oracle import require_torch, torch_module, torch_randn
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
@@ -427,10 +428,9 @@ def test_the_layout_at_real_sizes(browser, tmp_path, size):
 
 
 def test_the_notebook_widget_in_its_760_px_iframe(browser):
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    layer = torch.nn.Conv2d(1, 8, 5)
-    x = torch.randn(2, 1, 28, 28)
+    require_torch()
+    layer = torch_module("Conv2d", 1, 8, 5, seed=0)
+    x = torch_randn(2, 1, 28, 28)
     shown = convscope.widget(layer, x, sample=1)
     context = browser.new_context(viewport={"width": 1000, "height": 900})
     pg = context.new_page()

@@ -9,8 +9,9 @@ import convscope
 from convscope import Conv2d, explain, explain_grad
 from convscope.explore import ExplorePage, element, layer_data, widget
 from convscope.explore.data import decode
+from oracle import require_torch, to_numpy, torch_forward, torch_module, torch_randn
 
-torch = pytest.importorskip("torch")
+require_torch()
 
 
 def _data_matches_explain(data, w, x, b, **params):
@@ -42,11 +43,10 @@ def test_a_convscope_layer(mode):
 
 
 def test_a_torch_layer_and_torch_input_give_torchs_numbers():
-    torch.manual_seed(0)
-    layer = torch.nn.Conv2d(2, 3, 3, padding="same", dilation=2, padding_mode="reflect")
-    x = torch.randn(1, 2, 6, 5)
+    layer = torch_module("Conv2d", 2, 3, 3, padding="same", dilation=2, padding_mode="reflect", seed=0)
+    x = torch_randn(1, 2, 6, 5)
     page = widget(layer, x)
-    expected = layer(x).detach().numpy()[0]
+    expected = torch_forward(layer, x)[0]
     got = decode(page.data["arrays"]["output"])
     assert np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
     assert layer.weight.grad is None
@@ -91,15 +91,14 @@ def test_errors_are_the_librarys():
 
 
 def test_the_digit_layer_of_torch_and_a_batch_with_sample():
-    torch.manual_seed(0)
-    layer = torch.nn.Conv2d(1, 8, 5)
-    x = torch.randn(3, 1, 28, 28)
+    layer = torch_module("Conv2d", 1, 8, 5, seed=0)
+    x = torch_randn(3, 1, 28, 28)
     page = widget(layer, x, sample=2)
-    expected = layer(x).detach().numpy()[2]
+    expected = torch_forward(layer, x)[2]
     got = decode(page.data["arrays"]["output"])
     assert got.shape == (8, 24, 24) and np.abs(got - expected).max() <= 1e-5 * max(1.0, np.abs(expected).max())
     assert page.data["config"]["sample"] == 2 and page.data["config"]["batch"] == 3
-    assert np.array_equal(decode(page.data["arrays"]["x"]), x.numpy()[2])
+    assert np.array_equal(decode(page.data["arrays"]["x"]), to_numpy(x)[2])
     assert len(page.html.encode()) < 5_000_000
-    single = widget(torch.nn.Conv2d(1, 8, 5), torch.randn(1, 1, 28, 28))
+    single = widget(torch_module("Conv2d", 1, 8, 5), torch_randn(1, 1, 28, 28))
     assert single.data["config"]["sample"] == 0       # a 4-D input: its labels carry n = 0

@@ -1,4 +1,4 @@
-"""The FFT path (convscope.algorithms.fft), forced on, against the reference loops and torch.
+"""The FFT path (convscope.algorithms.fft), forced on, against the reference loops and torch's results.
 
 Its domain is every convolution, so the grid below covers every feature: each padding mode,
 int / pair / 'same' / 'valid' padding, stride, dilation, groups (depthwise too), rectangular
@@ -20,14 +20,13 @@ from hypothesis import strategies as st
 import convscope
 from convscope import planner
 from convscope.algorithms import fft
-from oracle import (assert_close, assert_close_global, case_arrays, check_against_torch, float32_against_exact, peak_bytes,
-                    rel_l2)
+from oracle import (LAYOUTS, PADDING_MODES, assert_close, assert_close_global, case_arrays, check_against_torch,
+                    float32_against_exact, peak_bytes, rel_l2, require_torch, torch_grad_function)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
-MODES = ("zeros", "reflect", "replicate", "circular")
+MODES = PADDING_MODES
 DTYPES = (np.float64, np.float32, np.float16)
-LAYOUTS = ("batched", "unbatched", "zero_batch")
 
 # (input (C, H, W), weight shape, keyword arguments)
 CASES = [
@@ -80,9 +79,8 @@ def test_fft_sweep(case, mode, dtype, layout):
 
 
 def test_grad_functions_match_torch():
-    """conv2d_input / conv2d_weight through the FFT path, against torch.nn.grad."""
-    torch = pytest.importorskip("torch")
-    import torch.nn.grad as tgrad
+    """conv2d_input / conv2d_weight through the FFT path, against torch's nn.grad."""
+    require_torch()
 
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 4, 13, 12))
@@ -91,8 +89,8 @@ def test_grad_functions_match_torch():
     g = rng.standard_normal(convscope.conv2d(x, w, **params).shape)
     dx = convscope.conv2d_input(x.shape, w, g, algorithm="fft", **params)
     dw = convscope.conv2d_weight(x, w.shape, g, algorithm="fft", **params)
-    assert_close(dx, tgrad.conv2d_input(x.shape, torch.from_numpy(w), torch.from_numpy(g), **params).numpy())
-    assert_close(dw, tgrad.conv2d_weight(torch.from_numpy(x), w.shape, torch.from_numpy(g), **params).numpy())
+    assert_close(dx, torch_grad_function("conv2d_input", x.shape, w, g, **params))
+    assert_close(dw, torch_grad_function("conv2d_weight", x, w.shape, g, **params))
 
 
 def test_module_and_inputs_untouched():

@@ -19,11 +19,11 @@ import itertools
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
+import convscope
+from oracle import (assert_close, check_against_torch, random_case, require_torch, to_tensor, torch_autograd,
+                    torch_conv2d, torch_functional)
 
-import convscope  # noqa: E402
-from oracle import assert_close, check_against_torch, random_case, torch_conv2d  # noqa: E402
+require_torch()
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
@@ -184,10 +184,10 @@ def test_float16_is_computed_in_float32(algorithm):
     """The float16 result is the float32 computation on the same values, rounded once."""
     x, w, b = random_case(np.random.default_rng(4), (2, 4, 6, 6), (3, 4, 3, 3), np.float16)
     out = convscope.conv2d(x, w, b, padding=1, algorithm=algorithm)
-    expected = F.conv2d(*(torch.from_numpy(a.astype(np.float32)) for a in (x, w, b)), padding=1)
+    expected = torch_functional("conv2d", *(a.astype(np.float32) for a in (x, w, b)), padding=1)
     assert out.dtype == np.float16
-    np.testing.assert_allclose(out.astype(np.float32), expected.numpy().astype(np.float16).astype(np.float32),
-                               rtol=0, atol=float(np.abs(expected.numpy()).max()) * 2e-3)
+    np.testing.assert_allclose(out.astype(np.float32), expected.astype(np.float16).astype(np.float32),
+                               rtol=0, atol=float(np.abs(expected).max()) * 2e-3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES + (np.float16,), ids=lambda d: np.dtype(d).name)
@@ -205,29 +205,29 @@ def test_output_dtype_follows_input(dtype):
 @pytest.mark.parametrize("dtype", DTYPES + (np.float16,), ids=lambda d: np.dtype(d).name)
 def test_torch_tensors(dtype, algorithm):
     x, w, b = random_case(np.random.default_rng(6), (2, 4, 6, 5), (6, 2, 3, 2), dtype)
-    xt, wt, bt = (torch.from_numpy(a) for a in (x, w, b))
+    xt, wt, bt = (to_tensor(a) for a in (x, w, b))
     params = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
     out = check_against_torch(xt, wt, bt, algorithm=algorithm, **params)
     assert type(out) is np.ndarray
-    expected = F.conv2d(xt, wt, bt, **params).numpy()
+    expected = torch_functional("conv2d", x, w, b, **params)
     assert_close(out, expected, "forward from tensors")
-    grads = convscope.conv2d_backward(torch.ones(out.shape, dtype=xt.dtype), xt, wt,
+    grads = convscope.conv2d_backward(to_tensor(np.ones(out.shape, x.dtype)), xt, wt,
                                       algorithm=algorithm, **params)
     assert all(type(g) is np.ndarray for g in grads)
 
 
 def test_torch_tensors_requiring_grad():
     x, w, b = random_case(np.random.default_rng(7), (1, 2, 5, 5), (3, 2, 3, 3))
-    xt, wt, bt = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x, w, b))
+    xt, wt, bt = (to_tensor(a, requires_grad=True) for a in (x, w, b))
     out = convscope.conv2d(xt, wt, bt, padding=1)
     assert type(out) is np.ndarray
-    assert_close(out, F.conv2d(xt, wt, bt, padding=1).detach().numpy())
+    assert_close(out, torch_functional("conv2d", xt, wt, bt, padding=1))
     assert xt.grad is None
 
 
 def test_torch_tensor_mixed_with_numpy():
     x, w, b = random_case(np.random.default_rng(8), (2, 3, 5, 4), (2, 3, 2, 2))
-    out = convscope.conv2d(torch.from_numpy(x), w, torch.from_numpy(b), padding=1)
+    out = convscope.conv2d(to_tensor(x), w, to_tensor(b), padding=1)
     assert_close(out, torch_conv2d(x, w, b, None, padding=1)[0])
 
 
@@ -328,8 +328,7 @@ def test_same_padding_puts_extra_on_bottom_right(kernel, dilation, algorithm):
     for k, d in zip(reversed(kernel), reversed(dilation)):
         total = d * (k - 1)
         pads += [total // 2, total - total // 2]
-    padded = F.pad(torch.from_numpy(x), pads)
-    expected = F.conv2d(padded, torch.from_numpy(w), torch.from_numpy(b), dilation=dilation).numpy()
+    expected = torch_functional("conv2d", torch_functional("pad", x, pads), w, b, dilation=dilation)
     assert_close(out, expected)
     check_against_torch(x, w, b, algorithm=algorithm, padding="same", dilation=dilation)
 
@@ -427,15 +426,15 @@ class TestNamed:
         g2 = convscope.conv2d_backward(g, h, w2, algorithm=algorithm, **p2)
         g1 = convscope.conv2d_backward(g2.input, x, w1, algorithm=algorithm, **p1)
 
-        xt = torch.from_numpy(x).requires_grad_(True)
-        params_t = [torch.from_numpy(a).requires_grad_(True) for a in (w1, b1, w2, b2)]
-        ht = F.conv2d(F.pad(xt, (1, 1, 1, 1), mode="reflect"), params_t[0], params_t[1])
-        yt = F.conv2d(F.pad(ht, (1, 1, 1, 1), mode="circular"), params_t[2], params_t[3], stride=2, groups=2)
-        yt.backward(torch.from_numpy(g))
-        assert_close(y, yt.detach().numpy(), "output")
-        assert_close(g1.input, xt.grad.numpy(), "grad x")
-        for got, t, name in zip((g1.weight, g1.bias, g2.weight, g2.bias), params_t, ("w1", "b1", "w2", "b2")):
-            assert_close(got, t.grad.numpy(), name)
+        def chain(F, x, w1, b1, w2, b2):
+            h = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), w1, b1)
+            return F.conv2d(F.pad(h, (1, 1, 1, 1), mode="circular"), w2, b2, stride=2, groups=2)
+
+        yt, (dx, *dparams) = torch_autograd(chain, x, w1, b1, w2, b2, grad_output=g)
+        assert_close(y, yt, "output")
+        assert_close(g1.input, dx, "grad x")
+        for got, want, name in zip((g1.weight, g1.bias, g2.weight, g2.bias), dparams, ("w1", "b1", "w2", "b2")):
+            assert_close(got, want, name)
 
 
 @pytest.mark.parametrize("algorithm", (None, "reference"))

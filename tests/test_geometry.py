@@ -10,12 +10,12 @@ import convscope
 from convscope.geometry import output_length, source_index, source_map, spec_tap_sources, tap_sources
 from convscope.spec import ConvSpec, make_spec
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+from oracle import NP_PAD_MODE as NP_MODE
+from oracle import PADDING_MODES as MODES
+from oracle import TORCH_PAD_MODE as TORCH_MODE
+from oracle import require_torch, torch_functional
 
-MODES = ("zeros", "reflect", "replicate", "circular")
-NP_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-TORCH_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+require_torch()
 
 
 
@@ -32,10 +32,10 @@ def max_pad(mode: str, size: int, limit: int) -> int:
 def torch_length(size, kernel, stride, pad_total, dilation):
     """torch's output length along H for a (1, 1, size, 1) input, or None when torch rejects it."""
     top = pad_total // 2
-    x = F.pad(torch.zeros(1, 1, size, 1, dtype=torch.float64), (0, 0, top, pad_total - top))
-    w = torch.zeros(1, 1, kernel, 1, dtype=torch.float64)
+    x = torch_functional("pad", np.zeros((1, 1, size, 1)), (0, 0, top, pad_total - top))
+    w = np.zeros((1, 1, kernel, 1))
     try:
-        return F.conv2d(x, w, stride=(stride, 1), dilation=(dilation, 1)).shape[2]
+        return torch_functional("conv2d", x, w, stride=(stride, 1), dilation=(dilation, 1)).shape[2]
     except RuntimeError:
         return None
 
@@ -89,9 +89,8 @@ def test_output_length_formula_by_counting_windows():
 
 
 def torch_output_hw(input_hw, kernel_size, stride=1, padding=0, dilation=1):
-    x = torch.zeros(1, 1, *input_hw, dtype=torch.float64)
-    w = torch.zeros(1, 1, *kernel_size, dtype=torch.float64)
-    return tuple(F.conv2d(x, w, stride=stride, padding=padding, dilation=dilation).shape[2:])
+    x, w = np.zeros((1, 1, *input_hw)), np.zeros((1, 1, *kernel_size))
+    return tuple(torch_functional("conv2d", x, w, stride=stride, padding=padding, dilation=dilation).shape[2:])
 
 
 def test_output_size_seed_values():
@@ -190,12 +189,12 @@ def test_source_map_matches_np_pad(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_source_map_matches_torch_pad(mode):
     for _, size, before, after in (c for c in _map_cases() if c[0] == mode):
-        x = torch.arange(size, dtype=torch.float64).reshape(1, 1, size)
+        x = np.arange(size, dtype=np.float64).reshape(1, 1, size)
         if mode == "zeros":
-            padded = F.pad(x + 1, (before, after)) - 1
+            padded = torch_functional("pad", x + 1, (before, after)) - 1
         else:
-            padded = F.pad(x, (before, after), mode=TORCH_MODE[mode])
-        expected = padded.reshape(-1).numpy().astype(np.intp)
+            padded = torch_functional("pad", x, (before, after), mode=TORCH_MODE[mode])
+        expected = padded.reshape(-1).astype(np.intp)
         np.testing.assert_array_equal(source_map(size, before, after, mode), expected,
                                       err_msg=str((mode, size, before, after)))
 
@@ -235,21 +234,21 @@ def torch_tap_table(padded, kernel, stride, dilation):
     Out channel ``u`` is a one-hot kernel at tap ``u``, so output ``(u, i)`` minus one is the pixel
     that tap reads (−1: a zero of the padding).
     """
-    w = torch.zeros(kernel, 1, kernel, 1, dtype=torch.float64)
+    w = np.zeros((kernel, 1, kernel, 1))
     for u in range(kernel):
         w[u, 0, u, 0] = 1.0
-    out = F.conv2d(padded, w, stride=(stride, 1), dilation=(dilation, 1))
-    return (out[0, :, :, 0].T - 1).numpy().astype(np.intp)  # (out_len, kernel)
+    out = torch_functional("conv2d", padded, w, stride=(stride, 1), dilation=(dilation, 1))
+    return (out[0, :, :, 0].T - 1).astype(np.intp)  # (out_len, kernel)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_tap_sources_matches_torch(mode):
     checked = 0
     for size in range(1, 7):
-        x = (torch.arange(size, dtype=torch.float64) + 1).reshape(1, 1, size, 1)
+        x = (np.arange(size, dtype=np.float64) + 1).reshape(1, 1, size, 1)
         limit = max_pad(mode, size, 3)
         for before, after in itertools.product(range(limit + 1), repeat=2):
-            padded = F.pad(x, (0, 0, before, after), mode=TORCH_MODE[mode])
+            padded = torch_functional("pad", x, (0, 0, before, after), mode=TORCH_MODE[mode])
             for kernel, stride, dilation in itertools.product(range(1, 4), range(1, 3), range(1, 3)):
                 out_len = output_length(size, kernel, stride, before + after, dilation)
                 if out_len < 1:
@@ -276,13 +275,13 @@ def test_spec_tap_sources_matches_torch_2d(mode):
         kH, kW = spec.kernel_size
         assert rows.shape == (H_out, kH) and cols.shape == (W_out, kW)
 
-        x = (torch.arange(H * W, dtype=torch.float64) + 1).reshape(1, 1, H, W)
+        x = (np.arange(H * W, dtype=np.float64) + 1).reshape(1, 1, H, W)
         (pt, pb), (pl, pr) = spec.padding
-        x = F.pad(x, (pl, pr, pt, pb), mode=TORCH_MODE[mode])
-        w = torch.zeros(kH * kW, 1, kH, kW, dtype=torch.float64)
+        x = torch_functional("pad", x, (pl, pr, pt, pb), mode=TORCH_MODE[mode])
+        w = np.zeros((kH * kW, 1, kH, kW))
         for u, v in itertools.product(range(kH), range(kW)):
             w[u * kW + v, 0, u, v] = 1.0
-        out = F.conv2d(x, w, stride=spec.stride, dilation=spec.dilation)[0].numpy() - 1  # (kH·kW, H_out, W_out)
+        out = torch_functional("conv2d", x, w, stride=spec.stride, dilation=spec.dilation)[0] - 1  # (kH·kW, H_out, W_out)
         for u, v in itertools.product(range(kH), range(kW)):
             r, c = rows[:, u][:, None], cols[:, v][None, :]
             expected = np.where((r < 0) | (c < 0), -1, r * W + c)

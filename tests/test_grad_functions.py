@@ -1,4 +1,4 @@
-"""``convscope.conv2d_input`` / ``conv2d_weight`` against ``torch.nn.grad``'s functions of the same name.
+"""``convscope.conv2d_input`` / ``conv2d_weight`` against torch's ``nn.grad`` functions of the same name.
 
 With a stride above 1 several input sizes give the same output size (H = 7 and
 H = 8 with k = 3, s = 2 both give 3 rows), so ``input_size`` decides the shape
@@ -11,12 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-import torch.nn.functional as F  # noqa: E402
-import torch.nn.grad as tgrad  # noqa: E402
+import convscope
+from oracle import assert_close, require_torch, to_tensor, torch_autograd, torch_grad_function, torch_size
 
-import convscope  # noqa: E402
-from oracle import assert_close  # noqa: E402
+require_torch()
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -57,11 +55,11 @@ def _arrays(x_shape, w_shape, params, dtype, seed=0):
 
 
 def _torch_input(x_shape, w, g, params):
-    return tgrad.conv2d_input(x_shape, torch.from_numpy(w), torch.from_numpy(g), **params).numpy()
+    return torch_grad_function("conv2d_input", x_shape, w, g, **params)
 
 
 def _torch_weight(x, w_shape, g, params):
-    return tgrad.conv2d_weight(torch.from_numpy(x), w_shape, torch.from_numpy(g), **params).numpy()
+    return torch_grad_function("conv2d_weight", x, w_shape, g, **params)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -135,7 +133,7 @@ def test_zero_batch(algorithm):
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("size_type", (tuple, list, torch.Size, np.array))
+@pytest.mark.parametrize("size_type", (tuple, list, torch_size, np.array))
 def test_size_argument_types(size_type, algorithm):
     x_shape, w_shape, params = CASES["stride2_H7"]
     x, w, g = _arrays(x_shape, w_shape, params, np.float64)
@@ -149,12 +147,12 @@ def test_size_argument_types(size_type, algorithm):
 def test_torch_tensor_arguments(algorithm):
     x_shape, w_shape, params = CASES["everything"]
     x, w, g = _arrays(x_shape, w_shape, params, np.float32)
-    xt, wt, gt = (torch.from_numpy(a) for a in (x, w, g))
+    xt, wt, gt = (to_tensor(a) for a in (x, w, g))
     dx = convscope.conv2d_input(xt.shape, wt, gt, algorithm=algorithm, **params)
     dw = convscope.conv2d_weight(xt, wt.shape, gt, algorithm=algorithm, **params)
     assert type(dx) is np.ndarray and type(dw) is np.ndarray
-    assert_close(dx, tgrad.conv2d_input(xt.shape, wt, gt, **params).numpy())
-    assert_close(dw, tgrad.conv2d_weight(xt, wt.shape, gt, **params).numpy())
+    assert_close(dx, _torch_input(x_shape, w, g, params))
+    assert_close(dw, _torch_weight(x, w_shape, g, params))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -170,17 +168,17 @@ def test_float16(algorithm):
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("kernel, dilation", [((3, 3), (1, 1)), ((2, 4), (1, 1)), ((2, 3), (3, 2))])
 def test_same_padding(kernel, dilation, algorithm):
-    """torch.nn.grad takes only numeric padding; 'same' is compared with autograd through F.conv2d."""
+    """torch's nn.grad takes only numeric padding; 'same' is compared with autograd through F.conv2d."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 2, 6, 7))
     w = rng.standard_normal((3, 2) + kernel)
     g = rng.standard_normal((2, 3, 6, 7))
-    xt, wt = torch.from_numpy(x).requires_grad_(True), torch.from_numpy(w).requires_grad_(True)
-    F.conv2d(xt, wt, padding="same", dilation=dilation).backward(torch.from_numpy(g))
+    _, (want_dx, want_dw) = torch_autograd(lambda F, x, w: F.conv2d(x, w, padding="same", dilation=dilation),
+                                           x, w, grad_output=g)
     dx = convscope.conv2d_input(x.shape, w, g, padding="same", dilation=dilation, algorithm=algorithm)
     dw = convscope.conv2d_weight(x, w.shape, g, padding="same", dilation=dilation, algorithm=algorithm)
-    assert_close(dx, xt.grad.numpy(), "conv2d_input")
-    assert_close(dw, wt.grad.numpy(), "conv2d_weight")
+    assert_close(dx, want_dx, "conv2d_input")
+    assert_close(dw, want_dw, "conv2d_weight")
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -1,4 +1,4 @@
-"""Central-difference gradient check of ``conv2d_backward``; needs no torch.
+"""Central-difference gradient check of ``conv2d_backward`` (no torch needed).
 
 For ``L(input, weight, bias) = sum(conv2d(input, weight, bias) * g)`` with a
 random ``g``, each checked element of each argument is moved by ±ε and

@@ -9,9 +9,10 @@ import pytest
 
 import convscope
 from convscope import Conv2d
-from oracle import assert_close, torch_conv2d
+from oracle import (assert_close, is_torch_module, parameter_grad, require_torch, set_parameter, to_numpy, to_tensor,
+                    torch_conv2d, torch_dtype, torch_forward, torch_module, torch_module_backward, torch_zeros)
 
-torch = pytest.importorskip("torch")
+require_torch()
 
 
 
@@ -33,11 +34,10 @@ def make_layers(cfg, seed=0):
     return m, m.to_torch()
 
 
-def torch_module(cfg):
-    kwargs = dict(layer_kwargs(cfg))
-    if "dtype" in kwargs:
-        kwargs["dtype"] = getattr(torch, np.dtype(kwargs["dtype"]).name)
-    return torch.nn.Conv2d(cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], **kwargs)
+def torch_layer(cfg, seed=None):
+    """torch's Conv2d of a config, with torch's own parameters (drawn after seeding with ``seed``, if given)."""
+    return torch_module("Conv2d", cfg["in_channels"], cfg["out_channels"], cfg["kernel_size"], seed=seed,
+                        **layer_kwargs(cfg))
 
 
 def cfg(in_channels, out_channels, kernel_size, **kwargs):
@@ -69,7 +69,7 @@ def random_input(m, shape_hw=(7, 8), batch=2, seed=1, dtype=None):
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_parameter_shapes_match_torch(config):
     m = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"], **layer_kwargs(config))
-    t = torch_module(config)
+    t = torch_layer(config)
     assert isinstance(m.weight, np.ndarray)
     assert m.weight.shape == tuple(t.weight.shape)
     assert m.weight.shape == (config["out_channels"], config["in_channels"] // config.get("groups", 1),
@@ -104,8 +104,7 @@ def test_init_weight_bounds_and_spread(args, kwargs):
     assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.03)
     assert abs(w.mean()) < 0.03 * bound
     # torch draws from the same interval
-    torch.manual_seed(0)
-    t = torch.nn.Conv2d(*args, **kwargs).weight.detach().numpy().astype(np.float64)
+    t = to_numpy(torch_module("Conv2d", *args, seed=0, **kwargs).weight).astype(np.float64)
     assert np.abs(t).max() <= bound * (1 + 1e-6)
     assert np.abs(t).max() > 0.99 * bound
     assert t.std() == pytest.approx(w.std(), rel=0.05)
@@ -120,8 +119,7 @@ def test_init_bias_bounds_and_spread(args, kwargs):
     assert np.abs(b).max() <= bound
     assert b.max() > 0.99 * bound and b.min() < -0.99 * bound
     assert b.std() == pytest.approx(bound / math.sqrt(3), rel=0.04)
-    torch.manual_seed(0)
-    t = torch.nn.Conv2d(*args, **kwargs).bias.detach().numpy().astype(np.float64)
+    t = to_numpy(torch_module("Conv2d", *args, seed=0, **kwargs).bias).astype(np.float64)
     assert np.abs(t).max() <= bound * (1 + 1e-6)
     assert t.std() == pytest.approx(b.std(), rel=0.08)
 
@@ -215,14 +213,14 @@ def test_assign_other_float_dtype_is_cast(layer_dtype, given_dtype):
 
 def test_assign_torch_tensor():
     m = Conv2d(2, 3, 2, seed=0)
-    w = torch.randn(3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    w = to_tensor(np.random.default_rng(0).standard_normal((3, 2, 2, 2)), requires_grad=True)
     m.weight = w
-    m.bias = torch.arange(3.0)
+    m.bias = to_tensor(np.arange(3.0, dtype=np.float32))
     assert isinstance(m.weight, np.ndarray) and m.weight.dtype == np.float32
-    np.testing.assert_array_equal(m.weight, w.detach().numpy().astype(np.float32))
+    np.testing.assert_array_equal(m.weight, to_numpy(w).astype(np.float32))
     np.testing.assert_array_equal(m.bias, np.arange(3.0, dtype=np.float32))
     with pytest.raises(ValueError, match="weight"):
-        m.weight = torch.zeros(3, 2, 2)
+        m.weight = torch_zeros((3, 2, 2))
 
 
 def test_assign_non_contiguous_array():
@@ -243,8 +241,7 @@ def test_forward_equals_conv2d_and_torch(config):
     y = m(x)
     np.testing.assert_array_equal(y, convscope.conv2d(x, m.weight, m.bias, **conv_kwargs(m)))
     np.testing.assert_array_equal(m.forward(x), y)
-    with torch.no_grad():
-        assert_close(y, t(torch.from_numpy(x)).numpy(), "module forward")
+    assert_close(y, torch_forward(t, x), "module forward")
     expected, _ = torch_conv2d(x, m.weight, m.bias, None, **conv_kwargs(m))
     assert_close(y, expected, "functional forward")
 
@@ -255,15 +252,14 @@ def test_forward_unbatched_and_zero_batch(config):
     for batch in (None, 0):
         x = random_input(m, batch=batch)
         y = m(x)
-        with torch.no_grad():
-            assert_close(y, t(torch.from_numpy(x)).numpy(), f"batch={batch}")
+        assert_close(y, torch_forward(t, x), f"batch={batch}")
 
 
 def test_forward_accepts_torch_tensor_and_list():
     m = Conv2d(1, 2, 2, dtype=np.float64, seed=0)
     x = np.arange(9.0).reshape(1, 1, 3, 3)
     expected = m(x)
-    np.testing.assert_array_equal(m(torch.from_numpy(x)), expected)
+    np.testing.assert_array_equal(m(to_tensor(x)), expected)
     np.testing.assert_array_equal(m(x.tolist()), expected)
 
 
@@ -276,7 +272,7 @@ def test_float64_input_to_a_float32_layer_says_how_to_fix_it():
                              + fixes.format(r"x\.astype\(np\.float32\)")):
         m(np.random.rand(1, 1, 5, 5))
     with pytest.raises(TypeError, match=fixes.format(r"x\.to\(torch\.float32\)")):
-        m(torch.from_numpy(np.random.rand(1, 1, 5, 5)))
+        m(to_tensor(np.random.rand(1, 1, 5, 5)))
     np.testing.assert_array_equal(m(np.random.rand(1, 1, 5, 5).astype(np.float32)).shape, (1, 1, 3, 3))
     m64 = Conv2d(1, 1, 3, dtype=np.float64)
     assert m64(np.random.rand(1, 1, 5, 5)).dtype == np.float64
@@ -325,14 +321,13 @@ def test_backward_matches_torch_and_accumulates(config):
         y = m(x)
         g = rng.standard_normal(y.shape)
         dx = m.backward(g)
-        x_t = torch.from_numpy(x.copy()).requires_grad_(True)
-        t(x_t).backward(torch.from_numpy(g))
-        assert_close(dx, x_t.grad.numpy(), f"grad input, step {step}")
-        assert_close(m.weight_grad, t.weight.grad.numpy(), f"weight_grad after {step + 1} backward")
+        _, want_dx = torch_module_backward(t, x, g)
+        assert_close(dx, want_dx, f"grad input, step {step}")
+        assert_close(m.weight_grad, parameter_grad(t, "weight"), f"weight_grad after {step + 1} backward")
         if t.bias is None:
             assert m.bias_grad is None
         else:
-            assert_close(m.bias_grad, t.bias.grad.numpy(), f"bias_grad after {step + 1} backward")
+            assert_close(m.bias_grad, parameter_grad(t, "bias"), f"bias_grad after {step + 1} backward")
     # two backward calls really added up (not just the last one)
     single = convscope.conv2d_backward(g, x, m.weight, **conv_kwargs(m))
     assert not np.allclose(m.weight_grad, single.weight)
@@ -396,10 +391,11 @@ def test_forward_keeps_a_copy_of_the_input():
 
 def test_forward_keeps_a_copy_of_a_torch_input():
     m = Conv2d(2, 3, 2, dtype=np.float64, seed=0)
-    x = torch.from_numpy(random_input(m))
-    x_before = x.numpy().copy()
+    x_array = random_input(m)
+    x = to_tensor(x_array, copy=False)                   # shares x_array's memory
+    x_before = x_array.copy()
     y = m(x)
-    x.fill_(100.0)
+    x_array.fill(100.0)                                  # changes the tensor the layer was given
     g = np.ones_like(y)
     m.backward(g)
     np.testing.assert_array_equal(m.weight_grad, convscope.conv2d_backward(g, x_before, m.weight).weight)
@@ -470,15 +466,14 @@ def test_load_state_dict_casts_to_layer_dtype():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_load_state_dict_from_torch(config):
-    t = torch_module(config)
+    t = torch_layer(config)
     m = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"], seed=5, **layer_kwargs(config))
     m.load_state_dict(t.state_dict())
-    np.testing.assert_array_equal(m.weight, t.weight.detach().numpy())
+    np.testing.assert_array_equal(m.weight, to_numpy(t.weight))
     if t.bias is not None:
-        np.testing.assert_array_equal(m.bias, t.bias.detach().numpy())
+        np.testing.assert_array_equal(m.bias, to_numpy(t.bias))
     x = random_input(m)
-    with torch.no_grad():
-        assert_close(m(x), t(torch.from_numpy(x)).numpy())
+    assert_close(m(x), torch_forward(t, x))
 
 
 def test_load_state_dict_wrong_keys():
@@ -494,7 +489,7 @@ def test_load_state_dict_wrong_keys():
     with pytest.raises(ValueError, match="bias"):
         no_bias.load_state_dict(state)
     with pytest.raises(ValueError, match="bias"):
-        no_bias.load_state_dict(torch.nn.Conv2d(2, 3, 2).state_dict())
+        no_bias.load_state_dict(torch_module("Conv2d", 2, 3, 2).state_dict())
 
 
 def test_load_state_dict_wrong_shape_leaves_layer_unchanged():
@@ -503,7 +498,7 @@ def test_load_state_dict_wrong_shape_leaves_layer_unchanged():
     with pytest.raises(ValueError, match=r"bias.*\(4,\)"):
         m.load_state_dict({"weight": np.zeros((3, 2, 2, 2), np.float32), "bias": np.zeros(4, np.float32)})
     with pytest.raises(ValueError, match="weight"):
-        m.load_state_dict(torch.nn.Conv2d(2, 3, 3).state_dict())
+        m.load_state_dict(torch_module("Conv2d", 2, 3, 3).state_dict())
     np.testing.assert_array_equal(m.weight, before["weight"])
     np.testing.assert_array_equal(m.bias, before["bias"])
 
@@ -532,71 +527,66 @@ FROM_TORCH_IDS = [f"from{i}" for i in range(len(FROM_TORCH))]
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("config", FROM_TORCH, ids=FROM_TORCH_IDS)
 def test_from_torch(config):
-    torch.manual_seed(0)
-    t = torch_module(config)
+    t = torch_layer(config, seed=0)
     m = Conv2d.from_torch(t)
     assert repr(m) == repr(t)
     assert (m.in_channels, m.out_channels) == (t.in_channels, t.out_channels)
     assert m.kernel_size == t.kernel_size and m.stride == t.stride and m.dilation == t.dilation
     assert m.padding == t.padding and m.groups == t.groups and m.padding_mode == t.padding_mode
-    assert m.dtype == np.dtype(str(t.weight.dtype).replace("torch.", ""))
-    np.testing.assert_array_equal(m.weight, t.weight.detach().numpy())
+    assert m.dtype == to_numpy(t.weight).dtype and t.weight.dtype == torch_dtype(m.dtype)
+    np.testing.assert_array_equal(m.weight, to_numpy(t.weight))
     if t.bias is None:
         assert m.bias is None
     else:
-        np.testing.assert_array_equal(m.bias, t.bias.detach().numpy())
+        np.testing.assert_array_equal(m.bias, to_numpy(t.bias))
     x = random_input(m)
-    x_t = torch.from_numpy(x.copy()).requires_grad_(True)
-    y_t = t(x_t)
     y = m(x)
-    assert_close(y, y_t.detach().numpy(), "forward")
     g = np.random.default_rng(0).standard_normal(y.shape).astype(y.dtype)
-    y_t.backward(torch.from_numpy(g))
+    y_t, dx_t = torch_module_backward(t, x, g)
+    assert_close(y, y_t, "forward")
     dx = m.backward(g)
-    assert_close(dx, x_t.grad.numpy(), "grad input")
-    assert_close(m.weight_grad, t.weight.grad.numpy(), "weight_grad")
+    assert_close(dx, dx_t, "grad input")
+    assert_close(m.weight_grad, parameter_grad(t, "weight"), "weight_grad")
     if t.bias is not None:
-        assert_close(m.bias_grad, t.bias.grad.numpy(), "bias_grad")
+        assert_close(m.bias_grad, parameter_grad(t, "bias"), "bias_grad")
     # copies: changing the torch module afterwards does not reach the convscope layer
     before = m.weight.copy()
-    with torch.no_grad():
-        t.weight.mul_(2.0)
+    set_parameter(t, "weight", 2 * to_numpy(t.weight))
     np.testing.assert_array_equal(m.weight, before)
 
 
 def test_from_torch_bfloat16_is_type_error():
     with pytest.raises(TypeError, match="bfloat16"):
-        Conv2d.from_torch(torch.nn.Conv2d(2, 3, 2, dtype=torch.bfloat16))
+        Conv2d.from_torch(torch_module("Conv2d", 2, 3, 2, dtype="bfloat16"))
 
 
 def test_from_torch_rejects_other_modules():
     with pytest.raises(TypeError, match="Linear"):
-        Conv2d.from_torch(torch.nn.Linear(2, 3))
+        Conv2d.from_torch(torch_module("Linear", 2, 3))
     with pytest.raises(TypeError, match="Conv1d"):
-        Conv2d.from_torch(torch.nn.Conv1d(2, 3, 3))
+        Conv2d.from_torch(torch_module("Conv1d", 2, 3, 3))
 
 
 @pytest.mark.parametrize("config", FROM_TORCH, ids=FROM_TORCH_IDS)
 def test_to_torch_round_trip(config):
     m = Conv2d(config["in_channels"], config["out_channels"], config["kernel_size"], seed=4, **layer_kwargs(config))
     t = m.to_torch()
-    assert isinstance(t, torch.nn.Conv2d)
+    assert is_torch_module(t, "Conv2d")
     assert repr(t) == repr(m)
-    assert t.weight.dtype == getattr(torch, m.dtype.name)
+    assert t.weight.dtype == torch_dtype(m.dtype)
     assert t.padding == m.padding and t.padding_mode == m.padding_mode
-    np.testing.assert_array_equal(t.weight.detach().numpy(), m.weight)
+    np.testing.assert_array_equal(to_numpy(t.weight), m.weight)
     if m.bias is None:
         assert t.bias is None
     else:
-        np.testing.assert_array_equal(t.bias.detach().numpy(), m.bias)
+        np.testing.assert_array_equal(to_numpy(t.bias), m.bias)
     back = Conv2d.from_torch(t)
     assert repr(back) == repr(m) and back.dtype == m.dtype
     np.testing.assert_array_equal(back.weight, m.weight)
     if m.bias is not None:
         np.testing.assert_array_equal(back.bias, m.bias)
     # the torch module holds copies
-    with torch.no_grad():
-        t.weight.zero_()
+    set_parameter(t, "weight", np.zeros_like(m.weight))
     assert np.any(m.weight != 0)
     x = random_input(m)
     np.testing.assert_array_equal(back(x), m(x))
@@ -605,8 +595,7 @@ def test_to_torch_round_trip(config):
 def test_to_torch_forward_matches():
     m = Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), dtype=np.float64, seed=2)
     x = random_input(m, shape_hw=(9, 10))
-    with torch.no_grad():
-        assert_close(m(x), m.to_torch()(torch.from_numpy(x)).numpy())
+    assert_close(m(x), torch_forward(m.to_torch(), x))
 
 
 REPR_CASES = [
@@ -639,10 +628,7 @@ REPR_CASES = [
 
 @pytest.mark.parametrize("args, kwargs", REPR_CASES)
 def test_repr_matches_torch(args, kwargs):
-    torch_kwargs = dict(kwargs)
-    if "dtype" in torch_kwargs:
-        torch_kwargs["dtype"] = getattr(torch, np.dtype(torch_kwargs["dtype"]).name)
-    assert repr(Conv2d(*args, **kwargs)) == repr(torch.nn.Conv2d(*args, **torch_kwargs))
+    assert repr(Conv2d(*args, **kwargs)) == repr(torch_module("Conv2d", *args, **kwargs))
 
 
 def test_repr_issue_example():
@@ -653,7 +639,7 @@ def test_repr_issue_example():
 
 
 def test_torch_interop_without_torch_is_import_error(monkeypatch):
-    t = torch.nn.Conv2d(2, 3, 2)
+    t = torch_module("Conv2d", 2, 3, 2)
     m = Conv2d(2, 3, 2, seed=0)
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(ImportError, match=r"(?i)torch"):

@@ -16,15 +16,13 @@ import convscope
 from convscope import algorithms, padding as padding_module, planner, reference
 from convscope.geometry import spec_tap_sources
 from convscope.spec import ConvShapeNd, bind, make_spec
-from oracle import case_arrays
+from oracle import LAYOUTS, PADDING_MODES, case_arrays, central_differences, mode_fits, require_torch, torch_module
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
 ]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 DTYPES = (np.float64, np.float32, np.float16)
-LAYOUTS = ("batched", "unbatched", "zero_batch")
 
 # (name, input (C, *spatial), weight shape, parameters); bias=False in the parameters drops the bias
 FEATURES = {
@@ -64,23 +62,13 @@ def _arrays(chw, w_shape, params, layout, dtype, seed=0):
     return case_arrays((chw, w_shape, params), layout, dtype, seed)
 
 
-def _fits(mode, chw, w_shape, params):
-    """Whether torch accepts ``mode`` for this case (reflect: padding below the size; circular: up to it)."""
-    spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), params.get("dilation", 1),
-                     ndim=len(w_shape) - 2)
-    for n, (p0, p1) in zip(chw[1:], spec.padding):
-        if mode == "reflect" and max(p0, p1) >= n or mode == "circular" and max(p0, p1) > n:
-            return False
-    return True
-
-
 def _default_cases():
     """Every feature of each dimension with a rotation of (mode, dtype, layout, algorithm)."""
     cases = []
     for nd, features in FEATURES.items():
         for k, (name, chw, w_shape, params) in enumerate(features):
             mode = PADDING_MODES[k % 4]
-            mode = mode if _fits(mode, chw, w_shape, params) else "zeros"
+            mode = mode if mode_fits(mode, chw, w_shape, params) else "zeros"
             cases.append(pytest.param(nd, chw, w_shape, params, mode, DTYPES[k % 3], LAYOUTS[(k // 3) % 3],
                                       ALGORITHMS[nd][k % len(ALGORITHMS[nd])],
                                       id=f"{nd}d-{name}-{mode}"))
@@ -96,7 +84,7 @@ def _run(nd, chw, w_shape, params, mode, dtype, layout, algorithm):
 
 @pytest.mark.parametrize("nd, chw, w_shape, params, mode, dtype, layout, algorithm", _default_cases())
 def test_feature_against_torch(nd, chw, w_shape, params, mode, dtype, layout, algorithm):
-    pytest.importorskip("torch")
+    require_torch()
     _run(nd, chw, w_shape, params, mode, dtype, layout, algorithm)
 
 
@@ -104,7 +92,7 @@ def test_feature_against_torch(nd, chw, w_shape, params, mode, dtype, layout, al
 @pytest.mark.parametrize("mode", PADDING_MODES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_padding_mode_and_layout(nd, mode, layout):
-    pytest.importorskip("torch")
+    require_torch()
     name, chw, w_shape, params = FEATURES[nd][2]           # stride and padding: every mode fits
     _run(nd, chw, w_shape, params, mode, np.float64, layout, None)
 
@@ -112,10 +100,10 @@ def test_every_padding_mode_and_layout(nd, mode, layout):
 @pytest.mark.slow
 @pytest.mark.parametrize("nd", (1, 3))
 def test_full_sweep(nd):
-    pytest.importorskip("torch")
+    require_torch()
     for (name, chw, w_shape, params), mode, dtype, layout, algorithm in itertools.product(
             FEATURES[nd], PADDING_MODES, DTYPES, LAYOUTS, ALGORITHMS[nd]):
-        if _fits(mode, chw, w_shape, params):
+        if mode_fits(mode, chw, w_shape, params):
             _run(nd, chw, w_shape, params, mode, dtype, layout, algorithm)
 
 
@@ -125,7 +113,7 @@ def test_full_sweep(nd):
 @pytest.mark.parametrize("nd", (1, 3))
 @pytest.mark.parametrize("batched", (True, False))
 def test_input_and_weight_gradients_match_torch_nn_grad(nd, batched):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import assert_close, torch_grad_function
 
     name, chw, w_shape, params = FEATURES[nd][7]          # groups, padding (and stride for 1-d)
@@ -143,7 +131,7 @@ def test_input_and_weight_gradients_match_torch_nn_grad(nd, batched):
 
 
 def test_output_size_functions_match_torch_shapes():
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_conv_nd
 
     for nd, size, k, kw in [(1, 17, 4, dict(stride=3, padding=2, dilation=2)),
@@ -167,14 +155,14 @@ def test_output_size_of_an_empty_output_names_the_formula():
 
 @pytest.mark.parametrize("nd", (1, 3))
 def test_layer_forward_backward_state_and_torch_round_trip(nd):
-    torch = pytest.importorskip("torch")
+    require_torch()
     from oracle import check_layer_round_trip
 
     kw = dict(stride=2, padding=1, dilation=1, groups=2, padding_mode="circular")
     layer = getattr(convscope, f"Conv{nd}d")(4, 6, 3, dtype=np.float64, seed=0, **kw)
     check_layer_round_trip(layer, np.random.default_rng(0).standard_normal((2, 4) + (7,) * nd), f"Conv{nd}d")
-    with pytest.raises(TypeError, match=f"torch.nn.Conv{nd}d"):
-        getattr(convscope, f"Conv{nd}d").from_torch(torch.nn.Conv2d(1, 1, 1))
+    with pytest.raises(TypeError, match=rf"torch\.nn\.Conv{nd}d"):
+        getattr(convscope, f"Conv{nd}d").from_torch(torch_module("Conv2d", 1, 1, 1))
 
 
 @pytest.mark.parametrize("nd", (1, 3))
@@ -189,11 +177,11 @@ def test_reset_parameters_draws_from_torchs_bound(nd):
 
 
 def test_layer_reprs_match_torch():
-    torch = pytest.importorskip("torch")
+    require_torch()
     for nd, kw in [(1, dict(padding="same", dilation=2, bias=False)),
                    (3, dict(stride=(1, 2, 2), padding=(0, 1, 1), groups=2, padding_mode="reflect"))]:
         ours = getattr(convscope, f"Conv{nd}d")(4, 6, 3, **kw)
-        theirs = getattr(torch.nn, f"Conv{nd}d")(4, 6, 3, **kw)
+        theirs = torch_module(f"Conv{nd}d", 4, 6, 3, **kw)
         assert repr(ours) == repr(theirs)
 
 
@@ -235,7 +223,7 @@ BAD_MODES = [
 
 @pytest.mark.parametrize("nd, x_shape, w_shape, b_shape, params, exc, pattern", BAD)
 def test_errors_are_torchs(nd, x_shape, w_shape, b_shape, params, exc, pattern):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_error
 
     x, w = np.zeros(x_shape), np.zeros(w_shape)
@@ -247,7 +235,7 @@ def test_errors_are_torchs(nd, x_shape, w_shape, b_shape, params, exc, pattern):
 
 @pytest.mark.parametrize("nd, x_shape, w_shape, params, pattern", BAD_MODES)
 def test_padding_mode_limits_are_torchs(nd, x_shape, w_shape, params, pattern):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_error
 
     with pytest.raises(ValueError, match=pattern):
@@ -279,18 +267,8 @@ def test_mixed_dtypes_and_bad_sizes_are_refused():
 # --------------------------------------------------------------------------- without torch
 
 
-def _central_differences(f, a, indices, eps=1e-6):
-    out = []
-    for idx in indices:
-        hi, lo = a.copy(), a.copy()
-        hi[idx] += eps
-        lo[idx] -= eps
-        out.append((f(hi) - f(lo)) / (2 * eps))
-    return np.array(out)
-
-
 @pytest.mark.parametrize("nd, mode", [(1, "reflect"), (1, "zeros"), (3, "circular"), (3, "replicate")])
-def test_gradients_against_central_differences(nd, mode):
+def test_gradients_againstcentral_differences(nd, mode):
     name, chw, w_shape, params = FEATURES[nd][2]
     x, w, b, params = _arrays(chw, w_shape, params, "batched", np.float64, seed=3)
     conv = getattr(convscope, f"conv{nd}d")
@@ -304,7 +282,7 @@ def test_gradients_against_central_differences(nd, mode):
         ("bias", b, grads.bias, lambda a: float((conv(x, w, a, **kw) * g).sum())),
     ]:
         indices = [tuple(int(rng.integers(s)) for s in arr.shape) for _ in range(6)]
-        numeric = _central_differences(f, arr, indices)
+        numeric = central_differences(f, arr, indices)
         analytic = np.array([got[i] for i in indices])
         assert np.allclose(analytic, numeric, atol=1e-6), f"∂/∂{name_} at {indices}: {analytic} vs {numeric}"
 
@@ -452,7 +430,7 @@ def test_bind_gives_one_frozen_call():
 
 @pytest.mark.parametrize("nd", (1, 3))
 def test_nonfinite_values_land_where_torch_puts_them(nd):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import assert_same_nonfinite, torch_native_conv_nd
 
     name, chw, w_shape, params = FEATURES[nd][0]               # padding 1
@@ -476,7 +454,7 @@ def test_explanations_of_1d_and_3d_layers_are_refused_clearly():
 def test_ndgemm_serves_2d_convolutions_too(mode):
     """ndgemm declares 1, 2 and 3 dimensions: forced on a 2-d convolution it gives torch's numbers,
     also when one sample exceeds the workspace limit (the 2-d runner's blocks of output rows)."""
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import check_against_torch
 
     x, w, b, params = case_arrays(((4, 9, 8), (6, 2, 3, 2), dict(stride=(2, 1), padding=(1, 1), groups=2)),

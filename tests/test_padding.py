@@ -6,15 +6,14 @@ import itertools
 import numpy as np
 import pytest
 
-from convscope.padding import fold, pad
+from convscope.padding import fold, pad, pad_into
 from convscope.spec import ConvSpec, make_spec
+from oracle import NP_PAD_MODE as NP_MODE
+from oracle import PADDING_MODES as MODES
+from oracle import TORCH_PAD_MODE as TORCH_MODE
+from oracle import require_torch, torch_autograd, torch_functional
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-
-MODES = ("zeros", "reflect", "replicate", "circular")
-NP_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-TORCH_MODE = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+require_torch()
 
 
 
@@ -53,7 +52,7 @@ def np_reference(x, padding, mode):
 
 def torch_pad(x, padding, mode):
     (pt, pb), (pl, pr) = padding
-    return F.pad(torch.from_numpy(x), (pl, pr, pt, pb), mode=TORCH_MODE[mode]).numpy()
+    return torch_functional("pad", x, (pl, pr, pt, pb), mode=TORCH_MODE[mode])
 
 
 # --------------------------------------------------------------------------- pad
@@ -177,12 +176,9 @@ def test_fold_matches_torch_pad_backward(mode, hw):
     for padding in paddings(mode, *hw):
         (pt, pb), (pl, pr) = padding
         spec = spec_for(padding, mode)
-        x_t = torch.from_numpy(x.copy()).requires_grad_(True)
-        padded = F.pad(x_t, (pl, pr, pt, pb), mode=TORCH_MODE[mode])
-        g = rng.standard_normal(tuple(padded.shape))
-        padded.backward(torch.from_numpy(g))
-        np.testing.assert_allclose(fold(g, spec, hw), x_t.grad.numpy(), rtol=1e-12, atol=1e-12,
-                                   err_msg=str(padding))
+        g = rng.standard_normal(x.shape[:2] + (hw[0] + pt + pb, hw[1] + pl + pr))
+        _, (dx,) = torch_autograd(lambda F, x: F.pad(x, (pl, pr, pt, pb), mode=TORCH_MODE[mode]), x, grad_output=g)
+        np.testing.assert_allclose(fold(g, spec, hw), dx, rtol=1e-12, atol=1e-12, err_msg=str(padding))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -202,3 +198,20 @@ def test_fold_keeps_dtype_and_does_not_modify_its_argument(mode):
 def test_fold_zeros_is_the_interior():
     g = np.arange(2 * 6 * 7, dtype=np.float64).reshape(2, 6, 7)
     np.testing.assert_array_equal(fold(g, spec_for(((1, 2), (3, 0)), "zeros"), (3, 4)), g[:, 1:4, 3:7])
+
+
+# --------------------------------------------------------------------------- pad_into
+
+
+@pytest.mark.parametrize("nd", (1, 2, 3))
+def test_pad_into_zeroes_every_border_cell_and_copies_the_interior(nd):
+    """Into a NaN-filled buffer: the result is np.pad's zero padding, every cell written once; the
+    source may stop short of the buffer's end (the rest is border too)."""
+    rng = np.random.default_rng(nd)
+    for _ in range(20):
+        src = rng.standard_normal((2,) + tuple(int(n) for n in rng.integers(0, 4, nd)))
+        before = tuple(int(p) for p in rng.integers(0, 3, nd))
+        after = tuple(int(p) for p in rng.integers(0, 3, nd))
+        dst = np.full(src.shape[:1] + tuple(b + n + a for b, n, a in zip(before, src.shape[1:], after)), np.nan)
+        assert pad_into(dst, src, before) is dst
+        np.testing.assert_array_equal(dst, np.pad(src, [(0, 0)] + list(zip(before, after))))

@@ -24,16 +24,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
+import convscope
+from oracle import PADDING_MODES, assert_close, check_against_torch, random_case, require_torch, torch_conv2d
 
-import convscope  # noqa: E402
-from oracle import assert_close, check_against_torch, random_case, torch_conv2d  # noqa: E402
+require_torch()
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
 ]
 
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 ALL_DTYPES = (np.float64, np.float32, np.float16)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MANY = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])

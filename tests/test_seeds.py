@@ -47,7 +47,7 @@ def test_seed000_ones_kernel_sums_the_window_plus_bias():
     assert out.shape == (1, 3, 3)
     bound = rounding_bound(windows_of(X000[0], (3, 3)), np.ones((3, 3)))
     assert np.all(np.abs(out[0] - printed) <= bound)
-    # "by hand": torch.sum(x[0, 0:3, 0:3]) + m.bias
+    # "by hand": the sum of x[0, 0:3, 0:3], plus m.bias
     assert out[0, 0, 0] == pytest.approx(X000[0, 0:3, 0:3].sum() + m.bias[0], abs=1e-6)
 
 

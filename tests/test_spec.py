@@ -11,7 +11,6 @@ import dataclasses
 import re
 import time
 import types
-import warnings
 
 import numpy as np
 import pytest
@@ -29,14 +28,7 @@ from convscope import (
 from convscope import algorithms
 from convscope.spec import ConvSpec, make_spec
 
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # pragma: no cover - exercised only where torch is missing
-    torch = None
-    F = None
-
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+from oracle import needs_torch, torch_forward_or_error, torch_functional, torch_module, torch_zeros
 
 
 
@@ -282,10 +274,10 @@ DTYPES = [
 @pytest.mark.parametrize(
     "make, pattern",
     [
-        (lambda: torch.zeros(1, 3, 5, 5, dtype=torch.bfloat16), r"input has dtype bfloat16"),
-        (lambda: torch.zeros(1, 3, 5, 5, dtype=torch.int32), r"input has dtype int32"),
-        (lambda: torch.zeros(1, 3, 5, 5, dtype=torch.complex64), r"input has dtype complex64"),
-        (lambda: torch.zeros(1, 3, 5, 5, dtype=torch.bool), r"input has dtype bool"),
+        (lambda: torch_zeros((1, 3, 5, 5), "bfloat16"), r"input has dtype bfloat16"),
+        (lambda: torch_zeros((1, 3, 5, 5), np.int32), r"input has dtype int32"),
+        (lambda: torch_zeros((1, 3, 5, 5), np.complex64), r"input has dtype complex64"),
+        (lambda: torch_zeros((1, 3, 5, 5), np.bool_), r"input has dtype bool"),
     ],
     ids=["bfloat16", "int32", "complex64", "bool"],
 )
@@ -296,13 +288,13 @@ def test_torch_tensor_dtypes(no_algorithms, make, pattern):
 
 @needs_torch
 def test_bfloat16_torch_tensors_everywhere(no_algorithms):
-    xb = torch.zeros(1, 3, 5, 5, dtype=torch.bfloat16)
-    wb = torch.zeros(2, 3, 3, 3, dtype=torch.bfloat16)
-    gb = torch.zeros(1, 2, 3, 3, dtype=torch.bfloat16)
+    xb = torch_zeros((1, 3, 5, 5), "bfloat16")
+    wb = torch_zeros((2, 3, 3, 3), "bfloat16")
+    gb = torch_zeros((1, 2, 3, 3), "bfloat16")
     with pytest.raises(TypeError, match=r"weight has dtype bfloat16"):
         conv2d(X, wb)
     with pytest.raises(TypeError, match=r"bias has dtype bfloat16"):
-        conv2d(X, W, torch.zeros(2, dtype=torch.bfloat16))
+        conv2d(X, W, torch_zeros((2,), "bfloat16"))
     with pytest.raises(TypeError, match=r"grad_output has dtype bfloat16"):
         conv2d_backward(gb, X, W)
     with pytest.raises(TypeError, match=r"input has dtype bfloat16"):
@@ -314,7 +306,7 @@ def test_bfloat16_torch_tensors_everywhere(no_algorithms):
 @needs_torch
 def test_mixed_torch_and_numpy_dtypes(no_algorithms):
     with pytest.raises(TypeError, match=r"input is float32.*weight is float64"):
-        conv2d(torch.zeros(1, 3, 5, 5), W)
+        conv2d(torch_zeros((1, 3, 5, 5)), W)
 
 
 # --------------------------------------------------------------------------- backward, grad.*
@@ -604,12 +596,12 @@ def test_make_spec_errors(kwargs, exc, pattern):
 def test_make_spec_same_matches_torch(kernel, dilation):
     """torch's 'same' equals an explicit asymmetric pad by make_spec's split, then a valid conv."""
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((1, 2, 9, 8)))
-    w = torch.from_numpy(rng.standard_normal((3, 2, *kernel)))
+    x = rng.standard_normal((1, 2, 9, 8))
+    w = rng.standard_normal((3, 2, *kernel))
     (top, bottom), (left, right) = make_spec(kernel, padding="same", dilation=dilation).padding
-    expected = F.conv2d(x, w, padding="same", dilation=dilation)
-    explicit = F.conv2d(F.pad(x, (left, right, top, bottom)), w, dilation=dilation)
-    assert torch.equal(expected, explicit)
+    expected = torch_functional("conv2d", x, w, padding="same", dilation=dilation)
+    explicit = torch_functional("conv2d", torch_functional("pad", x, (left, right, top, bottom)), w, dilation=dilation)
+    assert np.array_equal(expected, explicit)
 
 
 # --------------------------------------------------------------------------- torch rejects ⇒ convscope rejects
@@ -684,23 +676,6 @@ REJECTED = {
 }
 
 
-def _torch_conv(x, w, b, padding_mode="zeros", **params):
-    """torch's forward: ``F.conv2d`` for zeros padding, else ``nn.Conv2d`` with ``padding_mode``."""
-    if padding_mode == "zeros":
-        return F.conv2d(x, w, b, **params)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Initializing zero-element tensors is a no-op"
-        layer = torch.nn.Conv2d(
-            w.shape[1] * params.get("groups", 1), w.shape[0], tuple(w.shape[2:]),
-            bias=b is not None, padding_mode=padding_mode, dtype=w.dtype, **params,
-        )
-    with torch.no_grad():
-        layer.weight.copy_(w)
-        if b is not None:
-            layer.bias.copy_(b)
-        return layer(x)
-
-
 def _arrays(x_shape, w_shape, b_shape, dtypes):
     x = np.zeros(x_shape, dtype=dtypes[0])
     w = np.zeros(w_shape, dtype=dtypes[1])
@@ -726,9 +701,7 @@ def test_torch_rejects_then_convscope_rejects(no_algorithms, name):
     dtypes = params.pop("dtypes", ("float64", "float64", None))
     x, w, b = _arrays(x_shape, w_shape, b_shape, dtypes)
 
-    with pytest.raises(Exception):
-        _torch_conv(torch.from_numpy(x), torch.from_numpy(w),
-                    None if b is None else torch.from_numpy(b), **params)
+    assert isinstance(torch_forward_or_error(x, w, b, **params), Exception)
 
     _expect_clean_rejection(lambda: conv2d(x, w, b, **params))
     _expect_clean_rejection(lambda: conv2d(x, w, b, algorithm="reference", **params))
@@ -753,7 +726,7 @@ def test_torch_rejects_then_convscope_rejects(no_algorithms, name):
 )
 def test_torch_module_rejects_then_convscope_module_rejects(args, kwargs):
     with pytest.raises(Exception):
-        torch.nn.Conv2d(*args, **kwargs)
+        torch_module("Conv2d", *args, **kwargs)
     _expect_clean_rejection(lambda: Conv2d(*args, **kwargs))
 
 
@@ -794,12 +767,8 @@ def configurations(draw):
 def _check_rejected_exactly_when_torch_rejects(config):
     x_shape, w_shape, b_shape, params = config
     x, w, b = _arrays(x_shape, w_shape, b_shape, ("float64", "float64", None))
-    try:
-        expected = _torch_conv(torch.from_numpy(x), torch.from_numpy(w),
-                               None if b is None else torch.from_numpy(b), **params)
-    except Exception:
-        expected = None
-    if expected is None:
+    expected = torch_forward_or_error(x, w, b, **params)
+    if isinstance(expected, Exception):
         _expect_clean_rejection(lambda: conv2d(x, w, b, **params))
     elif len(x_shape) == 4 and x_shape[0] == 0:
         # torch skips some checks for an empty batch (e.g. it accepts dilation=0 there);
@@ -836,3 +805,62 @@ def test_padding_too_large_to_allocate_is_refused_before_any_work(no_algorithms)
 def test_padding_too_large_is_refused_for_an_empty_batch_too(no_algorithms):
     with pytest.raises(ValueError, match=r"padded input 1×1×2147483651×2147483651 = .* more than"):
         conv2d(np.zeros((0, 1, 3, 3)), np.zeros((1, 1, 2, 2)), padding=2**30)
+
+
+# --------------------------------------------------------------------------- specs derived from specs, one message per rule
+
+
+@pytest.mark.parametrize("ndim, kernel, params", [
+    (2, (3, 2), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 3), groups=2, padding_mode="reflect")),
+    (3, 3, dict(stride=2, padding=1, dilation=2, padding_mode="circular")),
+    (1, 5, dict(padding="same", dilation=2, padding_mode="replicate")),
+])
+def test_unpadded_and_pointwise_are_validated_specs(ndim, kernel, params):
+    spec = make_spec(kernel, ndim=ndim, **params)
+    flat = spec.unpadded()
+    assert flat == make_spec(kernel, spec.stride, 0, spec.dilation, spec.groups, ndim=ndim)
+    assert flat.padding == ((0, 0),) * ndim and flat.padding_mode == "zeros" and flat.padding_arg == (0,) * ndim
+    assert (flat.kernel_size, flat.stride, flat.dilation, flat.groups) == \
+        (spec.kernel_size, spec.stride, spec.dilation, spec.groups)
+    point = spec.pointwise()
+    assert point == make_spec(kernel, 1, 0, 1, spec.groups, ndim=ndim)
+    assert point.stride == point.dilation == (1,) * ndim and point.padding == flat.padding
+
+
+def test_call_with_arrays_keeps_the_binding_and_refuses_unknown_names():
+    from convscope.spec import bind
+
+    x, w, g = np.zeros((2, 3, 5, 5)), np.zeros((4, 3, 3, 3)), np.zeros((2, 4, 3, 3))
+    call = bind(2, input=x, weight=w)
+    other = call.with_arrays(grad_output=g, input=np.ones_like(x))
+    assert (other.spec, other.shape, other.dtype, other.batched) == (call.spec, call.shape, call.dtype, call.batched)
+    assert other.grad_output is g and other.weight is w and np.array_equal(other.input, np.ones_like(x))
+    assert call.grad_output is None and call.input is x              # the original call is unchanged
+    with pytest.raises(TypeError, match="with_arrays takes input, weight, bias and grad_output, got output"):
+        call.with_arrays(output=g)
+
+
+def test_divisible_by_groups_has_one_message_for_layers_and_calls():
+    """out_channels % groups: the layer names the parameter, the call says where it read the count."""
+    rule = r"out_channels \({}6\) must be divisible by groups \(4\)"
+    with pytest.raises(ValueError, match=rule.format("")):
+        Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match=rule.format(re.escape("weight.shape[0]="))):
+        conv2d(np.zeros((1, 4, 5, 5)), np.zeros((6, 1, 3, 3)), groups=4)
+
+
+def test_plan_goes_through_the_binding_step():
+    """plan rejects what conv2d rejects, with conv2d's messages for the same shapes."""
+    from convscope import plan
+
+    with pytest.raises(TypeError, match=r"input must be a sequence of ints \(N, C, H, W\) or \(C, H, W\)"):
+        plan((8, 64, 5.0, 56), (64, 64, 3, 3))
+    for call in (lambda: plan((8, 64, 56, 56), (64, 32, 3, 3)),
+                 lambda: conv2d(np.zeros((1, 64, 6, 6)), np.zeros((64, 32, 3, 3)))):
+        with pytest.raises(ValueError, match=r"input has 64 channels but weight expects 32"):
+            call()
+    with pytest.raises(ValueError, match=r"input must be a sequence of ints \(N, C, L\) or \(C, L\), got 4 values"):
+        plan((8, 64, 56, 56), (64, 64, 3))
+    with pytest.raises(ValueError, match=r"out_channels \(weight.shape\[0\]=6\) must be divisible by groups \(4\)"):
+        plan((1, 4, 5, 5), (6, 1, 3, 3), groups=4)
+    assert plan((4, 56), (64, 4, 3), padding=1).forward.algorithm in algorithms.ALGORITHMS

@@ -9,6 +9,7 @@ import pytest
 
 import convscope
 from convscope import tour
+from oracle import require_torch, torch_autograd
 
 
 def run(*args, **kwargs):
@@ -18,7 +19,7 @@ def run(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def full_tour():
-    pytest.importorskip("torch")
+    require_torch()
     result = run("tour")
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -38,12 +39,8 @@ def test_tour_seed004_weight_gradient_term_by_term(full_tour):
     B = np.array(tour.SEED004_B, dtype=np.float32)[None, None]
     out = convscope.conv2d(A, B, stride=2)
     grads = convscope.conv2d_backward(np.ones_like(out), A, B, stride=2)
-    import torch
-
-    At = torch.tensor(A, requires_grad=True)
-    Bt = torch.tensor(B, requires_grad=True)
-    torch.nn.functional.conv2d(At, Bt, stride=2).sum().backward()
-    np.testing.assert_array_equal(grads.weight, Bt.grad.numpy())
+    _, (_, want_dw) = torch_autograd(lambda F, a, b: F.conv2d(a, b, stride=2), A, B, grad_output=np.ones)
+    np.testing.assert_array_equal(grads.weight, want_dw)
     section = full_tour[full_tour.index(tour.header(5)):]
     for u in range(2):
         for v in range(2):
@@ -114,7 +111,7 @@ def test_tour_without_torch_says_so_and_still_runs():
 
 
 def test_a_disagreement_with_torch_fails_the_tour():
-    pytest.importorskip("torch")
+    require_torch()
     check = tour.Checker.create()
     line = check.conv("a wrong result", np.zeros((1, 1, 1, 1)), np.ones((1, 1, 2, 2)), np.ones((1, 1, 2, 2)))
     assert "DISAGREES" in line and check.failures == ["a wrong result"]

@@ -15,10 +15,9 @@ import pytest
 
 import convscope
 from convscope.geometry import output_length, transposed_output_length
-from oracle import case_arrays
+from oracle import LAYOUTS, case_arrays, central_differences, require_torch, to_numpy, torch_module
 
 DTYPES = (np.float64, np.float32, np.float16)
-LAYOUTS = ("batched", "unbatched", "zero_batch")
 
 # (name, input (C_in, *spatial), weight (C_in, C_out/groups, *k), parameters); bias=False drops the bias
 FEATURES = {
@@ -94,7 +93,7 @@ def _run(nd, chw, w_shape, params, dtype, layout, algorithm):
 
 @pytest.mark.parametrize("nd, chw, w_shape, params, dtype, layout, algorithm", _default_cases())
 def test_feature_against_torch(nd, chw, w_shape, params, dtype, layout, algorithm):
-    pytest.importorskip("torch")
+    require_torch()
     _run(nd, chw, w_shape, params, dtype, layout, algorithm)
 
 
@@ -102,7 +101,7 @@ def test_feature_against_torch(nd, chw, w_shape, params, dtype, layout, algorith
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", (np.float64, np.float32))
 def test_every_layout_and_dtype(nd, layout, dtype):
-    pytest.importorskip("torch")
+    require_torch()
     name, chw, w_shape, params = FEATURES[nd][2]          # stride, padding (and output_padding in 3-d)
     _run(nd, chw, w_shape, params, dtype, layout, None)
 
@@ -112,7 +111,7 @@ def test_every_layout_and_dtype(nd, layout, dtype):
     ("fft", FEATURES[2][0]), ("ndgemm", FEATURES[2][3]), ("depthwise", FEATURES[1][8]),
 ], ids=lambda c: f"{c[0]}-{c[1][0]}")
 def test_the_planners_other_paths_serve_it(case):
-    pytest.importorskip("torch")
+    require_torch()
     algorithm, (name, chw, w_shape, params) = case
     x, w, b, params = _arrays(chw, w_shape, params, "batched", np.float64)
     from oracle import check_transpose_against_torch
@@ -123,7 +122,7 @@ def test_the_planners_other_paths_serve_it(case):
 @pytest.mark.slow
 @pytest.mark.parametrize("nd", (1, 2, 3))
 def test_full_sweep(nd):
-    pytest.importorskip("torch")
+    require_torch()
     for (name, chw, w_shape, params), dtype, layout, algorithm in itertools.product(
             FEATURES[nd], DTYPES, LAYOUTS, ALGORITHMS[nd]):
         _run(nd, chw, w_shape, params, dtype, layout, algorithm)
@@ -175,18 +174,8 @@ def test_a_worked_scatter_by_hand():
         [[[2.5, 13.5, 20.5, 30.5]]]
 
 
-def _central_differences(f, a, indices, eps=1e-6):
-    out = []
-    for idx in indices:
-        hi, lo = a.copy(), a.copy()
-        hi[idx] += eps
-        lo[idx] -= eps
-        out.append((f(hi) - f(lo)) / (2 * eps))
-    return np.array(out)
-
-
 @pytest.mark.parametrize("nd, k", [(1, 6), (2, 3), (2, 5), (3, 3)])
-def test_gradients_against_central_differences(nd, k):
+def test_gradients_againstcentral_differences(nd, k):
     name, chw, w_shape, params = FEATURES[nd][k]
     x, w, b, params = _arrays(chw, w_shape, params, "batched", np.float64, seed=6)
     f = getattr(convscope, f"conv_transpose{nd}d")
@@ -199,7 +188,7 @@ def test_gradients_against_central_differences(nd, k):
         ("bias", b, grads.bias, lambda a: float((f(x, w, a, **params) * g).sum())),
     ]:
         indices = [tuple(int(rng.integers(s)) for s in arr.shape) for _ in range(6)]
-        numeric = _central_differences(loss, arr, indices)
+        numeric = central_differences(loss, arr, indices)
         analytic = np.array([got[i] for i in indices])
         assert np.allclose(analytic, numeric, atol=1e-6), f"{name}: ∂/∂{what} at {indices}: {analytic} vs {numeric}"
 
@@ -239,7 +228,7 @@ def test_transposed_output_length_inverts_the_convolutions_length():
 
 
 def test_output_size_functions_match_torch_shapes():
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_conv_transpose_nd
 
     for nd, size, k, kw in [(1, 17, 4, dict(stride=3, padding=2, output_padding=1, dilation=2)),
@@ -266,7 +255,7 @@ def test_output_size_of_an_empty_output_names_the_formula():
 
 @pytest.mark.parametrize("nd", (1, 2, 3))
 def test_layer_forward_backward_state_and_torch_round_trip(nd):
-    torch = pytest.importorskip("torch")
+    require_torch()
     from oracle import check_layer_round_trip
 
     kw = dict(stride=2, padding=1, output_padding=1, groups=2, dilation=1)
@@ -275,8 +264,8 @@ def test_layer_forward_backward_state_and_torch_round_trip(nd):
     x = np.random.default_rng(0).standard_normal((2, 4) + (4,) * nd)
     back = check_layer_round_trip(layer, x, f"ConvTranspose{nd}d")
     assert back.output_padding == layer.output_padding
-    with pytest.raises(TypeError, match=f"torch.nn.ConvTranspose{nd}d"):
-        getattr(convscope, f"ConvTranspose{nd}d").from_torch(getattr(torch.nn, f"Conv{nd}d")(1, 1, 1))
+    with pytest.raises(TypeError, match=rf"torch\.nn\.ConvTranspose{nd}d"):
+        getattr(convscope, f"ConvTranspose{nd}d").from_torch(torch_module(f"Conv{nd}d", 1, 1, 1))
 
 
 @pytest.mark.parametrize("nd", (1, 2, 3))
@@ -292,29 +281,28 @@ def test_reset_parameters_draws_from_torchs_bound(nd):
 
 
 def test_reset_parameters_bound_is_torchs():
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(0)
-    module = torch.nn.ConvTranspose2d(2, 8, 3, groups=2)
+    require_torch()
+    module = torch_module("ConvTranspose2d", 2, 8, 3, groups=2, seed=0)
     ours = convscope.ConvTranspose2d(2, 8, 3, groups=2, seed=0)
-    theirs = float(module.weight.detach().abs().max())
+    theirs = float(np.abs(to_numpy(module.weight)).max())
     bound = 1 / np.sqrt(4 * 9)
     assert theirs <= bound and theirs > 0.7 * bound
     assert np.abs(ours.weight).max() <= bound
 
 
 def test_layer_reprs_match_torch():
-    torch = pytest.importorskip("torch")
+    require_torch()
     for nd, kw in [(1, dict(stride=2, output_padding=1, dilation=2, bias=False)),
                    (2, dict(stride=(1, 2), padding=(0, 1), output_padding=(0, 1), groups=2)),
                    (3, dict())]:
         ours = getattr(convscope, f"ConvTranspose{nd}d")(4, 6, 3, **kw)
-        theirs = getattr(torch.nn, f"ConvTranspose{nd}d")(4, 6, 3, **kw)
+        theirs = torch_module(f"ConvTranspose{nd}d", 4, 6, 3, **kw)
         assert repr(ours) == repr(theirs)
 
 
 @pytest.mark.parametrize("mode", ("reflect", "replicate", "circular"))
 def test_padding_mode_is_zeros_only_as_in_torch(mode):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_transpose_layer
 
     with pytest.raises(ValueError, match=f'Only "zeros" padding mode is supported for ConvTranspose2d'):
@@ -339,7 +327,7 @@ def test_layer_constructor_errors():
     (2, (1, 2, 3, 3), (6, 5)), (2, (1, 2, 3, 3), [1, 2, 5, 6]), (3, (2, 2, 2, 3), (3, 4, 6)),
 ])
 def test_output_size_picks_torchs_output_padding(nd, x_shape, output_size):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import assert_close, torch_layer_output
 
     layer = getattr(convscope, f"ConvTranspose{nd}d")(2, 2, 3, stride=2, padding=1, dtype=np.float64, seed=0)
@@ -362,7 +350,7 @@ def test_output_size_picks_torchs_output_padding(nd, x_shape, output_size):
     (3, (1, 2, 2, 2, 2), (3, 3.0, 3), TypeError, r"output_size must be a sequence of ints \(D, H, W\)"),
 ])
 def test_output_size_errors_are_torchs(nd, x_shape, output_size, exc, pattern):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_layer_output
 
     layer = getattr(convscope, f"ConvTranspose{nd}d")(2, 2, 3, stride=2, padding=1, dtype=np.float64, seed=0)
@@ -425,7 +413,7 @@ BAD = [
 
 @pytest.mark.parametrize("nd, x_shape, w_shape, b_shape, params, exc, pattern", BAD)
 def test_errors_are_torchs(nd, x_shape, w_shape, b_shape, params, exc, pattern):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_transpose_error
 
     x, w = np.zeros(x_shape), np.zeros(w_shape)
@@ -436,7 +424,7 @@ def test_errors_are_torchs(nd, x_shape, w_shape, b_shape, params, exc, pattern):
 
 
 def test_the_largest_output_padding_is_accepted_by_both():
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_transpose_error
 
     for params in (dict(stride=2, output_padding=1), dict(dilation=3, output_padding=2),
@@ -446,7 +434,7 @@ def test_the_largest_output_padding_is_accepted_by_both():
 
 
 def test_dtypes_are_refused_as_torch_refuses_them():
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import torch_transpose_error
 
     with pytest.raises(TypeError, match=r"input, weight must have the same dtype, but input is float32, weight is float64"):

@@ -7,7 +7,6 @@ dtype and rank.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -457,7 +456,7 @@ def _transposed(ndim, input, weight, bias, stride, padding, output_padding, grou
     call = bind_transpose(ndim, input=input, weight=weight, bias=bias, stride=stride, padding=padding,
                           output_padding=output_padding, groups=groups, dilation=dilation,
                           order=("input", "weight", "bias"))
-    conv = replace(call.conv, weight=call.weight, grad_output=_extended(call.input, call))
+    conv = call.conv.with_arrays(weight=call.weight, grad_output=_extended(call.input, call))
     y = _compute_backward(conv, algorithm, (True, False, False))[0]     # (N, C_out, *O), compute dtype
     if call.bias is not None:
         b = np.asarray(call.bias, dtype=y.dtype).reshape((-1,) + (1,) * ndim)   # (C_out, 1, …)
@@ -473,13 +472,13 @@ def _transposed_backward(ndim, grad_output, input, weight, stride, padding, outp
     call = bind_transpose(ndim, grad_output=grad_output, input=input, weight=weight, stride=stride,
                           padding=padding, output_padding=output_padding, groups=groups, dilation=dilation,
                           order=("grad_output", "input", "weight"))
-    conv = replace(call.conv, input=call.grad_output, weight=call.weight)
+    conv = call.conv.with_arrays(input=call.grad_output, weight=call.weight)
     dx = dw = db = None
     if mask[0]:                                                      # C(gy), without C's extra rows
         dx = _run_forward(conv, algorithm)
         dx = np.ascontiguousarray(dx[(Ellipsis,) + tuple(slice(0, n) for n in call.input_spatial)])
     if mask[1]:
-        dw = _run_backward(replace(conv, grad_output=_extended(call.input, call)), algorithm,
+        dw = _run_backward(conv.with_arrays(grad_output=_extended(call.input, call)), algorithm,
                            (False, True, False))[1]
     if mask[2]:
         gy = _batched(call.grad_output, call.output_shape, conv.compute_dtype)

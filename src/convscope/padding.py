@@ -26,17 +26,27 @@ def pad(x: np.ndarray, spec) -> np.ndarray:
         if not any(spec.pad_totals):
             return x
         out = np.empty(x.shape[:-nd] + spec.padded_size(sizes), dtype=x.dtype)
-        interior = tuple(slice(p0, p0 + n) for (p0, _), n in zip(spec.padding, sizes))
-        # zero the border only (the interior is overwritten): along each axis, the cells before and
-        # after the interior, within the interior of the axes before it
-        for axis, ((p0, p1), n) in enumerate(zip(spec.padding, sizes)):
-            inner = interior[:axis]
-            out[(Ellipsis,) + inner + (slice(0, p0),) + (slice(None),) * (nd - axis - 1)] = 0
-            out[(Ellipsis,) + inner + (slice(p0 + n, None),) + (slice(None),) * (nd - axis - 1)] = 0
-        out[(Ellipsis,) + interior] = x
-        return out
+        return pad_into(out, x, tuple(p0 for p0, _ in spec.padding))
     maps = [source_map(n, p0, p1, spec.padding_mode) for n, (p0, p1) in zip(sizes, spec.padding)]
     return x[(Ellipsis,) + np.ix_(*maps)]                # (…, *padded sizes), every entry a real pixel
+
+
+def pad_into(dst: np.ndarray, src: np.ndarray, before: tuple) -> np.ndarray:
+    """Zero the border, copy the interior: ``src`` into ``dst`` at offset ``before`` along the last
+    ``len(before)`` axes, every other cell of ``dst`` set to 0.  Returns ``dst``.
+
+    ``dst`` is typically fresh (``np.empty``): only the border is written with zeros, along each axis
+    the cells before and after the interior, within the interior of the axes before it; the interior
+    is written once, from ``src``.  ``src`` must fit: ``before[i] + src.shape[-nd + i] <= dst.shape[-nd + i]``.
+    """
+    nd = len(before)
+    interior = tuple(slice(p0, p0 + n) for p0, n in zip(before, src.shape[src.ndim - nd:]))
+    for axis, cells in enumerate(interior):
+        inner, rest = interior[:axis], (slice(None),) * (nd - axis - 1)
+        dst[(Ellipsis,) + inner + (slice(0, cells.start),) + rest] = 0
+        dst[(Ellipsis,) + inner + (slice(cells.stop, None),) + rest] = 0
+    dst[(Ellipsis,) + interior] = src
+    return dst
 
 
 def _fold_axis(g: np.ndarray, size: int, before: int, after: int, mode: str, axis: int) -> np.ndarray:

@@ -317,16 +317,14 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm
     'depthwise'
     """
-    from .spec import ConvCall, check_input_ndim, check_shapes, check_weight_shape, lift, make_spec
+    from .spec import bind, lift
 
     check_algorithm(algorithm)
     input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
     ndim = len(weight_shape) - 2 if len(weight_shape) in (3, 5) else 2   # a 3-D weight is 1-d's, 5-D 3-d's
-    check_input_ndim(input_shape, ndim=ndim)
-    check_weight_shape(weight_shape, ndim=ndim)
-    spec = make_spec(weight_shape[2:], stride, padding, dilation, groups, padding_mode, ndim=ndim)
-    shape = check_shapes(spec, input_shape, weight_shape)
+    call = bind(ndim, input_size=input_shape, weight_size=weight_shape, stride=stride, padding=padding,
+                dilation=dilation, groups=groups, padding_mode=padding_mode,
+                size_names=("input", "weight"))      # the messages conv2d gives for the same shapes
     if ndim == 1:                               # planned as the 2-d convolution it runs as
-        lifted = lift(ConvCall(spec, shape, None, len(input_shape) == 3))
-        spec, shape = lifted.spec, lifted.shape
-    return choose(spec, shape, algorithm)
+        call = lift(call)
+    return choose(call.spec, call.shape, algorithm)

@@ -117,6 +117,16 @@ class ConvSpec:
         """Output height and width for an input of ``input_hw`` (2-D; may be <= 0: not validated)."""
         return self.output_size(input_hw)  # type: ignore[return-value]
 
+    def unpadded(self) -> ConvSpec:
+        """This convolution without padding (kernel, stride, dilation and groups kept): the spec of a
+        block of an input that is already padded."""
+        return make_spec(self.kernel_size, self.stride, 0, self.dilation, self.groups, ndim=self.ndim)
+
+    def pointwise(self) -> ConvSpec:
+        """Stride 1, dilation 1 and no padding (kernel and groups kept): for a 1×1 kernel, the
+        convolution of the pixels its taps read, once they are subsampled."""
+        return make_spec(self.kernel_size, 1, 0, 1, self.groups, ndim=self.ndim)
+
 
 class ConvShape(NamedTuple):
     """All the sizes of one validated 2-D call (batched layout)."""
@@ -369,14 +379,15 @@ def as_array(value, name: str, *, allow_none: bool = False) -> np.ndarray | None
 
 
 def check_same_dtype(**arrays) -> np.dtype:
-    """All given arrays (None skipped) must share one dtype; returns it."""
+    """All given arrays (None skipped) must share one dtype; returns it (None when no array is given:
+    a call known by its shapes only, as :func:`convscope.plan`'s)."""
     present = {k: a for k, a in arrays.items() if a is not None}
     dtypes = {a.dtype for a in present.values()}
     if len(dtypes) > 1:
         names = ", ".join(present)
         listing = ", ".join(f"{k} is {a.dtype}" for k, a in present.items())
         raise TypeError(f"{names} must have the same dtype, but {listing}")
-    return next(iter(dtypes))
+    return next(iter(dtypes), None)
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -472,10 +483,7 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
     spatial = tuple(int(v) for v in input_shape[2:])
     out_channels, c_per_group = int(weight_shape[0]), int(weight_shape[1])
     g = spec.groups
-    if out_channels % g:
-        raise ValueError(
-            f"out_channels (weight.shape[0]={out_channels}) must be divisible by groups ({g})"
-        )
+    check_divisible_by_groups("out_channels", out_channels, g, "weight.shape[0]")
     if C != c_per_group * g:
         raise ValueError(
             f"{input_name} has {C} channel{'' if C == 1 else 's'} but weight expects {c_per_group * g} "
@@ -508,11 +516,18 @@ def check_grad_output_shape(grad_shape: tuple, expected: tuple) -> None:
         )
 
 
+def check_divisible_by_groups(name: str, count: int, groups: int, source: str = "") -> None:
+    """The rule "``name`` must be divisible by groups", with its one message; ``source`` names where the
+    count was read (``"weight.shape[0]"``), when it is not the parameter itself."""
+    if count % groups:
+        where = f"{source}={count}" if source else str(count)
+        raise ValueError(f"{name} ({where}) must be divisible by groups ({groups})")
+
+
 def check_channels_groups(in_channels: int, out_channels: int, groups: int) -> None:
     """A layer's channel counts against its groups (torch's two rules)."""
     for name, count in (("in_channels", in_channels), ("out_channels", out_channels)):
-        if count % groups:
-            raise ValueError(f"{name} ({count}) must be divisible by groups ({groups})")
+        check_divisible_by_groups(name, count, groups)
 
 
 def size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -582,6 +597,15 @@ class ConvCall:
         """The output's shape in the caller's layout (no batch axis for unbatched input)."""
         return self.output_shape if self.batched else self.output_shape[1:]
 
+    def with_arrays(self, **arrays) -> ConvCall:
+        """The same call (spec, shape, dtype, layout) with some of its arrays (``input``, ``weight``,
+        ``bias``, ``grad_output``) given anew, e.g. a transposed call's arrays as the convolution's."""
+        unknown = set(arrays) - {"input", "weight", "bias", "grad_output"}
+        if unknown:
+            raise TypeError(f"with_arrays takes input, weight, bias and grad_output, got {', '.join(sorted(unknown))}")
+        current = dict(input=self.input, weight=self.weight, bias=self.bias, grad_output=self.grad_output)
+        return ConvCall(self.spec, self.shape, self.dtype, self.batched, **{**current, **arrays})
+
 
 def lift(call: ConvCall) -> ConvCall:
     """A 1-d call as the 2-d call of the same convolution over inputs of height 1 (:func:`lifted_spec`);
@@ -613,13 +637,15 @@ def _bound_arrays(order: tuple, **given) -> tuple:
 
 def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_output=_NO_ARRAY,
          input_size=_NO_ARRAY, weight_size=_NO_ARRAY, stride=1, padding=0, dilation=1, groups=1,
-         padding_mode="zeros", order: tuple = ("grad_output", "input", "weight", "bias")) -> ConvCall:
+         padding_mode="zeros", order: tuple = ("grad_output", "input", "weight", "bias"),
+         size_names: tuple = ("input_size", "weight_size")) -> ConvCall:
     """Turn one call's arrays and arguments into a validated :class:`ConvCall`.
 
     Pass the arrays the call has (``bias=None`` for no bias); ``input_size`` /
     ``weight_size`` stand for the input / weight when only their shapes are known
     (``conv*_input``, ``conv*_weight``).  ``order`` is the order in which the arrays
-    are named in a dtype message (the call's parameter order).  Checks, in order: the
+    are named in a dtype message (the call's parameter order), ``size_names`` the names of
+    ``input_size`` and ``weight_size`` in messages (the caller's parameter names).  Checks, in order: the
     arrays' kinds and dtypes, the input's rank, the spec (from the weight's kernel
     size), the shapes, grad_output's shape.
     """
@@ -627,12 +653,12 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     axes = ", ".join(AXIS_LETTERS[ndim])
     kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
     if input_size is not _NO_ARRAY:
-        input_size = size_tuple(input_size, "input_size", (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
+        input_size = size_tuple(input_size, size_names[0], (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
     if weight_size is not _NO_ARRAY:
-        weight_size = size_tuple(weight_size, "weight_size", (ndim + 2,), f"(C_out, C/groups, {kernel})")
+        weight_size = size_tuple(weight_size, size_names[1], (ndim + 2,), f"(C_out, C/groups, {kernel})")
     (x, w, b, gy), dtype = _bound_arrays(order, input=input, weight=weight, bias=bias, grad_output=grad_output)
     if input_size is not _NO_ARRAY:
-        in_shape, in_name = input_size, "input_size"
+        in_shape, in_name = input_size, size_names[0]
     else:
         in_shape, in_name = x.shape, "input"
         check_input_ndim(in_shape, ndim=ndim)
@@ -729,8 +755,7 @@ def check_transposed_shapes(spec: ConvSpec, output_padding: tuple, input_shape: 
             f"input has {C} channel{'' if C == 1 else 's'} but weight expects {in_channels} (weight.shape[0]: "
             f"a transposed convolution's weight is {_transposed_weight_layout(nd)})"
         )
-    if in_channels % g:
-        raise ValueError(f"in_channels (weight.shape[0]={in_channels}) must be divisible by groups ({g})")
+    check_divisible_by_groups("in_channels", in_channels, g, "weight.shape[0]")
     out_channels = out_per_group * g
     if bias_shape is not None and tuple(bias_shape) != (out_channels,):
         raise ValueError(

@@ -27,7 +27,13 @@ and optionally
 
 ``spec`` is a :class:`convscope.spec.ConvSpec`, ``shape`` a :class:`convscope.spec.ConvShape`
 (2-d) or :class:`convscope.spec.ConvShapeNd`.  A module constant ``DIMS`` names the numbers of
-spatial dimensions an implementation computes; without it, 2 only (:func:`dims`).
+spatial dimensions an implementation computes; without it, 2 only (:func:`dims`).  A 1-d
+convolution runs as the 2-d one of height 1 (:func:`convscope.spec.lift`), so every 2-d path
+serves it.  A module constant ``PASSES`` names the passes an implementation computes, a subset of
+:data:`PASSES` (``"forward"``, ``"grad_input"``, ``"grad_weight"``); without it, all three.  A
+module that serves only some passes declares them there and defines the functions of those only
+(``forward``; ``backward`` or ``grad_input``/``grad_weight``); :attr:`Algorithm.passes` reads it,
+and the tests generated from this registry (``tests/test_registry.py``) check exactly those passes.
 :data:`ALGORITHMS` is built from the modules (:class:`Algorithm` derives ``grad_input`` and
 ``grad_weight`` from ``backward``, the one place they are); which implementation runs is
 decided by :mod:`convscope.planner`, which reads these declarations.
@@ -57,8 +63,6 @@ checks are sums over the arrays (no copies), about the cost of reading them once
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from .. import reference
@@ -66,6 +70,9 @@ from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, ndgemm, ndstack, ndwinograd, pointwise, winograd
+
+
+PASSES = ("forward", "grad_input", "grad_weight")     # every pass an implementation may compute
 
 
 class Algorithm:
@@ -83,6 +90,11 @@ class Algorithm:
 
     def __repr__(self) -> str:
         return f"<algorithm {self.name!r} ({self.module.__name__})>"
+
+    @property
+    def passes(self) -> tuple:
+        """The passes it computes: the module's ``PASSES``, or all three of :data:`PASSES`."""
+        return tuple(getattr(self.module, "PASSES", PASSES))
 
     def needs(self, spec, shape):
         rule = getattr(self.module, "needs", None)
@@ -238,7 +250,7 @@ def _forward(name, x, w, b, spec, shape):
             out[sl] = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start))
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
-    flat = _unpadded(spec)
+    flat = spec.unpadded()
     for n in range(shape.N):
         xp = pad(x[n:n + 1], spec)                                  # (1, C, Hp, Wp)
         for r0, r1, read in blocks:
@@ -247,9 +259,6 @@ def _forward(name, x, w, b, spec, shape):
     return out
 
 
-def _unpadded(spec):
-    """``spec`` without padding: the spec of a block of an already padded sample."""
-    return dataclasses.replace(spec, padding=((0, 0), (0, 0)), padding_mode="zeros", padding_arg=(0, 0))
 
 
 def _padded_sample_bytes(spec, shape, itemsize):
@@ -260,7 +269,7 @@ def _row_blocks(impl, passes, spec, shape, itemsize, fixed):
     """``[(r0, r1, read)]``: blocks of output rows ``r0:r1`` of one sample, as large as the passes'
     estimates plus ``fixed`` bytes allow under the limit, with ``read`` the padded rows they read;
     None when blocks would need as much as the whole sample (a path with little scratch)."""
-    flat, limit = _unpadded(spec), get_workspace_limit()
+    flat, limit = spec.unpadded(), get_workspace_limit()
 
     def need(rows):
         return fixed + max(_estimate(impl, p, flat, _rows_shape(spec, shape, rows), itemsize) for p in passes)
@@ -368,7 +377,7 @@ def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
     to the input; its ∂w is one term of the sum over blocks.  Writes ``dx[n]``; returns ``dw``.
     """
     want_dx, want_dw = job != "grad_weight", job != "grad_input"
-    flat = _unpadded(spec)
+    flat = spec.unpadded()
     Hp, Wp = shape.H + sum(spec.padding[0]), shape.W + sum(spec.padding[1])
     for n in range(shape.N):
         xp = pad(x[n:n + 1], spec) if want_dw else None             # (1, C, Hp, Wp)

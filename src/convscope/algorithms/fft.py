@@ -98,7 +98,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..padding import fold, pad
+from ..padding import fold, pad, pad_into
 from ..threads import get_num_threads, parallel_map
 from ..workspace import get_workspace_limit
 
@@ -207,10 +207,9 @@ class Grid(NamedTuple):
 
 def grid(spec, shape) -> Grid:
     (sH, sW), (dH, dW), (kH, kW) = spec.stride, spec.dilation, spec.kernel_size
-    (pt, pb), (pl, pr) = spec.padding
     Hs, Ws = (shape.H_out - 1) * sH + 1, (shape.W_out - 1) * sW + 1
     Hu, Wu = Hs + dH * (kH - 1), Ws + dW * (kW - 1)
-    return Grid(shape.H + pt + pb, shape.W + pl + pr, Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
+    return Grid(*spec.padded_size(shape.spatial), Hs, Ws, Hu, Wu, fast_length(Hu), fast_length(Wu))
 
 
 def cost_terms(spec, shape) -> dict:
@@ -312,17 +311,9 @@ def _extend(x, spec, shape, g: Grid) -> np.ndarray:
     if spec.padding_mode == "zeros":
         (pt, _), (pl, _) = spec.padding
         rows, cols = max(0, min(H, g.Hu - pt)), max(0, min(W, g.Wu - pl))
-        buf[:, :, :pt] = 0
-        buf[:, :, pt + rows:] = 0
-        buf[:, :, pt:pt + rows, :pl] = 0
-        buf[:, :, pt:pt + rows, pl + cols:] = 0
-        buf[:, :, pt:pt + rows, pl:pl + cols] = x[:, :, :rows, :cols]
-    else:
-        xp = pad(x, spec)                                           # (N, C, Hp, Wp)
-        buf[:, :, g.Hu:] = 0
-        buf[:, :, :g.Hu, g.Wu:] = 0
-        buf[:, :, :g.Hu, :g.Wu] = xp[:, :, :g.Hu, :g.Wu]
-    return buf
+        return pad_into(buf, x[:, :, :rows, :cols], (pt, pl))
+    xp = pad(x, spec)                                               # (N, C, Hp, Wp)
+    return pad_into(buf, xp[:, :, :g.Hu, :g.Wu], (0, 0))
 
 
 def _extend_adjoint(y, spec, shape, g: Grid) -> np.ndarray:

@@ -16,8 +16,6 @@ folded when images are small; :func:`convscope.algorithms.gemm.batch_folded`), r
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..padding import fold, pad
@@ -43,8 +41,7 @@ def _trivial(spec) -> bool:
 
 def _inner(spec, shape):
     """The stride-1, unpadded 1×1 convolution on the subsampled input, and its shape."""
-    flat = dataclasses.replace(spec, stride=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1),
-                               padding_mode="zeros", padding_arg=(0, 0))
+    flat = spec.pointwise()
     return flat, shape._replace(H=shape.H_out, W=shape.W_out)
 
 

@@ -30,13 +30,12 @@ before and the rest after, so an odd total puts the extra row at the bottom
 from __future__ import annotations
 
 import html
-import numbers
 from typing import NamedTuple
 
 import numpy as np
 
 from ..geometry import output_length, tap_sources, transposed_output_length
-from ..spec import (MAX_INT, ConvSpec, check_ndim, check_output_padding, check_positive_int,
+from ..spec import (MAX_INT, ConvSpec, _is_int, check_ndim, check_output_padding, check_positive_int,
                     check_transposed_padding, make_spec)
 
 __all__ = ["DimExplanation", "ShapeExplanation", "TransposedDimExplanation", "TransposedShapeExplanation",
@@ -89,10 +88,6 @@ class DimExplanation(NamedTuple):
 
 
 # --------------------------------------------------------------------------- input_shape
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _check_input_shape(input_shape, ndim: int = 2) -> tuple[int, ...]:

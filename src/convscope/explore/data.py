@@ -29,7 +29,7 @@ from ..explain import explain, explain_grad, explain_shape
 from ..functional import conv2d, conv2d_backward
 from ..geometry import source_map
 from ..module import Conv2d
-from ..spec import as_array
+from ..spec import _is_int, as_array
 
 #: Upper bounds of the single parameters (lower bounds and types are the library's).
 LIMITS = {
@@ -75,10 +75,6 @@ IMAGES = {
 #: deficiencies): value / max|channel| in [−1, 1] → RGB, linear between these stops.
 COLORMAP = [[-1.0, [33, 102, 172]], [-0.5, [146, 197, 222]], [0.0, [247, 247, 247]],
             [0.5, [253, 184, 99]], [1.0, [179, 88, 6]]]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
 def _at_most(name: str, value, limit: int) -> None:
