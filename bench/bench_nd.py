@@ -74,15 +74,15 @@ def _cpu_model() -> str:
 
 
 def _cpu_sample(fn, min_sample: float) -> float:
-    """CPU seconds of this process per call of ``fn``: one untimed call, then calls for ``min_sample``."""
+    """CPU seconds of this process per call of ``fn``: one call to size the sample, then as many calls
+    as fill ``min_sample`` seconds of CPU time (at least one)."""
+    t0 = time.process_time()
     fn()
-    calls, t0 = 0, time.process_time()
-    while True:
+    calls = max(1, int(min_sample / max(time.process_time() - t0, 1e-6)))
+    t0 = time.process_time()
+    for _ in range(calls):
         fn()
-        calls += 1
-        elapsed = time.process_time() - t0
-        if elapsed >= min_sample:
-            return elapsed / calls
+    return (time.process_time() - t0) / calls
 
 
 CPU_TIME = False    # --cpu-time: _cpu_sample on one thread instead of bench_conv's sample

@@ -40,6 +40,12 @@ whose row names one of them takes the first row below that holds and names a pat
 ``"high"``, keeps the table as it is (:mod:`convscope.precision` says why).  NaN and ±Inf are
 handled whatever the setting (:mod:`convscope.algorithms`).
 
+3-d convolutions are planned by :data:`ND_TABLE` (1-d ones run, and are planned, as 2-d ones of
+height 1): ``nd-wino`` (depth taps stacked into channels, then 2-d Winograd: ``ndwinograd``),
+``nd-stack`` (the same stacking on the local 2-d paths: ``ndstack``) and ``nd-else`` (vol2col:
+``ndgemm``); under precision ``"highest"`` the first row whose paths have local error.  Tuning does
+not apply to them.
+
 With tuning on (:func:`convscope.set_tuning`, :mod:`convscope.tuning`) the first call
 of a configuration times the implementations that can serve it, per pass, and the
 winners replace the table's choice from then on (not under precision ``"highest"``,
