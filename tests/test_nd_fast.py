@@ -1,6 +1,7 @@
 """The 3-d fast paths that stack depth taps into channels (ndstack, ndwinograd): against torch and the
-reference loops, forward and all gradients, in every feature, padding mode, dtype and layout; blocks of
-output planes; NaN and ±Inf; the workspace limit; the planner's rows; and a property test.
+reference loops, forward and all gradients, in every feature, padding mode, dtype (float16 too) and
+layout; blocks of output planes; NaN and ±Inf; the workspace limit; the planner's rows; and a property
+test.
 """
 from __future__ import annotations
 
@@ -86,6 +87,16 @@ def test_path_matches_torch(name, case, mode, dtype, layout):
 
     x, w, b, params = case_arrays(case, layout, dtype)
     check_nd_against_torch(x, w, b, algorithm=name, padding_mode=mode, **params)
+
+
+@pytest.mark.parametrize("name", PATHS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_float16_matches_torch(name, layout):
+    pytest.importorskip("torch")
+    from oracle import check_nd_against_torch
+
+    x, w, b, params = case_arrays(CASES[0], layout, np.float16)
+    check_nd_against_torch(x, w, b, algorithm=name, **params)
 
 
 @pytest.mark.parametrize("name", PATHS)
