@@ -5,6 +5,8 @@ Usage::
 
     python bench/bench_nd.py                      # every layer, forward and forward+backward
     python bench/bench_nd.py --repeat 5 --markdown bench/results_nd.md
+    python bench/bench_nd.py --layers c3d.conv2 unet3d.enc1   # a subset
+    python bench/bench_nd.py --cpu-time              # one thread each, process CPU time (a loaded machine)
 
 Layers: a WaveNet/TCN dilated stack (kernel 2, dilations 1 to 512, 64 channels), the wav2vec
 2.0 feature encoder (kernel 10 stride 5, then kernels 3 and 2 with stride 2, 512 channels, one
@@ -17,8 +19,12 @@ Method (``bench_conv.sample``, the 2-d bench's ``--method handover``): both libr
 float32, on the same arrays; for each layer and pass the two are sampled alternately, each
 sample preceded by ``--handover`` seconds of untimed calls of the same library (so that the
 other library's thread pool has gone idle), and the median of ``--repeat`` samples is reported.
-glibc's allocator is left as it is (bench_conv's ``--malloc`` setting is not applied).  convscope
-runs with ``algorithm=None`` (1-d: the 2-d planner's choice for height 1; 3-d: ndgemm).
+With ``--cpu-time`` both libraries run on one thread (torch's, BLAS's and numba's) and a sample is
+the process's CPU time per call rather than wall time, with no handover: on a machine that other work
+keeps busy, CPU time counts only this process's work (cache and memory contention still show), so the
+ratios stay comparable where wall-clock samples are dominated by waiting.  glibc's allocator is left as it is (bench_conv's ``--malloc`` setting is not applied).  convscope
+runs with ``algorithm=None`` (1-d: the 2-d planner's choice for height 1; 3-d: the rows of
+``planner.ND_TABLE``).
 """
 from __future__ import annotations
 
@@ -67,13 +73,28 @@ def _cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def _cpu_sample(fn, min_sample: float) -> float:
+    """CPU seconds of this process per call of ``fn``: one call to size the sample, then as many calls
+    as fill ``min_sample`` seconds of CPU time (at least one)."""
+    t0 = time.process_time()
+    fn()
+    calls = max(1, int(min_sample / max(time.process_time() - t0, 1e-6)))
+    t0 = time.process_time()
+    for _ in range(calls):
+        fn()
+    return (time.process_time() - t0) / calls
+
+
+CPU_TIME = False    # --cpu-time: _cpu_sample on one thread instead of bench_conv's sample
+
+
 def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
     """(torch's, convscope's) median milliseconds per call, sampled in turn (bench_conv's ``sample``)."""
     fns = (torch_fn, cs_fn)
     samples = [[], []]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
-            samples[i].append(sample(fn, handover, MIN_SAMPLE))
+            samples[i].append(_cpu_sample(fn, MIN_SAMPLE) if CPU_TIME else sample(fn, handover, MIN_SAMPLE))
     return tuple(statistics.median(s) * 1e3 for s in samples)
 
 
@@ -124,17 +145,33 @@ def main(argv=None):
     ap.add_argument("--handover", type=float, default=0.2)
     ap.add_argument("--markdown", help="write the table (and the geomeans) to this file")
     ap.add_argument("--transposed", action="store_true", help="only the transposed layers")
+    ap.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (names as in the table)")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread per library, samples of process CPU time (for a loaded machine)")
     args = ap.parse_args(argv)
+    if args.cpu_time:
+        global CPU_TIME
+        CPU_TIME = True
+        torch.set_num_threads(1)
+        convscope.set_num_threads(1)       # its BLAS and its compiled kernels
     layers = TRANSPOSED if args.transposed else LAYERS + TRANSPOSED
+    if args.layers:
+        unknown = sorted(set(args.layers) - {layer[0] for layer in LAYERS + TRANSPOSED})
+        if unknown:
+            ap.error(f"unknown layer names: {', '.join(unknown)}")
+        layers = [layer for layer in layers if layer[0] in args.layers]
     rows = [bench(layer, args.repeat, args.handover) for layer in layers]
     lines = [
         "# convscope vs torch: Conv1d, Conv3d and transposed convolutions",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- command: `python bench/bench_nd.py --repeat {args.repeat}{' --transposed' if args.transposed else ''}`",
+        f"- command: `python bench/bench_nd.py --repeat {args.repeat}{' --transposed' if args.transposed else ''}"
+        f"{' --layers ' + ' '.join(args.layers) if args.layers else ''}"
+        f"{' --cpu-time' if args.cpu_time else ''}`",
         f"- CPU: {_cpu_model()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}",
-        f"- float32, {args.repeat} interleaved samples per pass (median), {args.handover} s handover",
+        f"- float32, {args.repeat} interleaved samples per pass (median), "
+        + ("process CPU time, one thread each" if args.cpu_time else f"{args.handover} s handover"),
         "",
         "| layer | input | weight | params | algorithm | fwd torch ms | fwd cs ms | fwd ratio "
         "| f+b torch ms | f+b cs ms | f+b ratio | fwd rel err |",

@@ -40,6 +40,12 @@ whose row names one of them takes the first row below that holds and names a pat
 ``"high"``, keeps the table as it is (:mod:`convscope.precision` says why).  NaN and ±Inf are
 handled whatever the setting (:mod:`convscope.algorithms`).
 
+3-d convolutions are planned by :data:`ND_TABLE` (1-d ones run, and are planned, as 2-d ones of
+height 1): ``nd-wino`` (depth taps stacked into channels, then 2-d Winograd: ``ndwinograd``),
+``nd-stack`` (the same stacking on the local 2-d paths: ``ndstack``) and ``nd-else`` (vol2col:
+``ndgemm``); under precision ``"highest"`` the first row whose paths have local error.  Tuning does
+not apply to them.
+
 With tuning on (:func:`convscope.set_tuning`, :mod:`convscope.tuning`) the first call
 of a configuration times the implementations that can serve it, per pass, and the
 winners replace the table's choice from then on (not under precision ``"highest"``,
@@ -197,7 +203,7 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
     if algorithm is not None:
         _check_dims(algorithm, spec)
     if spec.ndim != 2:
-        return _choose_nd(spec, algorithm)
+        return _choose_nd(spec, shape, algorithm)
     if algorithm is not None:
         problem = ALGORITHMS[algorithm].needs(spec, shape)
         if problem is not None:
@@ -227,6 +233,10 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
 
 
 ND_WHY = "vol2col + GEMM, the fast path over any number of spatial dimensions"
+ND_WINOGRAD_MIN_CHANNELS = 64        # stacked input channels C·k_D from 64 (bench/bench_nd.py: unet3d.enc1's 96 won)
+ND_WINOGRAD_MIN_OUT_CHANNELS = 32    # and 32 output channels (unet3d.enc1: 2.9× torch, against 3.9× on ndgemm)
+ND_WINOGRAD_MIN_PLANE_PIXELS = 64    # and 8×8 output planes (unet3d.enc3: 1.15× torch, against 1.45× on ndgemm)
+ND_STACK_MIN_MACS = 10_000_000       # depth stacking from 10⁷ multiply-adds (below: ndgemm's fewer passes won)
 
 
 def _check_dims(algorithm, spec) -> None:
@@ -239,12 +249,58 @@ def _check_dims(algorithm, spec) -> None:
                          f"convolutions only, got a {spec.ndim}-d one (kernel_size={spec.kernel_size})")
 
 
-def _choose_nd(spec, algorithm) -> Plan:
+def _nd_macs(spec, shape) -> int:
+    taps = 1
+    for k in spec.kernel_size:
+        taps *= k
+    outputs = 1
+    for o in shape.out_spatial:
+        outputs *= o
+    return shape.N * shape.out_channels * outputs * shape.in_per_group * taps
+
+
+def _wins_nd_winograd(spec, shape) -> bool:
+    from .algorithms import ndstack
+
+    if ALGORITHMS["ndwinograd"].needs(spec, shape) is not None:
+        return False
+    _, shape2 = ndstack.stacked(spec, shape)
+    return (shape2.C >= ND_WINOGRAD_MIN_CHANNELS and shape.out_channels >= ND_WINOGRAD_MIN_OUT_CHANNELS
+            and shape2.H_out * shape2.W_out >= ND_WINOGRAD_MIN_PLANE_PIXELS)
+
+
+# rows of 3-d convolutions (1-d ones are planned as 2-d ones), the first that holds
+ND_TABLE = (
+    Row("nd-wino", _wins_nd_winograd, ("ndwinograd", "ndwinograd", "ndwinograd"),
+        f"(k, 3, 3) kernel, stride and dilation 1 across height and width, groups 1, ≥ {ND_WINOGRAD_MIN_CHANNELS} "
+        f"stacked channels, ≥ {ND_WINOGRAD_MIN_OUT_CHANNELS} output channels, ≥ {ND_WINOGRAD_MIN_PLANE_PIXELS} "
+        "output pixels per plane"),
+    Row("nd-stack", lambda spec, shape: _nd_macs(spec, shape) >= ND_STACK_MIN_MACS,
+        ("ndstack", "ndstack", "ndstack"),
+        f"≥ {ND_STACK_MIN_MACS:.0e} multiply-adds"),
+    Row("nd-else", lambda spec, shape: True, ("ndgemm", "ndgemm", "ndgemm"), f"{{ndim}}-d convolution: {ND_WHY}"),
+)
+
+
+def _choose_nd(spec, shape, algorithm) -> Plan:
     """The plan of a convolution that is not 2-d (1-d convolutions are planned as 2-d ones by the
-    functional API): ``ndgemm`` for every pass, or the forced implementation."""
+    functional API): the first row of :data:`ND_TABLE` that holds (under precision ``"highest"``, the
+    first whose paths have local error), or the forced implementation."""
+    from .precision import get_conv_precision
+
     if algorithm is not None:
-        return Plan(*(Choice(algorithm, f"forced by algorithm={algorithm!r}", "forced") for _ in PASSES))
-    return Plan(*(Choice("ndgemm", f"{spec.ndim}-d convolution: {ND_WHY}", "table") for _ in PASSES))
+        problem = ALGORITHMS[algorithm].needs(spec, shape)
+        if problem is not None:
+            raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it needs {problem}")
+        choices = [Choice(algorithm, f"forced by algorithm={algorithm!r}", "forced") for _ in PASSES]
+    else:
+        local_only = get_conv_precision() == "highest"
+        row = next(r for r in ND_TABLE if r.condition(spec, shape)
+                   and not (local_only and any(ALGORITHMS[c].ERROR != "local" for c in r.choice)))
+        why = f"row {row.name!r}: " + row.why.format(ndim=spec.ndim)
+        choices = [Choice(name, why, "table") for name in row.choice]
+    return Plan(*(c._replace(reason=c.reason + (f"; {text}" if (text := ALGORITHMS[c.algorithm].describe(
+        spec, shape, p)) else "")) for c, p in zip(choices, PASSES)))
 
 
 def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
