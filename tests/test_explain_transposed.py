@@ -217,11 +217,7 @@ def test_gather_view_is_an_ordinary_explanation_with_the_same_value(case):
     y = _conv_transpose(nd, x, w, b, **params)
     for at in _outputs(y, limit=10):
         e = convscope.explain(w, x, at, bias=b, transposed=True, **params)
-        try:
-            g = e.gather
-        except TypeError as exc:
-            assert nd != 2
-            pytest.skip(f"explain() of {nd}-d convolutions is not there yet: {exc}")
+        g = e.gather
         assert isinstance(g, convscope.Explanation) and g.kind == "output"
         assert g.value == pytest.approx(e.value, rel=1e-12, abs=1e-12)
         assert g.bias == e.bias

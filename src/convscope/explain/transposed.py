@@ -230,8 +230,7 @@ class TransposedExplanation:
     @property
     def gather(self):
         """The gather view: :func:`convscope.explain` of the ordinary convolution (stride 1, this dilation
-        and groups) of ``gather_input`` with ``gather_weight`` at ``gather_at``; its value is this value.
-        TypeError where ``explain`` does not take convolutions of this dimension."""
+        and groups) of ``gather_input`` with ``gather_weight`` at ``gather_at``; its value is this value."""
         if self.kind != "output":
             raise TypeError(f"the gather view is of output elements; this explains ∂L/∂{self.kind}")
         if self._gather is None:
@@ -239,14 +238,8 @@ class TransposedExplanation:
 
             s = self.call.conv.spec
             bias = None if self.call.bias is None else self.call.bias
-            try:
-                self._gather = explain(self.gather_weight, self.gather_input, self.gather_at, bias=bias,
-                                       dilation=s.dilation, groups=s.groups)
-            except ValueError:                 # explain() does not read arrays of this rank
-                if self.ndim == 2:
-                    raise
-                raise TypeError(f"the gather view of a {self.ndim}-d transposed convolution needs explain() of "
-                                f"{self.ndim}-d convolutions; gather_input and gather_weight hold its arrays") from None
+            self._gather = explain(self.gather_weight, self.gather_input, self.gather_at, bias=bias,
+                                   dilation=s.dilation, groups=s.groups)
         return self._gather
 
     def text(self, decimals: int | None = None) -> str:
@@ -580,10 +573,7 @@ def _gather_text(e: TransposedExplanation, dec: int, letters) -> list[str]:
         f"  y = conv{nd}d(z, w', stride 1, dilation {d}, groups {call.conv.spec.groups}): the window of "
         f"{'y[' + idx(e.at) + ']'} starts at z[…, {', '.join(map(str, e.gather_at[-nd:]))}].",
     ]
-    try:
-        ge = e.gather
-    except TypeError as exc:
-        return lines + [f"  ({exc})", ""]
+    ge = e.gather
     Cg = call.weight.shape[0] // call.conv.spec.groups
     r = e.gather_at[-nd:]
     for c in range(min(Cg, DETAIL_CHANNELS)):
