@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import gather_padding, zero_inserted_cell
+
 REAL, INSERTED, PADDING = 0, 1, 2   # what a cell of the zero-inserted, padded input z̃ holds
 
 
@@ -32,7 +34,7 @@ class GatherAxis:
     @property
     def border(self) -> int:
         """Zeros before the first input element: ``d·(k − 1) − p`` (negative: that many cells cropped)."""
-        return self.dilation * (self.kernel - 1) - self.padding
+        return gather_padding(self.kernel, self.padding, self.dilation)[0]
 
     @property
     def length(self) -> int:
@@ -47,10 +49,10 @@ class GatherAxis:
     def source(self, z: int) -> tuple[int, int]:
         """``(REAL, i)`` when cell ``z`` of z̃ holds input element ``i``, else ``(INSERTED, −1)`` for a zero
         between two elements or ``(PADDING, −1)``."""
-        offset = z - self.border
-        if 0 <= offset <= (self.size - 1) * self.stride:
-            return (REAL, offset // self.stride) if offset % self.stride == 0 else (INSERTED, -1)
-        return PADDING, -1
+        cell = zero_inserted_cell(z, self.border, self.stride, self.size)
+        if cell == "x":
+            return REAL, (z - self.border) // self.stride
+        return (INSERTED if cell == "zero" else PADDING), -1
 
     def landing(self, i: int, u: int) -> int:
         """The output row that input element ``i`` times tap ``u`` lands on (may be outside the output)."""
