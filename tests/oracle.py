@@ -382,3 +382,18 @@ def check_layer_round_trip(layer, x: np.ndarray, torch_name: str):
     for key, value in back.state_dict().items():
         assert np.array_equal(value, layer.state_dict()[key])
     return back
+
+
+def torch_native_conv_transpose_nd(x, w, b, grad_output, **params):
+    """:func:`torch_conv_transpose_nd` on torch's native CPU kernels (oneDNN off), as
+    :func:`torch_native_conv2d`: where a NaN or ±Inf input (the adjoint convolution's grad_output) meets
+    a tap that lands outside the output, the native weight gradient multiplies the zeros there, as
+    convscope does; oneDNN's skips them."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            return torch_conv_transpose_nd(x, w, b, grad_output, **params)

@@ -65,7 +65,7 @@ from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
-from . import depthwise, fft, gemm, ndgemm, pointwise, winograd
+from . import depthwise, fft, gather, gemm, ndgemm, pointwise, winograd
 
 
 class Algorithm:
@@ -108,7 +108,7 @@ class Algorithm:
         return "" if text is None else text(spec, shape, pass_)
 
 
-MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm)
+MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, gather)
 ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
               for module in MODULES}
 

@@ -1,0 +1,51 @@
+"""The gather path's kernel: each input pixel's gradient summed from the taps that reach it.
+
+With ``d`` the per-tap products in channels-last order (:mod:`convscope.algorithms.gather`)::
+
+    d[n, g, i·Wo + j, (u·kW + v)·Cg + c] = Σ_o w[g·Cog + o, c, u, v] · grad_out[n, g·Cog + o, i, j]
+    dx[n, g·Cg + c, r, s] = Σ over (u, v, i, j) with i·sH + u·dH − pt = r and j·sW + v·dW − pl = s
+                            of d[n, g, i·Wo + j, (u·kW + v)·Cg + c]
+
+Output row ``r`` of a sample and group is one task: for each tap row ``u`` whose ``i`` is an integer
+in ``[0, Ho)``, and each tap column ``v``, the real columns it reaches form one range (zero padding
+fused: the taps landing on the border are skipped), and each adds a contiguous vector of ``Cg``
+channels into a ``(W, Cg)`` accumulator; the accumulator is written once, transposed, into the
+row's ``Cg`` planes.  No output is written twice and none is zeroed first.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._numba import columns as _columns, njit, prange
+
+
+@njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def gather(d, dx, Wo, kH, kW, sH, sW, dH, dW, pt, pl):
+    """dx (N, C, H, W), overwritten, from d (N, G, Ho·Wo, kH·kW·Cg) (any strides)."""
+    N, C, H, W = dx.shape
+    G = d.shape[1]
+    Cg = C // G
+    Ho = d.shape[2] // Wo
+    for t in prange(N * G * H):
+        n, g, r = t // (G * H), (t // H) % G, t % H
+        acc = np.zeros((W, Cg), dtype=dx.dtype)
+        for u in range(kH):
+            q = r + pt - u * dH
+            if q < 0:
+                break
+            if q % sH != 0 or q // sH >= Ho:
+                continue
+            i = q // sH
+            for v in range(kW):
+                off = v * dW - pl
+                j0, j1 = _columns(off, sW, W, Wo)
+                k0 = (u * kW + v) * Cg
+                for j in range(j0, j1):
+                    src = d[n, g, i * Wo + j, k0:k0 + Cg]
+                    a = acc[j * sW + off]
+                    for c in range(Cg):
+                        a[c] += src[c]
+        for c in range(Cg):
+            row = dx[n, g * Cg + c, r]
+            for s in range(W):
+                row[s] = acc[s, c]
