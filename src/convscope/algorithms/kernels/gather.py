@@ -41,10 +41,9 @@ def gather(d, dx, Wo, kH, kW, sH, sW, dH, dW, pt, pl):
                 j0, j1 = _columns(off, sW, W, Wo)
                 k0 = (u * kW + v) * Cg
                 for j in range(j0, j1):
-                    src = d[n, g, i * Wo + j, k0:k0 + Cg]
-                    a = acc[j * sW + off]
+                    p, s = i * Wo + j, j * sW + off
                     for c in range(Cg):
-                        a[c] += src[c]
+                        acc[s, c] += d[n, g, p, k0 + c]
         for c in range(Cg):
             row = dx[n, g * Cg + c, r]
             for s in range(W):
