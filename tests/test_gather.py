@@ -68,6 +68,23 @@ def _input_grad(g, x, w, algorithm, **params):
                                      **params).input
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_long_rows_are_gathered_in_blocks_of_columns(dtype, layout):
+    """Rows whose W·C/groups exceeds the kernel's accumulator (kernels.gather.ACC_ELEMENTS) are cut into
+    blocks of columns: a 1-d transposed convolution of 64 → 2·64 channels and 400 outputs."""
+    from convscope.algorithms.kernels.gather import ACC_ELEMENTS
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 32, 200)).astype(dtype)
+    w = rng.standard_normal((32, 64, 4)).astype(dtype)
+    assert 400 * 64 > 2 * ACC_ELEMENTS
+    check_transpose_against_torch(x, w, None, algorithm="gather", stride=2, padding=1, groups=1)
+    x2 = rng.standard_normal((2, 64, 200)).astype(dtype)
+    w2 = rng.standard_normal((64, 64, 3)).astype(dtype)
+    check_transpose_against_torch(x2, w2, None, algorithm="gather", stride=2, padding=2, groups=2,
+                                  output_padding=1, dilation=2)
+
+
 @pytest.mark.parametrize("nd", (1, 2))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_transposed_convolutions_match_torch(nd, dtype, layout):
@@ -204,6 +221,7 @@ def test_one_sample_is_cut_into_rows():
     ((8, 21, 16, 16), (21, 21, 4, 4), dict(stride=2), "gather"),                   # FCN 4×4/2
     ((16, 64, 32, 32), (64, 3, 4, 4), dict(stride=2, padding=1), "gemm"),          # 3 output channels
     ((4, 32, 9, 9), (32, 32, 3, 3), dict(padding=1), "gemm"),                      # stride 1
+    ((4, 64, 1, 99), (64, 64, 1, 3), dict(stride=(1, 2)), "gemm"),                 # 1-d (as height 1)
 ])
 def test_planner_sends_strided_transposed_convolutions_to_it(x_shape, w_shape, params, expected):
     y = convscope.conv_transpose2d_output_size(x_shape[2:], w_shape[2:], **params)
