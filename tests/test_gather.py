@@ -103,6 +103,13 @@ def test_unbatched_and_empty_batch(case, layout_):
     check_transpose_against_torch(x, w, b, algorithm="gather", **params)
 
 
+def test_float16_computes_in_float32():
+    name, chw, w_shape, params = FEATURES[2][11]                      # FCN 4×4/2
+    x, w, b, params = _arrays(chw, w_shape, params, "batched", np.float16)
+    out = check_transpose_against_torch(x, w, b, algorithm="gather", **params)
+    assert out.dtype == np.float16
+
+
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_random_transposed_convolutions_equal_the_reference(data):
