@@ -35,7 +35,6 @@ from . import gemm
 ERROR = "local"     # each gradient is rounded from the products it sums (see convscope.precision)
 
 FOLD_BELOW = 256    # fold the batch into one product below this many grad_output pixels per sample
-SLICE_BYTES = 8 << 20   # per sample: batch slices' scratch at most this, for the products still in cache
 
 
 def needs(spec, shape):
@@ -53,11 +52,8 @@ def describe(spec, shape, pass_) -> str:
     if pass_ != "grad_input":
         return f"gemm's {pass_.replace('_', '-')} ({gemm.describe(spec, shape, pass_)})"
     L = shape.H_out * shape.W_out
-    if batch_folded(spec, shape):
-        layout = f"batch folded (H_out·W_out = {L})"
-    else:
-        layout = f"per sample (H_out·W_out = {L}), batch slices of ≤ {SLICE_BYTES >> 20} MiB scratch"
-    return f"channels-last product {layout}, compiled gather of the taps"
+    layout = "batch folded" if batch_folded(spec, shape) else "per sample"
+    return f"channels-last product {layout} (H_out·W_out = {L}), compiled gather of the taps"
 
 
 def _tap_weights(w, shape):
@@ -110,11 +106,8 @@ def grad_weight(grad_out, x, spec, shape):
 
 
 def preferred_bytes(pass_, spec, shape):
-    """gemm's preference for its passes; for the input gradient per sample, :data:`SLICE_BYTES` (batch
-    folded: none, a slice's product would be narrower)."""
-    if pass_ != "grad_input":
-        return gemm.preferred_bytes(pass_, spec, shape)
-    return None if batch_folded(spec, shape) else SLICE_BYTES
+    """gemm's preference for its passes; none for the input gradient (slices of the batch ran slower)."""
+    return None if pass_ == "grad_input" else gemm.preferred_bytes(pass_, spec, shape)
 
 
 def workspace(pass_, spec, shape, itemsize):
