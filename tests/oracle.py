@@ -662,3 +662,18 @@ def torch_transpose_at(x, w, b, at, grad_output=None, wrt=None, **params) -> flo
         return float((out[0] if unbatched else out)[tuple(at)])
     grad = dict(zip(("input", "weight", "bias"), grads))[wrt]
     return float((grad[0] if unbatched and wrt == "input" else grad)[tuple(at)])
+
+
+def torch_native_conv_transpose_nd(x, w, b, grad_output, **params):
+    """:func:`torch_conv_transpose_nd` on torch's native CPU kernels (oneDNN off), as
+    :func:`torch_native_conv2d`: where a NaN or ±Inf input (the adjoint convolution's grad_output) meets
+    a tap that lands outside the output, the native weight gradient multiplies the zeros there, as
+    convscope does; oneDNN's skips them."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=False):
+            return torch_conv_transpose_nd(x, w, b, grad_output, **params)

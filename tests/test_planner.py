@@ -22,7 +22,7 @@ from oracle import assert_close
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, padding_mode="reflect"), ("winograd",) * 3),
     ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), ("gemm",) * 3),             # too few pixels
     ((8, 16, 56, 56), (16, 16, 3, 3), dict(padding=1), ("gemm",) * 3),           # too few channels
-    ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm",) * 3),
+    ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm", "gather", "gemm")),
     ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("gemm",) * 3),
     ((8, 64, 56, 56), (64, 32, 3, 3), dict(padding=1, groups=2), ("gemm",) * 3),
     ((8, 16, 64, 64), (16, 16, 15, 15), dict(padding=7), ("fft",) * 3),
@@ -236,7 +236,7 @@ def test_tuning_measures_once_and_remembers(tuning, monkeypatch):
     monkeypatch.setattr(module, "_best_ms", lambda run: timed.append(run) or original(run))
     p = convscope.plan(*TINY, padding=1)
     candidates = planner.candidates(*_spec_shape(*TINY, padding=1))
-    assert set(candidates) == {"gemm", "winograd", "fft"}
+    assert set(candidates) == {"gemm", "winograd", "fft", "gather"}
     assert len(timed) == 3 * len(candidates)
     for pass_ in planner.PASSES:
         choice = getattr(p, pass_)

@@ -19,6 +19,8 @@ wino-large  the same with H_out·W_out ≥ 1024                winograd     wino
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
+strided-dx  stride > 1, ≥ 16 input channels per group,      gemm         gather       gemm
+            2-d (H > 1)
 else        everything else                                 gemm         gemm         gemm
 ==========  ==============================================  ===========  ===========  ===========
 
@@ -68,6 +70,8 @@ WINOGRAD_WEIGHT_BELOW_PIXELS = 1024   # its grad_weight below 32² outputs (56²
 FFT_MIN_TAPS = 25                     # FFT considered from 5×5 (3×3: 1.1–26× slower per pass)
 FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keeps 1/s² of it
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
+GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 input channels per group (21: 0.67× gemm's, 3–4: 1.1–2×)
+                                      # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
 
 
 # --------------------------------------------------------------------------- the automatic table
@@ -105,6 +109,10 @@ def _wins_fft(spec, shape) -> bool:
     return fft_ms < gemm_ms
 
 
+def _gathers_input(spec, shape) -> bool:
+    return max(spec.stride) > 1 and shape.in_per_group >= GATHER_MIN_CHANNELS and shape.H > 1
+
+
 def _wins_fft_depthwise(spec, shape) -> bool:
     kH, kW = spec.kernel_size
     return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
@@ -139,6 +147,9 @@ TABLE = (
     Row("fft", _wins_fft, ("fft", "fft", "fft"),
         f"kH·kW ≥ {FFT_MIN_TAPS}, stride ≤ {FFT_MAX_STRIDE}, dilation 1, and FFT's estimated cost "
         "below im2col's: products per frequency"),
+    Row("strided-dx", _gathers_input, ("gemm", "gather", "gemm"),
+        f"stride > 1 with ≥ {GATHER_MIN_CHANNELS} input channels per group, 2-d: im2col + GEMM, and grad_input "
+        "gathered channels-last from the taps that reach each pixel (no scatter-add)"),
     Row("else", lambda spec, shape: True, ("gemm", "gemm", "gemm"),
         "general case: im2col + GEMM"),
 )

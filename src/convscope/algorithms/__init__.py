@@ -69,7 +69,7 @@ from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..workspace import get_workspace_limit, workspace_limit
-from . import depthwise, fft, gemm, ndgemm, ndstack, ndwinograd, pointwise, winograd
+from . import depthwise, fft, gather, gemm, ndgemm, ndstack, ndwinograd, pointwise, winograd
 
 
 PASSES = ("forward", "grad_input", "grad_weight")     # every pass an implementation may compute
@@ -120,7 +120,7 @@ class Algorithm:
         return "" if text is None else text(spec, shape, pass_)
 
 
-MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, ndstack, ndwinograd)
+MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, ndstack, ndwinograd, gather)
 ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
               for module in MODULES}
 
