@@ -388,13 +388,13 @@ def _taps(kH, kW, sH, sW, dH, dW, pitch):
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
-def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check):
+def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check, zero):
     """P[phase of (p, q), flat (p div sH, q div sW)] = src[p − pt, q − pl] for the rows p < Hn and
     columns q < Wn the outputs read; the rest of P is left as it is (zero).  With ``check``, returns
     Σ src·0 over what it copied: 0 when those values are finite, NaN otherwise (else 0)."""
     H, W = src.shape
     r1, s1 = min(H, Hn - pt), min(W, Wn - pl)
-    bad = src[0, 0] * 0
+    bad = zero
     for r in range(r1):
         p = r + pt
         row = src[r]
@@ -481,13 +481,14 @@ def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     Hn, Wn, Hq, Wq, _, _ = geo
     L = _round_up((Ho - 1) * Wq + Wo)
     ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
+    zero = np.zeros(1, dtype=x.dtype)[0]
     for t in prange(chunks):
         P = np.zeros((sH * sW, Hq * Wq + 2 * _VEC), dtype=x.dtype)
         y = np.empty(L, dtype=x.dtype)
         lo, hi = _chunk(t, chunks, N * C)
         for q in range(lo, hi):
             n, c = q // C, q % C
-            _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False)
+            _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
             for k in range(m):
                 o = c * m + k
                 wt = w[o].ravel()
@@ -604,11 +605,10 @@ def grad_input_planes(g, w, dx, sH, sW, dH, dW, pt, pl, m, geo, chunks):
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
-def _dots(G, P, ph, off, t, n, rows, length, pitch, acc):
+def _dots(G, P, ph, off, t, n, rows, length, pitch, acc, zero):
     """acc[t + τ] += Σ_r Σ_{k < length} G[r·pitch + k] · P[ph[t + τ], r·pitch + k + off[t + τ]] for
     τ < n (1 or 3 taps sharing G's loads), summed in the arrays' dtype per run of at most 512 values
     and those sums in float64."""
-    zero = G[0] * 0
     for r in range(rows):
         for k0 in range(0, length, 512):
             k1 = min(length, k0 + 512)
@@ -635,9 +635,8 @@ def _dots(G, P, ph, off, t, n, rows, length, pitch, acc):
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
-def _dots9(G, P, ph, off, rows, length, pitch, acc):
+def _dots9(G, P, ph, off, rows, length, pitch, acc, zero):
     """:func:`_dots` for the nine taps of a 3×3 kernel in one pass over G."""
-    zero = G[0] * 0
     for r in range(rows):
         for k0 in range(0, length, 512):
             k1 = min(length, k0 + 512)
@@ -681,6 +680,7 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     L = _round_up((Ho - 1) * Wq + Wo)
     ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
     T = kH * kW
+    zero = np.zeros(1, dtype=x.dtype)[0]
     for t in prange(chunks):
         P = np.zeros((sH * sW, Hq * Wq + 2 * _VEC), dtype=x.dtype)
         G = np.zeros(L + _VEC, dtype=x.dtype)
@@ -691,20 +691,20 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                 o = c * m + k
                 acc[:] = 0
                 for n in range(N):
-                    bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True)
+                    bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True, zero)
                     for i in range(Ho):
                         row, dst = g[n, o, i], G[i * Wq:]
                         for j in range(Wo):
                             dst[j] = row[j]
                     rows, length = (Ho, Wo) if bad != 0 else (1, L)
                     if kH == 3 and kW == 3:
-                        _dots9(G, P, ph, off, rows, length, Wq, acc)
+                        _dots9(G, P, ph, off, rows, length, Wq, acc, zero)
                     elif kW == 3:
                         for e in range(0, T, 3):
-                            _dots(G, P, ph, off, e, 3, rows, length, Wq, acc)
+                            _dots(G, P, ph, off, e, 3, rows, length, Wq, acc, zero)
                     else:
                         for e in range(T):
-                            _dots(G, P, ph, off, e, 1, rows, length, Wq, acc)
+                            _dots(G, P, ph, off, e, 1, rows, length, Wq, acc, zero)
                 wo = dw[o].ravel()
                 for e in range(T):
                     wo[e] = acc[e]
