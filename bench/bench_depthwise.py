@@ -96,7 +96,7 @@ def main(argv=None):
         if args.threads:
             convscope.set_num_threads(args.threads)
         if args.mode != "convscope":
-            depthwise.layout = lambda spec, shape, lay=args.mode: lay
+            depthwise.layout = lambda spec, shape, pass_="forward", lay=args.mode: lay
     rng = np.random.default_rng(0)
     for C, hw, s in LAYERS:
         x = rng.standard_normal((BATCH, C, hw, hw)).astype(np.float32)

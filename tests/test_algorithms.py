@@ -132,7 +132,7 @@ def test_depthwise_layouts(case, lay, mode, monkeypatch):
 
     if lay == "blocks" and case[1][0] != case[0][0]:
         pytest.skip("channel blocks serve multiplier 1 only")
-    monkeypatch.setattr(depthwise, "layout", lambda spec, shape: lay)
+    monkeypatch.setattr(depthwise, "layout", lambda spec, shape, pass_="forward": lay)
     x, w, b, params = case_arrays(case, "batched", np.float64)
     params["padding_mode"] = mode
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
@@ -153,7 +153,7 @@ def test_depthwise_non_finite_values_land_where_torch_puts_them(value, lay, monk
     hold it: the same positions, and the same values elsewhere, as torch."""
     from convscope.algorithms import depthwise
 
-    monkeypatch.setattr(depthwise, "layout", lambda spec, shape: lay)
+    monkeypatch.setattr(depthwise, "layout", lambda spec, shape, pass_="forward": lay)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 18, 9, 8)).astype(np.float32)
     w = rng.standard_normal((18, 1, 3, 3)).astype(np.float32)

@@ -16,8 +16,8 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
   contiguous run over the whole plane's outputs (images whose padded plane has at most
   :data:`PLANE_MAX_VALUES` values);
 * *channel blocks*: :data:`BLOCK` channels at a time, channels last in a per-block tile, so
-  that tiny planes still give long vectorised loops (``m = 1``, outputs narrower than
-  :data:`BLOCKS_BELOW_WIDTH`);
+  that tiny planes still give long vectorised loops (``m = 1``, stride 1, outputs narrower than
+  :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
   running along the row; for images larger than the planes'.
 
@@ -44,8 +44,8 @@ from .kernels import fused_padding
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 BLOCK = 16                 # channels per block of the channel-block kernels
-BLOCKS_BELOW_WIDTH = 14    # channel blocks below 14 outputs wide (7²: planes' per-plane loops cost 1.3–1.8×)
-PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 padded values per plane (112²: planes 1.1–1.5× faster than rows)
+BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.4× slower; 14²: 0.7–0.9×)
+PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
 
 
 def needs(spec, shape):
@@ -72,10 +72,11 @@ def _plane_values(spec, shape) -> int:
     return spec.stride[0] * spec.stride[1] * (Hq + Sr + 1) * (Wq + Sc) + 64
 
 
-def layout(spec, shape) -> str:
-    """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run."""
-    if shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH:
-        return "blocks"
+def layout(spec, shape, pass_="forward") -> str:
+    """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
+            and pass_ != "grad_weight"):
+        return "blocks"          # (grad_weight at 7²: planes 0.8× the blocks' time)
     return "planes" if _plane_values(spec, shape) <= PLANE_MAX_VALUES else "rows"
 
 
@@ -84,7 +85,7 @@ _DESCRIPTIONS = {"blocks": "channel blocks, channels last", "rows": "rows",
 
 
 def describe(spec, shape, pass_) -> str:
-    return _DESCRIPTIONS[layout(spec, shape)]
+    return _DESCRIPTIONS[layout(spec, shape, pass_)]
 
 
 def _repeated(w, shape, spec):
@@ -152,7 +153,7 @@ def backward(grad_out, x, w, spec, shape, mask):
         target = dx if zeros else np.empty((N, C, shape.H + pt + pb, shape.W + pl + pr), dtype=dtype)
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
         w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # → (C·m, kH, kW)
-        lay = layout(spec, shape)
+        lay = layout(spec, shape, "grad_input")
         if N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N and lay == "planes" and np.isfinite(w3).all():
@@ -167,12 +168,12 @@ def backward(grad_out, x, w, spec, shape, mask):
         xs, ptx, plx = fused_padding(x, spec)
         if N == 0:
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
-        elif layout(spec, shape) == "planes":
+        elif layout(spec, shape, "grad_weight") == "planes":
             dw = np.empty((Co, kH, kW), dtype=dtype)
             _numba.launch(kernels.grad_weight_planes, g, xs, dw, *_args(spec, ptx, plx), shape.out_per_group,
                           plane_geometry(spec, shape), _chunks(shape))
             dw = dw.reshape(Co, 1, kH, kW)
-        elif layout(spec, shape) == "blocks":
+        elif layout(spec, shape, "grad_weight") == "blocks":
             parts = np.empty((N, kH, kW, Co), dtype=dtype)
             _numba.launch(kernels.grad_weight_blocks, g, xs, parts, *_args(spec, ptx, plx))
             dw = np.ascontiguousarray(parts.sum(axis=0).transpose(2, 0, 1))      # (kH, kW, C) → (C, kH, kW)
@@ -198,7 +199,7 @@ def workspace(pass_, spec, shape, itemsize):
     result = {"forward": N * Co * shape.H_out * shape.W_out, "grad_input": N * C * shape.H * shape.W,
               "grad_weight": Co * kH * kW}[pass_]
     total = result + padded * (2 if pass_ == "grad_input" else 1) + 2 * Co * kH * kW
-    lay = layout(spec, shape)
+    lay = layout(spec, shape, pass_)
     if lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":

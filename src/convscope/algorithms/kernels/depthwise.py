@@ -1,20 +1,22 @@
 """Depthwise kernels: forward, grad-input and grad-weight of a convolution with one input channel per group.
 
 Output channel ``o`` reads input channel ``c = o // m`` (``m`` the channel multiplier).  With the
-padding ``(pt, pl)`` fused (a tap that falls in the zero border is skipped, there is no padded copy)::
+padding ``(pt, pl)`` fused (there is no padded copy of the input: the row and channel-block kernels
+skip a tap that falls in the zero border, the plane kernels hold the border in a per-thread scratch)::
 
     out[n, o, i, j]  = b[o] + Σ_u Σ_v w[o, u, v] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
     dx[n, c, r, s]   = Σ_k Σ_u Σ_v w[c·m + k, u, v] · g[n, c·m + k, i, j]    over (i, j, u, v) reading (r, s)
     dw[o, u, v]      = Σ_n Σ_i Σ_j g[n, o, i, j] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
 
-For a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
+In the row kernels, for a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
 (:func:`._numba.columns`), so the innermost loop runs over ``j`` with no test: contiguous for stride 1, which
 LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches exactly the outputs
 (and gradients) whose windows hold it.  ``fastmath`` allows reassociation and fused multiply-adds only
 (no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
 
 Arrays are C-contiguous, float32 or float64 (one compiled signature each); the weight comes as
-``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).
+``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Three layouts
+(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks and planes, each in its section below.
 """
 from __future__ import annotations
 
@@ -349,14 +351,16 @@ def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
 # --------------------------------------------------------------------------- planes
 #
 # One (sample, channel) plane at a time, in NCHW, for images small enough that a plane's scratch
-# stays in the cache.  The padded plane is held split by stride phase, each phase flattened with one
+# stays in the cache; the planes (grad_weight: the channels) in one chunk per thread.  The padded plane is held split by stride phase, each phase flattened with one
 # row pitch ``Wq``: ``P[(p mod sH)·sW + q mod sW, (p div sH)·Wq + q div sW] = x̃[p, q]``.  Output
 # ``(i, j)`` at flat index ``i·Wq + j`` then reads, for tap ``(u, v)``, phase ``ph(u, v)`` at
 # ``i·Wq + j + off(u, v)`` with ``off(u, v) = (u·dH div sH)·Wq + v·dW div sW``: every tap is one
 # contiguous run of the whole plane's outputs, whatever the stride, the dilation or the width, and
 # the zero border is part of the scratch (written once per thread, only the interior is copied in).
 # The flat index also covers ``Wq − W_out`` columns past each row's end; they are computed and never
-# kept.  Runs are rounded up to whole vectors (``_VEC``), the scratch has that much slack.
+# kept.  Runs are rounded up to whole vectors (``_VEC``), the scratch has that much slack.  Narrow
+# planes (phases up to ``INDEXED_UP_TO_PITCH`` wide) are copied in and out through index maps, one
+# loop over the plane instead of one per row and phase.
 #
 # ``geo = (Hn, Wn, Hq, Wq, Sr, Sc)`` (:func:`convscope.algorithms.depthwise.plane_geometry`): the padded
 # rows and columns the outputs read, a phase's rows and row pitch, the largest tap offset in phase rows
@@ -368,6 +372,7 @@ def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
 # takes the exact per-row loops instead (0·Inf would be NaN where torch has a number).
 
 _VEC = 16                 # the runs' lengths are multiples of this (one AVX-512 vector of float32)
+INDEXED_UP_TO_PITCH = 16  # phases up to 16 wide copy in and out through index maps (one loop per plane)
 
 
 @njit(cache=True, inline="always")
@@ -471,6 +476,30 @@ def _chunk(t, chunks, total):
     return t * total // chunks, (t + 1) * total // chunks
 
 
+@njit(cache=True)
+def _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, dump):
+    """idx[r·W + s]: where padded pixel (r + pt, s + pl) sits in the phases flattened one after the
+    other (``plen`` values each), or ``dump`` where the outputs read no such row or column."""
+    idx = np.empty(H * W, dtype=np.int32)
+    for r in range(H):
+        p = r + pt
+        for s in range(W):
+            q = s + pl
+            inside = p < Hn and q < Wn
+            idx[r * W + s] = ((p % sH) * sW + q % sW) * plen + (p // sH) * Wq + q // sW if inside else dump
+    return idx
+
+
+@njit(cache=True)
+def _grid_index(Ho, Wo, pitch, r0, c0):
+    """idx[i·Wo + j] = (r0 + i)·pitch + c0 + j: output (i, j) on a flat scratch of row pitch ``pitch``."""
+    idx = np.empty(Ho * Wo, dtype=np.int32)
+    for i in range(Ho):
+        for j in range(Wo):
+            idx[i * Wo + j] = (r0 + i) * pitch + c0 + j
+    return idx
+
+
 @njit(**_FLAGS)
 def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     """out (N, C·m, Ho, Wo) from x (N, C, H, W), w (C·m, kH, kW), b (C·m,), the (n, c) planes in
@@ -482,22 +511,38 @@ def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     L = _round_up((Ho - 1) * Wq + Wo)
     ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
     zero = np.zeros(1, dtype=x.dtype)[0]
+    H, W = x.shape[2], x.shape[3]
+    plen = Hq * Wq + 2 * _VEC
+    indexed = Wq <= INDEXED_UP_TO_PITCH
+    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
+    yout = _grid_index(Ho, Wo, Wq, 0, 0)
     for t in prange(chunks):
-        P = np.zeros((sH * sW, Hq * Wq + 2 * _VEC), dtype=x.dtype)
+        P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
+        Pf = P.ravel()
         y = np.empty(L, dtype=x.dtype)
         lo, hi = _chunk(t, chunks, N * C)
         for q in range(lo, hi):
             n, c = q // C, q % C
-            _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
+            if indexed:
+                xp = x[n, c].ravel()
+                for e in range(H * W):
+                    Pf[xin[e]] = xp[e]
+            else:
+                _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
             for k in range(m):
                 o = c * m + k
                 wt = w[o].ravel()
                 _tap_rows(y, L, P, ph, off, wt, kH, kW)
                 bias = b[o]
-                for i in range(Ho):
-                    row, src = out[n, o, i], y[i * Wq:]
-                    for j in range(Wo):
-                        row[j] = src[j] + bias
+                if indexed:
+                    op = out[n, o].ravel()
+                    for e in range(Ho * Wo):
+                        op[e] = y[yout[e]] + bias
+                else:
+                    for i in range(Ho):
+                        row, src = out[n, o, i], y[i * Wq:]
+                        for j in range(Wo):
+                            row[j] = src[j] + bias
 
 
 @njit(cache=True, inline="always")
@@ -573,19 +618,31 @@ def grad_input_planes(g, w, dx, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     start, order, offset = _phase_taps(kH, kW, sH, sW, dH, dW, Wg, Sr, Sc)
     zeros = np.zeros(kH * kW, dtype=np.int64)
     three = kW == 3 and sW == 1
+    H, W = dx.shape[2], dx.shape[3]
+    indexed = Wq <= INDEXED_UP_TO_PITCH
+    plen = L + _VEC
+    gin = _grid_index(Ho, Wo, Wg, Sr, Sc)
+    dxout = _plane_index(H, W, Hn, Wn, Wg, sH, sW, pt, pl, plen, sH * sW * plen)
     for t in prange(chunks):
         G = np.zeros((1, (Hq + Sr) * Wg + 2 * _VEC), dtype=g.dtype)
-        dP = np.empty((sH * sW, L + _VEC), dtype=g.dtype)
+        Gf = G.ravel()
+        dP = np.zeros((sH * sW + 1, plen), dtype=g.dtype)      # the last row: zeros for unread pixels
+        dPf = dP.ravel()
         wt = np.empty(kH * kW, dtype=g.dtype)
         lo, hi = _chunk(t, chunks, N * C)
         for q in range(lo, hi):
             n, c = q // C, q % C
             for k in range(m):
                 o = c * m + k
-                for i in range(Ho):
-                    row, dst = g[n, o, i], G[0, (Sr + i) * Wg + Sc:]
-                    for j in range(Wo):
-                        dst[j] = row[j]
+                if indexed:
+                    gp = g[n, o].ravel()
+                    for e in range(Ho * Wo):
+                        Gf[gin[e]] = gp[e]
+                else:
+                    for i in range(Ho):
+                        row, dst = g[n, o, i], G[0, (Sr + i) * Wg + Sc:]
+                        for j in range(Wo):
+                            dst[j] = row[j]
                 wo = w[o].ravel()
                 for e in range(kH * kW):
                     wt[e] = wo[order[e]]
@@ -601,7 +658,12 @@ def grad_input_planes(g, w, dx, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                     else:
                         for e in range(e0, e1):
                             _run1(y, L, G, zeros, offset, wt, e, k == 0 and e == e0)
-            _store_plane(dP, dx[n, c], Hn, Wn, Wg, sH, sW, pt, pl)
+            if indexed:
+                xp = dx[n, c].ravel()
+                for e in range(H * W):
+                    xp[e] = dPf[dxout[e]]
+            else:
+                _store_plane(dP, dx[n, c], Hn, Wn, Wg, sH, sW, pt, pl)
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
@@ -681,8 +743,14 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
     T = kH * kW
     zero = np.zeros(1, dtype=x.dtype)[0]
+    H, W = x.shape[2], x.shape[3]
+    plen = Hq * Wq + 2 * _VEC
+    indexed = Wq <= INDEXED_UP_TO_PITCH
+    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
+    gin = _grid_index(Ho, Wo, Wq, 0, 0)
     for t in prange(chunks):
-        P = np.zeros((sH * sW, Hq * Wq + 2 * _VEC), dtype=x.dtype)
+        P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
+        Pf = P.ravel()
         G = np.zeros(L + _VEC, dtype=x.dtype)
         acc = np.empty(T, dtype=np.float64)
         lo, hi = _chunk(t, chunks, C)
@@ -691,11 +759,20 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                 o = c * m + k
                 acc[:] = 0
                 for n in range(N):
-                    bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True, zero)
-                    for i in range(Ho):
-                        row, dst = g[n, o, i], G[i * Wq:]
-                        for j in range(Wo):
-                            dst[j] = row[j]
+                    if indexed:
+                        xp, gp = x[n, c].ravel(), g[n, o].ravel()
+                        bad = zero
+                        for e in range(H * W):
+                            Pf[xin[e]] = xp[e]
+                            bad += xp[e] * 0
+                        for e in range(Ho * Wo):
+                            G[gin[e]] = gp[e]
+                    else:
+                        bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True, zero)
+                        for i in range(Ho):
+                            row, dst = g[n, o, i], G[i * Wq:]
+                            for j in range(Wo):
+                                dst[j] = row[j]
                     rows, length = (Ho, Wo) if bad != 0 else (1, L)
                     if kH == 3 and kW == 3:
                         _dots9(G, P, ph, off, rows, length, Wq, acc, zero)
