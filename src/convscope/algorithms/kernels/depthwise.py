@@ -762,9 +762,10 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                     if indexed:
                         xp, gp = x[n, c].ravel(), g[n, o].ravel()
                         bad = zero
+                        for e in range(H * W):            # apart from the scatter, so that it vectorises
+                            bad += xp[e] * 0
                         for e in range(H * W):
                             Pf[xin[e]] = xp[e]
-                            bad += xp[e] * 0
                         for e in range(Ho * Wo):
                             G[gin[e]] = gp[e]
                     else:
