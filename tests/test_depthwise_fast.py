@@ -10,11 +10,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import convscope
-from convscope.algorithms import depthwise
-from convscope.algorithms.kernels import depthwise as kernels
-from convscope.spec import check_shapes, make_spec
-from oracle import (assert_close, assert_same_nonfinite, case_arrays, check_against_torch, peak_bytes,
+torch = pytest.importorskip("torch")
+
+import convscope  # noqa: E402
+from convscope.algorithms import depthwise  # noqa: E402
+from convscope.algorithms.kernels import depthwise as kernels  # noqa: E402
+from convscope.spec import check_shapes, make_spec  # noqa: E402
+from oracle import (assert_close, assert_same_nonfinite, case_arrays, check_against_torch, peak_bytes,  # noqa: E402
                     torch_native_conv2d)
 
 # ((C, H, W), weight shape, params): narrow planes take the index maps, wide ones the row copies

@@ -392,7 +392,7 @@ def _taps(kH, kW, sH, sW, dH, dW, pitch):
     return ph, off
 
 
-@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check, zero):
     """P[phase of (p, q), flat (p div sH, q div sW)] = src[p − pt, q − pl] for the rows p < Hn and
     columns q < Wn the outputs read; the rest of P is left as it is (zero).  With ``check``, returns
@@ -458,7 +458,7 @@ def _run1(y, L, S, ph, off, wt, t, first):
             y[k] += a * src[k]
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _tap_rows(y, L, S, ph, off, wt, kH, kW):
     """y[k] = Σ_t wt[t] · S[ph[t], k + off[t]] for k < L over the kH·kW taps: one pass over y per row
     of three taps, else one per tap."""
@@ -500,22 +500,30 @@ def _grid_index(Ho, Wo, pitch, r0, c0):
     return idx
 
 
+@njit(cache=True)
+def _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo):
+    """(L, ph, off, plen, indexed, xin, yin), what the kernels that read the input's planes share: the
+    length of a run over the outputs, each tap's phase and offset, the length of a phase's scratch,
+    whether the planes are copied through index maps, the map of the input pixels and that of the
+    outputs on row pitch Wq."""
+    Hn, Wn, Hq, Wq, _, _ = geo
+    ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
+    plen = Hq * Wq + 2 * _VEC
+    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
+    return (_round_up((Ho - 1) * Wq + Wo), ph, off, plen, Wq <= INDEXED_UP_TO_PITCH, xin,
+            _grid_index(Ho, Wo, Wq, 0, 0))
+
+
 @njit(**_FLAGS)
 def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     """out (N, C·m, Ho, Wo) from x (N, C, H, W), w (C·m, kH, kW), b (C·m,), the (n, c) planes in
     ``chunks`` parallel chunks."""
-    N, C = x.shape[0], x.shape[1]
+    N, C, H, W = x.shape
     Co, kH, kW = w.shape
     Ho, Wo = out.shape[2], out.shape[3]
     Hn, Wn, Hq, Wq, _, _ = geo
-    L = _round_up((Ho - 1) * Wq + Wo)
-    ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
+    L, ph, off, plen, indexed, xin, yout = _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo)
     zero = np.zeros(1, dtype=x.dtype)[0]
-    H, W = x.shape[2], x.shape[3]
-    plen = Hq * Wq + 2 * _VEC
-    indexed = Wq <= INDEXED_UP_TO_PITCH
-    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
-    yout = _grid_index(Ho, Wo, Wq, 0, 0)
     for t in prange(chunks):
         P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
         Pf = P.ravel()
@@ -545,7 +553,7 @@ def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                             row[j] = src[j] + bias
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _store_plane(dP, dst, Hn, Wn, Wg, sH, sW, pt, pl):
     """dst[r, s] = dP[phase of (p, q), flat (p div sH, q div sW)] with p = r + pt, q = s + pl, on row
     pitch Wg; 0 where the outputs read no such row or column (p ≥ Hn or q ≥ Wn)."""
@@ -666,7 +674,7 @@ def grad_input_planes(g, w, dx, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                 _store_plane(dP, dx[n, c], Hn, Wn, Wg, sH, sW, pt, pl)
 
 
-@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+@njit(cache=True, fastmath={"reassoc", "contract"})
 def _dots(G, P, ph, off, t, n, rows, length, pitch, acc, zero):
     """acc[t + τ] += Σ_r Σ_{k < length} G[r·pitch + k] · P[ph[t + τ], r·pitch + k + off[t + τ]] for
     τ < n (1 or 3 taps sharing G's loads), summed in the arrays' dtype per run of at most 512 values
@@ -735,19 +743,13 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     """dw (C·m, kH, kW), overwritten, from g (N, C·m, Ho, Wo) and x (N, C, H, W); the channels in
     ``chunks`` parallel chunks.  A plane of x holding NaN or ±Inf runs over its real output columns
     only (the flat runs would multiply it by the unused columns' zeros)."""
-    N, C = x.shape[0], x.shape[1]
+    N, C, H, W = x.shape
     Co, kH, kW = dw.shape
     Ho, Wo = g.shape[2], g.shape[3]
     Hn, Wn, Hq, Wq, _, _ = geo
-    L = _round_up((Ho - 1) * Wq + Wo)
-    ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
+    L, ph, off, plen, indexed, xin, gin = _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo)
     T = kH * kW
     zero = np.zeros(1, dtype=x.dtype)[0]
-    H, W = x.shape[2], x.shape[3]
-    plen = Hq * Wq + 2 * _VEC
-    indexed = Wq <= INDEXED_UP_TO_PITCH
-    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
-    gin = _grid_index(Ho, Wo, Wq, 0, 0)
     for t in prange(chunks):
         P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
         Pf = P.ravel()
