@@ -44,7 +44,7 @@ from .kernels import fused_padding
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 BLOCK = 16                 # channels per block of the channel-block kernels
-BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.4× slower; 14²: 0.7–0.9×)
+BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.3× slower; 14²: 0.8×)
 PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
 
 
@@ -76,7 +76,7 @@ def layout(spec, shape, pass_="forward") -> str:
     """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
     if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
             and pass_ != "grad_weight"):
-        return "blocks"          # (grad_weight at 7²: planes 0.8× the blocks' time)
+        return "blocks"          # (grad_weight at 7²: planes 0.9× the blocks' time)
     return "planes" if _plane_values(spec, shape) <= PLANE_MAX_VALUES else "rows"
 
 
