@@ -7,6 +7,7 @@ Usage::
     python bench/bench_depthwise.py convscope        # convscope's planner (the depthwise path)
     python bench/bench_depthwise.py rows             # the depthwise path's row kernels, forced
     python bench/bench_depthwise.py blocks           # its channel-block kernels, forced
+    python bench/bench_depthwise.py planes           # its plane kernels, forced
     python bench/bench_depthwise.py torch --threads 1 --clock cpu    # one thread, CPU time: for a busy machine
 
 Each line gives the median of ``--repeat`` calls (after 3 untimed ones) of the forward, grad_input,
@@ -77,7 +78,7 @@ def convscope_passes(x, w, b, g, s, C, algorithm):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("torch", "convscope", "rows", "blocks"))
+    ap.add_argument("mode", choices=("torch", "convscope", "rows", "blocks", "planes"))
     ap.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -95,7 +96,7 @@ def main(argv=None):
         if args.threads:
             convscope.set_num_threads(args.threads)
         if args.mode != "convscope":
-            depthwise.blocked = lambda spec, shape, blocks=(args.mode == "blocks"): blocks
+            depthwise.layout = lambda spec, shape, pass_="forward", lay=args.mode: lay
     rng = np.random.default_rng(0)
     for C, hw, s in LAYERS:
         x = rng.standard_normal((BATCH, C, hw, hw)).astype(np.float32)

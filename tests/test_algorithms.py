@@ -111,17 +111,17 @@ def test_grad_functions_match_torch(name):
 DEPTHWISE = SERVED["depthwise"]
 
 
-@pytest.mark.parametrize("blocks", [False, True], ids=["rows", "channel-blocks"])
+@pytest.mark.parametrize("lay", ["rows", "blocks", "planes"])
 @pytest.mark.parametrize("case", DEPTHWISE, ids=[f"dw{i}" for i in range(len(DEPTHWISE))])
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "circular"])
-def test_depthwise_layouts(case, blocks, mode, monkeypatch):
-    """Both depthwise kernels (rows; channel blocks where the multiplier is 1), forced, against the
-    reference in float64 and torch in float32."""
+def test_depthwise_layouts(case, lay, mode, monkeypatch):
+    """Every depthwise layout (rows; planes; channel blocks where the multiplier is 1), forced, against
+    the reference in float64 and torch in float32."""
     from convscope.algorithms import depthwise
 
-    if blocks and case[1][0] != case[0][0]:
+    if lay == "blocks" and case[1][0] != case[0][0]:
         pytest.skip("channel blocks serve multiplier 1 only")
-    monkeypatch.setattr(depthwise, "blocked", lambda spec, shape: blocks)
+    monkeypatch.setattr(depthwise, "layout", lambda spec, shape, pass_="forward": lay)
     x, w, b, params = case_arrays(case, "batched", np.float64)
     params["padding_mode"] = mode
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
@@ -135,14 +135,14 @@ def test_depthwise_layouts(case, blocks, mode, monkeypatch):
     check_against_torch(x32, w32, None if b is None else b.astype(np.float32), algorithm="depthwise", **params)
 
 
-@pytest.mark.parametrize("blocks", [False, True], ids=["rows", "channel-blocks"])
+@pytest.mark.parametrize("lay", ["rows", "blocks", "planes"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_depthwise_non_finite_values_land_where_torch_puts_them(value, blocks, monkeypatch):
+def test_depthwise_non_finite_values_land_where_torch_puts_them(value, lay, monkeypatch):
     """A NaN or Inf in the input or grad_output reaches exactly the outputs and gradients whose windows
     hold it: the same positions, and the same values elsewhere, as in torch's results."""
     from convscope.algorithms import depthwise
 
-    monkeypatch.setattr(depthwise, "blocked", lambda spec, shape: blocks)
+    monkeypatch.setattr(depthwise, "layout", lambda spec, shape, pass_="forward": lay)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 18, 9, 8)).astype(np.float32)
     w = rng.standard_normal((18, 1, 3, 3)).astype(np.float32)

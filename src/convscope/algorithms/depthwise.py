@@ -9,13 +9,17 @@ with one weight per channel::
 
 There is no matrix product to hand to BLAS (im2col would copy the input kH·kW
 times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kernels
-(:mod:`convscope.algorithms.kernels.depthwise`), in one of two layouts:
+(:mod:`convscope.algorithms.kernels.depthwise`), in one of three layouts (:func:`layout`):
 
+* *planes*: one (sample, channel) plane at a time, in the caller's NCHW layout, the padded
+  plane split by stride phase and flattened on one row pitch, so that each tap is one
+  contiguous run over the whole plane's outputs (images whose padded plane has at most
+  :data:`PLANE_MAX_VALUES` values);
+* *channel blocks*: :data:`BLOCK` channels at a time, channels last in a per-block tile, so
+  that tiny planes still give long vectorised loops (``m = 1``, stride 1, outputs narrower than
+  :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
-  running along the row; for wide images and for channel multipliers above 1;
-* *channel blocks*: :data:`~convscope.algorithms.kernels.depthwise.BLOCK` channels at a
-  time, channels last in a per-block tile, so that short rows still give long
-  vectorised loops (``m = 1``, images narrower than ``ROWS_FROM_WIDTH`` outputs).
+  running along the row; for images larger than the planes'.
 
 Backward, the adjoints of the same sum:
 
@@ -39,8 +43,9 @@ from .kernels import fused_padding
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
-BLOCK = 16              # channels per block of the channel-block kernels
-ROWS_FROM_WIDTH = 96    # rows layout from this output width (56 wide: channel blocks faster, 112: rows)
+BLOCK = 16                 # channels per block of the channel-block kernels
+BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.3× slower; 14²: 0.8×)
+PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
 
 
 def needs(spec, shape):
@@ -51,13 +56,36 @@ def needs(spec, shape):
     return None
 
 
-def blocked(spec, shape) -> bool:
-    """Whether the channel-block kernels run (else the row kernels)."""
-    return shape.out_per_group == 1 and shape.W_out < ROWS_FROM_WIDTH
+def plane_geometry(spec, shape) -> tuple:
+    """(Hn, Wn, Hq, Wq, Sr, Sc) of the planes layout: the padded rows and columns the outputs read,
+    the rows and row pitch of one stride phase, and the largest tap offset in phase rows and columns."""
+    (sH, sW), (dH, dW), (kH, kW) = spec.stride, spec.dilation, spec.kernel_size
+    Hn = (shape.H_out - 1) * sH + dH * (kH - 1) + 1
+    Wn = (shape.W_out - 1) * sW + dW * (kW - 1) + 1
+    return Hn, Wn, -(-Hn // sH), -(-Wn // sW), dH * (kH - 1) // sH, dW * (kW - 1) // sW
+
+
+def _plane_values(spec, shape) -> int:
+    """Scratch values of one planes-layout plane: every phase of the padded plane and its gradient's
+    shifted copy, with the vector slack."""
+    _, _, Hq, Wq, Sr, Sc = plane_geometry(spec, shape)
+    return spec.stride[0] * spec.stride[1] * (Hq + Sr + 1) * (Wq + Sc) + 64
+
+
+def layout(spec, shape, pass_="forward") -> str:
+    """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
+            and pass_ != "grad_weight"):
+        return "blocks"          # (grad_weight at 7²: planes 0.9× the blocks' time)
+    return "planes" if _plane_values(spec, shape) <= PLANE_MAX_VALUES else "rows"
+
+
+_DESCRIPTIONS = {"blocks": "channel blocks, channels last", "rows": "rows",
+                 "planes": "(sample, channel) planes, stride phases flattened"}
 
 
 def describe(spec, shape, pass_) -> str:
-    return "channel blocks, channels last" if blocked(spec, shape) else "rows"
+    return _DESCRIPTIONS[layout(spec, shape, pass_)]
 
 
 def _repeated(w, shape, spec):
@@ -79,6 +107,13 @@ def _args(spec, pt, pl):
     return sH, sW, dH, dW, pt, pl
 
 
+def _chunks(shape) -> int:
+    """Parallel chunks of the planes kernels: one per thread."""
+    from .kernels import _numba
+
+    return _numba._threads()
+
+
 def forward(x, w, b, spec, shape):
     from .kernels import _numba, depthwise as kernels
 
@@ -89,10 +124,14 @@ def forward(x, w, b, spec, shape):
         return out
     xs, pt, pl = fused_padding(x, spec)
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
-    if blocked(spec, shape):
+    lay = layout(spec, shape)
+    w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # (C·m, 1, kH, kW) → (C·m, kH, kW)
+    if lay == "blocks":
         _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
+    elif lay == "planes":
+        _numba.launch(kernels.forward_planes, xs, w3, bias, out, *_args(spec, pt, pl), shape.out_per_group,
+                      plane_geometry(spec, shape), _chunks(shape))
     else:
-        w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                      # (C·m, 1, kH, kW) → (C·m, kH, kW)
         _numba.launch(kernels.forward, xs, w3, bias, out, *_args(spec, pt, pl), shape.out_per_group)
     return out
 
@@ -113,10 +152,15 @@ def backward(grad_out, x, w, spec, shape, mask):
         dx = np.empty((N, C, shape.H, shape.W), dtype=dtype)
         target = dx if zeros else np.empty((N, C, shape.H + pt + pb, shape.W + pl + pr), dtype=dtype)
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
-        if N and blocked(spec, shape):
+        w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # → (C·m, kH, kW)
+        lay = layout(spec, shape, "grad_input")
+        if N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
+        elif N and lay == "planes" and np.isfinite(w3).all():
+            # (a non-finite weight takes the rows: the planes' unused columns would give it zeros to meet)
+            _numba.launch(kernels.grad_input_planes, g, w3, target, *args, shape.out_per_group,
+                          plane_geometry(spec, shape), _chunks(shape))
         elif N:
-            w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                      # → (C·m, kH, kW)
             _numba.launch(kernels.grad_input, g, w3, target, *args, shape.out_per_group)
         if not zeros:
             dx = fold(target, spec, (shape.H, shape.W)) if N else dx
@@ -124,7 +168,12 @@ def backward(grad_out, x, w, spec, shape, mask):
         xs, ptx, plx = fused_padding(x, spec)
         if N == 0:
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
-        elif blocked(spec, shape):
+        elif layout(spec, shape, "grad_weight") == "planes":
+            dw = np.empty((Co, kH, kW), dtype=dtype)
+            _numba.launch(kernels.grad_weight_planes, g, xs, dw, *_args(spec, ptx, plx), shape.out_per_group,
+                          plane_geometry(spec, shape), _chunks(shape))
+            dw = dw.reshape(Co, 1, kH, kW)
+        elif layout(spec, shape, "grad_weight") == "blocks":
             parts = np.empty((N, kH, kW, Co), dtype=dtype)
             _numba.launch(kernels.grad_weight_blocks, g, xs, parts, *_args(spec, ptx, plx))
             dw = np.ascontiguousarray(parts.sum(axis=0).transpose(2, 0, 1))      # (kH, kW, C) → (C, kH, kW)
@@ -138,8 +187,9 @@ def backward(grad_out, x, w, spec, shape, mask):
 
 def workspace(pass_, spec, shape, itemsize):
     """Scratch bytes (the result included): the result, the padded copy and its gradient (modes other
-    than zeros), the weight's copies; for channel blocks, each thread's tile and rows, the weights
-    repeated along a row and the samples' shares of the weight gradient."""
+    than zeros), the weight's copies; for planes, each thread's plane scratch; for channel blocks,
+    each thread's tile and rows, the weights repeated along a row and the samples' shares of the
+    weight gradient."""
     from ..threads import get_num_threads
 
     (pt, pb), (pl, pr) = spec.padding
@@ -149,7 +199,10 @@ def workspace(pass_, spec, shape, itemsize):
     result = {"forward": N * Co * shape.H_out * shape.W_out, "grad_input": N * C * shape.H * shape.W,
               "grad_weight": Co * kH * kW}[pass_]
     total = result + padded * (2 if pass_ == "grad_input" else 1) + 2 * Co * kH * kW
-    if blocked(spec, shape):
+    lay = layout(spec, shape, pass_)
+    if lay == "planes":
+        total += get_num_threads() * 2 * _plane_values(spec, shape)
+    elif lay == "blocks":
         rows = (shape.H_out - 1) * spec.stride[0] + spec.dilation[0] * (kH - 1) + 1
         cols = (shape.W_out - 1) * spec.stride[1] + spec.dilation[1] * (kW - 1) + 1 + spec.stride[1]
         per_thread = BLOCK * (rows * cols + (kH * kW + 2) * shape.W_out)

@@ -1,20 +1,22 @@
 """Depthwise kernels: forward, grad-input and grad-weight of a convolution with one input channel per group.
 
 Output channel ``o`` reads input channel ``c = o // m`` (``m`` the channel multiplier).  With the
-padding ``(pt, pl)`` fused (a tap that falls in the zero border is skipped, there is no padded copy)::
+padding ``(pt, pl)`` fused (there is no padded copy of the input: the row and channel-block kernels
+skip a tap that falls in the zero border, the plane kernels hold the border in a per-thread scratch)::
 
     out[n, o, i, j]  = b[o] + Σ_u Σ_v w[o, u, v] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
     dx[n, c, r, s]   = Σ_k Σ_u Σ_v w[c·m + k, u, v] · g[n, c·m + k, i, j]    over (i, j, u, v) reading (r, s)
     dw[o, u, v]      = Σ_n Σ_i Σ_j g[n, o, i, j] · x[n, c, i·sH + u·dH − pt, j·sW + v·dW − pl]
 
-For a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
+In the row kernels, for a tap ``v`` the output columns whose input column is real form one range ``j0 ≤ j < j1``
 (:func:`._numba.columns`), so the innermost loop runs over ``j`` with no test: contiguous for stride 1, which
 LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches exactly the outputs
 (and gradients) whose windows hold it.  ``fastmath`` allows reassociation and fused multiply-adds only
 (no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
 
 Arrays are C-contiguous, float32 or float64 (one compiled signature each); the weight comes as
-``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).
+``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Three layouts
+(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks and planes, each in its section below.
 """
 from __future__ import annotations
 
@@ -344,3 +346,445 @@ def grad_weight_blocks(g, x, parts, sH, sW, dH, dW, pt, pl):
                     for j in range(Wo):
                         total += sums[u, v, j * BLOCK + cc]
                     parts[n, u, v, c0 + cc] = total
+
+
+# --------------------------------------------------------------------------- planes
+#
+# One (sample, channel) plane at a time, in NCHW, for images small enough that a plane's scratch
+# stays in the cache; the planes (grad_weight: the channels) in one chunk per thread.  The padded plane is held split by stride phase, each phase flattened with one
+# row pitch ``Wq``: ``P[(p mod sH)·sW + q mod sW, (p div sH)·Wq + q div sW] = x̃[p, q]``.  Output
+# ``(i, j)`` at flat index ``i·Wq + j`` then reads, for tap ``(u, v)``, phase ``ph(u, v)`` at
+# ``i·Wq + j + off(u, v)`` with ``off(u, v) = (u·dH div sH)·Wq + v·dW div sW``: every tap is one
+# contiguous run of the whole plane's outputs, whatever the stride, the dilation or the width, and
+# the zero border is part of the scratch (written once per thread, only the interior is copied in).
+# The flat index also covers ``Wq − W_out`` columns past each row's end; they are computed and never
+# kept.  Runs are rounded up to whole vectors (``_VEC``), the scratch has that much slack.  Narrow
+# planes (phases up to ``INDEXED_UP_TO_PITCH`` wide) are copied in and out through index maps, one
+# loop over the plane instead of one per row and phase.
+#
+# ``geo = (Hn, Wn, Hq, Wq, Sr, Sc)`` (:func:`convscope.algorithms.depthwise.plane_geometry`): the padded
+# rows and columns the outputs read, a phase's rows and row pitch, the largest tap offset in phase rows
+# and columns.  Backward reads grad_output in the same flat layout, its unused columns zero:
+#   ∂x̃ (gather):   ∂P[ph, k] = Σ_{taps t of phase ph} w_t · G̃[k + Sr·Wg + Sc − off_t], G̃ the flat
+#                  grad_output shifted by the largest tap offset (Sr rows, Sc columns) on pitch Wg;
+#   ∂w:            ∂w_t = Σ_k G[k] · P[ph_t, k + off_t].
+# The unused columns' zeros meet real values here, so a non-finite weight (∂x) or input plane (∂w)
+# takes the exact per-row loops instead (0·Inf would be NaN where torch has a number).
+
+_VEC = 16                 # the runs' lengths are multiples of this (one AVX-512 vector of float32)
+INDEXED_UP_TO_PITCH = 16  # phases up to 16 wide copy in and out through index maps (one loop per plane)
+
+
+@njit(cache=True, inline="always")
+def _round_up(n):
+    return (n + _VEC - 1) // _VEC * _VEC
+
+
+@njit(cache=True)
+def _taps(kH, kW, sH, sW, dH, dW, pitch):
+    """(phase, flat offset) of each tap t = u·kW + v on a scratch of row pitch ``pitch``."""
+    ph = np.empty(kH * kW, dtype=np.int64)
+    off = np.empty(kH * kW, dtype=np.int64)
+    for u in range(kH):
+        for v in range(kW):
+            ph[u * kW + v] = (u * dH) % sH * sW + (v * dW) % sW
+            off[u * kW + v] = (u * dH) // sH * pitch + (v * dW) // sW
+    return ph, off
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check, zero):
+    """P[phase of (p, q), flat (p div sH, q div sW)] = src[p − pt, q − pl] for the rows p < Hn and
+    columns q < Wn the outputs read; the rest of P is left as it is (zero).  With ``check``, returns
+    Σ src·0 over what it copied: 0 when those values are finite, NaN otherwise (else 0)."""
+    H, W = src.shape
+    r1, s1 = min(H, Hn - pt), min(W, Wn - pl)
+    bad = zero
+    for r in range(r1):
+        p = r + pt
+        row = src[r]
+        if sW == 1:
+            dst = P[(p % sH) * sW, (p // sH) * Wq + pl:]
+            if check:
+                for s in range(s1):
+                    dst[s] = row[s]
+                    bad += row[s] * 0
+            else:
+                for s in range(s1):
+                    dst[s] = row[s]
+        else:
+            for b in range(sW):
+                q0 = pl + (b - pl) % sW                       # the first column q ≥ pl of phase b
+                s0 = q0 - pl
+                if s0 >= s1:
+                    continue
+                dst = P[(p % sH) * sW + b, (p // sH) * Wq + q0 // sW:]
+                part = row[s0:s1]
+                if sW == 2:                                   # a constant step: vector shuffles
+                    for t in range((s1 - s0 + 1) // 2):
+                        dst[t] = part[2 * t]
+                else:
+                    for t in range((s1 - s0 + sW - 1) // sW):
+                        dst[t] = part[t * sW]
+            if check:
+                for s in range(s1):
+                    bad += row[s] * 0
+    return bad
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _run3(y, L, S, ph, off, wt, t, first):
+    """y[k] (= if first, else +=) Σ_{t ≤ τ < t + 3} wt[τ] · S[ph[τ], k + off[τ]] for k < L: a row of
+    three taps in one pass over y."""
+    s0, s1, s2 = S[ph[t], off[t]:], S[ph[t + 1], off[t + 1]:], S[ph[t + 2], off[t + 2]:]
+    w0, w1, w2 = wt[t], wt[t + 1], wt[t + 2]
+    if first:
+        for k in range(L):
+            y[k] = w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
+    else:
+        for k in range(L):
+            y[k] += w0 * s0[k] + w1 * s1[k] + w2 * s2[k]
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _run1(y, L, S, ph, off, wt, t, first):
+    """y[k] (= if first, else +=) wt[t] · S[ph[t], k + off[t]] for k < L."""
+    src, a = S[ph[t], off[t]:], wt[t]
+    if first:
+        for k in range(L):
+            y[k] = a * src[k]
+    else:
+        for k in range(L):
+            y[k] += a * src[k]
+
+
+@njit(cache=True)
+def _tap_rows(y, L, S, ph, off, wt, kH, kW):
+    """y[k] = Σ_t wt[t] · S[ph[t], k + off[t]] for k < L over the kH·kW taps: one pass over y per row
+    of three taps, else one per tap."""
+    if kW == 3:
+        for u in range(kH):
+            _run3(y, L, S, ph, off, wt, 3 * u, u == 0)
+    else:
+        for t in range(kH * kW):
+            _run1(y, L, S, ph, off, wt, t, t == 0)
+
+
+@njit(cache=True, inline="always")
+def _chunk(t, chunks, total):
+    """The items [lo, hi) of chunk t of ``chunks`` near-equal chunks of ``total``."""
+    return t * total // chunks, (t + 1) * total // chunks
+
+
+@njit(cache=True)
+def _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, dump):
+    """idx[r·W + s]: where padded pixel (r + pt, s + pl) sits in the phases flattened one after the
+    other (``plen`` values each), or ``dump`` where the outputs read no such row or column."""
+    idx = np.empty(H * W, dtype=np.int32)
+    for r in range(H):
+        p = r + pt
+        for s in range(W):
+            q = s + pl
+            inside = p < Hn and q < Wn
+            idx[r * W + s] = ((p % sH) * sW + q % sW) * plen + (p // sH) * Wq + q // sW if inside else dump
+    return idx
+
+
+@njit(cache=True)
+def _grid_index(Ho, Wo, pitch, r0, c0):
+    """idx[i·Wo + j] = (r0 + i)·pitch + c0 + j: output (i, j) on a flat scratch of row pitch ``pitch``."""
+    idx = np.empty(Ho * Wo, dtype=np.int32)
+    for i in range(Ho):
+        for j in range(Wo):
+            idx[i * Wo + j] = (r0 + i) * pitch + c0 + j
+    return idx
+
+
+@njit(cache=True)
+def _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo):
+    """(L, ph, off, plen, indexed, xin, yin), what the kernels that read the input's planes share: the
+    length of a run over the outputs, each tap's phase and offset, the length of a phase's scratch,
+    whether the planes are copied through index maps, the map of the input pixels and that of the
+    outputs on row pitch Wq."""
+    Hn, Wn, Hq, Wq, _, _ = geo
+    ph, off = _taps(kH, kW, sH, sW, dH, dW, Wq)
+    plen = Hq * Wq + 2 * _VEC
+    xin = _plane_index(H, W, Hn, Wn, Wq, sH, sW, pt, pl, plen, sH * sW * plen)
+    return (_round_up((Ho - 1) * Wq + Wo), ph, off, plen, Wq <= INDEXED_UP_TO_PITCH, xin,
+            _grid_index(Ho, Wo, Wq, 0, 0))
+
+
+@njit(**_FLAGS)
+def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
+    """out (N, C·m, Ho, Wo) from x (N, C, H, W), w (C·m, kH, kW), b (C·m,), the (n, c) planes in
+    ``chunks`` parallel chunks."""
+    N, C, H, W = x.shape
+    Co, kH, kW = w.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    Hn, Wn, Hq, Wq, _, _ = geo
+    L, ph, off, plen, indexed, xin, yout = _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo)
+    zero = np.zeros(1, dtype=x.dtype)[0]
+    for t in prange(chunks):
+        P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
+        Pf = P.ravel()
+        y = np.empty(L, dtype=x.dtype)
+        lo, hi = _chunk(t, chunks, N * C)
+        for q in range(lo, hi):
+            n, c = q // C, q % C
+            if indexed:
+                xp = x[n, c].ravel()
+                for e in range(H * W):
+                    Pf[xin[e]] = xp[e]
+            else:
+                _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
+            for k in range(m):
+                o = c * m + k
+                wt = w[o].ravel()
+                _tap_rows(y, L, P, ph, off, wt, kH, kW)
+                bias = b[o]
+                if indexed:
+                    op = out[n, o].ravel()
+                    for e in range(Ho * Wo):
+                        op[e] = y[yout[e]] + bias
+                else:
+                    for i in range(Ho):
+                        row, src = out[n, o, i], y[i * Wq:]
+                        for j in range(Wo):
+                            row[j] = src[j] + bias
+
+
+@njit(cache=True)
+def _store_plane(dP, dst, Hn, Wn, Wg, sH, sW, pt, pl):
+    """dst[r, s] = dP[phase of (p, q), flat (p div sH, q div sW)] with p = r + pt, q = s + pl, on row
+    pitch Wg; 0 where the outputs read no such row or column (p ≥ Hn or q ≥ Wn)."""
+    H, W = dst.shape
+    r1, s1 = min(H, Hn - pt), min(W, Wn - pl)
+    for r in range(H):
+        row = dst[r]
+        if r >= r1:
+            for s in range(W):
+                row[s] = 0
+            continue
+        p = r + pt
+        if sW == 1:
+            src = dP[(p % sH) * sW, (p // sH) * Wg + pl:]
+            for s in range(s1):
+                row[s] = src[s]
+        else:
+            for b in range(sW):
+                q0 = pl + (b - pl) % sW
+                s0 = q0 - pl
+                if s0 >= s1:
+                    continue
+                src = dP[(p % sH) * sW + b, (p // sH) * Wg + q0 // sW:]
+                part = row[s0:s1]
+                if sW == 2:
+                    for t in range((s1 - s0 + 1) // 2):
+                        part[2 * t] = src[t]
+                else:
+                    for t in range((s1 - s0 + sW - 1) // sW):
+                        part[t * sW] = src[t]
+        for s in range(max(s1, 0), W):
+            row[s] = 0
+
+
+@njit(cache=True)
+def _phase_taps(kH, kW, sH, sW, dH, dW, Wg, Sr, Sc):
+    """(start, order, offset): the taps of each phase, ``order[start[ph]:start[ph + 1]]`` (tap numbers
+    t = u·kW + v, rows of three consecutive where a phase has them), and each one's offset into the
+    shifted grad_output ``(Sr − u·dH div sH)·Wg + Sc − v·dW div sW``."""
+    nph = sH * sW
+    start = np.zeros(nph + 1, dtype=np.int64)
+    order = np.empty(kH * kW, dtype=np.int64)
+    offset = np.empty(kH * kW, dtype=np.int64)
+    i = 0
+    for a in range(sH):
+        for b in range(sW):
+            for u in range(kH):
+                if (u * dH) % sH != a:
+                    continue
+                for v in range(kW):
+                    if (v * dW) % sW != b:
+                        continue
+                    order[i] = u * kW + v
+                    offset[i] = (Sr - (u * dH) // sH) * Wg + Sc - (v * dW) // sW
+                    i += 1
+            start[a * sW + b + 1] = i
+    return start, order, offset
+
+
+@njit(**_FLAGS)
+def grad_input_planes(g, w, dx, sH, sW, dH, dW, pt, pl, m, geo, chunks):
+    """dx (N, C, H, W), overwritten, from g (N, C·m, Ho, Wo) and w (C·m, kH, kW), finite; the (n, c)
+    planes in ``chunks`` parallel chunks."""
+    N, C = dx.shape[0], dx.shape[1]
+    Co, kH, kW = w.shape
+    Ho, Wo = g.shape[2], g.shape[3]
+    Hn, Wn, Hq, Wq, Sr, Sc = geo
+    Wg = Wq + Sc
+    L = _round_up((Hq - 1) * Wg + Wq)
+    start, order, offset = _phase_taps(kH, kW, sH, sW, dH, dW, Wg, Sr, Sc)
+    zeros = np.zeros(kH * kW, dtype=np.int64)
+    three = kW == 3 and sW == 1
+    H, W = dx.shape[2], dx.shape[3]
+    indexed = Wq <= INDEXED_UP_TO_PITCH
+    plen = L + _VEC
+    gin = _grid_index(Ho, Wo, Wg, Sr, Sc)
+    dxout = _plane_index(H, W, Hn, Wn, Wg, sH, sW, pt, pl, plen, sH * sW * plen)
+    for t in prange(chunks):
+        G = np.zeros((1, (Hq + Sr) * Wg + 2 * _VEC), dtype=g.dtype)
+        Gf = G.ravel()
+        dP = np.zeros((sH * sW + 1, plen), dtype=g.dtype)      # the last row: zeros for unread pixels
+        dPf = dP.ravel()
+        wt = np.empty(kH * kW, dtype=g.dtype)
+        lo, hi = _chunk(t, chunks, N * C)
+        for q in range(lo, hi):
+            n, c = q // C, q % C
+            for k in range(m):
+                o = c * m + k
+                if indexed:
+                    gp = g[n, o].ravel()
+                    for e in range(Ho * Wo):
+                        Gf[gin[e]] = gp[e]
+                else:
+                    for i in range(Ho):
+                        row, dst = g[n, o, i], G[0, (Sr + i) * Wg + Sc:]
+                        for j in range(Wo):
+                            dst[j] = row[j]
+                wo = w[o].ravel()
+                for e in range(kH * kW):
+                    wt[e] = wo[order[e]]
+                for ph in range(sH * sW):
+                    y = dP[ph]
+                    e0, e1 = start[ph], start[ph + 1]
+                    if e1 == e0 and k == 0:
+                        for j in range(L):
+                            y[j] = 0
+                    elif three:
+                        for e in range(e0, e1, 3):
+                            _run3(y, L, G, zeros, offset, wt, e, k == 0 and e == e0)
+                    else:
+                        for e in range(e0, e1):
+                            _run1(y, L, G, zeros, offset, wt, e, k == 0 and e == e0)
+            if indexed:
+                xp = dx[n, c].ravel()
+                for e in range(H * W):
+                    xp[e] = dPf[dxout[e]]
+            else:
+                _store_plane(dP, dx[n, c], Hn, Wn, Wg, sH, sW, pt, pl)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dots(G, P, ph, off, t, n, rows, length, pitch, acc, zero):
+    """acc[t + τ] += Σ_r Σ_{k < length} G[r·pitch + k] · P[ph[t + τ], r·pitch + k + off[t + τ]] for
+    τ < n (1 or 3 taps sharing G's loads), summed in the arrays' dtype per run of at most 512 values
+    and those sums in float64."""
+    for r in range(rows):
+        for k0 in range(0, length, 512):
+            k1 = min(length, k0 + 512)
+            g = G[r * pitch + k0:r * pitch + k1]
+            base = r * pitch + k0
+            if n == 3:
+                s0 = P[ph[t], base + off[t]:]
+                s1 = P[ph[t + 1], base + off[t + 1]:]
+                s2 = P[ph[t + 2], base + off[t + 2]:]
+                a0 = a1 = a2 = zero
+                for k in range(k1 - k0):
+                    a0 += g[k] * s0[k]
+                    a1 += g[k] * s1[k]
+                    a2 += g[k] * s2[k]
+                acc[t] += a0
+                acc[t + 1] += a1
+                acc[t + 2] += a2
+            else:
+                s0 = P[ph[t], base + off[t]:]
+                a0 = zero
+                for k in range(k1 - k0):
+                    a0 += g[k] * s0[k]
+                acc[t] += a0
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _dots9(G, P, ph, off, rows, length, pitch, acc, zero):
+    """:func:`_dots` for the nine taps of a 3×3 kernel in one pass over G."""
+    for r in range(rows):
+        for k0 in range(0, length, 512):
+            k1 = min(length, k0 + 512)
+            base = r * pitch + k0
+            g = G[base:r * pitch + k1]
+            s0, s1, s2 = P[ph[0], base + off[0]:], P[ph[1], base + off[1]:], P[ph[2], base + off[2]:]
+            s3, s4, s5 = P[ph[3], base + off[3]:], P[ph[4], base + off[4]:], P[ph[5], base + off[5]:]
+            s6, s7, s8 = P[ph[6], base + off[6]:], P[ph[7], base + off[7]:], P[ph[8], base + off[8]:]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+            for k in range(k1 - k0):
+                gk = g[k]
+                a0 += gk * s0[k]
+                a1 += gk * s1[k]
+                a2 += gk * s2[k]
+                a3 += gk * s3[k]
+                a4 += gk * s4[k]
+                a5 += gk * s5[k]
+                a6 += gk * s6[k]
+                a7 += gk * s7[k]
+                a8 += gk * s8[k]
+            acc[0] += a0
+            acc[1] += a1
+            acc[2] += a2
+            acc[3] += a3
+            acc[4] += a4
+            acc[5] += a5
+            acc[6] += a6
+            acc[7] += a7
+            acc[8] += a8
+
+
+@njit(**_FLAGS)
+def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
+    """dw (C·m, kH, kW), overwritten, from g (N, C·m, Ho, Wo) and x (N, C, H, W); the channels in
+    ``chunks`` parallel chunks.  A plane of x holding NaN or ±Inf runs over its real output columns
+    only (the flat runs would multiply it by the unused columns' zeros)."""
+    N, C, H, W = x.shape
+    Co, kH, kW = dw.shape
+    Ho, Wo = g.shape[2], g.shape[3]
+    Hn, Wn, Hq, Wq, _, _ = geo
+    L, ph, off, plen, indexed, xin, gin = _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo)
+    T = kH * kW
+    zero = np.zeros(1, dtype=x.dtype)[0]
+    for t in prange(chunks):
+        P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
+        Pf = P.ravel()
+        G = np.zeros(L + _VEC, dtype=x.dtype)
+        acc = np.empty(T, dtype=np.float64)
+        lo, hi = _chunk(t, chunks, C)
+        for c in range(lo, hi):
+            for k in range(m):
+                o = c * m + k
+                acc[:] = 0
+                for n in range(N):
+                    if indexed:
+                        xp, gp = x[n, c].ravel(), g[n, o].ravel()
+                        bad = zero
+                        for e in range(H * W):            # apart from the scatter, so that it vectorises
+                            bad += xp[e] * 0
+                        for e in range(H * W):
+                            Pf[xin[e]] = xp[e]
+                        for e in range(Ho * Wo):
+                            G[gin[e]] = gp[e]
+                    else:
+                        bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True, zero)
+                        for i in range(Ho):
+                            row, dst = g[n, o, i], G[i * Wq:]
+                            for j in range(Wo):
+                                dst[j] = row[j]
+                    rows, length = (Ho, Wo) if bad != 0 else (1, L)
+                    if kH == 3 and kW == 3:
+                        _dots9(G, P, ph, off, rows, length, Wq, acc, zero)
+                    elif kW == 3:
+                        for e in range(0, T, 3):
+                            _dots(G, P, ph, off, e, 3, rows, length, Wq, acc, zero)
+                    else:
+                        for e in range(T):
+                            _dots(G, P, ph, off, e, 1, rows, length, Wq, acc, zero)
+                wo = dw[o].ravel()
+                for e in range(T):
+                    wo[e] = acc[e]

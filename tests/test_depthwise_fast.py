@@ -1,0 +1,183 @@
+"""The depthwise plane kernels (stride phases flattened on one row pitch), forced, against torch and the
+reference: every stride, dilation, padding and padding mode, channel multipliers, narrow planes (index
+maps) and wide ones (row copies), unbatched and empty batches, NaN and Inf where torch puts them, the
+workspace limit, and hypothesis over random configurations; and the automatic layout choice.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+
+import convscope  # noqa: E402
+from convscope.algorithms import depthwise  # noqa: E402
+from convscope.algorithms.kernels import depthwise as kernels  # noqa: E402
+from convscope.spec import check_shapes, make_spec  # noqa: E402
+from oracle import (assert_close, assert_same_nonfinite, case_arrays, check_against_torch, peak_bytes,  # noqa: E402
+                    torch_native_conv2d)
+
+# ((C, H, W), weight shape, params): narrow planes take the index maps, wide ones the row copies
+CASES = [
+    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3)),
+    ((3, 9, 8), (6, 1, 3, 3), dict(padding=1, groups=3, stride=2)),                    # multiplier 2
+    ((2, 13, 11), (2, 1, 5, 5), dict(padding=(2, 1), groups=2, stride=(2, 3), dilation=(1, 2))),
+    ((4, 7, 7), (4, 1, 3, 3), dict(groups=4, stride=2, dilation=2)),
+    ((1, 5, 5), (1, 1, 3, 3), dict(padding=3)),                           # mostly border
+    ((2, 12, 12), (6, 1, 4, 4), dict(padding=2, groups=2, stride=3)),                  # even kernel
+    ((2, 9, 9), (2, 1, 1, 1), dict(groups=2, stride=2)),                              # taps on one phase
+    ((2, 20, 40), (4, 1, 3, 3), dict(padding=1, groups=2)),                           # wide: row copies
+    ((2, 21, 37), (2, 1, 3, 3), dict(padding=(1, 2), groups=2, stride=2, dilation=(2, 1))),
+    ((2, 10, 34), (2, 1, 7, 7), dict(padding="same", groups=2)),
+]
+MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+@pytest.fixture
+def planes(monkeypatch):
+    monkeypatch.setattr(depthwise, "layout", lambda spec, shape, pass_="forward": "planes")
+
+
+def _modes(case):
+    (_, H, W), (_, _, kH, kW), params = case
+    pad = params.get("padding", 0)
+    if pad == "same" or max((pad,) if isinstance(pad, int) else pad) < min(H, W):
+        return MODES
+    return ("zeros", "replicate")           # reflect/circular need padding smaller than the input
+
+
+PARAMS = [pytest.param(case, mode, id=f"p{i}-{mode}") for i, case in enumerate(CASES) for mode in _modes(case)]
+
+
+@pytest.mark.parametrize("case, mode", PARAMS)
+def test_planes_match_the_reference_and_torch(case, mode, planes):
+    x, w, b, params = case_arrays(case, "batched", np.float64)
+    params["padding_mode"] = mode
+    want = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
+    g = np.random.default_rng(2).standard_normal(want.shape)
+    got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+    for field in ("input", "weight", "bias"):
+        assert_close(getattr(got, field), getattr(ref, field), field)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
+    check_against_torch(*(a.astype(np.float32) for a in (x, w, b)), algorithm="depthwise", **params)
+
+
+@pytest.mark.parametrize("shape_kind", ["unbatched", "zero_batch"])
+def test_planes_unbatched_and_empty_batch(shape_kind, planes):
+    x, w, b, params = case_arrays(CASES[1], shape_kind, np.float32)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[7]], ids=["narrow", "multiplier", "wide"])
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_planes_put_nonfinite_values_where_torch_does(case, where, value, planes):
+    """One NaN or ±Inf at a border pixel (input, grad_output) or a corner tap (weight): the planes'
+    unused columns must not turn it into NaN where torch has a number (a non-finite weight makes
+    grad_input take the rows, a non-finite input plane makes grad_weight sum its real columns)."""
+    x, w, b, params = case_arrays(case, "batched", np.float32, seed=4)
+    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+    if where == "input":
+        x[1, -1, 2, -1] = value          # the last column: the unused columns past a row read it
+    elif where == "weight":
+        w[0, 0, 0, 0] = value
+    else:
+        g[1, 0, 0, 0] = value
+    out, (dx, dw, db) = torch_native_conv2d(x, w, b, g, **params)
+    assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="depthwise", **params), out, "forward")
+    grads = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    for field, want in zip(grads._fields, (dx, dw, db)):
+        assert_same_nonfinite(getattr(grads, field), want, f"grad {field}")
+
+
+@pytest.mark.parametrize("limit", [16 << 10, 320 << 10])
+def test_planes_stay_under_the_workspace_limit(limit, planes):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 16, 24, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    with convscope.workspace_limit(limit):
+        y, peak = peak_bytes(lambda: convscope.conv2d(x, w, padding=1, groups=16, algorithm="depthwise"))
+    assert peak <= x.nbytes + y.nbytes + limit, f"peak {peak / 2**10:.0f} KiB"
+    assert_close(y, convscope.conv2d(x, w, padding=1, groups=16, algorithm="reference"))
+
+
+def _index_case(k, stride, padding, dilation, hw):
+    spec = make_spec(k, stride, padding, dilation, 1, "zeros")
+    return spec, check_shapes(spec, (1, 1) + hw, (1, 1) + k)
+
+
+def test_plane_geometry_and_index_maps():
+    """The phases' geometry of a 5×5 stride-(2, 3) dilation-(1, 2) layer and of a 3×3 stride-2 one
+    whose last row and column are never read, and where the index map puts each pixel, from the
+    definition: padded (p, q) = (r + pt, s + pl) sits in phase (p mod sH, q mod sW) at row p div sH,
+    column q div sW; an unread pixel goes to the dump slot."""
+    spec, shape = _index_case((5, 5), (2, 3), (2, 1), (1, 2), (13, 11))
+    assert (shape.H_out, shape.W_out) == (7, 2)
+    assert depthwise.plane_geometry(spec, shape) == (6 * 2 + 4 + 1, 1 * 3 + 8 + 1, 9, 4, 2, 2)
+    spec2, shape2 = _index_case((3, 3), (2, 2), (0, 0), (1, 1), (8, 8))
+    assert depthwise.plane_geometry(spec2, shape2) == (7, 7, 4, 4, 1, 1)
+    for (sp, sh), (sH, sW), (pt, pl) in [((spec, shape), (2, 3), (2, 1)), ((spec2, shape2), (2, 2), (0, 0))]:
+        Hn, Wn, Hq, Wq, _, _ = depthwise.plane_geometry(sp, sh)
+        plen = Hq * Wq + 32
+        dump = sH * sW * plen
+        idx = kernels._plane_index(sh.H, sh.W, Hn, Wn, Wq, sH, sW, pt, pl, plen, dump).reshape(sh.H, sh.W)
+        for r in range(sh.H):
+            for s_ in range(sh.W):
+                p, q = r + pt, s_ + pl
+                want = dump if p >= Hn or q >= Wn else ((p % sH) * sW + q % sW) * plen + (p // sH) * Wq + q // sW
+                assert idx[r, s_] == want, (r, s_)
+    assert (kernels._plane_index(8, 8, 7, 7, 4, 2, 2, 0, 0, 48, 192) == 192).sum() == 15   # row 7, column 7
+
+
+def test_layout_choice():
+    """Channel blocks for 7² stride-1 forward and grad_input (multiplier 1), planes for grad_weight and
+    the rest, rows beyond the planes' size; plan() names them."""
+    def shape_of(c, hw, stride=1, m=1):
+        spec = make_spec((3, 3), stride, 1, 1, c, "zeros")
+        return spec, check_shapes(spec, (8, c, hw, hw), (c * m, 1, 3, 3))
+
+    assert depthwise.layout(*shape_of(960, 7)) == "blocks"
+    assert depthwise.layout(*shape_of(960, 7), "grad_weight") == "planes"
+    assert depthwise.layout(*shape_of(960, 7, m=2)) == "planes"
+    assert depthwise.layout(*shape_of(576, 14, stride=2)) == "planes"
+    assert depthwise.layout(*shape_of(32, 112)) == "planes"
+    assert depthwise.layout(*shape_of(8, 512)) == "rows"
+    text = str(convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32))
+    assert "planes" in text
+
+
+def _depthwise_configs():
+    C = st.integers(1, 3)
+    return st.fixed_dictionaries(dict(
+        C=C, m=st.integers(1, 2), H=st.integers(1, 12), W=st.integers(1, 40), k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+        s=st.tuples(st.integers(1, 3), st.integers(1, 3)), d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+        p=st.tuples(st.integers(0, 3), st.integers(0, 3)), mode=st.sampled_from(MODES), N=st.integers(1, 2)))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(cfg=_depthwise_configs())
+def test_planes_random_configurations(cfg, planes):
+    (kH, kW), (sH, sW), (dH, dW), (pH, pW) = cfg["k"], cfg["s"], cfg["d"], cfg["p"]
+    H, W = cfg["H"], cfg["W"]
+    assume(H + 2 * pH - dH * (kH - 1) - 1 >= 0 and W + 2 * pW - dW * (kW - 1) - 1 >= 0)
+    assume(cfg["mode"] in ("zeros", "replicate") or (pH < H and pW < W))
+    rng = np.random.default_rng(0)
+    C, m = cfg["C"], cfg["m"]
+    x = rng.standard_normal((cfg["N"], C, H, W))
+    w = rng.standard_normal((C * m, 1, kH, kW))
+    b = rng.standard_normal(C * m)
+    params = dict(stride=(sH, sW), padding=(pH, pW), dilation=(dH, dW), groups=C, padding_mode=cfg["mode"])
+    want = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
+    g = rng.standard_normal(want.shape)
+    got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+    for field in ("input", "weight"):
+        assert_close(getattr(got, field), getattr(ref, field), field)
+    check_against_torch(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), algorithm="depthwise",
+                        **params)
