@@ -11,7 +11,7 @@ import pytest
 import convscope
 from convscope.algorithms import gemm
 from convscope.spec import check_shapes, make_spec
-from oracle import assert_close, check_against_torch
+from oracle import require_torch, assert_close, check_against_torch
 
 NEVER, ALWAYS = 0, 10**9
 MODES = ["zeros", "reflect", "replicate", "circular"]
@@ -81,7 +81,7 @@ CASES = [
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES, ids=[f"c{i}" for i in range(len(CASES))])
 def test_folded_compiled_against_torch(case, dtype, mode, folded_compiled):
-    pytest.importorskip("torch")
+    require_torch()
     x_shape, w_shape, params = case
     rng = np.random.default_rng(11)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -93,7 +93,7 @@ def test_folded_compiled_against_torch(case, dtype, mode, folded_compiled):
 
 @pytest.mark.parametrize("batch", [0, None], ids=["zero_batch", "unbatched"])
 def test_folded_compiled_empty_and_unbatched(batch, folded_compiled):
-    pytest.importorskip("torch")
+    require_torch()
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 9, 8) if batch is None else (batch, 4, 9, 8))
     w, b = rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6)
@@ -120,7 +120,7 @@ def test_folded_compiled_against_the_reference(case, dtype, folded_compiled):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("layer", ["3x3", "5x5-stride2", "3x3-dilated", "3x3-reflect", "1x1", "1x1-padded-stride2"])
 def test_folded_compiled_puts_nonfinite_values_where_torch_does(layer, dtype, folded_compiled):
-    pytest.importorskip("torch")
+    require_torch()
     from test_nonfinite import LAYERS, _check
 
     _, chw, w_shape, params = next(entry for entry in LAYERS if entry[0] == layer)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
+from oracle import require_torch  # noqa: E402
+require_torch()
 
 import convscope  # noqa: E402
 from convscope.algorithms import depthwise  # noqa: E402

@@ -4,15 +4,16 @@ import importlib
 import pathlib
 
 import pytest
+from oracle import require_torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODULES = ["convscope.functional", "convscope.module", "convscope.geometry", "convscope.explain.core",
            "convscope.explain.shape", "convscope.explore.data", "convscope.explore.server",
-           "convscope.explore.notebook", "convscope.animate.core"]
+           "convscope.explore.notebook", "convscope.animate.core", "convscope.explain.transposed"]
 
 
 def test_readme_examples():
-    pytest.importorskip("torch")  # the tour converts a layer to torch
+    require_torch()  # the tour converts a layer to torch
     result = doctest.testfile(str(ROOT / "README.md"), module_relative=False,
                               optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 20

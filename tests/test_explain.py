@@ -24,7 +24,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-torch = pytest.importorskip("torch")
+from oracle import require_torch  # noqa: E402
+
+require_torch()
 
 import convscope  # noqa: E402
 from convscope import conv2d, conv2d_backward, explain, explain_grad  # noqa: E402

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("torch")
+from oracle import require_torch  # noqa: E402
+require_torch()
 
 import convscope  # noqa: E402
 from convscope import Explainer, explain, explain_grad, explain_shape  # noqa: E402

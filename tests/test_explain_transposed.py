@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import convscope
 from convscope.explain.transposed import TransposedExplanation, gather_arrays
 from convscope.geometry import transposed_output_length, transposed_reach, transposed_taps
-from oracle import RTOL, assert_close, torch_transpose_at, torch_transpose_error
+from oracle import require_torch, to_tensor, RTOL, assert_close, torch_transpose_at, torch_transpose_error
 
 # (ndim, input shape, weight shape (C_in, C_out/groups, k…), parameters): every parameter in each dimension
 CASES = [
@@ -126,7 +126,7 @@ def test_scatter_terms_are_every_input_element_and_tap_landing_here(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_scatter_value_is_torchs_and_integer_sums_are_exact(case):
-    pytest.importorskip("torch")
+    require_torch()
     nd, _, _, params = case
     x, w, b = _arrays(case, integers=True, seed=1)
     y = _conv_transpose(nd, x, w, b, **params)
@@ -138,7 +138,7 @@ def test_scatter_value_is_torchs_and_integer_sums_are_exact(case):
 
 @pytest.mark.parametrize("case", CASES[1::3], ids=IDS[1::3])
 def test_float32_values_are_torchs_within_the_outputs_scale(case):
-    pytest.importorskip("torch")
+    require_torch()
     nd, _, _, params = case
     x, w, b = _arrays(case, dtype=np.float32, seed=4)
     y = _conv_transpose(nd, x, w, b, **params)
@@ -243,7 +243,7 @@ def test_gather_window_of_the_arithmetic_case_by_hand():
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_layers_convscope_and_torch_with_output_size(nd):
-    torch = pytest.importorskip("torch")
+    require_torch()
     layer = getattr(convscope, f"ConvTranspose{nd}d")(4, 6, 3, stride=2, padding=1, groups=2, dtype=np.float64,
                                                       seed=3)
     x = np.random.default_rng(3).standard_normal((2, 4) + (3,) * nd)
@@ -257,7 +257,7 @@ def test_layers_convscope_and_torch_with_output_size(nd):
             assert e.torch_value == pytest.approx(e.value, rel=1e-9)
             assert e.sum_of_products + e.bias == pytest.approx(e.value, rel=1e-12)
         assert e.call.output_padding == (0 if size is None else 1,) * nd
-    e = convscope.explain(module, torch.from_numpy(x), (0, 0) + (1,) * nd)
+    e = convscope.explain(module, to_tensor(x), (0, 0) + (1,) * nd)
     assert e.torch_value == pytest.approx(e.value, rel=1e-9)
     for wrt, at in (("input", (1, 3) + (2,) * nd), ("weight", (3, 1) + (0,) * nd), ("bias", (4,))):
         g = convscope.explain_grad(module, x, None, wrt, at)
@@ -308,7 +308,7 @@ def test_gradient_terms_name_their_factors_and_sum_to_the_backward(case):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_gradients_equal_torchs(case):
-    pytest.importorskip("torch")
+    require_torch()
     nd, _, _, params = case
     x, w, _ = _arrays(case, integers=True, seed=7)
     y = _conv_transpose(nd, x, w, None, **params)
@@ -394,7 +394,7 @@ BAD = [
 
 @pytest.mark.parametrize("x_shape,w_shape,params,exc,pattern", BAD)
 def test_errors_are_torchs(x_shape, w_shape, params, exc, pattern):
-    pytest.importorskip("torch")
+    require_torch()
     x, w = np.zeros(x_shape), np.zeros(w_shape)
     with pytest.raises(exc, match=pattern):
         convscope.explain(w, x, (0, 0, 0, 0), transposed=True, **params)
@@ -490,7 +490,7 @@ def test_property_scatter_and_gather_agree_with_the_convolution(nd, size, k, s, 
 @pytest.mark.slow
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_sweep_every_output_against_torch(nd):
-    pytest.importorskip("torch")
+    require_torch()
     rng = np.random.default_rng(nd)
     for s, p, d, op, groups in itertools.product((1, 2, 3), (0, 1, 2), (1, 2), (0, 1), (1, 2)):
         if op >= max(s, d) or transposed_output_length(3, 2, s, p, d, op) < 1:

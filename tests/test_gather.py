@@ -17,11 +17,11 @@ import convscope
 from convscope import algorithms
 from convscope.algorithms import gather
 from convscope.spec import check_shapes, make_spec
-from oracle import (assert_close, assert_same_nonfinite, check_against_torch, check_transpose_against_torch,
+from oracle import (require_torch, assert_close, assert_same_nonfinite, check_against_torch, check_transpose_against_torch,
                     peak_bytes, torch_conv_transpose_nd, torch_grad_function, torch_native_conv_transpose_nd)
 from test_transpose import FEATURES, _arrays
 
-pytest.importorskip("torch")
+require_torch()
 
 LAYOUTS = ("folded", "per-sample")
 

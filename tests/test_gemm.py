@@ -11,7 +11,7 @@ import pytest
 
 import convscope
 from convscope.algorithms import gemm
-from oracle import assert_close
+from oracle import require_torch, assert_close
 
 CONFIGS = [
     dict(x=(2, 4, 9, 8), w=(6, 4, 3, 3), stride=1, padding=1),
@@ -100,7 +100,7 @@ def test_compiled_im2col_runs_and_matches_numpy(monkeypatch):
 @pytest.mark.parametrize("batch", [2, 0, None], ids=["batched", "zero_batch", "unbatched"])
 def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
     """The per-sample layout with the compiled im2col/col2im, forced, against torch (strided, dilated, grouped)."""
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import check_against_torch
 
     monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)

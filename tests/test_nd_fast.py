@@ -15,7 +15,7 @@ import convscope
 from convscope import algorithms, planner
 from convscope.algorithms import ndstack, ndwinograd
 from convscope.spec import bind
-from oracle import case_arrays, peak_bytes
+from oracle import require_torch, case_arrays, peak_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -82,7 +82,7 @@ def _spec_shape(case):
 
 @pytest.mark.parametrize("name, case, mode, dtype, layout", _grid())
 def test_path_matches_torch(name, case, mode, dtype, layout):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import check_nd_against_torch
 
     x, w, b, params = case_arrays(case, layout, dtype)
@@ -92,7 +92,7 @@ def test_path_matches_torch(name, case, mode, dtype, layout):
 @pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_float16_matches_torch(name, layout):
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import check_nd_against_torch
 
     x, w, b, params = case_arrays(CASES[0], layout, np.float16)
@@ -165,7 +165,7 @@ def test_nonfinite_values_land_where_torch_puts_them(name, out_channels, dtype, 
     """A corner weight tap reads the depth padding (real zeros in the stacked input) and the height
     and width padding (the 2-d pass's): 0·Inf is NaN there, as in torch's native kernels.  ndwinograd's
     forward with 4 output channels transforms the planes first, with 8 it stacks first."""
-    pytest.importorskip("torch")
+    require_torch()
     from oracle import assert_same_nonfinite, torch_native_conv_nd
 
     rng = np.random.default_rng(7)
