@@ -63,11 +63,14 @@ checks are sums over the arrays (no copies), about the cost of reading them once
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import fold, pad
+from ..threads import get_num_threads
 from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gemm, ndgemm, ndstack, ndwinograd, pointwise, winograd
 
@@ -127,7 +130,16 @@ ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rspli
 
 def _estimate(impl, pass_, spec, shape, itemsize):
     fn = getattr(impl, "workspace", None)
-    return 0 if fn is None else fn(pass_, spec, shape, itemsize)
+    if fn is None:
+        return 0
+    return _estimated(fn, pass_, spec, shape, itemsize, get_workspace_limit(), get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _estimated(fn, pass_, spec, shape, itemsize, limit, threads):
+    """``fn(pass_, spec, shape, itemsize)``, remembered: an estimate depends on its arguments and on the
+    workspace limit and thread count of the call (some paths size their blocks by them)."""
+    return fn(pass_, spec, shape, itemsize)
 
 
 def _batch_step(impl, pass_, spec, shape, itemsize):
@@ -136,13 +148,22 @@ def _batch_step(impl, pass_, spec, shape, itemsize):
     Where the implementation prefers smaller slices for speed, slices of at least one sample
     stay under that size too.
     """
-    limit = get_workspace_limit()
-    total = _estimate(impl, pass_, spec, shape, itemsize)
-    preferred = getattr(impl, "preferred_bytes", None)
+    return _step(getattr(impl, "workspace", None), getattr(impl, "preferred_bytes", None), pass_, spec, shape,
+                 itemsize, get_workspace_limit(), get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _step(estimate, preferred, pass_, spec, shape, itemsize, limit, threads):
+    """:func:`_batch_step` from the implementation's ``workspace`` and ``preferred_bytes`` (either None),
+    remembered per limit and thread count as :func:`_estimated` is."""
+    total = 0 if estimate is None else estimate(pass_, spec, shape, itemsize)
     preferred = None if preferred is None else preferred(pass_, spec, shape)
     if shape.N == 0 or total <= min(limit, preferred or limit):
         return max(shape.N, 1)
-    per_sample = total if shape.N == 1 else _estimate(impl, pass_, spec, shape._replace(N=1), itemsize)
+    if shape.N == 1 or estimate is None:
+        per_sample = total
+    else:
+        per_sample = estimate(pass_, spec, shape._replace(N=1), itemsize)
     step = int(limit // max(per_sample, 1))
     if preferred is not None and step >= 1:
         step = max(1, min(step, int(preferred // max(per_sample, 1))))
@@ -222,9 +243,10 @@ def run_forward(name, x, w, b, spec, shape):
     finite values and with a finite result (else on :func:`exact_path`)."""
     # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
-        finite_w = all_finite(w)
-        checked = ALGORITHMS[name].ERROR != "local" and finite_w and all_finite(x, b)
-        if ALGORITHMS[name].ERROR != "local" and not checked:
+        mixes = ALGORITHMS[name].ERROR != "local"
+        finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # read only where it matters
+        checked = mixes and finite_w and all_finite(x, b)
+        if mixes and not checked:
             name = exact_path(shape)
         out = _forward(name, x, w, b, spec, shape)
         if checked and not all_finite(out):
