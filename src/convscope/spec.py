@@ -941,6 +941,8 @@ def bind_transpose(ndim: int, *, input, weight, bias=_NO_ARRAY, grad_output=_NO_
 
 def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
     """``(input, weight, bias)``: which gradients ``conv2d_backward`` computes."""
+    if type(output_mask) is tuple and len(output_mask) == 3 and all(type(v) is bool for v in output_mask):
+        return output_mask
     try:
         items = tuple(output_mask)
     except TypeError:

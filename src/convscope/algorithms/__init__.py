@@ -128,8 +128,16 @@ ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rspli
               for module in MODULES}
 
 
+def _declared(impl, attr):
+    """``getattr(impl, attr, None)``, reading a registry entry's module directly (a missing attribute
+    then costs no exception raised through :meth:`Algorithm.__getattr__`)."""
+    if type(impl) is Algorithm and attr not in impl.__dict__:
+        return getattr(impl.module, attr, None)
+    return getattr(impl, attr, None)
+
+
 def _estimate(impl, pass_, spec, shape, itemsize):
-    fn = getattr(impl, "workspace", None)
+    fn = _declared(impl, "workspace")
     if fn is None:
         return 0
     return _estimated(fn, pass_, spec, shape, itemsize, get_workspace_limit(), get_num_threads())
@@ -148,8 +156,14 @@ def _batch_step(impl, pass_, spec, shape, itemsize):
     Where the implementation prefers smaller slices for speed, slices of at least one sample
     stay under that size too.
     """
-    return _step(getattr(impl, "workspace", None), getattr(impl, "preferred_bytes", None), pass_, spec, shape,
-                 itemsize, get_workspace_limit(), get_num_threads())
+    return _batch_steps(impl, (pass_,), spec, shape, itemsize)
+
+
+def _batch_steps(impl, passes, spec, shape, itemsize):
+    """The least :func:`_batch_step` of the ``passes``."""
+    estimate, preferred = _declared(impl, "workspace"), _declared(impl, "preferred_bytes")
+    limit, threads = get_workspace_limit(), get_num_threads()
+    return min(_step(estimate, preferred, p, spec, shape, itemsize, limit, threads) for p in passes)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -184,8 +198,12 @@ def _rows_shape(spec, shape, rows):
 def workspace_need(jobs, spec, shape, itemsize) -> int:
     """The scratch bytes the passes ``jobs``, ``((name, pass), ...)``, need at least: each pass's
     estimate, or the workspace limit where that is lower (the pass is then cut to fit it)."""
-    limit = get_workspace_limit()
-    return max((min(_estimate(ALGORITHMS[n], p, spec, shape, itemsize), limit) for n, p in jobs), default=0)
+    limit, threads, need = get_workspace_limit(), get_num_threads(), 0
+    for n, p in jobs:
+        fn = _declared(ALGORITHMS[n], "workspace")
+        if fn is not None:
+            need = max(need, min(_estimated(fn, p, spec, shape, itemsize, limit, threads), limit))
+    return need
 
 
 def exact_path(shape) -> str:
@@ -244,7 +262,7 @@ def run_forward(name, x, w, b, spec, shape):
     # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
         mixes = ALGORITHMS[name].ERROR != "local"
-        finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # read only where it matters
+        finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # only these paths read it
         checked = mixes and finite_w and all_finite(x, b)
         if mixes and not checked:
             name = exact_path(shape)
@@ -349,11 +367,18 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
     dx = dw = None
     for impl, job in jobs:
         passes = ("grad_input", "grad_weight") if job == "both" else (job,)
-        step = min(_batch_step(impl, p, spec, shape, itemsize) for p in passes)
-        # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
-        fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
-            (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
-        blocks = None if step >= 1 else _row_blocks(impl, passes, spec, shape, itemsize, fixed)
+        step = _batch_steps(impl, passes, spec, shape, itemsize)
+        if step >= shape.N:                     # the whole batch at once
+            part_dx, part_dw = _run_job(impl, job, grad_out, x, w, spec, shape)
+            dx = dx if part_dx is None else part_dx
+            dw = _accumulate(dw, part_dw)
+            continue
+        blocks = None
+        if step < 1:
+            # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
+            fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
+                (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
+            blocks = _row_blocks(impl, passes, spec, shape, itemsize, fixed)
         step = max(step, 1)
         if job != "grad_weight" and (step < shape.N or blocks is not None):
             dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
