@@ -51,7 +51,9 @@ of a configuration times the implementations that can serve it, per pass, and th
 winners replace the table's choice from then on (not under precision ``"highest"``,
 which keeps to the table's local paths).
 
-:func:`plan` shows the choice and the reason for each pass without computing.
+:func:`plan` shows the choice and the reason for each pass without computing.  The calls themselves ask
+:func:`decide`, which remembers each configuration's choice per setting it depends on
+(:func:`cache_key`) and leaves out the layout texts only :func:`plan` shows.
 """
 from __future__ import annotations
 

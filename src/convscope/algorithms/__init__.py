@@ -261,7 +261,7 @@ def run_forward(name, x, w, b, spec, shape):
     finite values and with a finite result (else on :func:`exact_path`)."""
     # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
-        mixes = ALGORITHMS[name].ERROR != "local"
+        mixes = _declared(ALGORITHMS[name], "ERROR") != "local"
         finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # only these paths read it
         checked = mixes and finite_w and all_finite(x, b)
         if mixes and not checked:
@@ -340,7 +340,7 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
         checked = [False, False]
         finite_grad = None
         for i, other in enumerate((w, x)):
-            if mask[i] and ALGORITHMS[names[i]].ERROR != "local":
+            if mask[i] and _declared(ALGORITHMS[names[i]], "ERROR") != "local":
                 finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
                 checked[i] = finite_grad and all_finite(other)
                 names[i] = names[i] if checked[i] else exact
@@ -358,7 +358,7 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
     want_dx, want_dw = mask
     dtype = grad_out.dtype
     itemsize = dtype.itemsize
-    shared = want_dx and want_dw and names[0] == names[1] and hasattr(ALGORITHMS[names[0]], "backward")
+    shared = want_dx and want_dw and names[0] == names[1] and _declared(ALGORITHMS[names[0]], "backward") is not None
     if shared:
         jobs = [(ALGORITHMS[names[0]], "both")]
     else:
