@@ -1,7 +1,6 @@
 """A process-wide setting with a per-thread override: the workspace limit, the precision mode."""
 from __future__ import annotations
 
-import contextlib
 import threading
 
 
@@ -25,16 +24,29 @@ class Setting:
                 self._local.value = value
         return previous
 
-    @contextlib.contextmanager
     def override(self, value):
         """The value for this thread inside a ``with`` block."""
-        had = hasattr(self._local, "value")
-        old = getattr(self._local, "value", None)
-        self._local.value = value
-        try:
-            yield value
-        finally:
-            if had:
-                self._local.value = old
-            else:
-                del self._local.value
+        return _Override(self._local, value)
+
+
+class _Override:
+    """:meth:`Setting.override`'s block (a class rather than a generator: every call enters one)."""
+
+    __slots__ = ("_local", "_value", "_had", "_old")
+
+    def __init__(self, local, value):
+        self._local, self._value = local, value
+
+    def __enter__(self):
+        local = self._local
+        self._had = hasattr(local, "value")
+        self._old = getattr(local, "value", None)
+        local.value = self._value
+        return self._value
+
+    def __exit__(self, *exc):
+        if self._had:
+            self._local.value = self._old
+        else:
+            del self._local.value
+        return False

@@ -7,6 +7,7 @@ dtype and rank.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -64,8 +65,10 @@ def _bias_grad(gy: np.ndarray) -> np.ndarray:
     (several times faster than ``sum(axis=(0, 2, 3))`` on small images).
     """
     N, C = gy.shape[:2]
-    L = int(np.prod(gy.shape[2:]))
+    L = math.prod(gy.shape[2:])
     ones = np.ones(L, dtype=gy.dtype)
+    if N == 1:
+        return gy.reshape(C, L) @ ones                 # (C_out, L) @ (L,) → (C_out,)
     return (gy.reshape(N, C, L) @ ones).sum(axis=0)   # (N, C_out, L) @ (L,) → (N, C_out)
 
 
@@ -85,7 +88,7 @@ def _run_forward(call: ConvCall, algorithm) -> np.ndarray:
     if call.ndim == 1:
         return _squeeze(_run_forward(lift(call), algorithm))
     spec, shape, cdt = call.spec, call.shape, call.compute_dtype
-    name = planner.choose(spec, shape, algorithm, dtype=cdt).forward.algorithm
+    name = planner.decide(spec, shape, algorithm, dtype=cdt).forward.algorithm
     _check_memory(spec, shape, cdt, [("output", call.output_shape)], [(name, "forward")])
     run = algorithms.run_forward if call.ndim == 2 else algorithms.run_forward_nd
     out = run(name, _batched(call.input, call.input_shape, cdt), np.ascontiguousarray(call.weight, dtype=cdt),
@@ -106,7 +109,7 @@ def _compute_backward(call: ConvCall, algorithm, mask) -> tuple:
         dx, dw, db = _compute_backward(lift(call), algorithm, mask)
         return _squeeze(dx), _squeeze(dw), db
     spec, shape, cdt = call.spec, call.shape, call.compute_dtype
-    plan = planner.choose(spec, shape, algorithm, dtype=cdt)
+    plan = planner.decide(spec, shape, algorithm, dtype=cdt)
     grads = [("grad_input", call.input_shape), ("grad_weight", call.weight_shape),
              ("grad_bias", (shape.out_channels,))]
     _check_memory(spec, shape, cdt, [g for g, want in zip(grads, mask) if want],

@@ -53,13 +53,20 @@ of a configuration times the implementations that can serve it, per pass, and th
 winners replace the table's choice from then on (not under precision ``"highest"``,
 which keeps to the table's local paths).
 
-:func:`plan` shows the choice and the reason for each pass without computing.
+:func:`plan` shows the choice and the reason for each pass without computing.  The calls themselves ask
+:func:`decide`, which remembers each configuration's choice per setting it depends on
+(:func:`cache_key`) and leaves out the layout texts only :func:`plan` shows.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
+from . import tuning
 from .algorithms import ALGORITHMS
+from .precision import get_conv_precision
+from .threads import get_num_threads
+from .workspace import get_workspace_limit, workspace_limit
 
 PASSES = ("forward", "grad_input", "grad_weight")
 NAMES = tuple(ALGORITHMS)
@@ -206,24 +213,54 @@ def candidates(spec, shape) -> tuple:
 
 
 def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
-    """The :class:`Plan` for a validated ``spec`` and ``shape`` (see the module docstring).
+    """The :class:`Plan` for a validated ``spec`` and ``shape`` (see the module docstring), each reason
+    followed by the implementation's layout for the pass (what :func:`plan` shows).
 
     ``dtype`` (the compute dtype, float32 when None) is what tuning measures in.
     """
+    decided = decide(spec, shape, algorithm, dtype)
+    if spec.ndim != 2:
+        texts = [ALGORITHMS[c.algorithm].describe(spec, shape, p) for c, p in zip(decided, PASSES)]
+    else:
+        texts = [_layout(c.algorithm, spec, shape, p) for c, p in zip(decided, PASSES)]
+    return Plan(*(c._replace(reason=c.reason + (f"; {text}" if text else "")) for c, text in zip(decided, texts)))
+
+
+def decide(spec, shape, algorithm=None, dtype=None) -> Plan:
+    """:func:`choose`'s plan without the layout texts: what a call runs, and why.
+
+    Plans are remembered per configuration and per setting they depend on (precision, workspace
+    limit, thread count, tuning's state: :func:`cache_key`), so a changed setting plans anew; a
+    configuration that raises is never remembered.
+    """
     check_algorithm(algorithm)
+    return _decided(*cache_key(spec, shape, algorithm, dtype))
+
+
+def cache_key(spec, shape, algorithm=None, dtype=None) -> tuple:
+    """What a plan depends on: the configuration and the settings the table, the implementations'
+    declarations and tuning read."""
+    return (spec, shape, algorithm, dtype, get_conv_precision(), get_workspace_limit(), get_num_threads(),
+            tuning.state())
+
+
+@functools.lru_cache(maxsize=1024)
+def _decided(spec, shape, algorithm, dtype, precision, limit, threads, tuning_state) -> Plan:
+    with workspace_limit(limit):
+        return _decide(spec, shape, algorithm, dtype, precision)
+
+
+def _decide(spec, shape, algorithm, dtype, precision) -> Plan:
     if algorithm is not None:
         _check_dims(algorithm, spec)
     if spec.ndim != 2:
-        return _choose_nd(spec, shape, algorithm)
+        return _decide_nd(spec, shape, algorithm, precision)
     if algorithm is not None:
         problem = ALGORITHMS[algorithm].needs(spec, shape)
         if problem is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it needs {problem}")
     auto = next(row for row in TABLE if row.condition(spec, shape))
-    from . import tuning
-    from .precision import get_conv_precision
-
-    local_only = algorithm is None and get_conv_precision() == "highest"
+    local_only = algorithm is None and precision == "highest"
     tuned = algorithm is None and not local_only and tuning.get_tuning()
     measured = tuning.measured(spec, shape, dtype) if tuned else None
     choices = []
@@ -238,9 +275,13 @@ def choose(spec, shape, algorithm=None, dtype=None) -> Plan:
                 row = next(r for r in TABLE if r.condition(spec, shape) and ALGORITHMS[r.choice[i]].ERROR == "local")
                 name, reason = row.choice[i], (f"row {row.name!r}: {row.why}; conv precision 'highest' keeps to "
                                                f"paths whose error is local (row {auto.name!r} would choose {auto.choice[i]})")
-        layout = _layout(name, spec, shape, pass_)
-        choices.append(Choice(name, reason + (f"; {layout}" if layout else ""), source))
+        choices.append(Choice(name, reason, source))
     return Plan(*choices)
+
+
+def clear_cache() -> None:
+    """Forget the remembered plans (for code that changes the table or the thresholds at run time)."""
+    _decided.cache_clear()
 
 
 ND_WHY = "vol2col + GEMM, the fast path over any number of spatial dimensions"
@@ -293,25 +334,20 @@ ND_TABLE = (
 )
 
 
-def _choose_nd(spec, shape, algorithm) -> Plan:
+def _decide_nd(spec, shape, algorithm, precision) -> Plan:
     """The plan of a convolution that is not 2-d (1-d convolutions are planned as 2-d ones by the
     functional API): the first row of :data:`ND_TABLE` that holds (under precision ``"highest"``, the
     first whose paths have local error), or the forced implementation."""
-    from .precision import get_conv_precision
-
     if algorithm is not None:
         problem = ALGORITHMS[algorithm].needs(spec, shape)
         if problem is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it needs {problem}")
-        choices = [Choice(algorithm, f"forced by algorithm={algorithm!r}", "forced") for _ in PASSES]
-    else:
-        local_only = get_conv_precision() == "highest"
-        row = next(r for r in ND_TABLE if r.condition(spec, shape)
-                   and not (local_only and any(ALGORITHMS[c].ERROR != "local" for c in r.choice)))
-        why = f"row {row.name!r}: " + row.why.format(ndim=spec.ndim)
-        choices = [Choice(name, why, "table") for name in row.choice]
-    return Plan(*(c._replace(reason=c.reason + (f"; {text}" if (text := ALGORITHMS[c.algorithm].describe(
-        spec, shape, p)) else "")) for c, p in zip(choices, PASSES)))
+        return Plan(*(Choice(algorithm, f"forced by algorithm={algorithm!r}", "forced") for _ in PASSES))
+    local_only = precision == "highest"
+    row = next(r for r in ND_TABLE if r.condition(spec, shape)
+               and not (local_only and any(ALGORITHMS[c].ERROR != "local" for c in r.choice)))
+    why = f"row {row.name!r}: " + row.why.format(ndim=spec.ndim)
+    return Plan(*(Choice(name, why, "table") for name in row.choice))
 
 
 def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",

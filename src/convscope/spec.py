@@ -30,7 +30,10 @@ received.
 """
 from __future__ import annotations
 
+import functools
+import math
 import numbers
+import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -193,7 +196,17 @@ def output_shape_of(shape) -> tuple:
 
 
 def _is_int(value) -> bool:
+    if type(value) is int:                                                # the common case, without the ABC check
+        return True
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _ints(items) -> bool:
+    """Whether every item is a plain ``int`` (not a bool, not a NumPy integer)."""
+    for v in items:
+        if type(v) is not int:
+            return False
+    return True
 
 
 def _fmt(value) -> str:
@@ -209,6 +222,10 @@ def check_ndim(ndim) -> int:
 def to_tuple(value, name: str, ndim: int = 2) -> tuple:
     """``3 -> (3,) * ndim``; a tuple of ``ndim`` ints unchanged.  Rejects bools, floats, strings,
     wrong lengths and values beyond ``MAX_INT``."""
+    if type(value) is int and value <= MAX_INT:                          # the common cases first
+        return (value,) * ndim
+    if type(value) is tuple and len(value) == ndim and _ints(value) and max(value) <= MAX_INT:
+        return value
     what = f"an int or {_TUPLE_OF[ndim]}"
     if _is_int(value):
         items = (int(value),) * ndim
@@ -296,7 +313,33 @@ def resolve_padding(padding_arg, kernel_size: tuple, dilation: tuple) -> tuple:
 
 def make_spec(kernel_size, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
               ndim: int = 2) -> ConvSpec:
-    """Validate and normalise the hyper-parameters of an ``ndim``-d convolution into a :class:`ConvSpec`."""
+    """Validate and normalise the hyper-parameters of an ``ndim``-d convolution into a :class:`ConvSpec`.
+
+    A pure function: arguments that are plain ints, strings or tuples (or lists, read as tuples) of
+    plain ints are answered from a cache; a call that raises is never cached, so it raises again.
+    """
+    key = _plain_key((kernel_size, stride, padding, dilation, groups, padding_mode, ndim))
+    if key is None:
+        return _make_spec(kernel_size, stride, padding, dilation, groups, padding_mode, ndim)
+    return _cached_spec(*key)
+
+
+def _plain_key(args) -> tuple | None:
+    """``args`` with lists made tuples, when every one is a plain int, a str, or a tuple or list of plain
+    ints (equal keys then mean equal arguments: no ``True`` standing for ``1``); else None."""
+    key = []
+    for v in args:
+        t = type(v)
+        if t is int or t is str:
+            key.append(v)
+        elif (t is tuple or t is list) and _ints(v):
+            key.append(tuple(v))
+        else:
+            return None
+    return tuple(key)
+
+
+def _make_spec(kernel_size, stride, padding, dilation, groups, padding_mode, ndim) -> ConvSpec:
     ndim = check_ndim(ndim)
     kernel = positive_tuple(kernel_size, "kernel_size", ndim)
     stride_p = positive_tuple(stride, "stride", ndim)
@@ -319,6 +362,10 @@ def make_spec(kernel_size, stride=1, padding=0, dilation=1, groups=1, padding_mo
     )
 
 
+_cached_spec = functools.lru_cache(maxsize=1024)(_make_spec)
+
+
+@functools.lru_cache(maxsize=256)
 def lifted_spec(spec: ConvSpec) -> ConvSpec:
     """A 1-d spec as the 2-d spec of the same convolution over inputs of height 1.
 
@@ -351,11 +398,15 @@ def as_array(value, name: str, *, allow_none: bool = False) -> np.ndarray | None
 
     The result may share memory with ``value``; callers never write into it.
     """
-    if value is None:
+    if type(value) is np.ndarray:                                          # the common case
+        if value.dtype in SUPPORTED_DTYPES:
+            return value
+        array = value
+    elif value is None:
         if allow_none:
             return None
         raise TypeError(f"{name} must be an array or a tensor, got None")
-    if _is_torch_tensor(value):
+    elif _is_torch_tensor(value):
         tensor = value.detach()
         if tensor.is_complex() or not tensor.is_floating_point() or str(tensor.dtype) == "torch.bfloat16":
             raise TypeError(
@@ -472,8 +523,18 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
     """Check input, weight and bias shapes against ``spec``; return every size of the call.
 
     ``input_shape`` may be unbatched; the returned sizes are for the batched layout: a
-    :class:`ConvShape` for a 2-d spec, a :class:`ConvShapeNd` for 1-d and 3-d.
+    :class:`ConvShape` for a 2-d spec, a :class:`ConvShapeNd` for 1-d and 3-d.  Shapes given as
+    tuples of plain ints (an array's ``shape``) are answered from a cache; a call that raises is
+    never cached.
     """
+    if (type(input_shape) is tuple and type(weight_shape) is tuple and _ints(input_shape) and _ints(weight_shape)
+            and (bias_shape is None or (type(bias_shape) is tuple and _ints(bias_shape)))
+            and type(input_name) is str and type(spec) is ConvSpec):
+        return _cached_shapes(spec, input_shape, weight_shape, bias_shape, input_name)
+    return _check_shapes(spec, input_shape, weight_shape, bias_shape, input_name)
+
+
+def _check_shapes(spec, input_shape, weight_shape, bias_shape, input_name):
     nd = spec.ndim
     check_input_ndim(input_shape, input_name, nd)
     check_weight_shape(weight_shape, ndim=nd)
@@ -507,6 +568,9 @@ def check_shapes(spec: ConvSpec, input_shape: tuple, weight_shape: tuple, bias_s
     if nd == 2:
         return ConvShape(N, C, spatial[0], spatial[1], out_channels, out_spatial[0], out_spatial[1], g)
     return ConvShapeNd(N, C, spatial, out_channels, out_spatial, g)
+
+
+_cached_shapes = functools.lru_cache(maxsize=1024)(_check_shapes)
 
 
 def check_grad_output_shape(grad_shape: tuple, expected: tuple) -> None:
@@ -650,11 +714,11 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     size), the shapes, grad_output's shape.
     """
     ndim = check_ndim(ndim)
-    axes = ", ".join(AXIS_LETTERS[ndim])
-    kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
     if input_size is not _NO_ARRAY:
+        axes = ", ".join(AXIS_LETTERS[ndim])
         input_size = size_tuple(input_size, size_names[0], (ndim + 1, ndim + 2), f"(N, C, {axes}) or (C, {axes})")
     if weight_size is not _NO_ARRAY:
+        kernel = ", ".join("k" + a for a in AXIS_LETTERS[ndim])
         weight_size = size_tuple(weight_size, size_names[1], (ndim + 2,), f"(C_out, C/groups, {kernel})")
     (x, w, b, gy), dtype = _bound_arrays(order, input=input, weight=weight, bias=bias, grad_output=grad_output)
     if input_size is not _NO_ARRAY:
@@ -877,6 +941,8 @@ def bind_transpose(ndim: int, *, input, weight, bias=_NO_ARRAY, grad_output=_NO_
 
 def check_output_mask(output_mask) -> tuple[bool, bool, bool]:
     """``(input, weight, bias)``: which gradients ``conv2d_backward`` computes."""
+    if type(output_mask) is tuple and len(output_mask) == 3 and all(type(v) is bool for v in output_mask):
+        return output_mask
     try:
         items = tuple(output_mask)
     except TypeError:
@@ -991,22 +1057,55 @@ def available_memory() -> tuple[int, str] | None:
 
 
 CHECK_MEMORY_FROM = 64 << 20   # calls needing less than this are not checked (reading the bounds costs more)
+READING_SECONDS = 1.0          # a reading of the bounds is reused for this long (under the same rlimits)
+READING_SHARE = 16             # by calls needing at most this fraction of it; others read afresh
+
+_reading = None                # (monotonic time, available_memory function, rlimits, bound) of the last reading
+
+
+def _rlimits() -> tuple:
+    try:
+        import resource
+    except ImportError:                                                   # not on POSIX
+        return ()
+    return resource.getrlimit(resource.RLIMIT_AS), resource.getrlimit(resource.RLIMIT_DATA)
+
+
+def _recent_room() -> int | None:
+    """The room of the last reading of :func:`available_memory`, if it is recent and the rlimits are unchanged."""
+    reading = _reading
+    if reading is None or reading[1] is not available_memory or reading[3] is None:
+        return None
+    if time.monotonic() - reading[0] > READING_SECONDS or reading[2] != _rlimits():
+        return None
+    return reading[3][0]
 
 
 def check_memory(arrays, workspace: int = 0) -> None:
     """ValueError, before any allocation, when the arrays a call makes cannot fit in memory.
 
     ``arrays`` are ``(name, shape, dtype)`` of the results (and copies) the call allocates;
-    ``workspace`` the scratch bytes it needs on top of them.
+    ``workspace`` the scratch bytes it needs on top of them.  A call needing less than
+    :data:`CHECK_MEMORY_FROM`, or at most ``1/READING_SHARE`` of a reading of the bounds taken
+    less than :data:`READING_SECONDS` ago, is let through without reading them again; only a
+    fresh reading refuses a call.
     """
-    sized = [(name, tuple(int(s) for s in shape), np.dtype(dtype)) for name, shape, dtype in arrays]
-    sizes = [int(np.prod(shape, dtype=object)) * dtype.itemsize for _, shape, dtype in sized]
-    need = sum(sizes) + int(workspace)
+    global _reading
+    need = int(workspace)
+    for _, shape, dtype in arrays:
+        need += math.prod(map(int, shape)) * np.dtype(dtype).itemsize
     if need < CHECK_MEMORY_FROM:
         return
-    bound = available_memory()
+    room = _recent_room()
+    if room is not None and need <= room // READING_SHARE:
+        return
+    fn, limits, at = available_memory, _rlimits(), time.monotonic()
+    bound = fn()
+    _reading = (at, fn, limits, bound)
     if bound is None or need <= bound[0]:
         return
+    sized = [(name, tuple(int(s) for s in shape), np.dtype(dtype)) for name, shape, dtype in arrays]
+    sizes = [math.prod(shape) * dtype.itemsize for _, shape, dtype in sized]
     room, source = bound
     k = max(range(len(sized)), key=sizes.__getitem__)
     name, shape, dtype = sized[k]

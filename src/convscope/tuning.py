@@ -35,12 +35,18 @@ _state = {
     "on": os.environ.get("CONVSCOPE_TUNING", "").strip().lower() in _TRUE,
     "path": os.environ.get("CONVSCOPE_TUNING_FILE") or None,
     "table": None,                  # {config key: {pass: {"algorithm": name, "ms": {name: ms}}}}, loaded lazily
+    "version": 0,                   # counts set_tuning and clear calls: the planner's cache key (state())
 }
 
 
 def get_tuning() -> bool:
     """Whether tuning is on."""
     return _state["on"]
+
+
+def state() -> tuple:
+    """(on, path, version): changes whenever tuning is turned on or off, given another file, or cleared."""
+    return _state["on"], _state["path"], _state["version"]
 
 
 def set_tuning(enabled: bool, path=None) -> bool:
@@ -67,6 +73,7 @@ def set_tuning(enabled: bool, path=None) -> bool:
         if path != _state["path"]:
             _state["table"] = None
         _state["on"], _state["path"] = bool(enabled), path
+        _state["version"] += 1
         return previous
 
 
@@ -74,6 +81,7 @@ def clear() -> None:
     """Forget the measurements held in memory (the file, if any, is read again when needed)."""
     with _lock:
         _state["table"] = None
+        _state["version"] += 1
 
 
 def machine() -> str:

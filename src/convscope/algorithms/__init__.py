@@ -63,11 +63,14 @@ checks are sums over the arrays (no copies), about the cost of reading them once
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import reference
 from ..geometry import spec_tap_sources
 from ..padding import fold, pad
+from ..threads import get_num_threads
 from ..workspace import get_workspace_limit, workspace_limit
 from . import depthwise, fft, gather, gemm, ndgemm, ndstack, ndwinograd, pointwise, winograd
 
@@ -125,9 +128,26 @@ ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rspli
               for module in MODULES}
 
 
+def _declared(impl, attr):
+    """``getattr(impl, attr, None)``, reading a registry entry's module directly (a missing attribute
+    then costs no exception raised through :meth:`Algorithm.__getattr__`)."""
+    if type(impl) is Algorithm and attr not in impl.__dict__:
+        return getattr(impl.module, attr, None)
+    return getattr(impl, attr, None)
+
+
 def _estimate(impl, pass_, spec, shape, itemsize):
-    fn = getattr(impl, "workspace", None)
-    return 0 if fn is None else fn(pass_, spec, shape, itemsize)
+    fn = _declared(impl, "workspace")
+    if fn is None:
+        return 0
+    return _estimated(fn, pass_, spec, shape, itemsize, get_workspace_limit(), get_num_threads())
+
+
+@functools.lru_cache(maxsize=4096)
+def _estimated(fn, pass_, spec, shape, itemsize, limit, threads):
+    """``fn(pass_, spec, shape, itemsize)``, remembered: an estimate depends on its arguments and on the
+    workspace limit and thread count of the call (some paths size their blocks by them)."""
+    return fn(pass_, spec, shape, itemsize)
 
 
 def _batch_step(impl, pass_, spec, shape, itemsize):
@@ -136,13 +156,28 @@ def _batch_step(impl, pass_, spec, shape, itemsize):
     Where the implementation prefers smaller slices for speed, slices of at least one sample
     stay under that size too.
     """
-    limit = get_workspace_limit()
-    total = _estimate(impl, pass_, spec, shape, itemsize)
-    preferred = getattr(impl, "preferred_bytes", None)
+    return _batch_steps(impl, (pass_,), spec, shape, itemsize)
+
+
+def _batch_steps(impl, passes, spec, shape, itemsize):
+    """The least :func:`_batch_step` of the ``passes``."""
+    estimate, preferred = _declared(impl, "workspace"), _declared(impl, "preferred_bytes")
+    limit, threads = get_workspace_limit(), get_num_threads()
+    return min(_step(estimate, preferred, p, spec, shape, itemsize, limit, threads) for p in passes)
+
+
+@functools.lru_cache(maxsize=4096)
+def _step(estimate, preferred, pass_, spec, shape, itemsize, limit, threads):
+    """:func:`_batch_step` from the implementation's ``workspace`` and ``preferred_bytes`` (either None),
+    remembered per limit and thread count as :func:`_estimated` is."""
+    total = 0 if estimate is None else estimate(pass_, spec, shape, itemsize)
     preferred = None if preferred is None else preferred(pass_, spec, shape)
     if shape.N == 0 or total <= min(limit, preferred or limit):
         return max(shape.N, 1)
-    per_sample = total if shape.N == 1 else _estimate(impl, pass_, spec, shape._replace(N=1), itemsize)
+    if shape.N == 1 or estimate is None:
+        per_sample = total
+    else:
+        per_sample = estimate(pass_, spec, shape._replace(N=1), itemsize)
     step = int(limit // max(per_sample, 1))
     if preferred is not None and step >= 1:
         step = max(1, min(step, int(preferred // max(per_sample, 1))))
@@ -163,8 +198,12 @@ def _rows_shape(spec, shape, rows):
 def workspace_need(jobs, spec, shape, itemsize) -> int:
     """The scratch bytes the passes ``jobs``, ``((name, pass), ...)``, need at least: each pass's
     estimate, or the workspace limit where that is lower (the pass is then cut to fit it)."""
-    limit = get_workspace_limit()
-    return max((min(_estimate(ALGORITHMS[n], p, spec, shape, itemsize), limit) for n, p in jobs), default=0)
+    limit, threads, need = get_workspace_limit(), get_num_threads(), 0
+    for n, p in jobs:
+        fn = _declared(ALGORITHMS[n], "workspace")
+        if fn is not None:
+            need = max(need, min(_estimated(fn, p, spec, shape, itemsize, limit, threads), limit))
+    return need
 
 
 def exact_path(shape) -> str:
@@ -222,9 +261,10 @@ def run_forward(name, x, w, b, spec, shape):
     finite values and with a finite result (else on :func:`exact_path`)."""
     # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
-        finite_w = all_finite(w)
-        checked = ALGORITHMS[name].ERROR != "local" and finite_w and all_finite(x, b)
-        if ALGORITHMS[name].ERROR != "local" and not checked:
+        mixes = _declared(ALGORITHMS[name], "ERROR") != "local"
+        finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # only these paths read it
+        checked = mixes and finite_w and all_finite(x, b)
+        if mixes and not checked:
             name = exact_path(shape)
         out = _forward(name, x, w, b, spec, shape)
         if checked and not all_finite(out):
@@ -300,7 +340,7 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
         checked = [False, False]
         finite_grad = None
         for i, other in enumerate((w, x)):
-            if mask[i] and ALGORITHMS[names[i]].ERROR != "local":
+            if mask[i] and _declared(ALGORITHMS[names[i]], "ERROR") != "local":
                 finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
                 checked[i] = finite_grad and all_finite(other)
                 names[i] = names[i] if checked[i] else exact
@@ -318,7 +358,7 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
     want_dx, want_dw = mask
     dtype = grad_out.dtype
     itemsize = dtype.itemsize
-    shared = want_dx and want_dw and names[0] == names[1] and hasattr(ALGORITHMS[names[0]], "backward")
+    shared = want_dx and want_dw and names[0] == names[1] and _declared(ALGORITHMS[names[0]], "backward") is not None
     if shared:
         jobs = [(ALGORITHMS[names[0]], "both")]
     else:
@@ -327,11 +367,18 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
     dx = dw = None
     for impl, job in jobs:
         passes = ("grad_input", "grad_weight") if job == "both" else (job,)
-        step = min(_batch_step(impl, p, spec, shape, itemsize) for p in passes)
-        # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
-        fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
-            (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
-        blocks = None if step >= 1 else _row_blocks(impl, passes, spec, shape, itemsize, fixed)
+        step = _batch_steps(impl, passes, spec, shape, itemsize)
+        if step >= shape.N:                     # the whole batch at once
+            part_dx, part_dw = _run_job(impl, job, grad_out, x, w, spec, shape)
+            dx = dx if part_dx is None else part_dx
+            dw = _accumulate(dw, part_dw)
+            continue
+        blocks = None
+        if step < 1:
+            # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
+            fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
+                (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
+            blocks = _row_blocks(impl, passes, spec, shape, itemsize, fixed)
         step = max(step, 1)
         if job != "grad_weight" and (step < shape.N or blocks is not None):
             dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
