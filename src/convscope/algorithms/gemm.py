@@ -60,7 +60,7 @@ SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2c
 SLICE_BYTES_PER_SAMPLE = 8 << 20  # the same in the per-sample layout (the stem: one sample a slice)
 SLICE_FROM_PIXELS = 196           # from this many output pixels (kernels above 1×1)
 COMPILED_FROM_PIXELS = 196        # compiled im2col / col2im from this many output pixels (7²: NumPy's faster)
-COMPILED_FOLDED_FROM_PIXELS = 196  # the same in the batch-folded layout (7²: NumPy's im2col faster)
+COMPILED_FOLDED_FROM_PIXELS = 784  # the same in the batch-folded layout (below 28²: NumPy's im2col, no thread launch, faster)
 COMPILED_UNFOLD_FROM = 1 << 18    # the folded output's transpose compiled (parallel) from this many values
 
 # the cost model of the three passes, milliseconds (fitted by bench/fit_cost_model.py)
