@@ -600,6 +600,22 @@ def central_differences(f, a, indices, eps: float = 1e-6) -> np.ndarray:
     return np.array(out)
 
 
+def check_grads_by_central_differences(op, x, w, b, g, grads, seed: int, label: str = "", samples: int = 6,
+                                       **params) -> None:
+    """The three gradients of ``L = Σ op(x, w, b, **params) · g`` (``grads``: input, weight, bias) against
+    central differences of ``op`` at ``samples`` random entries of each (float64; no torch)."""
+    rng = np.random.default_rng(seed)
+    for what, arr, got, loss in [
+        ("input", x, grads.input, lambda a: float((op(a, w, b, **params) * g).sum())),
+        ("weight", w, grads.weight, lambda a: float((op(x, a, b, **params) * g).sum())),
+        ("bias", b, grads.bias, lambda a: float((op(x, w, a, **params) * g).sum())),
+    ]:
+        indices = [tuple(int(rng.integers(s)) for s in arr.shape) for _ in range(samples)]
+        numeric = central_differences(loss, arr, indices)
+        analytic = np.array([got[i] for i in indices])
+        assert np.allclose(analytic, numeric, atol=1e-6), f"{label}∂/∂{what} at {indices}: {analytic} vs {numeric}"
+
+
 # --------------------------------------------------------------------------- the transposed pictures
 
 

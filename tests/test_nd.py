@@ -16,7 +16,7 @@ import convscope
 from convscope import algorithms, padding as padding_module, planner, reference
 from convscope.geometry import spec_tap_sources
 from convscope.spec import ConvShapeNd, bind, make_spec
-from oracle import LAYOUTS, PADDING_MODES, case_arrays, central_differences, mode_fits, require_torch, torch_module
+from oracle import LAYOUTS, PADDING_MODES, case_arrays, check_grads_by_central_differences, mode_fits, require_torch, torch_module
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
@@ -275,16 +275,7 @@ def test_gradients_againstcentral_differences(nd, mode):
     kw = dict(params, padding_mode=mode)
     g = np.random.default_rng(4).standard_normal(conv(x, w, b, **kw).shape)
     grads = getattr(convscope, f"conv{nd}d_backward")(g, x, w, **kw)
-    rng = np.random.default_rng(5)
-    for name_, arr, got, f in [
-        ("input", x, grads.input, lambda a: float((conv(a, w, b, **kw) * g).sum())),
-        ("weight", w, grads.weight, lambda a: float((conv(x, a, b, **kw) * g).sum())),
-        ("bias", b, grads.bias, lambda a: float((conv(x, w, a, **kw) * g).sum())),
-    ]:
-        indices = [tuple(int(rng.integers(s)) for s in arr.shape) for _ in range(6)]
-        numeric = central_differences(f, arr, indices)
-        analytic = np.array([got[i] for i in indices])
-        assert np.allclose(analytic, numeric, atol=1e-6), f"∂/∂{name_} at {indices}: {analytic} vs {numeric}"
+    check_grads_by_central_differences(conv, x, w, b, g, grads, seed=5, **kw)
 
 
 @pytest.mark.parametrize("nd", (1, 3))

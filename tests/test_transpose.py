@@ -15,7 +15,7 @@ import pytest
 
 import convscope
 from convscope.geometry import output_length, transposed_output_length
-from oracle import LAYOUTS, case_arrays, central_differences, require_torch, to_numpy, torch_module
+from oracle import LAYOUTS, case_arrays, check_grads_by_central_differences, require_torch, to_numpy, torch_module
 
 DTYPES = (np.float64, np.float32, np.float16)
 
@@ -181,16 +181,7 @@ def test_gradients_againstcentral_differences(nd, k):
     f = getattr(convscope, f"conv_transpose{nd}d")
     g = np.random.default_rng(7).standard_normal(f(x, w, b, **params).shape)
     grads = getattr(convscope, f"conv_transpose{nd}d_backward")(g, x, w, **params)
-    rng = np.random.default_rng(8)
-    for what, arr, got, loss in [
-        ("input", x, grads.input, lambda a: float((f(a, w, b, **params) * g).sum())),
-        ("weight", w, grads.weight, lambda a: float((f(x, a, b, **params) * g).sum())),
-        ("bias", b, grads.bias, lambda a: float((f(x, w, a, **params) * g).sum())),
-    ]:
-        indices = [tuple(int(rng.integers(s)) for s in arr.shape) for _ in range(6)]
-        numeric = central_differences(loss, arr, indices)
-        analytic = np.array([got[i] for i in indices])
-        assert np.allclose(analytic, numeric, atol=1e-6), f"{name}: ∂/∂{what} at {indices}: {analytic} vs {numeric}"
+    check_grads_by_central_differences(f, x, w, b, g, grads, seed=8, label=f"{name}: ", **params)
 
 
 def test_output_mask_computes_only_what_is_asked():
