@@ -501,7 +501,7 @@ def _shared_backward(call: ConvTransposeCall, conv: ConvCall, algorithm) -> tupl
         return None, None
     spec, shape, cdt = c.spec, c.shape, c.compute_dtype
     plan = planner.decide(spec, shape, algorithm, dtype=cdt)
-    if not {plan.forward.algorithm, plan.grad_weight.algorithm} <= set(gather.GEMM_PASSES):
+    if not gather.shares_im2col(plan.forward.algorithm, plan.grad_weight.algorithm):
         return None, None
     _check_memory(spec, shape, cdt, [("grad_input", call.input_shape), ("grad_weight", c.weight_shape)],
                   [("gemm", "forward"), ("gemm", "grad_weight")])

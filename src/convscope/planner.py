@@ -429,7 +429,11 @@ def _plan_transposed(input_shape, weight_shape, stride, padding, dilation, group
                     len(input_shape) == ndim + 2)
     if ndim == 1:
         call = lift(call)
+    from .algorithms import gather
+
     conv = choose(call.spec, call.shape, algorithm)
+    shared = call.spec.ndim == 2 and gather.shares_im2col(conv.forward.algorithm, conv.grad_weight.algorithm)
     return Plan(*(getattr(conv, of)._replace(reason=f"the adjoint convolution's {of.replace('_', '-')} pass; "
-                                             + getattr(conv, of).reason)
+                                             + getattr(conv, of).reason
+                                             + (f"; {gather.SHARED}" if shared and of != "grad_input" else ""))
                   for _, of in TRANSPOSED_PASSES))

@@ -35,6 +35,7 @@ from . import gemm
 ERROR = "local"     # each gradient is rounded from the products it sums (see convscope.precision)
 
 GEMM_PASSES = ("gemm", "gather")   # the implementations whose forward and weight gradient are gemm's
+SHARED = "from one im2col of grad_output with the other gradient (gather.forward_and_grad_weight)"
 FOLD_BELOW = 256    # fold the batch into one product below this many grad_output pixels per sample
 
 
@@ -138,6 +139,12 @@ def forward_and_grad_weight(x, w, grad_out, spec, shape):
         dw = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)       # (N, G, Cog, K) → (G, Cog, K)
     return (out.reshape(N, shape.out_channels, shape.H_out, shape.W_out),
             dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size))
+
+
+def shares_im2col(forward_name, grad_weight_name) -> bool:
+    """Whether a convolution's forward and weight gradient on these implementations are gemm's two passes,
+    which :func:`forward_and_grad_weight` computes from one im2col."""
+    return forward_name in GEMM_PASSES and grad_weight_name in GEMM_PASSES
 
 
 def shared_workspace(spec, shape, itemsize):
