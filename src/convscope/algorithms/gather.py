@@ -23,7 +23,9 @@ For the other padding modes the gradient of the padded input is gathered and the
 (:func:`convscope.padding.fold`).
 
 Every pass but the input gradient is gemm's: the forward and the weight gradient run
-:func:`convscope.algorithms.gemm.forward` and :func:`~convscope.algorithms.gemm.backward`.
+:func:`convscope.algorithms.gemm.forward` and :func:`~convscope.algorithms.gemm.backward`.  A
+transposed convolution's backward is such a forward and weight gradient of one input (its
+grad_output): :func:`forward_and_grad_weight` computes the two from one im2col.
 """
 from __future__ import annotations
 
