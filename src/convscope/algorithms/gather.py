@@ -130,7 +130,13 @@ def forward_and_grad_weight(x, w, grad_out, spec, shape):
     if gemm.batch_folded(spec, shape, backward=True):
         cols = gemm.im2col_folded(x, spec, shape)                       # (G, K, N·L)
         out = np.empty((N, G, Cog, L), dtype=x.dtype)
-        np.copyto(out, np.matmul(wm, cols).reshape(G, Cog, N, L).transpose(2, 0, 1, 3))  # (G, Cog, N, L) → (N, G, Cog, L)
+        out_t = np.matmul(wm, cols).reshape(G, Cog, N, L)               # (G, Cog, N·L) → (G, Cog, N, L)
+        if out.size >= gemm.COMPILED_UNFOLD_FROM:                       # transposed in parallel, as gemm's forward
+            from .kernels import _numba, im2col as kernels
+
+            _numba.launch(kernels.unfold, out_t, np.empty(0, out.dtype), out)
+        else:
+            np.copyto(out, out_t.transpose(2, 0, 1, 3))                 # (G, Cog, N, L) → (N, G, Cog, L)
         gf = np.empty((G, Cog, N, L), dtype=x.dtype)
         np.copyto(gf, grad_out.reshape(N, G, Cog, L).transpose(1, 2, 0, 3))             # (N, G, Cog, L) → (G, Cog, N, L)
         dw = np.matmul(gf.reshape(G, Cog, N * L), cols.transpose(0, 2, 1))             # (G, Cog, K): Σ_n inside
