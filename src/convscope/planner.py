@@ -53,7 +53,8 @@ of a configuration times the implementations that can serve it, per pass, and th
 winners replace the table's choice from then on (not under precision ``"highest"``,
 which keeps to the table's local paths).
 
-:func:`plan` shows the choice and the reason for each pass without computing.  The calls themselves ask
+:func:`plan` shows the choice and the reason for each pass without computing (with ``transposed=True``,
+for a transposed convolution's passes: the adjoint convolution's, renamed).  The calls themselves ask
 :func:`decide`, which remembers each configuration's choice per setting it depends on
 (:func:`cache_key`) and leaves out the layout texts only :func:`plan` shows.
 """
@@ -412,6 +413,7 @@ TRANSPOSED_PASSES = (("forward", "grad_input"), ("grad_input", "forward"), ("gra
 def _plan_transposed(input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, algorithm,
                      output_padding) -> Plan:
     """:func:`plan` of ``conv_transpose*d``: the adjoint convolution's plan, its passes renamed."""
+    from .algorithms import gather
     from .spec import (AXIS_LETTERS, ConvCall, check_output_padding, check_transposed_padding,
                        check_transposed_shapes, lift, make_spec, size_tuple)
 
@@ -429,8 +431,6 @@ def _plan_transposed(input_shape, weight_shape, stride, padding, dilation, group
                     len(input_shape) == ndim + 2)
     if ndim == 1:
         call = lift(call)
-    from .algorithms import gather
-
     conv = choose(call.spec, call.shape, algorithm)
     shared = call.spec.ndim == 2 and gather.shares_im2col(conv.forward.algorithm, conv.grad_weight.algorithm)
     return Plan(*(getattr(conv, of)._replace(reason=f"the adjoint convolution's {of.replace('_', '-')} pass; "
