@@ -15,7 +15,11 @@ left alone.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ._numba import columns as _columns, njit, prange
+
+PLANE_BLOCKS = 64     # strided im2col: planes split into this many blocks, one phase buffer each
 
 
 @njit(cache=True, inline="always")
@@ -58,23 +62,77 @@ def _add_tap(src, Ho, Wo, plane, H, W, r0, off, sH, sW):
                 plane[d0 + j * sW] += src[base + j]
 
 
+@njit(cache=True, inline="always")
+def _split_columns(src, H, W, sW, phases):
+    """phases (sW, H, Wq) = plane src (H·W,) with its columns dealt out by their index mod sW:
+    ``phases[b, r, q] = src[r·W + q·sW + b]`` (0 past the last column)."""
+    Wq = phases.shape[2]
+    for r in range(H):
+        for b in range(sW):
+            row = phases[b, r]
+            n = (W - b + sW - 1) // sW
+            for q in range(n):
+                row[q] = src[r * W + q * sW + b]
+            for q in range(n, Wq):
+                row[q] = 0
+
+
+@njit(cache=True, inline="always")
+def _read_phase_tap(phases, H, W, dst, Ho, Wo, r0, off, sH, sW):
+    """:func:`_read_tap` from the plane's column phases (:func:`_split_columns`): the real columns of a
+    tap's row are one unit-stride run ``phases[off mod sW, r, j + off // sW]``."""
+    j0, j1 = _columns(off, sW, W, Wo)
+    b, q0 = off % sW, off // sW
+    for i in range(Ho):
+        r, base = i * sH + r0, i * Wo
+        if r < 0 or r >= H:
+            for j in range(Wo):
+                dst[base + j] = 0
+            continue
+        for j in range(j0):
+            dst[base + j] = 0
+        for j in range(j1, Wo):
+            dst[base + j] = 0
+        row = phases[b, r]
+        for j in range(j0, j1):
+            dst[base + j] = row[j + q0]
+
+
 @njit(cache=True, parallel=True)
-def im2col(x, cols, folded, kH, kW, sH, sW, dH, dW, pt, pl):
-    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W); with ``folded``, cols (G, Cg·kH·kW, N, Ho, Wo)."""
+def im2col(x, cols, folded, phased, kH, kW, sH, sW, dH, dW, pt, pl):
+    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W); with ``folded``, cols (G, Cg·kH·kW, N, Ho, Wo).
+
+    With ``phased`` and a column stride ``sW > 1`` each plane is first split into its column phases (one
+    pass in cache, a buffer per block of planes) so that the taps' copies are unit-stride.
+    """
     N, C, H, W = x.shape
     Ho, Wo = cols.shape[3], cols.shape[4]
     G = cols.shape[0] if folded else cols.shape[1]
     Cg = C // G
     xf = x.reshape(N, C, H * W)
     cf = cols.reshape(cols.shape[0], cols.shape[1], cols.shape[2], Ho * Wo)
-    for t in prange(N * C):
-        n, c = t // C, t % C
-        g, cl = c // Cg, c % Cg
-        for u in range(kH):
-            for v in range(kW):
-                row = (cl * kH + u) * kW + v
-                _read_tap(xf[n, c], H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
-                          u * dH - pt, v * dW - pl, sH, sW)
+    if sW == 1 or not phased:
+        for t in prange(N * C):
+            n, c = t // C, t % C
+            g, cl = c // Cg, c % Cg
+            for u in range(kH):
+                for v in range(kW):
+                    row = (cl * kH + u) * kW + v
+                    _read_tap(xf[n, c], H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
+                              u * dH - pt, v * dW - pl, sH, sW)
+        return
+    blocks = min(N * C, PLANE_BLOCKS)
+    for k in prange(blocks):
+        phases = np.empty((sW, H, (W + sW - 1) // sW), dtype=x.dtype)
+        for t in range(k * (N * C) // blocks, (k + 1) * (N * C) // blocks):
+            n, c = t // C, t % C
+            g, cl = c // Cg, c % Cg
+            _split_columns(xf[n, c], H, W, sW, phases)
+            for u in range(kH):
+                for v in range(kW):
+                    row = (cl * kH + u) * kW + v
+                    _read_phase_tap(phases, H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
+                                    u * dH - pt, v * dW - pl, sH, sW)
 
 
 @njit(cache=True, inline="always")
