@@ -23,8 +23,9 @@ PLANE_BLOCKS = 64     # strided im2col: planes split into this many blocks, one 
 
 
 @njit(cache=True, inline="always")
-def _read_tap(src, H, W, dst, Ho, Wo, r0, off, sH, sW):
-    """dst (Ho·Wo,) = the pixels of plane src (H·W,) at rows ``i·sH + r0``, columns ``j·sW + off`` (0 outside)."""
+def _read_tap(src, H, W, pitch, dst, Ho, Wo, r0, off, sH, sW):
+    """dst (Ho·Wo,) = the pixels of plane src (H rows of ``pitch``, the first W real) at rows ``i·sH + r0``,
+    columns ``j·sW + off`` (0 outside)."""
     j0, j1 = _columns(off, sW, W, Wo)
     for i in range(Ho):
         r, base = i * sH + r0, i * Wo
@@ -36,7 +37,7 @@ def _read_tap(src, H, W, dst, Ho, Wo, r0, off, sH, sW):
             dst[base + j] = 0
         for j in range(j1, Wo):
             dst[base + j] = 0
-        s0 = r * W + off
+        s0 = r * pitch + off
         if sW == 1:
             for j in range(j0, j1):
                 dst[base + j] = src[s0 + j]
@@ -64,38 +65,14 @@ def _add_tap(src, Ho, Wo, plane, H, W, r0, off, sH, sW):
 
 @njit(cache=True, inline="always")
 def _split_columns(src, H, W, sW, phases):
-    """phases (sW, H, Wq) = plane src (H·W,) with its columns dealt out by their index mod sW:
-    ``phases[b, r, q] = src[r·W + q·sW + b]`` (0 past the last column)."""
-    Wq = phases.shape[2]
-    for r in range(H):
-        for b in range(sW):
-            row = phases[b, r]
-            n = (W - b + sW - 1) // sW
-            for q in range(n):
-                row[q] = src[r * W + q * sW + b]
-            for q in range(n, Wq):
-                row[q] = 0
-
-
-@njit(cache=True, inline="always")
-def _read_phase_tap(phases, H, W, dst, Ho, Wo, r0, off, sH, sW):
-    """:func:`_read_tap` from the plane's column phases (:func:`_split_columns`): the real columns of a
-    tap's row are one unit-stride run ``phases[off mod sW, r, j + off // sW]``."""
-    j0, j1 = _columns(off, sW, W, Wo)
-    b, q0 = off % sW, off // sW
-    for i in range(Ho):
-        r, base = i * sH + r0, i * Wo
-        if r < 0 or r >= H:
-            for j in range(Wo):
-                dst[base + j] = 0
-            continue
-        for j in range(j0):
-            dst[base + j] = 0
-        for j in range(j1, Wo):
-            dst[base + j] = 0
-        row = phases[b, r]
-        for j in range(j0, j1):
-            dst[base + j] = row[j + q0]
+    """phases (sW, H·Wq) = plane src (H·W,) with its columns dealt out by their index mod sW:
+    ``phases[b, r·Wq + q] = src[r·W + q·sW + b]``, ``(W − b + sW − 1) // sW`` real columns a row."""
+    Wq = phases.shape[1] // H
+    for b in range(sW):
+        row = phases[b]
+        for r in range(H):
+            for q in range((W - b + sW - 1) // sW):
+                row[r * Wq + q] = src[r * W + q * sW + b]
 
 
 @njit(cache=True, parallel=True)
@@ -118,21 +95,24 @@ def im2col(x, cols, folded, phased, kH, kW, sH, sW, dH, dW, pt, pl):
             for u in range(kH):
                 for v in range(kW):
                     row = (cl * kH + u) * kW + v
-                    _read_tap(xf[n, c], H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
+                    _read_tap(xf[n, c], H, W, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
                               u * dH - pt, v * dW - pl, sH, sW)
         return
+    # tap column j·sW + off is column j + off // sW of phase off mod sW: a unit-stride read
+    Wq = (W + sW - 1) // sW
     blocks = min(N * C, PLANE_BLOCKS)
     for k in prange(blocks):
-        phases = np.empty((sW, H, (W + sW - 1) // sW), dtype=x.dtype)
+        phases = np.empty((sW, H * Wq), dtype=x.dtype)
         for t in range(k * (N * C) // blocks, (k + 1) * (N * C) // blocks):
             n, c = t // C, t % C
             g, cl = c // Cg, c % Cg
             _split_columns(xf[n, c], H, W, sW, phases)
             for u in range(kH):
                 for v in range(kW):
-                    row = (cl * kH + u) * kW + v
-                    _read_phase_tap(phases, H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
-                                    u * dH - pt, v * dW - pl, sH, sW)
+                    row, off = (cl * kH + u) * kW + v, v * dW - pl
+                    b = off % sW
+                    _read_tap(phases[b], H, (W - b + sW - 1) // sW, Wq, cf[g, row, n] if folded else cf[n, g, row],
+                              Ho, Wo, u * dH - pt, off // sW, sH, 1)
 
 
 @njit(cache=True, inline="always")
