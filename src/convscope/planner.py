@@ -19,7 +19,7 @@ wino-large  the same with H_out·W_out ≥ 1024                winograd     wino
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
-taps        height 1 (a 1-d convolution), stride 1,       taps         taps         taps
+taps        height 1 (a 1-d convolution), stride 1,         taps         taps         taps
             ≥ 16 input channels per group, W_out ≥ 512
 strided-dx  stride > 1, ≥ 16 input channels per group,      gemm         gather       gemm
             2-d (H > 1)

@@ -149,6 +149,8 @@ def grad_input(grad_out, w, spec, shape):
             n_r = len(range(r, used, s))
             rows[..., r:used:s] = dph[slot[r], ..., :n_r]
     del dph                                                             # fold copies the padded gradient
+    if not any(spec.pad_totals):
+        return dxp                                                      # no padding: its adjoint is the identity
     return fold(dxp, spec, (shape.H, shape.W))
 
 
