@@ -19,6 +19,8 @@ wino-large  the same with H_out·W_out ≥ 1024                winograd     wino
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
+taps        height 1 (a 1-d convolution), stride 1,         taps         taps         taps
+            ≥ 16 input channels per group, W_out ≥ 512
 strided-dx  stride > 1, ≥ 16 input channels per group,      gemm         gather       gemm
             2-d (H > 1)
 else        everything else                                 gemm         gemm         gemm
@@ -80,6 +82,8 @@ FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keep
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
 GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 input channels per group (21: 0.67× gemm's, 3–4: 1.1–2×)
                                       # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
+TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
+TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
 
 
 # --------------------------------------------------------------------------- the automatic table
@@ -121,6 +125,11 @@ def _gathers_input(spec, shape) -> bool:
     return max(spec.stride) > 1 and shape.in_per_group >= GATHER_MIN_CHANNELS and shape.H > 1
 
 
+def _wins_taps(spec, shape) -> bool:
+    return (shape.H == 1 and spec.kernel_size[0] == 1 and spec.stride[1] == 1
+            and shape.in_per_group >= TAPS_MIN_CHANNELS and shape.W_out >= TAPS_MIN_OUTPUTS)
+
+
 def _wins_fft_depthwise(spec, shape) -> bool:
     kH, kW = spec.kernel_size
     return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
@@ -155,6 +164,9 @@ TABLE = (
     Row("fft", _wins_fft, ("fft", "fft", "fft"),
         f"kH·kW ≥ {FFT_MIN_TAPS}, stride ≤ {FFT_MAX_STRIDE}, dilation 1, and FFT's estimated cost "
         "below im2col's: products per frequency"),
+    Row("taps", _wins_taps, ("taps", "taps", "taps"),
+        f"a 1-d convolution (height 1), stride 1, ≥ {TAPS_MIN_CHANNELS} input channels per group, "
+        f"≥ {TAPS_MIN_OUTPUTS} outputs: one matrix product per tap on views of the input, no im2col"),
     Row("strided-dx", _gathers_input, ("gemm", "gather", "gemm"),
         f"stride > 1 with ≥ {GATHER_MIN_CHANNELS} input channels per group, 2-d: im2col + GEMM, and grad_input "
         "gathered channels-last from the taps that reach each pixel (no scatter-add)"),
