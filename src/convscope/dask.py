@@ -217,6 +217,9 @@ class _Axis:
             read = geometry.block_read(o0, o1, size, kernel, stride, dilation, before, after)
             self.reads.append(_axis_read(geometry.block_sources(read, size, before, mode), starts))
 
+        # which chunks a block reads: (chunk, the range of it read, whether that is all of it) per part
+        self.sources = [tuple((p.chunk, p.locs, p.locs == (0, self.in_chunks[p.chunk])) for p in r.parts)
+                        for r in self.reads]
         # what a block's task receives: each part's piece of its chunk, runs counted from the piece
         self.pieces = [_AxisRead(r.length, tuple(p.shifted(p.locs[0], 0) for p in r.parts), r.zeros)
                        for r in self.reads]
@@ -414,16 +417,16 @@ def _setup(nd, x, w, stride, padding, dilation, groups, padding_mode, algorithm,
     return xb, spec, shape, call
 
 
-def _piece_keys(dsk, name, source, reads, axes) -> list:
+def _piece_keys(dsk, name, source, sources) -> list:
     """The keys of what one block reads of ``source(chunk index per axis)``, one per combination of
-    its reads' parts (``itertools.product`` order): the chunk's key where the block reads all of it,
-    else the key of a piece task (added to ``dsk``) that cuts out the part read, so that only halos
-    move between workers."""
+    the parts of its reads (``sources``: :attr:`_Axis.sources` of the block, per axis), in
+    ``itertools.product`` order: the chunk's key where the block reads all of it, else the key of a
+    piece task (added to ``dsk``) that cuts out the part read, so that only halos move between workers."""
     keys = []
-    for parts in itertools.product(*(r.parts for r in reads)):
-        key = source(tuple(p.chunk for p in parts))
-        locs = tuple(p.locs for p in parts)
-        if any(hi - lo != axis.in_chunks[p.chunk] for (lo, hi), p, axis in zip(locs, parts, axes)):
+    for parts in itertools.product(*sources):
+        key = source(tuple(chunk for chunk, _, _ in parts))
+        if not all(whole for _, _, whole in parts):
+            locs = tuple(loc for _, loc, _ in parts)
             piece = (name,) + key[1:] + sum(locs, ())
             dsk[piece] = (_piece, key) + tuple(slice(lo, hi) for lo, hi in locs)
             key = piece
@@ -453,8 +456,8 @@ def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding
     halo = f"{prefix}-halo-" + token
     for nb, n in enumerate(xb.chunks[0]):
         for idx in _grid([len(a.reads) for a in axes]):
-            reads = tuple(a.reads[i] for a, i in zip(axes, idx))
-            keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, reads, axes)
+            sources = tuple(a.sources[i] for a, i in zip(axes, idx))
+            keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources)
             pieces = tuple(a.pieces[i] for a, i in zip(axes, idx))
             dsk[(name, nb, 0) + idx] = (_forward_block, keys, pieces, (n, shape.C), wkey, bkey, call)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[xb])
@@ -495,8 +498,8 @@ def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups,
     halo = f"{prefix}-halo-" + token
     for nb, n in enumerate(xb.chunks[0]):
         for idx in _grid([len(a.reads) for a in axes]):
-            reads = tuple(a.reads[i] for a, i in zip(axes, idx))
-            keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, reads, axes) if mask[1] else []
+            sources = tuple(a.sources[i] for a, i in zip(axes, idx))
+            keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources) if mask[1] else []
             pieces = tuple(a.pieces[i] for a, i in zip(axes, idx))
             dsk[(name, nb) + idx] = (_backward_block, (gyb.name, nb, 0) + idx, keys, pieces, (n, shape.C), wkey,
                                      call, mask)
