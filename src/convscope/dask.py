@@ -245,6 +245,15 @@ def _grid(counts) -> itertools.product:
     return itertools.product(*(range(c) for c in counts))
 
 
+def _blocks(axes):
+    """``(index, sources, pieces)`` of every output block, in C order: its index per axis, which input
+    chunks it reads (:attr:`_Axis.sources`) and what its task receives of them (:attr:`_Axis.pieces`),
+    one entry per axis."""
+    for idx in _grid([len(a.reads) for a in axes]):
+        yield (idx, tuple(a.sources[i] for a, i in zip(axes, idx)),
+               tuple(a.pieces[i] for a, i in zip(axes, idx)))
+
+
 # --------------------------------------------------------------------------- the tasks
 
 _WHOLE = (slice(None), slice(None))      # the batch and channel axes of a block, taken whole
@@ -455,10 +464,8 @@ def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding
         dsk[bkey] = b
     halo = f"{prefix}-halo-" + token
     for nb, n in enumerate(xb.chunks[0]):
-        for idx in _grid([len(a.reads) for a in axes]):
-            sources = tuple(a.sources[i] for a, i in zip(axes, idx))
+        for idx, sources, pieces in _blocks(axes):
             keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources)
-            pieces = tuple(a.pieces[i] for a, i in zip(axes, idx))
             dsk[(name, nb, 0) + idx] = (_forward_block, keys, pieces, (n, shape.C), wkey, bkey, call)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[xb])
     out = da.Array(graph, name, chunks=(xb.chunks[0], (shape.out_channels,)) + tuple(a.out_chunks for a in axes),
@@ -497,10 +504,8 @@ def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups,
     blocks = []
     halo = f"{prefix}-halo-" + token
     for nb, n in enumerate(xb.chunks[0]):
-        for idx in _grid([len(a.reads) for a in axes]):
-            sources = tuple(a.sources[i] for a, i in zip(axes, idx))
+        for idx, sources, pieces in _blocks(axes):
             keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources) if mask[1] else []
-            pieces = tuple(a.pieces[i] for a, i in zip(axes, idx))
             dsk[(name, nb) + idx] = (_backward_block, (gyb.name, nb, 0) + idx, keys, pieces, (n, shape.C), wkey,
                                      call, mask)
             blocks.append((name, nb) + idx)
