@@ -29,7 +29,7 @@ import convscope  # noqa: E402
 import convscope.dask as cdask  # noqa: E402
 from convscope import geometry  # noqa: E402
 from convscope.spec import check_input_hw, make_spec  # noqa: E402
-from oracle import assert_close, random_case, torch_conv2d, torch_conv_nd  # noqa: E402
+from oracle import assert_close, random_case, torch_conv2d, torch_conv_nd, torch_conv_transpose_nd  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
@@ -690,3 +690,60 @@ def test_1d_and_3d_random_chunks_and_parameters_equal_in_memory(data, dim, mode)
     got = dask.compute(*backward(gy, xd, w, **params), scheduler="sync")
     for a, e, what in zip(got, backward_in_memory(gy, x, w, **params), ("input", "weight", "bias")):
         assert_close(a, e, "grad " + what)
+
+
+# --------------------------------------------------------------------------- transposed convolutions (forward)
+
+# (name, input shape, chunks, weight shape (C_in, C_out/groups, k…), parameters)
+TRANSPOSED_CASES = [
+    ("1d_stride2_output_padding", (2, 3, 9), ((1, 1), (2, 1), (4, 1, 4)), (3, 2, 3),
+     dict(stride=2, padding=1, output_padding=1)),
+    ("1d_dilation_beyond_stride", (1, 2, 7), ((1,), (2,), (2, 5)), (2, 1, 3),
+     dict(stride=2, dilation=3, output_padding=2, groups=2)),      # output_padding ≥ stride: zero rows
+    ("2d_uneven_groups", (2, 4, 7, 6), ((2,), (4,), (3, 1, 3), (2, 4)), (4, 1, 3, 2),
+     dict(stride=(2, 1), padding=(1, 0), groups=2)),
+    ("2d_cropping_padding_chunks_of_one", (1, 2, 5, 4), ((1,), (2,), (1,) * 5, (1,) * 4), (2, 3, 4, 4),
+     dict(stride=3, padding=4, dilation=(1, 2))),                  # padding crops more than a stride
+    ("3d_strided_volume", (1, 2, 5, 4, 3), ((1,), (1, 1), (2, 3), (4,), (1, 2)), (2, 2, 3, 3, 2),
+     dict(stride=(2, 1, 2), padding=(1, 1, 0), output_padding=(1, 0, 1))),
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=[c[0] for c in TRANSPOSED_CASES])
+def test_transposed_equal_in_memory_and_torch(case):
+    name, x_shape, chunks, w_shape, params = case
+    dim = len(w_shape) - 2
+    rng = np.random.default_rng(len(name))
+    x, w, b = random_case(rng, x_shape, w_shape)
+    b = rng.standard_normal(w_shape[1] * params.get("groups", 1))
+    expected = getattr(convscope, f"conv_transpose{dim}d")(x, w, b, **params)
+    torch_out, _ = torch_conv_transpose_nd(x, w, b, None, **params)
+    y = getattr(cdask, f"conv_transpose{dim}d")(da.from_array(x, chunks=chunks), w, b, **params)
+    assert y.chunks[0] == chunks[0] and y.dtype == x.dtype
+    got = y.compute(scheduler="threads")
+    assert_close(got, expected, "forward")
+    assert_close(got, torch_out, "forward against torch")
+    no_bias = getattr(cdask, f"conv_transpose{dim}d")(da.from_array(x[0], chunks=chunks[1:]), w, **params)
+    assert_close(no_bias.compute(scheduler="sync"), getattr(convscope, f"conv_transpose{dim}d")(x[0], w, **params))
+
+
+def test_transposed_float32_and_its_chunks_follow_the_stride():
+    x, w, _ = random_case(np.random.default_rng(5), (2, 3, 10, 9), (3, 4, 3, 3), np.float32)
+    b = np.arange(4, dtype=np.float32)
+    y = cdask.conv_transpose2d(da.from_array(x, chunks=(1, 3, 4, 5)), w, b, stride=2, padding=1)
+    assert y.chunks == ((1, 1), (4,), (8, 8, 3), (10, 7))          # cut at twice the input's cuts
+    assert_close(y.compute(), convscope.conv_transpose2d(x, w, b, stride=2, padding=1))
+
+
+@pytest.mark.parametrize("kwargs", [dict(groups=2), dict(output_padding=2, stride=2), dict(padding="same"),
+                                    dict(padding=-1), dict(stride=0), dict(algorithm="magic"),
+                                    dict(algorithm="pointwise")])
+def test_transposed_bad_parameters_give_the_in_memory_messages(kwargs):
+    x, w, b = random_case(np.random.default_rng(6), (2, 3, 6, 5), (3, 2, 3, 3))
+    with pytest.raises((TypeError, ValueError)) as in_memory:
+        convscope.conv_transpose2d(x, w, b, **kwargs)
+    with pytest.raises(in_memory.type) as on_dask:
+        cdask.conv_transpose2d(da.from_array(x), w, b, **kwargs)
+    assert str(on_dask.value) == str(in_memory.value)
+    with pytest.raises(TypeError, match=r"conv_transpose3d needs a dask array as input.*use convscope\.conv_transpose3d"):
+        cdask.conv_transpose3d(x, w, b)

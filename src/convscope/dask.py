@@ -42,6 +42,13 @@ the blocks that read it; ∂/∂weight and ∂/∂bias are per-block partial sum
 sum (``split_every``).  float16 is computed in float32 throughout, as in memory, and rounded once
 at the end.
 
+Transposed convolutions
+-----------------------
+:func:`conv_transpose1d`, :func:`conv_transpose2d` and :func:`conv_transpose3d` (the forward only)
+are the input gradient of the convolution they are the adjoint of, so they run on the backward's
+machinery: each chunk of their input (that convolution's grad_output) is one block, and the output
+is cut at ``stride`` times the input's cuts.  Their gradients over Dask arrays are not provided.
+
 Chunks
 ------
 Batch and spatial chunks may have any sizes, uneven and smaller than the kernel (a block then
@@ -98,6 +105,10 @@ from .functional import conv3d_input as _conv3d_input
 from .spec import (
     ConvCall,
     as_array,
+    check_output_padding,
+    check_transposed_padding,
+    check_transposed_shapes,
+    check_transposed_weight_shape,
     check_grad_output_shape,
     check_input_ndim,
     check_num_threads,
@@ -107,12 +118,14 @@ from .spec import (
     check_workspace_bytes,
     compute_dtype,
     lift,
+    make_spec,
     output_shape_of,
 )
 from .threads import num_threads
 from .workspace import get_workspace_limit, workspace_limit as _workspace_limit
 
-__all__ = ["conv1d", "conv2d", "conv3d", "conv1d_backward", "conv2d_backward", "conv3d_backward"]
+__all__ = ["conv1d", "conv2d", "conv3d", "conv1d_backward", "conv2d_backward", "conv3d_backward",
+           "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
 
 SPLIT_EVERY = 8  # fan-in of the tree sum of the ∂/∂weight and ∂/∂bias partials
 
@@ -410,13 +423,18 @@ def _check_forced(spec, shape, dtype, algorithm) -> None:
         planner.decide(planned.spec, planned.shape, algorithm, dtype=planned.compute_dtype)
 
 
+def _task_settings(threads, workspace) -> tuple[int, int]:
+    """(threads, workspace limit) for every task, checked (the limit defaults to the caller's now)."""
+    threads = check_num_threads(threads)
+    return threads, get_workspace_limit() if workspace is None else check_workspace_bytes(workspace,
+                                                                                          "workspace_limit")
+
+
 def _setup(nd, x, w, stride, padding, dilation, groups, padding_mode, algorithm, threads,
            workspace, dtype, bias=None):
     """Validate a call (before any graph is built); return (batched x, spec, shape, call)."""
     planner.check_algorithm(algorithm)
-    threads = check_num_threads(threads)
-    workspace = get_workspace_limit() if workspace is None else check_workspace_bytes(workspace,
-                                                                                      "workspace_limit")
+    threads, workspace = _task_settings(threads, workspace)
     check_input_ndim(x.shape, ndim=nd)
     spec = _spec_from_weight(w.shape, stride, padding, dilation, groups, padding_mode, ndim=nd)
     shape = check_shapes(spec, x.shape, w.shape, None if bias is None else bias.shape)
@@ -496,25 +514,40 @@ def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups,
     if not isinstance(gy_in, da.Array):
         gy_in = da.from_array(gy_in, chunks=out_chunks[1:] if unbatched else out_chunks)
     gyb = (gy_in[None] if unbatched else gy_in).rechunk(out_chunks)              # (N, C_out, *out_spatial)
-    cdt = compute_dtype(dtype)
-    w = np.ascontiguousarray(w)
-    token = tokenize(gyb.name, xb.name, w, spec, call, mask)
+    grads = _backward_graph(prefix, gyb, xb if mask[1] else None, axes, spec, shape, call, mask, w)
+    results = [None if g is None else g.astype(dtype) for g in grads]
+    if mask[0]:
+        dx = results[0][0] if unbatched else results[0]
+        results[0] = dx.rechunk(x.chunks) if dx.chunks != x.chunks else dx
+    return tuple(results)
+
+
+def _backward_graph(prefix, gyb, xb, axes, spec, shape, call, mask, weight) -> list:
+    """The graphs of (∂/∂input, ∂/∂weight, ∂/∂bias), None where ``mask`` says no, in the compute dtype:
+    ∂/∂input batched, chunked as the axes' input chunks.  ``gyb`` is the batched grad_output, chunked
+    as the output blocks; ``xb`` the batched input, channels whole (read only for ∂/∂weight; None
+    without it)."""
+    cdt = compute_dtype(weight.dtype)
+    w = np.ascontiguousarray(weight)
+    token = tokenize(gyb.name, None if xb is None else xb.name, tuple(a.in_chunks for a in axes), w, spec, call,
+                     mask)
     name, wkey = f"{prefix}-backward-" + token, f"{prefix}-weight-" + token
     dsk = {wkey: w}
     blocks = []
     halo = f"{prefix}-halo-" + token
-    for nb, n in enumerate(xb.chunks[0]):
+    batch = gyb.chunks[0]
+    for nb, n in enumerate(batch):
         for idx, sources, pieces in _blocks(axes):
             keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources) if mask[1] else []
             dsk[(name, nb) + idx] = (_backward_block, (gyb.name, nb, 0) + idx, keys, pieces, (n, shape.C), wkey,
                                      call, mask)
             blocks.append((name, nb) + idx)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[xb, gyb])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[gyb] if xb is None else [xb, gyb])
     results = [None, None, None]
     if mask[0]:
         dx_name, part_name = f"{prefix}-grad-input-" + token, f"{prefix}-grad-block-" + token
         layer = {}
-        for nb, n in enumerate(xb.chunks[0]):
+        for nb, n in enumerate(batch):
             for idx in _grid([len(a.reads) for a in axes]):
                 layer[(part_name, nb) + idx] = (operator.getitem, (name, nb) + idx, 0)
             for jdx in _grid([len(a.in_chunks) for a in axes]):
@@ -530,10 +563,8 @@ def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups,
                 layer[(dx_name, nb, 0) + jdx] = (
                     _grad_input_chunk, keys, [tuple(p for _, _, p in reader) for reader in readers],
                     (n, shape.C) + size, cdt)
-        dx = da.Array(_add_layer(graph, dx_name, layer, name), dx_name, chunks=xb.chunks, dtype=cdt)
-        dx = dx.astype(dtype)
-        dx = dx[0] if unbatched else dx
-        results[0] = dx.rechunk(x.chunks) if dx.chunks != x.chunks else dx
+        chunks = (batch, (shape.C,)) + tuple(a.in_chunks for a in axes)
+        results[0] = da.Array(_add_layer(graph, dx_name, layer, name), dx_name, chunks=chunks, dtype=cdt)
     for k, label, tail in ((1, "weight", (shape.in_per_group,) + tuple(spec.kernel_size)), (2, "bias", ())):
         if mask[k]:
             pname = f"{prefix}-grad-{label}-partials-" + token
@@ -541,8 +572,49 @@ def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups,
                      for b_index, key in enumerate(blocks)}
             chunks = ((1,) * len(blocks), (shape.out_channels,)) + tuple((t,) for t in tail)
             partials = da.Array(_add_layer(graph, pname, layer, name), pname, chunks=chunks, dtype=cdt)
-            results[k] = partials.sum(axis=0, split_every=SPLIT_EVERY).astype(dtype)
-    return tuple(results)
+            results[k] = partials.sum(axis=0, split_every=SPLIT_EVERY)
+    return results
+
+
+def _adjoint_chunks(chunks, stride: int, size: int) -> tuple:
+    """Chunks of a convolution's input of length ``size`` whose output blocks (aligned to ``stride``) are
+    ``chunks``: cut at ``stride`` times the cuts of ``chunks`` (the last chunk takes the rest)."""
+    cuts = np.cumsum(chunks)[:-1] * stride
+    bounds = sorted({0, size} | {int(c) for c in cuts if c < size})
+    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm, threads,
+                workspace_limit):
+    """The output of ``conv_transpose{nd}d`` over a dask array: the input gradient of the convolution it is
+    the adjoint of (see :mod:`convscope.functional`), with ``input`` as that convolution's grad_output."""
+    prefix = f"conv_transpose{nd}d"
+    x = _check_dask(input, "input", prefix)
+    w = _numpy_arg(weight, "weight")
+    b = _numpy_arg(bias, "bias", allow_none=True)
+    dtype = check_same_dtype(input=as_array(_dtype_probe(x), "input"), weight=w, bias=b)
+    planner.check_algorithm(algorithm)
+    threads, workspace = _task_settings(threads, workspace_limit)
+    check_input_ndim(x.shape, ndim=nd)
+    check_transposed_weight_shape(w.shape, ndim=nd)
+    spec = make_spec(tuple(w.shape[2:]), stride, check_transposed_padding(padding, nd), dilation, groups, ndim=nd)
+    op = check_output_padding(output_padding, spec.stride, spec.dilation)
+    shape = check_transposed_shapes(spec, op, x.shape, w.shape, None if b is None else b.shape)
+    _check_forced(spec, shape, dtype, algorithm)
+    call = _Call(spec.stride, spec.dilation, spec.groups, algorithm, threads, workspace)
+    xb = x if x.ndim == nd + 2 else x[None]                          # (N, C_in, *I)
+    extra = [o - i for o, i in zip(shape.out_spatial, xb.shape[2:])]
+    if any(extra):                                                   # the convolution's output is longer: zeros
+        xb = da.pad(xb, ((0, 0), (0, 0)) + tuple((0, e) for e in extra))
+    chunks = (xb.chunks[0], (shape.C,)) + tuple(_adjoint_chunks(c, s, n) for c, s, n in
+                                                zip(xb.chunks[2:], spec.stride, shape.spatial))
+    axes = _axes(spec, shape, chunks)
+    gyb = xb.rechunk((xb.chunks[0], (shape.out_channels,)) + tuple(a.out_chunks for a in axes))
+    y = _backward_graph(prefix, gyb, None, axes, spec, shape, call, (True, False, False), w)[0]
+    if b is not None:
+        y = y + b.astype(y.dtype).reshape((1, -1) + (1,) * nd)       # (1, C_out, 1, …)
+    y = y.astype(dtype)
+    return y if x.ndim == nd + 2 else y[0]
 
 
 # --------------------------------------------------------------------------- the public functions
@@ -695,3 +767,43 @@ def conv3d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     """
     return ConvGrads(*_backward(3, grad_output, input, weight, stride, padding, dilation, groups, padding_mode,
                                 algorithm, output_mask, threads, workspace_limit))
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None, threads=1, workspace_limit=None):
+    """:func:`convscope.conv_transpose1d` of a dask array, lazily, as :func:`conv_transpose2d`."""
+    return _transposed(1, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                       threads, workspace_limit)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None, threads=1, workspace_limit=None):
+    """:func:`convscope.conv_transpose2d` of a dask array, lazily: a dask array of the output.
+
+    A transposed convolution is the input gradient of the convolution it is the adjoint of, so it runs
+    on :func:`conv2d_backward`'s machinery: each input chunk of ``input`` (that convolution's
+    grad_output) is one block, whose gradient is scattered into the output's chunks, cut at ``stride``
+    times the input's.  ``input`` is a dask array (N, C_in, H, W) or (C_in, H, W) chunked in any way;
+    ``weight`` ``(C_in, C_out/groups, kH, kW)`` and ``bias`` are in-memory; the other parameters are
+    :func:`convscope.conv_transpose2d`'s, ``threads`` and ``workspace_limit`` :func:`conv2d`'s.
+
+    Examples
+    --------
+    >>> import numpy as np, dask.array as da, convscope, convscope.dask
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 7, 6)); w = np.ones((3, 2, 3, 3))
+    >>> params = dict(stride=2, padding=1, output_padding=1)
+    >>> y = convscope.dask.conv_transpose2d(da.from_array(x, chunks=(1, 3, 4, 3)), w, **params)
+    >>> y.chunks
+    ((1, 1), (2,), (8, 6), (6, 6))
+    >>> bool(np.allclose(y.compute(), convscope.conv_transpose2d(x, w, **params)))
+    True
+    """
+    return _transposed(2, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                       threads, workspace_limit)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1,
+                     algorithm=None, threads=1, workspace_limit=None):
+    """:func:`convscope.conv_transpose3d` of a dask array, lazily, as :func:`conv_transpose2d`."""
+    return _transposed(3, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
+                       threads, workspace_limit)
