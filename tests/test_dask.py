@@ -726,6 +726,18 @@ def test_transposed_equal_in_memory_and_torch(case):
     no_bias = getattr(cdask, f"conv_transpose{dim}d")(da.from_array(x[0], chunks=chunks[1:]), w, **params)
     assert_close(no_bias.compute(scheduler="sync"), getattr(convscope, f"conv_transpose{dim}d")(x[0], w, **params))
 
+    gy = rng.standard_normal(expected.shape)
+    _, torch_grads = torch_conv_transpose_nd(x, w, b, gy, **params)
+    exact = getattr(convscope, f"conv_transpose{dim}d_backward")(gy, x, w, **params)
+    gy_chunks = (1, 2) + (3,) * dim                                   # unlike the output's chunks
+    grads = getattr(cdask, f"conv_transpose{dim}d_backward")(da.from_array(gy, chunks=gy_chunks),
+                                                             da.from_array(x, chunks=chunks), w, **params)
+    assert grads.input.chunks == chunks
+    for a, e, t, what in zip(dask.compute(*grads, scheduler="threads"), exact, torch_grads,
+                             ("grad input", "grad weight", "grad bias")):
+        assert_close(a, e, what)
+        assert_close(a, t, what + " against torch")
+
 
 def test_transposed_float32_and_its_chunks_follow_the_stride():
     x, w, _ = random_case(np.random.default_rng(5), (2, 3, 10, 9), (3, 4, 3, 3), np.float32)
@@ -747,3 +759,22 @@ def test_transposed_bad_parameters_give_the_in_memory_messages(kwargs):
     assert str(on_dask.value) == str(in_memory.value)
     with pytest.raises(TypeError, match=r"conv_transpose3d needs a dask array as input.*use convscope\.conv_transpose3d"):
         cdask.conv_transpose3d(x, w, b)
+
+
+def test_transposed_backward_arguments():
+    x, w, _ = random_case(np.random.default_rng(6), (2, 3, 6, 5), (3, 2, 3, 3))
+    xd = da.from_array(x, chunks=(1, 3, 4, 5))
+    for gy, kwargs in ((np.ones((2, 2, 9, 7)), {}), (np.ones((2, 2, 8, 7), np.float32), {}),
+                       (np.ones((2, 2, 8, 7)), dict(output_mask=(True, False))),
+                       (np.ones((2, 2, 8, 7)), dict(output_padding=1))):
+        with pytest.raises((TypeError, ValueError)) as in_memory:
+            convscope.conv_transpose2d_backward(gy, x, w, **kwargs)
+        with pytest.raises(in_memory.type) as on_dask:
+            cdask.conv_transpose2d_backward(gy, xd, w, **kwargs)
+        assert str(on_dask.value) == str(in_memory.value)
+    gy = np.random.default_rng(7).standard_normal((2, 8, 7))        # unbatched
+    grads = cdask.conv_transpose2d_backward(gy, xd[0], w, output_mask=(False, True, True))
+    exact = convscope.conv_transpose2d_backward(gy, x[0], w)
+    assert grads.input is None
+    assert_close(grads.weight.compute(), exact.weight)
+    assert_close(grads.bias.compute(), exact.bias)

@@ -44,10 +44,12 @@ at the end.
 
 Transposed convolutions
 -----------------------
-:func:`conv_transpose1d`, :func:`conv_transpose2d` and :func:`conv_transpose3d` (the forward only)
-are the input gradient of the convolution they are the adjoint of, so they run on the backward's
-machinery: each chunk of their input (that convolution's grad_output) is one block, and the output
-is cut at ``stride`` times the input's cuts.  Their gradients over Dask arrays are not provided.
+:func:`conv_transpose1d`, :func:`conv_transpose2d` and :func:`conv_transpose3d` are the input
+gradient of the convolution they are the adjoint of, so they run on the backward's machinery: each
+chunk of their input (that convolution's grad_output) is one block, and the output is cut at
+``stride`` times the input's cuts.  Their backward functions run that convolution's forward
+(∂/∂input) and its weight gradient with the arrays' roles swapped (∂/∂weight), over
+``grad_output``'s chunks.
 
 Chunks
 ------
@@ -92,7 +94,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
     ) from exc
 
 from . import geometry, planner
-from .functional import Conv2dGrads, ConvGrads, _spec_from_weight
+from .functional import Conv2dGrads, ConvGrads, ConvTransposeGrads, _spec_from_weight
 from .functional import conv1d as _conv1d
 from .functional import conv1d_backward as _conv1d_backward
 from .functional import conv1d_input as _conv1d_input
@@ -117,6 +119,7 @@ from .spec import (
     check_shapes,
     check_workspace_bytes,
     compute_dtype,
+    input_shape_of,
     lift,
     make_spec,
     output_shape_of,
@@ -125,7 +128,8 @@ from .threads import num_threads
 from .workspace import get_workspace_limit, workspace_limit as _workspace_limit
 
 __all__ = ["conv1d", "conv2d", "conv3d", "conv1d_backward", "conv2d_backward", "conv3d_backward",
-           "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"]
+           "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "conv_transpose1d_backward",
+           "conv_transpose2d_backward", "conv_transpose3d_backward"]
 
 SPLIT_EVERY = 8  # fan-in of the tree sum of the ∂/∂weight and ∂/∂bias partials
 
@@ -413,6 +417,29 @@ def _dtype_probe(x) -> np.ndarray:
     return np.empty(0, dtype=x.dtype)
 
 
+def _forward_arrays(function, input, weight, bias) -> tuple:
+    """(input, weight, bias, dtype) of a forward call: ``input`` a dask array, the others in memory."""
+    x = _check_dask(input, "input", function)
+    w = _numpy_arg(weight, "weight")
+    b = _numpy_arg(bias, "bias", allow_none=True)
+    return x, w, b, check_same_dtype(input=as_array(_dtype_probe(x), "input"), weight=w, bias=b)
+
+
+def _backward_arrays(function, grad_output, input, weight, output_mask) -> tuple:
+    """(grad_output, input, weight, mask, dtype) of a backward call: ``input`` a dask array, ``grad_output``
+    a dask or an in-memory one, ``weight`` in memory."""
+    x = _check_dask(input, "input", function)
+    mask = check_output_mask(output_mask)
+    w = _numpy_arg(weight, "weight")
+    if isinstance(grad_output, da.Array):
+        gy = _check_dask(grad_output, "grad_output", function)
+    else:
+        gy = _numpy_arg(grad_output, "grad_output")
+    dtype = check_same_dtype(grad_output=as_array(_dtype_probe(gy), "grad_output"),
+                             input=as_array(_dtype_probe(x), "input"), weight=w)
+    return gy, x, w, mask, dtype
+
+
 def _check_forced(spec, shape, dtype, algorithm) -> None:
     """A forced ``algorithm`` must compute the convolution: the planner is asked of the whole call, as
     in memory (1-d as the 2-d convolution of height 1 it runs as).  A block's call differs from the
@@ -465,46 +492,39 @@ def _forward(nd, input, weight, bias, stride, padding, dilation, groups, padding
              workspace_limit):
     """The output of ``conv{nd}d`` over a dask array, as a dask array (see :func:`conv2d`)."""
     prefix = f"conv{nd}d"
-    x = _check_dask(input, "input", prefix)
-    w = _numpy_arg(weight, "weight")
-    b = _numpy_arg(bias, "bias", allow_none=True)
-    dtype = check_same_dtype(input=as_array(_dtype_probe(x), "input"), weight=w, bias=b)
+    x, w, b, dtype = _forward_arrays(prefix, input, weight, bias)
     xb, spec, shape, call = _setup(nd, x, w, stride, padding, dilation, groups, padding_mode,
                                    algorithm, threads, workspace_limit, dtype, b)
-    axes = _axes(spec, shape, xb.chunks)
-    w = np.ascontiguousarray(w)
-    token = tokenize(xb.name, w, b, spec, call)
+    out = _forward_graph(prefix, xb, _axes(spec, shape, xb.chunks), w, b, spec, shape, call, dtype)
+    return out if x.ndim == nd + 2 else out[0]
+
+
+def _forward_graph(prefix, xb, axes, weight, bias, spec, shape, call, dtype) -> da.Array:
+    """The graph of the batched output of the convolution of ``xb`` (batched, channels whole), chunked
+    as the axes' output blocks."""
+    w = np.ascontiguousarray(weight)
+    token = tokenize(xb.name, w, bias, spec, call)
     name = f"{prefix}-" + token
     wkey, bkey = f"{prefix}-weight-" + token, None
     dsk = {wkey: w}
-    if b is not None:
+    if bias is not None:
         bkey = f"{prefix}-bias-" + token
-        dsk[bkey] = b
+        dsk[bkey] = bias
     halo = f"{prefix}-halo-" + token
     for nb, n in enumerate(xb.chunks[0]):
         for idx, sources, pieces in _blocks(axes):
             keys = _piece_keys(dsk, halo, lambda c: (xb.name, nb, 0) + c, sources)
             dsk[(name, nb, 0) + idx] = (_forward_block, keys, pieces, (n, shape.C), wkey, bkey, call)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[xb])
-    out = da.Array(graph, name, chunks=(xb.chunks[0], (shape.out_channels,)) + tuple(a.out_chunks for a in axes),
-                   dtype=dtype)
-    return out if x.ndim == nd + 2 else out[0]
+    return da.Array(graph, name, chunks=(xb.chunks[0], (shape.out_channels,)) + tuple(a.out_chunks for a in axes),
+                    dtype=dtype)
 
 
 def _backward(nd, grad_output, input, weight, stride, padding, dilation, groups, padding_mode, algorithm,
               output_mask, threads, workspace_limit) -> tuple:
     """(∂/∂input, ∂/∂weight, ∂/∂bias) of ``conv{nd}d`` over dask arrays (see :func:`conv2d_backward`)."""
     prefix = f"conv{nd}d"
-    x = _check_dask(input, "input", prefix + "_backward")
-    mask = check_output_mask(output_mask)
-    w = _numpy_arg(weight, "weight")
-    gy_in = grad_output
-    if not isinstance(gy_in, da.Array):
-        gy_in = _numpy_arg(gy_in, "grad_output")
-    else:
-        _check_dask(gy_in, "grad_output", prefix + "_backward")
-    dtype = check_same_dtype(grad_output=as_array(_dtype_probe(gy_in), "grad_output"),
-                             input=as_array(_dtype_probe(x), "input"), weight=w)
+    gy_in, x, w, mask, dtype = _backward_arrays(prefix + "_backward", grad_output, input, weight, output_mask)
     xb, spec, shape, call = _setup(nd, x, w, stride, padding, dilation, groups, padding_mode, algorithm,
                                    threads, workspace_limit, dtype)
     unbatched = x.ndim == nd + 1
@@ -584,17 +604,13 @@ def _adjoint_chunks(chunks, stride: int, size: int) -> tuple:
     return tuple(b - a for a, b in zip(bounds, bounds[1:]))
 
 
-def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm, threads,
-                workspace_limit):
-    """The output of ``conv_transpose{nd}d`` over a dask array: the input gradient of the convolution it is
-    the adjoint of (see :mod:`convscope.functional`), with ``input`` as that convolution's grad_output."""
-    prefix = f"conv_transpose{nd}d"
-    x = _check_dask(input, "input", prefix)
-    w = _numpy_arg(weight, "weight")
-    b = _numpy_arg(bias, "bias", allow_none=True)
-    dtype = check_same_dtype(input=as_array(_dtype_probe(x), "input"), weight=w, bias=b)
+def _transposed_setup(nd, x, w, b, stride, padding, output_padding, groups, dilation, algorithm, threads,
+                      workspace, dtype):
+    """Validate a transposed call as :func:`convscope.spec.bind_transpose` does (before any graph is
+    built); return (the batched input as the convolution's output, with its zero rows, spec, shape, call)
+    of the convolution it is the adjoint of."""
     planner.check_algorithm(algorithm)
-    threads, workspace = _task_settings(threads, workspace_limit)
+    threads, workspace = _task_settings(threads, workspace)
     check_input_ndim(x.shape, ndim=nd)
     check_transposed_weight_shape(w.shape, ndim=nd)
     spec = make_spec(tuple(w.shape[2:]), stride, check_transposed_padding(padding, nd), dilation, groups, ndim=nd)
@@ -606,6 +622,17 @@ def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups
     extra = [o - i for o, i in zip(shape.out_spatial, xb.shape[2:])]
     if any(extra):                                                   # the convolution's output is longer: zeros
         xb = da.pad(xb, ((0, 0), (0, 0)) + tuple((0, e) for e in extra))
+    return xb, spec, shape, call
+
+
+def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm, threads,
+                workspace_limit):
+    """The output of ``conv_transpose{nd}d`` over a dask array: the input gradient of the convolution it is
+    the adjoint of (see :mod:`convscope.functional`), with ``input`` as that convolution's grad_output."""
+    prefix = f"conv_transpose{nd}d"
+    x, w, b, dtype = _forward_arrays(prefix, input, weight, bias)
+    xb, spec, shape, call = _transposed_setup(nd, x, w, b, stride, padding, output_padding, groups, dilation,
+                                              algorithm, threads, workspace_limit, dtype)
     chunks = (xb.chunks[0], (shape.C,)) + tuple(_adjoint_chunks(c, s, n) for c, s, n in
                                                 zip(xb.chunks[2:], spec.stride, shape.spatial))
     axes = _axes(spec, shape, chunks)
@@ -615,6 +642,39 @@ def _transposed(nd, input, weight, bias, stride, padding, output_padding, groups
         y = y + b.astype(y.dtype).reshape((1, -1) + (1,) * nd)       # (1, C_out, 1, …)
     y = y.astype(dtype)
     return y if x.ndim == nd + 2 else y[0]
+
+
+def _transposed_backward(nd, grad_output, input, weight, stride, padding, output_padding, groups, dilation,
+                         algorithm, output_mask, threads, workspace_limit) -> tuple:
+    """(∂/∂input, ∂/∂weight, ∂/∂bias) of ``conv_transpose{nd}d`` over dask arrays: with C the convolution it
+    is the adjoint of, C's forward of grad_output (without C's extra rows), C's weight gradient with
+    grad_output as its input and ``input`` as its grad_output, and grad_output's sum."""
+    prefix = f"conv_transpose{nd}d"
+    gy_in, x, w, mask, dtype = _backward_arrays(prefix + "_backward", grad_output, input, weight, output_mask)
+    xb, spec, shape, call = _transposed_setup(nd, x, w, None, stride, padding, output_padding, groups, dilation,
+                                              algorithm, threads, workspace_limit, dtype)
+    unbatched = x.ndim == nd + 1
+    check_grad_output_shape(gy_in.shape, input_shape_of(shape)[unbatched:])    # the transposed output's shape
+    if not isinstance(gy_in, da.Array):
+        chunks = (xb.chunks[0], (shape.C,)) + tuple(_adjoint_chunks(c, s, n) for c, s, n in
+                                                    zip(xb.chunks[2:], spec.stride, shape.spatial))
+        gy_in = da.from_array(gy_in, chunks=chunks[1:] if unbatched else chunks)
+    gyb = (gy_in[None] if unbatched else gy_in).rechunk({1: -1})     # (N, C_out, *O): C's input, channels whole
+    axes = _axes(spec, shape, gyb.chunks)
+    grad = prefix + "-grad"
+    results = [None, None, None]
+    if mask[0]:
+        dx = _forward_graph(grad, gyb, axes, w, None, spec, shape, call, dtype)   # (N, C_in, *C's output)
+        dx = dx[(slice(None), slice(None)) + tuple(slice(0, n) for n in x.shape[-nd:])]
+        dx = dx[0] if unbatched else dx
+        results[0] = dx.rechunk(x.chunks) if dx.chunks != x.chunks else dx
+    if mask[1]:
+        xo = xb.rechunk((gyb.chunks[0], (shape.out_channels,)) + tuple(a.out_chunks for a in axes))
+        results[1] = _backward_graph(grad, xo, gyb, axes, spec, shape, call, (False, True, False), w)[1].astype(dtype)
+    if mask[2]:
+        cdt = compute_dtype(dtype)
+        results[2] = gyb.astype(cdt).sum(axis=(0,) + tuple(range(2, 2 + nd)), split_every=SPLIT_EVERY).astype(dtype)
+    return tuple(results)
 
 
 # --------------------------------------------------------------------------- the public functions
@@ -807,3 +867,38 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """:func:`convscope.conv_transpose3d` of a dask array, lazily, as :func:`conv_transpose2d`."""
     return _transposed(3, input, weight, bias, stride, padding, output_padding, groups, dilation, algorithm,
                        threads, workspace_limit)
+
+
+def conv_transpose1d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True), threads=1,
+                              workspace_limit=None) -> ConvTransposeGrads:
+    """:func:`convscope.conv_transpose1d_backward` over dask arrays, lazily, as :func:`conv_transpose2d_backward`."""
+    return ConvTransposeGrads(*_transposed_backward(1, grad_output, input, weight, stride, padding, output_padding,
+                                                    groups, dilation, algorithm, output_mask, threads,
+                                                    workspace_limit))
+
+
+def conv_transpose2d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True), threads=1,
+                              workspace_limit=None) -> ConvTransposeGrads:
+    """:func:`convscope.conv_transpose2d_backward` over dask arrays, lazily.
+
+    Returns a :class:`convscope.functional.ConvTransposeGrads` of dask arrays ``(input, weight, bias)`` (None where
+    ``output_mask`` says so): ∂/∂input is the forward convolution of ``grad_output`` (chunked like
+    ``input``), ∂/∂weight the convolution's weight gradient with the roles of the arrays swapped and
+    ∂/∂bias ``grad_output``'s sum, both tree sums over the blocks.  ``grad_output`` (a dask or an
+    in-memory array of the output's shape) may be chunked in any way; the other parameters are
+    :func:`conv_transpose2d`'s.
+    """
+    return ConvTransposeGrads(*_transposed_backward(2, grad_output, input, weight, stride, padding, output_padding,
+                                                    groups, dilation, algorithm, output_mask, threads,
+                                                    workspace_limit))
+
+
+def conv_transpose3d_backward(grad_output, input, weight, stride=1, padding=0, output_padding=0, groups=1,
+                              dilation=1, algorithm=None, output_mask=(True, True, True), threads=1,
+                              workspace_limit=None) -> ConvTransposeGrads:
+    """:func:`convscope.conv_transpose3d_backward` over dask arrays, lazily, as :func:`conv_transpose2d_backward`."""
+    return ConvTransposeGrads(*_transposed_backward(3, grad_output, input, weight, stride, padding, output_padding,
+                                                    groups, dilation, algorithm, output_mask, threads,
+                                                    workspace_limit))
