@@ -7,7 +7,8 @@ is checked against the whole-array source maps; the dask wrappers against in-mem
 (threaded scheduler), and against torch for a few; one case on the processes scheduler and on a
 ``distributed.LocalCluster`` of two worker processes.  ``conv1d`` / ``conv3d`` and their backward
 run on the same code path: checked against in-memory convscope and torch with uneven chunks in
-batch and every spatial axis, in every padding mode, and with the 2-d tests' errors.
+batch and every spatial axis, in every padding mode, and with the 2-d tests' errors; the transposed
+convolutions (on the backward's machinery) against in-memory convscope and torch.
 """
 from __future__ import annotations
 
@@ -778,3 +779,32 @@ def test_transposed_backward_arguments():
     assert grads.input is None
     assert_close(grads.weight.compute(), exact.weight)
     assert_close(grads.bias.compute(), exact.bias)
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), dim=st.sampled_from([1, 2, 3]))
+def test_transposed_random_chunks_and_parameters_equal_in_memory(data, dim):
+    sizes = tuple(data.draw(st.integers(1, 6)) for _ in range(dim))
+    kernel = tuple(data.draw(st.integers(1, 3)) for _ in range(dim))
+    stride = tuple(data.draw(st.integers(1, 3)) for _ in range(dim))
+    dilation = tuple(data.draw(st.integers(1, 2)) for _ in range(dim))
+    padding = tuple(data.draw(st.integers(0, 2)) for _ in range(dim))
+    output_padding = tuple(data.draw(st.integers(0, max(s, d) - 1)) for s, d in zip(stride, dilation))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x, w, b = random_case(rng, (2, 2) + sizes, (2, 3) + kernel)
+    b = rng.standard_normal(3)
+    params = dict(stride=stride, padding=padding, output_padding=output_padding, dilation=dilation)
+    forward = getattr(convscope, f"conv_transpose{dim}d")
+    try:
+        expected = forward(x, w, b, **params)
+    except ValueError:                                           # an empty output
+        assume(False)
+    xd = da.from_array(x, chunks=((1, 1), (1, 1)) + tuple(data.draw(_chunks(n)) for n in sizes))
+    lazy = getattr(cdask, f"conv_transpose{dim}d")
+    assert_close(lazy(xd, w, b, **params).compute(scheduler="sync"), expected, "forward")
+    gy = rng.standard_normal(expected.shape)
+    exact = getattr(convscope, f"conv_transpose{dim}d_backward")(gy, x, w, **params)
+    got = dask.compute(*getattr(cdask, f"conv_transpose{dim}d_backward")(gy, xd, w, **params), scheduler="sync")
+    for a, e, what in zip(got, exact, ("input", "weight", "bias")):
+        assert_close(a, e, "grad " + what)
