@@ -808,3 +808,17 @@ def test_transposed_random_chunks_and_parameters_equal_in_memory(data, dim):
     got = dask.compute(*getattr(cdask, f"conv_transpose{dim}d_backward")(gy, xd, w, **params), scheduler="sync")
     for a, e, what in zip(got, exact, ("input", "weight", "bias")):
         assert_close(a, e, "grad " + what)
+
+
+def test_transposed_on_a_distributed_local_cluster(cluster_client):
+    name, x_shape, chunks, w_shape, params = TRANSPOSED_CASES[4]
+    rng = np.random.default_rng(9)
+    x, w, _ = random_case(rng, x_shape, w_shape)
+    b = rng.standard_normal(w_shape[1])
+    expected = convscope.conv_transpose3d(x, w, b, **params)
+    gy = rng.standard_normal(expected.shape)
+    xd = da.from_array(x, chunks=chunks)
+    lazy = [cdask.conv_transpose3d(xd, w, b, **params)] + list(cdask.conv_transpose3d_backward(gy, xd, w, **params))
+    exact = [expected] + list(convscope.conv_transpose3d_backward(gy, x, w, **params))
+    for a, e in zip(cluster_client.compute(lazy, sync=True), exact):
+        assert_close(a, e)
