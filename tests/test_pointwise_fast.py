@@ -36,6 +36,7 @@ def variant(request, monkeypatch):
     fold, kernels = VARIANTS[request.param]
     monkeypatch.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS if fold else NEVER))
     monkeypatch.setattr(pointwise, "COMPILED_FROM", 0 if kernels else 1 << 62)
+    monkeypatch.setattr(pointwise, "COMPILED_GATHER_FROM", 0 if kernels else 1 << 62)
     return request.param
 
 
@@ -75,14 +76,17 @@ def test_layouts_are_really_taken(monkeypatch):
 
 def test_the_rule_folds_small_images_with_large_weights():
     """MobileNetV2's 7² 960→320 folds every pass; ResNet-50's 56² 64→64 runs per sample; at 14² 384→64
-    only grad_weight folds (and grad_input beside it only where that costs it little)."""
+    the backward folds, grad_input only beside grad_weight (which folds grad_output for both)."""
     spec = convscope.spec.make_spec((1, 1))
+
     def layouts(x_shape, w_shape):
         shape = convscope.spec.check_shapes(spec, x_shape, w_shape)
         return (pointwise.folded(spec, shape, "forward"),) + pointwise._backward_layouts(spec, shape, (True, True))
     assert layouts((8, 960, 7, 7), (320, 960, 1, 1)) == (True, True, True)
     assert layouts((8, 64, 56, 56), (64, 64, 1, 1)) == (False, False, False)
-    assert layouts((8, 384, 14, 14), (64, 384, 1, 1)) == (False, False, True)
+    assert layouts((8, 384, 14, 14), (64, 384, 1, 1)) == (False, True, True)
+    shape = convscope.spec.check_shapes(spec, (8, 384, 14, 14), (64, 384, 1, 1))
+    assert pointwise._backward_layouts(spec, shape, (True, False)) == (False, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -36,8 +36,10 @@ ERROR = "local"     # each output is rounded from the products it sums (see conv
 
 # layouts (bench/README.md, "Pointwise layers"): a pass runs batch folded when the per-sample products'
 # weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values folding copies (:func:`_copied`)
-FOLD_RATIO = dict(forward=3.0, grad_input=1.0, grad_weight=0.2)
-COMPILED_FROM = 1 << 15           # the layouts' copies compiled (parallel) from this many values (below: NumPy's)
+FOLD_RATIO = dict(forward=2.7, grad_input=0.25, grad_weight=0.2)
+COMPILED_FROM = 1 << 15           # the copies that fuse a bias or a scatter compiled from this many values
+COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather compiled from this many input values (a plain
+                                  # transpose is NumPy's copy: as fast, without the launch)
 
 
 def needs(spec, shape):
@@ -105,7 +107,7 @@ def _gather(x, spec, shape, folded_):
     if _trivial(spec) and (not folded_ or N == 1):
         return x.reshape((C, N, Ho, Wo) if folded_ else (N, C, Ho, Wo))     # a view: no copy
     dst = np.empty((C, N, Ho, Wo) if folded_ else (N, C, Ho, Wo), dtype=x.dtype)
-    if _compiled(dst.size):
+    if not _trivial(spec) and x.size >= COMPILED_GATHER_FROM:
         from .kernels import _numba, fused_padding, pointwise as kernels
 
         xs, pt, pl = fused_padding(x, spec)
@@ -127,7 +129,7 @@ def _scatter(dxs, spec, shape, folded_):
     zeros = spec.padding_mode == "zeros"
     padded = (N, C, shape.H + pt + pb, shape.W + pl + pr)
     dx = np.empty((N, C, shape.H, shape.W) if zeros else padded, dtype=dxs.dtype)
-    if _compiled(dx.size):
+    if not _trivial(spec) and _compiled(dx.size):
         from .kernels import _numba, pointwise as kernels
 
         _numba.launch(kernels.scatter, dxs, dx, folded_, *spec.stride, *((pt, pl) if zeros else (0, 0)))
@@ -148,11 +150,6 @@ def _fold_grad(grad_out, shape):
     if N == 1:
         return grad_out.reshape(Co, N, Ho, Wo)
     dst = np.empty((Co, N, Ho, Wo), dtype=grad_out.dtype)
-    if _compiled(dst.size):
-        from .kernels import _numba, pointwise as kernels
-
-        _numba.launch(kernels.gather, np.ascontiguousarray(grad_out), dst, True, 1, 1, 0, 0)
-        return dst
     np.copyto(dst, grad_out.transpose(1, 0, 2, 3))
     return dst
 

@@ -6,9 +6,9 @@ A 1×1 tap at stride ``(sH, sW)`` with top/left zero padding ``(pt, pl)`` reads,
 
 :func:`gather` writes ``x_s`` per sample, (N, C, H_out, W_out), or batch folded, (C, N, H_out, W_out),
 which is the (G, Cg, N·H_out·W_out) matrix of the folded products; :func:`scatter` is its adjoint (the
-pixels no output reads get 0).  With stride 1 and no padding both are plain transposes of contiguous
-planes.  The work is split over (sample, channel) planes; the folded layout's planes are taken in its
-own order, so each thread writes (gather) or reads (scatter) one contiguous stretch.
+pixels no output reads get 0), in one pass over the input's pixels.  (With stride 1 and no padding
+the layouts are plain transposes, NumPy's copies.)  The work is split over (sample, channel) planes;
+gather's folded planes are taken in their own order, so each thread writes one contiguous stretch.
 """
 from __future__ import annotations
 
@@ -23,19 +23,6 @@ def gather(x, dst, folded, sH, sW, pt, pl):
     Ho, Wo = dst.shape[2], dst.shape[3]
     xf = x.reshape(N, C, H * W)
     df = dst.reshape(dst.shape[0], dst.shape[1], Ho * Wo)
-    if sH == 1 and sW == 1 and pt == 0 and pl == 0 and Ho == H and Wo == W:
-        L = H * W
-        if folded:
-            for t in prange(C * N):
-                c, n = t // N, t % N
-                for k in range(L):
-                    df[c, n, k] = xf[n, c, k]
-        else:
-            for t in prange(N * C):
-                n, c = t // C, t % C
-                for k in range(L):
-                    df[n, c, k] = xf[n, c, k]
-        return
     for t in prange(N * C):
         if folded:
             c, n = t // N, t % N
@@ -52,19 +39,6 @@ def scatter(src, dx, folded, sH, sW, pt, pl):
     Ho, Wo = src.shape[2], src.shape[3]
     sf = src.reshape(src.shape[0], src.shape[1], Ho * Wo)
     dxf = dx.reshape(N, C, H * W)
-    if sH == 1 and sW == 1 and pt == 0 and pl == 0 and Ho == H and Wo == W:
-        L = H * W
-        if folded:
-            for t in prange(N * C):
-                n, c = t // C, t % C
-                for k in range(L):
-                    dxf[n, c, k] = sf[c, n, k]
-        else:
-            for t in prange(N * C):
-                n, c = t // C, t % C
-                for k in range(L):
-                    dxf[n, c, k] = sf[n, c, k]
-        return
     for t in prange(N * C):
         n, c = t // C, t % C
         d = dxf[n, c]
