@@ -37,6 +37,7 @@ def variant(request, monkeypatch):
     monkeypatch.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS if fold else NEVER))
     monkeypatch.setattr(pointwise, "COMPILED_FROM", 0 if kernels else 1 << 62)
     monkeypatch.setattr(pointwise, "COMPILED_GATHER_FROM", 0 if kernels else 1 << 62)
+    monkeypatch.setattr(pointwise, "COMPILED_TRANSPOSE_FROM", 0 if kernels else 1 << 62)
     return request.param
 
 

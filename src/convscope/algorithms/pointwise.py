@@ -37,9 +37,10 @@ ERROR = "local"     # each output is rounded from the products it sums (see conv
 # layouts (bench/README.md, "Pointwise layers"): a pass runs batch folded when the per-sample products'
 # weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values folding copies (:func:`_copied`)
 FOLD_RATIO = dict(forward=2.7, grad_input=0.25, grad_weight=0.2)
-COMPILED_FROM = 1 << 15           # the copies that fuse a bias or a scatter compiled from this many values
-COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather compiled from this many input values (a plain
-                                  # transpose is NumPy's copy: as fast, without the launch)
+COMPILED_FROM = 1 << 17           # the copies that fuse a bias or a scatter compiled from this many values
+COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather from this many input values (below: NumPy's slices)
+COMPILED_TRANSPOSE_FROM = 1 << 18  # a plain transpose into or out of the folded layout from this many values
+                                   # (gemm's COMPILED_UNFOLD_FROM; one thread: NumPy's copy as fast, no launch)
 
 
 def needs(spec, shape):
@@ -94,20 +95,31 @@ def _trivial(spec) -> bool:
     return spec.stride == (1, 1) and spec.padding == ((0, 0), (0, 0))
 
 
-def _compiled(size) -> bool:
-    return size >= COMPILED_FROM
-
-
 # --------------------------------------------------------------------------- the layouts' copies
+
+
+def _to_folded(a):
+    """(N, K, h, w) → (K, N, h, w), a copy (one sample: a view)."""
+    N, K, h, w = a.shape
+    if N == 1:
+        return a.reshape(K, N, h, w)
+    dst = np.empty((K, N, h, w), dtype=a.dtype)
+    if dst.size >= COMPILED_TRANSPOSE_FROM:
+        from .kernels import _numba, pointwise as kernels
+
+        _numba.launch(kernels.gather, np.ascontiguousarray(a), dst, True, 1, 1, 0, 0)
+    else:
+        np.copyto(dst, a.transpose(1, 0, 2, 3))
+    return dst
 
 
 def _gather(x, spec, shape, folded_):
     """x_s from x (N, C, H, W): (C, N, H_out, W_out) if ``folded_`` else (N, C, H_out, W_out)."""
     N, C, Ho, Wo = shape.N, shape.C, shape.H_out, shape.W_out
-    if _trivial(spec) and (not folded_ or N == 1):
-        return x.reshape((C, N, Ho, Wo) if folded_ else (N, C, Ho, Wo))     # a view: no copy
+    if _trivial(spec):
+        return _to_folded(x) if folded_ else x          # per sample: x itself
     dst = np.empty((C, N, Ho, Wo) if folded_ else (N, C, Ho, Wo), dtype=x.dtype)
-    if not _trivial(spec) and x.size >= COMPILED_GATHER_FROM:
+    if x.size >= COMPILED_GATHER_FROM:
         from .kernels import _numba, fused_padding, pointwise as kernels
 
         xs, pt, pl = fused_padding(x, spec)
@@ -129,7 +141,7 @@ def _scatter(dxs, spec, shape, folded_):
     zeros = spec.padding_mode == "zeros"
     padded = (N, C, shape.H + pt + pb, shape.W + pl + pr)
     dx = np.empty((N, C, shape.H, shape.W) if zeros else padded, dtype=dxs.dtype)
-    if not _trivial(spec) and _compiled(dx.size):
+    if dx.size >= (COMPILED_TRANSPOSE_FROM if _trivial(spec) else COMPILED_FROM):
         from .kernels import _numba, pointwise as kernels
 
         _numba.launch(kernels.scatter, dxs, dx, folded_, *spec.stride, *((pt, pl) if zeros else (0, 0)))
@@ -144,22 +156,12 @@ def _scatter(dxs, spec, shape, folded_):
     return fold(dxp, spec, (shape.H, shape.W))
 
 
-def _fold_grad(grad_out, shape):
-    """(N, C_out, H_out, W_out) → (C_out, N, H_out, W_out), a copy: the folded grad_output."""
-    N, Co, Ho, Wo = grad_out.shape
-    if N == 1:
-        return grad_out.reshape(Co, N, Ho, Wo)
-    dst = np.empty((Co, N, Ho, Wo), dtype=grad_out.dtype)
-    np.copyto(dst, grad_out.transpose(1, 0, 2, 3))
-    return dst
-
-
 def _unfold(out_t, b, shape):
     """(G, C_out/G, N·L) → (N, C_out, H_out, W_out), plus the bias."""
     N, G, Cog, L = shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out
     out = np.empty((N, G, Cog, L), dtype=out_t.dtype)
     src = out_t.reshape(G, Cog, N, L)                                        # (G, C_out/G, N, L) view
-    if _compiled(out.size):
+    if out.size >= COMPILED_FROM:
         from .kernels import _numba, im2col as kernels
 
         bias = np.empty(0, out.dtype) if b is None else b
@@ -207,7 +209,7 @@ def backward(grad_out, x, w, spec, shape, mask):
     N, G, Cg, Cog = shape.N, shape.groups, shape.in_per_group, shape.out_per_group
     L = shape.H_out * shape.W_out
     fold_dx, fold_dw = _backward_layouts(spec, shape, mask)
-    gf = _fold_grad(grad_out, shape).reshape(G, Cog, N * L) if fold_dx or fold_dw else None   # (G, C_out/G, N·L)
+    gf = _to_folded(grad_out).reshape(G, Cog, N * L) if fold_dx or fold_dw else None   # (G, C_out/G, N·L)
     g = grad_out.reshape(N, G, Cog, L)                                   # (N, G, C_out/G, L) view
     dx = dw = None
     if mask[0]:
@@ -235,7 +237,7 @@ def workspace(pass_, spec, shape, itemsize):
     N, C, Co = shape.N, shape.C, shape.out_channels
     (pt, pb), (pl, pr) = spec.padding
     L = shape.H_out * shape.W_out
-    padded = 0 if spec.padding_mode == "zeros" else N * C * (shape.H + pt + pb) * (shape.W + pl + pr)
+    padded = N * C * (shape.H + pt + pb) * (shape.W + pl + pr) if pt + pb + pl + pr else 0
     xs, out, x = N * C * L, N * Co * L, N * C * shape.H * shape.W
     fold_ = _may_fold(spec, shape, pass_)
     if pass_ == "forward":
