@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import convscope
+from convscope import algorithms
 from convscope.algorithms import pointwise
-from oracle import assert_close, assert_same_nonfinite, check_against_torch, require_torch, torch_conv2d
+from oracle import (assert_close, assert_same_nonfinite, check_against_torch, peak_bytes, require_torch,
+                    torch_conv2d)
 
 NEVER, ALWAYS = 10.0**12, 0.0
 VARIANTS = {f"{'folded' if fold else 'per_sample'}-{'compiled' if kernels else 'numpy'}": (fold, kernels)
@@ -35,6 +37,7 @@ CONFIGS = [
 def variant(request, monkeypatch):
     fold, kernels = VARIANTS[request.param]
     monkeypatch.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS if fold else NEVER))
+    monkeypatch.setattr(pointwise, "FOLD_BELOW_PIXELS", dict.fromkeys(pointwise.FOLD_RATIO, 1 << 62))
     monkeypatch.setattr(pointwise, "COMPILED_FROM", 0 if kernels else 1 << 62)
     monkeypatch.setattr(pointwise, "COMPILED_GATHER_FROM", 0 if kernels else 1 << 62)
     monkeypatch.setattr(pointwise, "COMPILED_TRANSPOSE_FROM", 0 if kernels else 1 << 62)
@@ -68,6 +71,7 @@ def test_layouts_are_really_taken(monkeypatch):
     """The forcing above switches the branches; one sample never folds (both layouts are the same)."""
     spec = convscope.spec.make_spec((1, 1), stride=2)
     shape = convscope.spec.check_shapes(spec, (3, 6, 9, 8), (4, 6, 1, 1))
+    monkeypatch.setattr(pointwise, "FOLD_BELOW_PIXELS", dict.fromkeys(pointwise.FOLD_RATIO, 1 << 62))
     monkeypatch.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS))
     assert all(pointwise.folded(spec, shape, p) for p in pointwise.FOLD_RATIO)
     assert not pointwise.folded(spec, shape._replace(N=1), "forward")
@@ -77,7 +81,8 @@ def test_layouts_are_really_taken(monkeypatch):
 
 def test_the_rule_folds_small_images_with_large_weights():
     """MobileNetV2's 7² 960→320 folds every pass; ResNet-50's 56² 64→64 runs per sample; at 14² 384→64
-    the backward folds, grad_input only beside grad_weight (which folds grad_output for both)."""
+    the backward folds, grad_input only beside grad_weight (which folds grad_output for both); 7² with
+    few channels (the weight's repacks cost less than the copies) and one sample run per sample."""
     spec = convscope.spec.make_spec((1, 1))
 
     def layouts(x_shape, w_shape):
@@ -88,6 +93,8 @@ def test_the_rule_folds_small_images_with_large_weights():
     assert layouts((8, 384, 14, 14), (64, 384, 1, 1)) == (False, True, True)
     shape = convscope.spec.check_shapes(spec, (8, 384, 14, 14), (64, 384, 1, 1))
     assert pointwise._backward_layouts(spec, shape, (True, False)) == (False, False)
+    assert layouts((8, 8, 7, 7), (8, 8, 1, 1)) == (False, False, False)
+    assert layouts((1, 960, 7, 7), (320, 960, 1, 1)) == (False, False, False)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -106,3 +113,27 @@ def test_nonfinite_values_land_where_torch_puts_them(dtype, variant):
     grads = convscope.conv2d_backward(g, x, w, algorithm="pointwise", **params)
     for got, want, name in zip(grads, (dx, dw, db), ("input", "weight", "bias")):
         assert_same_nonfinite(got, want, f"grad {name}")
+
+
+def test_folded_layout_keeps_to_the_workspace_limit(monkeypatch):
+    """Forced to fold, a call over the limit is cut into batch slices whose folded copies fit: the same
+    results, and the forward's peak stays under input + output + the limit."""
+    monkeypatch.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS))
+    monkeypatch.setattr(pointwise, "FOLD_BELOW_PIXELS", dict.fromkeys(pointwise.FOLD_RATIO, 1 << 62))
+    x, w, b, params = _arrays(dict(x=(6, 16, 14, 12), w=(24, 16, 1, 1), stride=2, padding=1), np.float64, seed=5)
+    want = convscope.conv2d(x, w, b, algorithm="pointwise", **params)
+    g = np.random.default_rng(6).standard_normal(want.shape)
+    want_g = convscope.conv2d_backward(g, x, w, algorithm="pointwise", **params)
+    limit = 128 << 10
+    spec = convscope.spec.make_spec((1, 1), stride=2, padding=1)
+    shape = convscope.spec.check_shapes(spec, x.shape, w.shape)
+    assert pointwise.workspace("forward", spec, shape, 8) > limit          # really cut
+    with convscope.workspace_limit(limit):
+        step = algorithms._batch_step(algorithms.ALGORITHMS["pointwise"], "forward", spec, shape, 8)
+        assert 2 <= step < shape.N                                          # slices of several samples, folded
+        got, peak = peak_bytes(lambda: convscope.conv2d(x, w, b, algorithm="pointwise", **params))
+        got_g = convscope.conv2d_backward(g, x, w, algorithm="pointwise", **params)
+    assert_close(got, want, "forward")
+    for name in ("input", "weight", "bias"):
+        assert_close(getattr(got_g, name), getattr(want_g, name), f"grad {name}")
+    assert peak <= x.nbytes + want.nbytes + limit

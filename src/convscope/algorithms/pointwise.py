@@ -34,9 +34,11 @@ from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
-# layouts (bench/README.md, "Pointwise layers"): a pass runs batch folded when the per-sample products'
-# weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values folding copies (:func:`_copied`)
-FOLD_RATIO = dict(forward=2.7, grad_input=0.25, grad_weight=0.2)
+# layouts (bench/README.md, "Pointwise layers"): a pass runs batch folded when its products are narrow,
+# H_out·W_out below FOLD_BELOW_PIXELS (ResNet-50's and MobileNetV2's layers: 7² forward, 14² backward), and the
+# per-sample products' weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values folding copies
+FOLD_BELOW_PIXELS = dict(forward=100, grad_input=256, grad_weight=256)
+FOLD_RATIO = dict(forward=1.0, grad_input=0.25, grad_weight=0.2)
 COMPILED_FROM = 1 << 17           # the copies that fuse a bias or a scatter compiled from this many values
 COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather from this many input values (below: NumPy's slices)
 COMPILED_TRANSPOSE_FROM = 1 << 18  # a plain transpose into or out of the folded layout from this many values
@@ -67,7 +69,8 @@ def folded(spec, shape, pass_, grad_folded=False) -> bool:
     """Whether ``pass_`` runs in the batch-folded layout (one sample: both layouts are the same);
     ``grad_folded``: grad_input's, when the grad_weight pass of the same call folds grad_output."""
     repacks = (shape.N - 1) * shape.out_channels * shape.in_per_group
-    return shape.N > 1 and repacks > FOLD_RATIO[pass_] * _copied(pass_, shape, grad_folded)
+    return (shape.N > 1 and shape.H_out * shape.W_out < FOLD_BELOW_PIXELS[pass_]
+            and repacks > FOLD_RATIO[pass_] * _copied(pass_, shape, grad_folded))
 
 
 def _backward_layouts(spec, shape, mask):
