@@ -41,6 +41,7 @@ def variant(request, monkeypatch):
     monkeypatch.setattr(pointwise, "COMPILED_FROM", 0 if kernels else 1 << 62)
     monkeypatch.setattr(pointwise, "COMPILED_GATHER_FROM", 0 if kernels else 1 << 62)
     monkeypatch.setattr(pointwise, "COMPILED_TRANSPOSE_FROM", 0 if kernels else 1 << 62)
+    monkeypatch.setattr(pointwise, "get_num_threads", lambda: 2)          # the compiled transposes' condition
     return request.param
 
 

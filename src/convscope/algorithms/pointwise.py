@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..padding import fold, pad
+from ..threads import get_num_threads
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
@@ -41,8 +42,8 @@ FOLD_BELOW_PIXELS = dict(forward=100, grad_input=256, grad_weight=256)
 FOLD_RATIO = dict(forward=1.0, grad_input=0.25, grad_weight=0.2)
 COMPILED_FROM = 1 << 17           # the copies that fuse a bias or a scatter compiled from this many values
 COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather from this many input values (below: NumPy's slices)
-COMPILED_TRANSPOSE_FROM = 1 << 18  # a plain transpose into or out of the folded layout from this many values
-                                   # (gemm's COMPILED_UNFOLD_FROM; one thread: NumPy's copy as fast, no launch)
+COMPILED_TRANSPOSE_FROM = 1 << 18  # a plain transpose into or out of the folded layout from this many values,
+                                   # on two threads or more (gemm's COMPILED_UNFOLD_FROM; one thread: NumPy's copy faster)
 
 
 def needs(spec, shape):
@@ -101,13 +102,17 @@ def _trivial(spec) -> bool:
 # --------------------------------------------------------------------------- the layouts' copies
 
 
+def _compiled_transpose(size) -> bool:
+    return size >= COMPILED_TRANSPOSE_FROM and get_num_threads() > 1
+
+
 def _to_folded(a):
     """(N, K, h, w) → (K, N, h, w), a copy (one sample: a view)."""
     N, K, h, w = a.shape
     if N == 1:
         return a.reshape(K, N, h, w)
     dst = np.empty((K, N, h, w), dtype=a.dtype)
-    if dst.size >= COMPILED_TRANSPOSE_FROM:
+    if _compiled_transpose(dst.size):
         from .kernels import _numba, pointwise as kernels
 
         _numba.launch(kernels.gather, np.ascontiguousarray(a), dst, True, 1, 1, 0, 0)
@@ -144,7 +149,7 @@ def _scatter(dxs, spec, shape, folded_):
     zeros = spec.padding_mode == "zeros"
     padded = (N, C, shape.H + pt + pb, shape.W + pl + pr)
     dx = np.empty((N, C, shape.H, shape.W) if zeros else padded, dtype=dxs.dtype)
-    if dx.size >= (COMPILED_TRANSPOSE_FROM if _trivial(spec) else COMPILED_FROM):
+    if _compiled_transpose(dx.size) if _trivial(spec) else dx.size >= COMPILED_FROM:
         from .kernels import _numba, pointwise as kernels
 
         _numba.launch(kernels.scatter, dxs, dx, folded_, *spec.stride, *((pt, pl) if zeros else (0, 0)))
