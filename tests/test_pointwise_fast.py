@@ -12,8 +12,8 @@ import pytest
 import convscope
 from convscope import algorithms
 from convscope.algorithms import pointwise
-from oracle import (assert_close, assert_same_nonfinite, check_against_torch, peak_bytes, require_torch,
-                    torch_conv2d)
+from oracle import (assert_close, assert_same_nonfinite, check_against_torch_and_reference, peak_bytes,
+                    require_torch, torch_conv2d)
 
 NEVER, ALWAYS = 10.0**12, 0.0
 VARIANTS = {f"{'folded' if fold else 'per_sample'}-{'compiled' if kernels else 'numpy'}": (fold, kernels)
@@ -59,13 +59,7 @@ def _arrays(config, dtype, seed=0):
 def test_every_layout_matches_torch_and_the_reference(config, dtype, variant):
     require_torch()
     x, w, b, params = _arrays(config, dtype)
-    out = check_against_torch(x, w, b, algorithm="pointwise", **params)
-    assert_close(out, convscope.conv2d(x, w, b, algorithm="reference", **params), "forward vs reference")
-    g = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)
-    got = convscope.conv2d_backward(g, x, w, algorithm="pointwise", **params)
-    want = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
-    for name in ("input", "weight", "bias"):
-        assert_close(getattr(got, name), getattr(want, name), f"grad {name} vs reference")
+    check_against_torch_and_reference(x, w, b, algorithm="pointwise", **params)
 
 
 def test_layouts_are_really_taken(monkeypatch):
