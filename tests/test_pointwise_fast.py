@@ -8,12 +8,13 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 import convscope
 from convscope import algorithms
 from convscope.algorithms import pointwise
-from oracle import (assert_close, assert_same_nonfinite, check_against_torch_and_reference, peak_bytes,
-                    require_torch, torch_conv2d)
+from oracle import (assert_close, assert_same_nonfinite, check_against_torch, check_against_torch_and_reference,
+                    peak_bytes, require_torch, torch_conv2d)
 
 NEVER, ALWAYS = 10.0**12, 0.0
 VARIANTS = {f"{'folded' if fold else 'per_sample'}-{'compiled' if kernels else 'numpy'}": (fold, kernels)
@@ -132,3 +133,26 @@ def test_folded_layout_keeps_to_the_workspace_limit(monkeypatch):
     for name in ("input", "weight", "bias"):
         assert_close(getattr(got_g, name), getattr(want_g, name), f"grad {name}")
     assert peak <= x.nbytes + want.nbytes + limit
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 3), groups=st.integers(1, 2), cg=st.integers(1, 3), og=st.integers(1, 3),
+       hw=st.tuples(st.integers(1, 7), st.integers(1, 7)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), bias=st.booleans(), fold=st.booleans(),
+       kernels=st.booleans())
+def test_property_every_layout_matches_torch(n, groups, cg, og, hw, stride, padding, mode, bias, fold, kernels):
+    """Random 1×1 convolutions (strided, padded in every mode, grouped, empty batches), each layout and
+    copy forced, against torch in float64."""
+    require_torch()
+    assume(mode != "reflect" or all(p < s for p, s in zip(padding, hw)))
+    assume(mode != "circular" or all(p <= s for p, s in zip(padding, hw)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pointwise, "FOLD_RATIO", dict.fromkeys(pointwise.FOLD_RATIO, ALWAYS if fold else NEVER))
+        mp.setattr(pointwise, "FOLD_BELOW_PIXELS", dict.fromkeys(pointwise.FOLD_RATIO, 1 << 62))
+        for name in ("COMPILED_FROM", "COMPILED_GATHER_FROM", "COMPILED_TRANSPOSE_FROM"):
+            mp.setattr(pointwise, name, 0 if kernels else 1 << 62)
+        mp.setattr(pointwise, "get_num_threads", lambda: 2)
+        x, w, b, params = _arrays(dict(x=(n, groups * cg) + hw, w=(groups * og, cg, 1, 1), bias=bias), np.float64)
+        check_against_torch(x, w, b, algorithm="pointwise", stride=stride, padding=padding, groups=groups,
+                            padding_mode=mode)
