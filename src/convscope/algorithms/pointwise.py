@@ -21,10 +21,12 @@ packs the weight anew, which costs little when L is large.
 *Batch folded*: ``x_s`` is copied as ``(G, C/G, N·L)`` (sample after sample along the
 columns), so forward, grad-input and grad-weight are each one product per group
 of width N·L, packing the weight once; grad-weight's sum over samples happens
-inside the product.  The copies into and out of this layout are compiled
-parallel transposes with the subsampling (and padding), the bias, and the
-scatter back to the input's pixels fused into them.  It pays when the weight
-is large next to a sample's pixels: :func:`folded`.
+inside the product.  The copies into and out of this layout fuse what must be
+done anyway: the subsampling (and zero padding) into the input's transpose, the
+bias into the output's, the scatter back to the input's pixels into
+grad_input's (compiled parallel kernels, :mod:`.kernels.pointwise`, above a
+size).  It pays when the products are narrow and the weight is large next to a
+sample's pixels: :func:`folded`.
 """
 from __future__ import annotations
 
@@ -36,14 +38,15 @@ from ..threads import get_num_threads
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 
 # layouts (bench/README.md, "Pointwise layers"): a pass runs batch folded when its products are narrow,
-# H_out·W_out below FOLD_BELOW_PIXELS (ResNet-50's and MobileNetV2's layers: 7² forward, 14² backward), and the
-# per-sample products' weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values folding copies
+# H_out·W_out below FOLD_BELOW_PIXELS (on ResNet-50's and MobileNetV2's layers: 7² forward, 14² backward),
+# and the per-sample products' weight repacks, (N − 1)·C_out·C/G values, exceed FOLD_RATIO × the values
+# folding copies (:func:`_copied`)
 FOLD_BELOW_PIXELS = dict(forward=100, grad_input=256, grad_weight=256)
 FOLD_RATIO = dict(forward=1.0, grad_input=0.25, grad_weight=0.2)
 COMPILED_FROM = 1 << 17           # the copies that fuse a bias or a scatter compiled from this many values
 COMPILED_GATHER_FROM = 1 << 22    # the strided input's gather from this many input values (below: NumPy's slices)
 COMPILED_TRANSPOSE_FROM = 1 << 18  # a plain transpose into or out of the folded layout from this many values,
-                                   # on two threads or more (gemm's COMPILED_UNFOLD_FROM; one thread: NumPy's copy faster)
+                                   # on two threads or more (gemm's COMPILED_UNFOLD_FROM; one thread: NumPy's faster)
 
 
 def needs(spec, shape):
