@@ -110,7 +110,7 @@ def _compiled_transpose(size) -> bool:
 
 
 def _to_folded(a):
-    """(N, K, h, w) → (K, N, h, w), a copy (one sample: a view)."""
+    """(N, K, h, w) → (K, N, h, w), a copy (N = 1: a view); also the way back, (C, N, …) → (N, C, …)."""
     N, K, h, w = a.shape
     if N == 1:
         return a.reshape(K, N, h, w)
@@ -146,21 +146,18 @@ def _scatter(dxs, spec, shape, folded_):
     """The adjoint of :func:`_gather`: (N, C, H, W) from (C, N, H_out, W_out) if ``folded_`` else
     (N, C, H_out, W_out)."""
     N, C, Ho, Wo = shape.N, shape.C, shape.H_out, shape.W_out
-    if _trivial(spec) and (not folded_ or N == 1):
-        return dxs.reshape(N, C, Ho, Wo)
+    if _trivial(spec):
+        return _to_folded(dxs) if folded_ else dxs      # (C, N, H, W) → (N, C, H, W): the same transpose
     (pt, pb), (pl, pr) = spec.padding
     zeros = spec.padding_mode == "zeros"
     padded = (N, C, shape.H + pt + pb, shape.W + pl + pr)
     dx = np.empty((N, C, shape.H, shape.W) if zeros else padded, dtype=dxs.dtype)
-    if _compiled_transpose(dx.size) if _trivial(spec) else dx.size >= COMPILED_FROM:
+    if dx.size >= COMPILED_FROM:
         from .kernels import _numba, pointwise as kernels
 
         _numba.launch(kernels.scatter, dxs, dx, folded_, *spec.stride, *((pt, pl) if zeros else (0, 0)))
         return dx if zeros else fold(dx, spec, (shape.H, shape.W))
     src = dxs.transpose(1, 0, 2, 3) if folded_ else dxs                      # (N, C, H_out, W_out)
-    if _trivial(spec):
-        np.copyto(dx, src)
-        return dx
     (sH, sW) = spec.stride
     dxp = np.zeros(padded, dtype=dxs.dtype)
     dxp[..., :(Ho - 1) * sH + 1:sH, :(Wo - 1) * sW + 1:sW] = src

@@ -6,8 +6,8 @@ A 1×1 tap at stride ``(sH, sW)`` with top/left zero padding ``(pt, pl)`` reads,
 
 :func:`gather` writes ``x_s`` per sample, (N, C, H_out, W_out), or batch folded, (C, N, H_out, W_out),
 which is the (G, Cg, N·H_out·W_out) matrix of the folded products; :func:`scatter` is its adjoint (the
-pixels no output reads get 0), in one pass over the input's pixels; with stride 1 and no padding the
-folded layout is a plain transpose of whole planes.  The work is split over (sample, channel) planes;
+pixels no output reads get 0), in one pass over the input's pixels.  With stride 1 and no padding the
+folded layout is a plain transpose of whole planes (gather's, either way).  The work is split over (sample, channel) planes;
 gather's folded planes are taken in their own order, so each thread writes one contiguous stretch.
 """
 from __future__ import annotations
@@ -45,12 +45,6 @@ def scatter(src, dx, folded, sH, sW, pt, pl):
     Ho, Wo = src.shape[2], src.shape[3]
     sf = src.reshape(src.shape[0], src.shape[1], Ho * Wo)
     dxf = dx.reshape(N, C, H * W)
-    if folded and sH == 1 and sW == 1 and pt == 0 and pl == 0 and Ho == H and Wo == W:
-        for t in prange(N * C):                 # a plain transpose, plane by plane
-            n, c = t // C, t % C
-            for k in range(H * W):
-                dxf[n, c, k] = sf[c, n, k]
-        return
     for t in prange(N * C):
         n, c = t // C, t % C
         d = dxf[n, c]
