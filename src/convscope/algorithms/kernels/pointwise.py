@@ -32,10 +32,10 @@ def gather(x, dst, folded, sH, sW, pt, pl):
     for t in prange(N * C):
         if folded:
             c, n = t // N, t % N
-            _read_tap(xf[n, c], H, W, df[c, n], Ho, Wo, -pt, -pl, sH, sW)
+            _read_tap(xf[n, c], H, W, W, df[c, n], Ho, Wo, -pt, -pl, sH, sW)
         else:
             n, c = t // C, t % C
-            _read_tap(xf[n, c], H, W, df[n, c], Ho, Wo, -pt, -pl, sH, sW)
+            _read_tap(xf[n, c], H, W, W, df[n, c], Ho, Wo, -pt, -pl, sH, sW)
 
 
 @njit(cache=True, parallel=True)
