@@ -243,6 +243,9 @@ def test_backward_under_a_small_limit_gives_the_same_numbers(name):
     ((2, 64, 8, 28, 28), (64, 64, 3, 1, 1), dict(padding=(1, 0, 0)), "ndstack"),   # I3D's temporal 3×1×1
     ((2, 64, 8, 28, 28), (64, 64, 3, 3, 3), dict(padding=1, stride=(1, 2, 2)), "ndstack"),   # no Winograd
     ((2, 4, 8, 8, 8), (8, 4, 3, 3, 3), dict(padding=1), "ndgemm"),                 # small: vol2col's fewer passes
+    ((2, 8, 8, 8, 8), (8, 8, 3, 3, 3), dict(padding=1), "ndwinograd"),             # 24 stacked channels
+    ((2, 3, 16, 56, 56), (64, 3, 3, 3, 3), dict(padding=1), "ndstack"),            # C3D's first layer: 9
+    ((1, 64, 8, 4, 4), (64, 64, 3, 3, 3), dict(padding=1), "ndstack"),             # one tile per plane
 ])
 def test_planner_rows(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)
