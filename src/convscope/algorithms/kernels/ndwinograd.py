@@ -5,7 +5,7 @@ A block of ``nb`` output planes ``i = a0, …, a0 + nb − 1`` reads, through de
 plane ``p = i·s + τ·d − front`` (zeros outside ``0 ≤ p < D``).  :func:`stacked_input_tiles` transforms
 every source plane the block reads once (the 6 × 6 windows of :mod:`.winograd`'s tiles, zeros outside
 the plane, as its ``input_tiles``) and writes the transformed tiles to every (output plane, tap) that
-reads the plane::
+reads the plane, one row of the result after the other::
 
     VX[t, c·k_D + τ, ((n·nb + i − a0)·th + ti)·tw + tj] = (Bᵀ d B)[t]   of tile (ti, tj) of plane p
 
@@ -23,34 +23,29 @@ from ._numba import njit, prange
 @njit(cache=True, parallel=True)
 def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
     """VX (36, C·k_D, N·nb·th·tw) ← the transformed tiles of x (N, C, D, H, W) that output planes
-    ``a0 … a0 + nb − 1`` read through each depth tap (module docstring)."""
+    ``a0 … a0 + nb − 1`` read through each depth tap (module docstring).
+
+    Per (sample, channel): the planes the block reads, ``p0 = a0·s − front`` on, are transformed
+    into ``buf`` (zeros for planes outside x), then each row of VX is written in order of its columns.
+    """
     N, C, D, H, W = x.shape
     two, four, five = x.dtype.type(2), x.dtype.type(4), x.dtype.type(5)
     T = th * tw
     width = 4 * tw + 2
     q0 = min(max(left, 0), width)                       # window columns that lie on the plane
     q1 = max(min(left + W, width), q0)
+    p0 = a0 * s - front
+    span = (nb - 1) * s + (kD - 1) * d + 1              # planes p0 … p0 + span − 1
     for nc in prange(N * C):
         n = nc // C
         c = nc - n * C
         win = np.zeros((6, width), dtype=x.dtype)       # the window rows; columns outside stay 0
         s6 = np.empty((6, width), dtype=x.dtype)        # Bᵀ applied down the columns
-        buf = np.empty((36, T), dtype=x.dtype)          # one plane's transformed tiles
-        for i in range(a0, a0 + nb):                    # taps that read outside the planes: zeros
-            col = (n * nb + i - a0) * T
-            for tau in range(kD):
-                p = i * s + tau * d - front
-                if p < 0 or p >= D:
-                    row = c * kD + tau
-                    for t in range(36):
-                        VX[t, row, col:col + T] = 0
-        for p in range(D):
-            reads = False
-            for tau in range(kD):
-                num = p + front - tau * d
-                if num >= 0 and num % s == 0 and a0 <= num // s < a0 + nb:
-                    reads = True
-            if not reads:
+        buf = np.empty((36, span, T), dtype=x.dtype)    # the transformed tiles of the planes read
+        for k in range(span):
+            p = p0 + k
+            if p < 0 or p >= D:
+                buf[:, k, :] = 0
                 continue
             for i in range(th):
                 for r in range(6):
@@ -69,26 +64,25 @@ def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
                     s6[3, q] = two * (d3 - d1) - d2 + d4
                     s6[4, q] = two * (d1 - d3) - d2 + d4
                     s6[5, q] = four * d1 - five * d3 + d5
-                for k in range(6):
-                    t = 6 * k
+                for r in range(6):
+                    t = 6 * r
                     for j in range(tw):
                         q = 4 * j
-                        e0, e1, e2, e3, e4, e5 = (s6[k, q], s6[k, q + 1], s6[k, q + 2], s6[k, q + 3],
-                                                  s6[k, q + 4], s6[k, q + 5])
+                        e0, e1, e2, e3, e4, e5 = (s6[r, q], s6[r, q + 1], s6[r, q + 2], s6[r, q + 3],
+                                                  s6[r, q + 4], s6[r, q + 5])
                         m = i * tw + j
-                        buf[t, m] = four * e0 - five * e2 + e4
-                        buf[t + 1, m] = -four * (e1 + e2) + e3 + e4
-                        buf[t + 2, m] = four * (e1 - e2) - e3 + e4
-                        buf[t + 3, m] = two * (e3 - e1) - e2 + e4
-                        buf[t + 4, m] = two * (e1 - e3) - e2 + e4
-                        buf[t + 5, m] = four * e1 - five * e3 + e5
+                        buf[t, k, m] = four * e0 - five * e2 + e4
+                        buf[t + 1, k, m] = -four * (e1 + e2) + e3 + e4
+                        buf[t + 2, k, m] = four * (e1 - e2) - e3 + e4
+                        buf[t + 3, k, m] = two * (e3 - e1) - e2 + e4
+                        buf[t + 4, k, m] = two * (e1 - e3) - e2 + e4
+                        buf[t + 5, k, m] = four * e1 - five * e3 + e5
+        for t in range(36):
             for tau in range(kD):
-                num = p + front - tau * d
-                if num >= 0 and num % s == 0 and a0 <= num // s < a0 + nb:
-                    col = (n * nb + num // s - a0) * T
-                    row = c * kD + tau
-                    for t in range(36):
-                        VX[t, row, col:col + T] = buf[t]
+                row = c * kD + tau
+                for i in range(nb):
+                    col = (n * nb + i) * T
+                    VX[t, row, col:col + T] = buf[t, i * s + tau * d]
 
 
 @njit(cache=True, parallel=True)
