@@ -181,7 +181,7 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
         nb = c - a
         VX = np.empty((36, C * kD, N * nb * T), dtype=src.dtype)
         _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
-        M = np.matmul(U, VX)                                               # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
+        M = np.matmul(U, VX)                               # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
         del VX
         for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
             _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
@@ -229,7 +229,7 @@ def _unstacked_input_gradient(grad_out, w, spec, shape):
         nb = c - a
         V = np.empty((36, O, N * nb * T), dtype=g.dtype)
         _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
-        M = np.matmul(U, V)                                                # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
+        M = np.matmul(U, V)                                # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
         del V
         _numba.launch(nd_kernels.unstacked_output_tiles, M, front, spec.stride[0], spec.dilation[0], kD, a, nb,
                       th, tw, out)
@@ -257,7 +257,7 @@ def _stacked_grad_weight(grad_out, x, spec, shape):
         dU += np.matmul(Z, VX.transpose(0, 2, 1))                          # (36, O, P) @ (36, P, C·k_D)
     GG = winograd.matrices(grad_out.dtype)[1]
     dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
-    return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))   # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
+    return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
 
 
 def describe(spec, shape, pass_) -> str:
