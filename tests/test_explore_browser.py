@@ -53,7 +53,7 @@ def url():
         pytest.fail(f"convscope explore printed no URL: {line!r} {proc.stderr.read()!r}")
     yield match.group(0)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=20)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "Traceback" not in err, err
 
 

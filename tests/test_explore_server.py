@@ -301,7 +301,7 @@ def test_ctrl_c_stops_cleanly_and_requests_are_not_logged():
             conn.close()
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

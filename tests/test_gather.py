@@ -244,3 +244,73 @@ def test_forced_passes_other_than_grad_input_are_gemms():
     assert all(c.algorithm == "gather" for c in p)
     assert "gemm's forward" in p.forward.reason and "gemm's grad-weight" in p.grad_weight.reason
     assert algorithms.ALGORITHMS["gather"].ERROR == "local"
+
+
+# --------------------------------------------------------------------------- the transposed backward's shared im2col
+
+
+@pytest.fixture(params=LAYOUTS)
+def gemm_layout(request, monkeypatch):
+    """Both of gemm's layouts for the shared backward, whatever the image size."""
+    from convscope.algorithms import gemm
+
+    monkeypatch.setattr(gemm, "batch_folded", lambda spec, shape, backward: request.param == "folded")
+    return request.param
+
+
+def _count_im2col(monkeypatch) -> list:
+    """A list that gets one entry per im2col gemm makes (either layout)."""
+    from convscope.algorithms import gemm
+
+    calls = []
+    for name in ("im2col", "im2col_folded"):
+        original = getattr(gemm, name)
+        monkeypatch.setattr(gemm, name, lambda *a, _f=original, **k: calls.append(1) or _f(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("algorithm", [None, "gather"])                 # the table's gemm, and forced
+@pytest.mark.parametrize("nd, case", [(2, FEATURES[2][11]), (2, FEATURES[2][6]), (1, FEATURES[1][4])],
+                         ids=["fcn", "groups", "1d-dilation"])
+def test_transposed_backward_reads_one_im2col_of_grad_output(nd, case, algorithm, gemm_layout, monkeypatch):
+    """∂x (the convolution of grad_output) and ∂w (the weight gradient with grad_output as the input) of a
+    transposed convolution come from one im2col of grad_output, and equal torch's."""
+    from convscope.algorithms import gemm
+
+    name, chw, w_shape, params = case
+    calls = _count_im2col(monkeypatch)
+    for dtype, unfold_from in ((np.float64, 0), (np.float32, 1 << 60)):    # the folded output's transpose
+        monkeypatch.setattr(gemm, "COMPILED_UNFOLD_FROM", unfold_from)    # compiled, then NumPy's
+        x, w, b, params_ = _arrays(chw, w_shape, params, "batched", dtype)
+        y_shape = torch_conv_transpose_nd(x, w, b, None, **params_)[0].shape
+        g = np.random.default_rng(3).standard_normal(y_shape).astype(dtype)
+        calls.clear()
+        got = getattr(convscope, f"conv_transpose{nd}d_backward")(g, x, w, algorithm=algorithm, **params_)
+        assert len(calls) == 1
+        _, want = torch_conv_transpose_nd(x, w, b, g, **params_)
+        for field, expected in zip(got._fields, want):
+            assert_close(getattr(got, field), expected, f"grad {field}")
+
+
+@pytest.mark.parametrize("limit", [40 << 10, 4 << 10])         # slices of the batch; one sample too large
+def test_transposed_backward_under_the_limit(limit, monkeypatch):
+    """Under a limit the shared backward runs on slices of the batch of at most limit / (one sample's
+    estimate) samples (∂w summed over them); where one sample does not fit, the two passes run apart."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((6, 8, 5, 5)), rng.standard_normal((8, 4, 4, 4))
+    g = rng.standard_normal((6, 4, 10, 10))
+    want = convscope.conv_transpose2d_backward(g, x, w, stride=2, padding=1, algorithm="reference")
+    spec = make_spec((4, 4), 2, 1)
+    shape = check_shapes(spec, g.shape, w.shape)
+    per_sample = gather.shared_workspace(spec, shape._replace(N=1), 8)
+    assert gather.shared_workspace(spec, shape, 8) > limit
+    calls = _count_im2col(monkeypatch)
+    with convscope.workspace_limit(limit):
+        got, peak = peak_bytes(lambda: convscope.conv_transpose2d_backward(g, x, w, stride=2, padding=1))
+    if per_sample <= limit:
+        assert len(calls) == -(-6 // (limit // per_sample)) > 1                 # one im2col per slice
+        assert peak <= x.nbytes + g.nbytes + w.nbytes + limit, f"peak {peak / 2**20:.2f} MiB"
+    else:
+        assert len(calls) >= 2                                                  # each pass its own
+    for field in got._fields:
+        assert_close(getattr(got, field), getattr(want, field), f"grad {field}")

@@ -438,6 +438,60 @@ def test_grad_output_shape_and_output_mask_are_checked():
         convscope.conv_transpose1d_backward(np.zeros((1, 1, 5)), x, w, output_mask=(True,))
 
 
+# --------------------------------------------------------------------------- plan(transposed=True)
+
+PLANNED = [
+    (1, (4, 8, 10), (8, 3, 4), dict(stride=2, padding=1, output_padding=1)),
+    (2, (16, 512, 4, 4), (512, 256, 4, 4), dict(stride=2, padding=1)),             # DCGAN: gather, gemm, gemm
+    (2, (2, 6, 5, 5), (6, 2, 3, 3), dict(stride=2, groups=3, dilation=2, output_padding=1)),
+    (2, (8, 128, 32, 32), (128, 64, 2, 2), dict(stride=2)),                        # U-Net 2×2/2
+    (3, (2, 4, 3, 4, 4), (4, 2, 2, 2, 2), dict(stride=2)),
+]
+
+
+@pytest.mark.parametrize("nd, x_shape, w_shape, params", PLANNED)
+def test_plan_transposed_names_the_passes_of_the_adjoint_convolution(nd, x_shape, w_shape, params):
+    """forward ← the adjoint convolution's grad_input, grad_input ← its forward, grad_weight ← its grad_weight."""
+    sizes = {k: v for k, v in params.items() if k != "groups"}
+    out = getattr(convscope, f"conv_transpose{nd}d_output_size")(x_shape[2:], w_shape[2:], **sizes)
+    conv_params = {k: v for k, v in params.items() if k != "output_padding"}
+    adjoint = convscope.plan((x_shape[0], w_shape[1] * params.get("groups", 1)) + tuple(out), w_shape, **conv_params)
+    planned = convscope.plan(x_shape, w_shape, transposed=True, **params)
+    for mine, theirs in (("forward", "grad_input"), ("grad_input", "forward"), ("grad_weight", "grad_weight")):
+        assert getattr(planned, mine).algorithm == getattr(adjoint, theirs).algorithm
+        assert getattr(adjoint, theirs).reason in getattr(planned, mine).reason
+        assert f"adjoint convolution's {theirs.replace('_', '-')} pass" in getattr(planned, mine).reason
+    gemms = nd < 3 and {adjoint.forward.algorithm, adjoint.grad_weight.algorithm} <= {"gemm", "gather"}
+    for choice in (planned.grad_input, planned.grad_weight):      # the two gradients share one im2col
+        assert ("from one im2col of grad_output" in choice.reason) == gemms
+    forced = convscope.plan(x_shape, w_shape, transposed=True, algorithm="reference", **params)
+    assert all(c.algorithm == "reference" and c.source == "forced" for c in forced)
+
+
+@pytest.mark.parametrize("nd, x_shape, w_shape, b_shape, params, exc, pattern",
+                         [case for case in BAD if case[3] is None and len(case[1]) == len(case[2]) == case[0] + 2])
+def test_plan_transposed_refuses_what_the_call_refuses(nd, x_shape, w_shape, b_shape, params, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        convscope.plan(x_shape, w_shape, transposed=True, **params)
+
+
+def test_plan_transposed_zeros_padding_only_and_shapes_not_arrays():
+    with pytest.raises(ValueError, match=r'Only "zeros" padding mode is supported for transposed convolutions, '
+                                         r"got padding_mode='reflect'"):
+        convscope.plan((1, 2, 4, 4), (2, 2, 3, 3), transposed=True, padding_mode="reflect")
+    x, w = np.zeros((1, 2, 4, 4)), np.zeros((2, 2, 3, 3))
+    for transposed in (False, True):
+        with pytest.raises(TypeError, match=r"input must be a sequence of ints .*, got a numpy\.ndarray; "
+                                            r"pass input\.shape$"):
+            convscope.plan(x, w.shape, transposed=transposed)
+        with pytest.raises(TypeError, match=r"weight must be a sequence of ints \(C_\w+, C_?\w*/groups, kH, kW\), "
+                                            r"got a numpy\.ndarray; pass weight\.shape$"):
+            convscope.plan(x.shape, w, transposed=transposed)
+    with pytest.raises(TypeError, match=r"input_size must be a sequence of ints .*, got a numpy\.ndarray; "
+                                        r"pass input_size\.shape$"):
+        convscope.conv2d_input(x, w, np.zeros((1, 2, 2, 2)))
+
+
 # --------------------------------------------------------------------------- explain_shape and the CLI
 
 

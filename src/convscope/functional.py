@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import algorithms, planner
+from .algorithms import gather
 from .spec import (
     ConvCall,
     ConvShape,
@@ -477,16 +478,44 @@ def _transposed_backward(ndim, grad_output, input, weight, stride, padding, outp
                           order=("grad_output", "input", "weight"))
     conv = call.conv.with_arrays(input=call.grad_output, weight=call.weight)
     dx = dw = db = None
-    if mask[0]:                                                      # C(gy), without C's extra rows
+    if mask[0] and mask[1]:
+        dx, dw = _shared_backward(call, conv, algorithm)
+    if mask[0] and dx is None:                                       # C(gy), without C's extra rows
         dx = _run_forward(conv, algorithm)
         dx = np.ascontiguousarray(dx[(Ellipsis,) + tuple(slice(0, n) for n in call.input_spatial)])
-    if mask[1]:
+    if mask[1] and dw is None:
         dw = _run_backward(conv.with_arrays(grad_output=_extended(call.input, call)), algorithm,
                            (False, True, False))[1]
     if mask[2]:
         gy = _batched(call.grad_output, call.output_shape, conv.compute_dtype)
         db = _result(_bias_grad(gy), call.dtype, False)
     return ConvTransposeGrads(dx, dw, db)
+
+
+def _shared_backward(call: ConvTransposeCall, conv: ConvCall, algorithm) -> tuple:
+    """(∂x, ∂w) of a transposed call whose two gradients, C's forward and weight gradient, both run gemm's passes:
+    from one im2col of grad_output (:func:`convscope.algorithms.gather.forward_and_grad_weight`).
+    (None, None) for the other plans, 3-d calls, and samples too large for the workspace limit."""
+    c = lift(conv) if conv.ndim == 1 else conv
+    if c.ndim != 2:
+        return None, None
+    spec, shape, cdt = c.spec, c.shape, c.compute_dtype
+    plan = planner.decide(spec, shape, algorithm, dtype=cdt)
+    if not gather.shares_im2col(plan.forward.algorithm, plan.grad_weight.algorithm):
+        return None, None
+    _check_memory(spec, shape, cdt, [("grad_input", call.input_shape), ("grad_weight", c.weight_shape)],
+                  [("gemm", "forward"), ("gemm", "grad_weight")])
+    gy = _batched(call.grad_output, c.input_shape, cdt)                 # C's input
+    x = _batched(_extended(call.input, call), c.output_shape, cdt)      # C's grad_output
+    with np.errstate(all="ignore"):
+        both = gather.run_forward_and_grad_weight(gy, np.ascontiguousarray(c.weight, dtype=cdt), x, spec, shape)
+    if both is None:
+        return None, None
+    dx, dw = both
+    if conv.ndim == 1:
+        dx, dw = _squeeze(dx), _squeeze(dw)
+    dx = dx[(Ellipsis,) + tuple(slice(0, n) for n in call.input_spatial)]    # without C's extra rows
+    return _result(dx, call.dtype, not call.batched), _result(dw, call.dtype, False)
 
 
 def _transposed_output_size(ndim, input_size, kernel_size, stride, padding, output_padding, dilation) -> tuple:

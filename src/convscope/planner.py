@@ -19,6 +19,8 @@ wino-large  the same with H_out·W_out ≥ 1024                winograd     wino
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
+taps        height 1 (a 1-d convolution), stride 1,         taps         taps         taps
+            ≥ 16 input channels per group, W_out ≥ 512
 strided-dx  stride > 1, ≥ 16 input channels per group,      gemm         gather       gemm
             2-d (H > 1)
 else        everything else                                 gemm         gemm         gemm
@@ -53,7 +55,8 @@ of a configuration times the implementations that can serve it, per pass, and th
 winners replace the table's choice from then on (not under precision ``"highest"``,
 which keeps to the table's local paths).
 
-:func:`plan` shows the choice and the reason for each pass without computing.  The calls themselves ask
+:func:`plan` shows the choice and the reason for each pass without computing (with ``transposed=True``,
+for a transposed convolution's passes: the adjoint convolution's, renamed).  The calls themselves ask
 :func:`decide`, which remembers each configuration's choice per setting it depends on
 (:func:`cache_key`) and leaves out the layout texts only :func:`plan` shows.
 """
@@ -79,6 +82,8 @@ FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keep
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
 GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 input channels per group (21: 0.67× gemm's, 3–4: 1.1–2×)
                                       # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
+TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
+TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
 
 
 # --------------------------------------------------------------------------- the automatic table
@@ -120,6 +125,11 @@ def _gathers_input(spec, shape) -> bool:
     return max(spec.stride) > 1 and shape.in_per_group >= GATHER_MIN_CHANNELS and shape.H > 1
 
 
+def _wins_taps(spec, shape) -> bool:
+    return (shape.H == 1 and spec.kernel_size[0] == 1 and spec.stride[1] == 1
+            and shape.in_per_group >= TAPS_MIN_CHANNELS and shape.W_out >= TAPS_MIN_OUTPUTS)
+
+
 def _wins_fft_depthwise(spec, shape) -> bool:
     kH, kW = spec.kernel_size
     return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
@@ -154,6 +164,9 @@ TABLE = (
     Row("fft", _wins_fft, ("fft", "fft", "fft"),
         f"kH·kW ≥ {FFT_MIN_TAPS}, stride ≤ {FFT_MAX_STRIDE}, dilation 1, and FFT's estimated cost "
         "below im2col's: products per frequency"),
+    Row("taps", _wins_taps, ("taps", "taps", "taps"),
+        f"a 1-d convolution (height 1), stride 1, ≥ {TAPS_MIN_CHANNELS} input channels per group, "
+        f"≥ {TAPS_MIN_OUTPUTS} outputs: one matrix product per tap on views of the input, no im2col"),
     Row("strided-dx", _gathers_input, ("gemm", "gather", "gemm"),
         f"stride > 1 with ≥ {GATHER_MIN_CHANNELS} input channels per group, 2-d: im2col + GEMM, and grad_input "
         "gathered channels-last from the taps that reach each pixel (no scatter-add)"),
@@ -351,7 +364,7 @@ def _decide_nd(spec, shape, algorithm, precision) -> Plan:
 
 
 def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, padding_mode="zeros",
-         algorithm=None) -> Plan:
+         algorithm=None, *, transposed=False, output_padding=0) -> Plan:
     """What ``conv2d`` and ``conv2d_backward`` (or ``conv1d``/``conv3d``'s) would run for these shapes, and why.
 
     ``input_shape`` is (N, C, H, W) or (C, H, W), ``weight_shape`` (C_out, C/groups, kH, kW);
@@ -361,6 +374,13 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     (unless tuning is on and the configuration is new: then its candidates are timed).
     Each choice says where it came from: ``source`` is ``"table"``, ``"forced"`` or ``"measured"``.
 
+    With ``transposed=True`` it plans ``conv_transpose*d`` and ``conv_transpose*d_backward``: the
+    weight is the transposed layout ``(C_in, C_out/groups, k…)``, ``output_padding`` means what it
+    means in :func:`convscope.conv_transpose2d` and ``padding_mode`` must be ``'zeros'``.  The
+    passes are the transposed call's: its forward is the input gradient of the convolution it is
+    the adjoint of, its input gradient that convolution's forward, its weight gradient that
+    convolution's (:mod:`convscope.functional`); each reason says which.
+
     >>> import convscope
     >>> p = convscope.plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     >>> p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm
@@ -369,15 +389,63 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     'table'
     >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm
     'depthwise'
+    >>> t = convscope.plan((16, 512, 4, 4), (512, 256, 4, 4), stride=2, padding=1, transposed=True)
+    >>> t.forward.algorithm, t.grad_input.algorithm, t.grad_weight.algorithm
+    ('gather', 'gemm', 'gemm')
     """
     from .spec import bind, lift
 
     check_algorithm(algorithm)
-    input_shape, weight_shape = tuple(input_shape), tuple(weight_shape)
-    ndim = len(weight_shape) - 2 if len(weight_shape) in (3, 5) else 2   # a 3-D weight is 1-d's, 5-D 3-d's
+    if transposed:
+        return _plan_transposed(input_shape, weight_shape, stride, padding, dilation, groups, padding_mode,
+                                algorithm, output_padding)
+    ndim = _ndim(weight_shape)
     call = bind(ndim, input_size=input_shape, weight_size=weight_shape, stride=stride, padding=padding,
                 dilation=dilation, groups=groups, padding_mode=padding_mode,
                 size_names=("input", "weight"))      # the messages conv2d gives for the same shapes
     if ndim == 1:                               # planned as the 2-d convolution it runs as
         call = lift(call)
     return choose(call.spec, call.shape, algorithm)
+
+
+def _ndim(weight_shape) -> int:
+    """The number of spatial dimensions a weight shape says: a 3-D weight is 1-d's, 5-D 3-d's, else 2-d
+    (the binding step then checks the shape, and names what it got)."""
+    try:
+        length = len(weight_shape.shape if hasattr(weight_shape, "dtype") else weight_shape)
+    except (TypeError, AttributeError):
+        return 2
+    return length - 2 if length in (3, 5) else 2
+
+
+# the transposed call's passes, from the passes of the convolution it is the adjoint of
+TRANSPOSED_PASSES = (("forward", "grad_input"), ("grad_input", "forward"), ("grad_weight", "grad_weight"))
+
+
+def _plan_transposed(input_shape, weight_shape, stride, padding, dilation, groups, padding_mode, algorithm,
+                     output_padding) -> Plan:
+    """:func:`plan` of ``conv_transpose*d``: the adjoint convolution's plan, its passes renamed."""
+    from .algorithms import gather
+    from .spec import (AXIS_LETTERS, ConvCall, check_output_padding, check_transposed_padding,
+                       check_transposed_shapes, lift, make_spec, size_tuple)
+
+    if padding_mode != "zeros":
+        raise ValueError(f'Only "zeros" padding mode is supported for transposed convolutions, '
+                         f"got padding_mode={padding_mode!r}")
+    ndim = _ndim(weight_shape)
+    axes = ", ".join(AXIS_LETTERS[ndim])
+    weight_shape = size_tuple(weight_shape, "weight", (ndim + 2,),
+                              f"(C_in, C_out/groups, {', '.join('k' + a for a in AXIS_LETTERS[ndim])})")
+    input_shape = size_tuple(input_shape, "input", (ndim + 1, ndim + 2), f"(N, C_in, {axes}) or (C_in, {axes})")
+    spec = make_spec(weight_shape[2:], stride, check_transposed_padding(padding, ndim), dilation, groups, ndim=ndim)
+    op = check_output_padding(output_padding, spec.stride, spec.dilation)
+    call = ConvCall(spec, check_transposed_shapes(spec, op, input_shape, weight_shape), None,
+                    len(input_shape) == ndim + 2)
+    if ndim == 1:
+        call = lift(call)
+    conv = choose(call.spec, call.shape, algorithm)
+    shared = call.spec.ndim == 2 and gather.shares_im2col(conv.forward.algorithm, conv.grad_weight.algorithm)
+    return Plan(*(getattr(conv, of)._replace(reason=f"the adjoint convolution's {of.replace('_', '-')} pass; "
+                                             + getattr(conv, of).reason
+                                             + (f"; {gather.SHARED}" if shared and of != "grad_input" else ""))
+                  for _, of in TRANSPOSED_PASSES))

@@ -596,6 +596,10 @@ def check_channels_groups(in_channels: int, out_channels: int, groups: int) -> N
 
 def size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
     """A shape argument (``input_size``, ``weight_size``): a sequence of ``lengths`` non-negative ints."""
+    if hasattr(value, "shape") and hasattr(value, "dtype"):     # an array where its shape is meant
+        kind = type(value)
+        raise TypeError(f"{name} must be a sequence of ints {layout}, got a {kind.__module__}.{kind.__qualname__}; "
+                        f"pass {name}.shape")
     try:
         items = tuple(value)
     except TypeError:

@@ -24,16 +24,18 @@ ACC_ELEMENTS = 8192     # a task's accumulator holds at most this many values (W
 
 
 @njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-def gather(d, dx, Wo, kH, kW, sH, sW, dH, dW, pt, pl):
-    """dx (N, C, H, W), overwritten, from d (N, G, Ho·Wo, kH·kW·Cg) (any strides)."""
+def gather(d, batch_major, dx, Wo, kH, kW, sH, sW, dH, dW, pt, pl):
+    """dx (N, C, H, W), overwritten, from d (N·G, Ho·Wo, kH·kW·Cg), C-contiguous, whose first axis is
+    (n, g) if ``batch_major`` else (g, n)."""
     N, C, H, W = dx.shape
-    G = d.shape[1]
+    G = d.shape[0] // max(N, 1)
     Cg = C // G
-    Ho = d.shape[2] // Wo
+    Ho = d.shape[1] // Wo
     B = max(1, min(W, ACC_ELEMENTS // Cg))          # columns per task
     blocks = (W + B - 1) // B
     for t in prange(N * G * H * blocks):
         n, g, r, s0 = t // (G * H * blocks), (t // (H * blocks)) % G, (t // blocks) % H, (t % blocks) * B
+        plane = d[n * G + g] if batch_major else d[g * N + n]       # (Ho·Wo, kH·kW·Cg)
         width = min(B, W - s0)
         acc = np.zeros((width, Cg), dtype=dx.dtype)
         for u in range(kH):
@@ -48,9 +50,10 @@ def gather(d, dx, Wo, kH, kW, sH, sW, dH, dW, pt, pl):
                 j0, j1 = _columns(off, sW, width, Wo)
                 k0 = (u * kW + v) * Cg
                 for j in range(j0, j1):
-                    p, s = i * Wo + j, j * sW + off
+                    src = plane[i * Wo + j, k0:k0 + Cg]
+                    dst = acc[j * sW + off]
                     for c in range(Cg):
-                        acc[s, c] += d[n, g, p, k0 + c]
+                        dst[c] += src[c]
         for c in range(Cg):
             row = dx[n, g * Cg + c, r, s0:s0 + width]
             for s in range(width):
