@@ -35,6 +35,7 @@ CASES = [
     ((4, 5, 6, 7), (8, 1, 1, 3, 3), dict(padding=(0, 1, 1), groups=4)),          # k_D 1: depthwise in 2-d
     ((2, 4, 5, 5), (3, 2, 4, 3, 3), dict(padding="valid")),
     ((3, 4, 9, 10), (5, 3, 3, 5, 3), dict(stride=(1, 2, 2), padding=(1, 2, 1), dilation=(1, 1, 2))),
+    ((4, 5, 6, 7), (3, 4, 3, 3, 3), dict(padding=(3, 1, 2), dilation=(2, 1, 1))),   # C_out ≤ C: flipped grad_input
 ]
 
 
@@ -69,8 +70,8 @@ def _grid():
 def test_every_path_has_cases():
     assert sum(_serves("ndwinograd", c) for c in CASES) >= 4
     assert all(_serves("ndstack", c) for c in CASES)
-    first = [ndwinograd._planes_first(*_spec_shape(c), 8) for c in CASES if _serves("ndwinograd", c)]
-    assert any(first) and not all(first)                  # both ways of ndwinograd's forward
+    flipped = [ndwinograd._flipped(*_spec_shape(c)) for c in CASES if _serves("ndwinograd", c)]
+    assert any(flipped) and not all(flipped)              # both ways of ndwinograd's grad_input
 
 
 def _spec_shape(case):
@@ -102,9 +103,10 @@ def test_float16_matches_torch(name, layout):
 @pytest.mark.parametrize("name", PATHS)
 @pytest.mark.parametrize("mode", MODES)
 def test_blocks_of_planes_equal_the_reference_loops(name, mode, monkeypatch):
-    """One output plane per block (each block's stacking, 2-d pass and un-stacking) gives the loops'
-    numbers in float64, forward and all gradients."""
+    """One output plane per block (each block's stacking, 2-d pass and un-stacking; ndwinograd's
+    stacked transforms) gives the loops' numbers in float64, forward and all gradients."""
     monkeypatch.setattr(ndstack, "BLOCK_OUTPUTS", 1)
+    monkeypatch.setattr(ndwinograd, "BLOCK_BYTES", 1)
     case = CASES[3] if mode != "circular" else CASES[0]
     x, w, b, params = case_arrays(case, "batched", np.float64, seed=3)
     kw = dict(params, padding_mode=mode)
@@ -158,13 +160,14 @@ PERTURBATIONS = [("input", v) for v in (np.nan, np.inf, -np.inf, HUGE)] + \
                 [("grad_output", v) for v in (np.nan, np.inf, -np.inf)]
 
 
-@pytest.mark.parametrize("name, out_channels", [("ndstack", 4), ("ndwinograd", 4), ("ndwinograd", 8)])
+@pytest.mark.parametrize("name, out_channels", [("ndstack", 4), ("ndwinograd", 2), ("ndwinograd", 8)])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("where, value", PERTURBATIONS, ids=[f"{w}={v}" for w, v in PERTURBATIONS])
 def test_nonfinite_values_land_where_torch_puts_them(name, out_channels, dtype, where, value):
     """A corner weight tap reads the depth padding (real zeros in the stacked input) and the height
     and width padding (the 2-d pass's): 0·Inf is NaN there, as in torch's native kernels.  ndwinograd's
-    forward with 4 output channels transforms the planes first, with 8 it stacks first."""
+    grad_input with 2 output channels (of 3 input ones) correlates with the flipped kernel, with 8 it
+    sums the stacked taps' tiles."""
     require_torch()
     from oracle import assert_same_nonfinite, torch_native_conv_nd
 
@@ -204,9 +207,10 @@ def test_forward_stays_under_the_limit_with_the_same_numbers(name, limit):
     whole = convscope.conv3d(x, w, padding=1, algorithm=name)
     call = bind(3, input=x, weight=w, padding=1)
     with convscope.workspace_limit(limit):
-        blocks, _ = ndstack._blocks("forward", call.spec, call.shape, 4)
-        if name == "ndwinograd":                          # the planes' transforms fit the large limit only
-            assert ndwinograd._planes_first(call.spec, call.shape, 4) == (limit > MiB)
+        if name == "ndwinograd":
+            blocks = ndwinograd.blocks("forward", call.spec, call.shape, 4)
+        else:
+            blocks, _ = ndstack._blocks("forward", call.spec, call.shape, 4)
         y, peak = peak_bytes(lambda: convscope.conv3d(x, w, padding=1, algorithm=name))
     assert peak <= x.nbytes + y.nbytes + limit, f"peak {peak / MiB:.1f} MiB"
     assert (len(blocks) == 12) == (limit == MiB)             # one plane per block under the small limit
@@ -220,7 +224,10 @@ def test_backward_under_a_small_limit_gives_the_same_numbers(name):
     whole = convscope.conv3d_backward(g, x, w, algorithm=name, **params)
     with convscope.workspace_limit(64 << 10):
         call = bind(3, input=x, weight=w, **params)
-        assert len(ndstack._blocks("grad_input", call.spec, call.shape, 8)[0]) > 1
+        if name == "ndwinograd":
+            assert all(len(ndwinograd.blocks(p, call.spec, call.shape, 8)) > 1 for p in ("grad_input", "grad_weight"))
+        else:
+            assert len(ndstack._blocks("grad_input", call.spec, call.shape, 8)[0]) > 1
         cut = convscope.conv3d_backward(g, x, w, algorithm=name, **params)
     for a, r in zip(cut, whole):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
@@ -236,6 +243,9 @@ def test_backward_under_a_small_limit_gives_the_same_numbers(name):
     ((2, 64, 8, 28, 28), (64, 64, 3, 1, 1), dict(padding=(1, 0, 0)), "ndstack"),   # I3D's temporal 3×1×1
     ((2, 64, 8, 28, 28), (64, 64, 3, 3, 3), dict(padding=1, stride=(1, 2, 2)), "ndstack"),   # no Winograd
     ((2, 4, 8, 8, 8), (8, 4, 3, 3, 3), dict(padding=1), "ndgemm"),                 # small: vol2col's fewer passes
+    ((2, 8, 8, 8, 8), (8, 8, 3, 3, 3), dict(padding=1), "ndwinograd"),             # 24 stacked channels
+    ((2, 3, 16, 56, 56), (64, 3, 3, 3, 3), dict(padding=1), "ndstack"),            # C3D's first layer: 9
+    ((1, 64, 8, 4, 4), (64, 64, 3, 3, 3), dict(padding=1), "ndstack"),             # one tile per plane
 ])
 def test_planner_rows(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)

@@ -298,9 +298,9 @@ def clear_cache() -> None:
 
 
 ND_WHY = "vol2col + GEMM, the fast path over any number of spatial dimensions"
-ND_WINOGRAD_MIN_CHANNELS = 64        # stacked input channels C·k_D from 64 (bench/bench_nd.py: unet3d.enc1's 96 won)
-ND_WINOGRAD_MIN_OUT_CHANNELS = 32    # and 32 output channels (unet3d.enc1: 2.9× torch, against 3.9× on ndgemm)
-ND_WINOGRAD_MIN_PLANE_PIXELS = 64    # and 8×8 output planes (unet3d.enc3: 1.15× torch, against 1.45× on ndgemm)
+ND_WINOGRAD_MIN_CHANNELS = 16        # stacked channels C·k_D from 16 (24 won 2.5× over ndgemm; 9, 3 lost 2×, 1.3×)
+ND_WINOGRAD_MIN_OUT_CHANNELS = 8     # and 8 output channels (8 and 16: 1.6–3× faster than ndgemm, ndstack)
+ND_WINOGRAD_MIN_PLANE_PIXELS = 49    # and 7×7 output planes (7×7 won 1.5×; 4×4, one tile: 1.6–2.4× slower)
 ND_STACK_MIN_MACS = 10_000_000       # depth stacking from 10⁷ multiply-adds (below: ndgemm's fewer passes won)
 
 

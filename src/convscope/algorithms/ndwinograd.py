@@ -1,33 +1,49 @@
 """Winograd F(4×4, 3×3) in 3-d: the depth taps stacked into channels (:mod:`convscope.algorithms.ndstack`),
-then one 2-d Winograd convolution (:mod:`convscope.algorithms.winograd`).
+each depth plane transformed once, then the 2-d Winograd products (:mod:`convscope.algorithms.winograd`).
 
 It serves kernels ``(k_D, 3, 3)`` with stride and dilation 1 across height and width and groups 1;
-depth's kernel, stride, dilation and padding are any (the stacking takes them).  The 2-d passes run
-through :func:`convscope.algorithms.run_forward` / :func:`~convscope.algorithms.run_backward`, which
-compute a non-finite call on the exact local path.
+depth's kernel, stride, dilation and padding are any.  On a 2-d convolution it is the 2-d Winograd pass.
 
-Forward and grad_weight: the input transform of every depth plane once
----------------------------------------------------------------------
-Stacking the input before the 2-d Winograd transforms every depth plane ``k_D`` times (once per tap
-that reads it).  The transform is linear and acts on each plane alone, so the forward transforms the
-padded planes once, ``V[t, c, (n, p, tile)] = (Bᵀ d B)[t]`` of plane ``p``, and stacks the
-transformed tiles instead::
+The stacked transform
+---------------------
+With ``ndstack``'s stacking ``X[(n, i), (c, τ)] = x̃_D[n, c, i·s_D + τ·d_D]`` the 3-d convolution is the
+2-d one of ``X`` with ``W2[o, (c, τ)] = w[o, c, τ]``.  The input transform is linear and acts on each
+depth plane alone, so the transformed tiles of ``X`` are those of the planes it copies::
 
-    V_X[t, (c, τ), (n, i, tile)] = V[t, c, (n, i·s_D + τ·d_D, tile)]
-    M[t] = U[t] @ V_X[t]          U = G w2 Gᵀ, (36, C_out, C·k_D)
+    V_X[t, (c, τ), (n, i, tile)] = (Bᵀ d B)[t] of the tile of plane i·s_D + τ·d_D − p_D of x
+    M[t] = U[t] @ V_X[t]          U = G W2 Gᵀ, (36, C_out, C·k_D)
+    y[n, :, i] = Aᵀ M A           over the tiles of (n, i)
 
-then the output transform of M gives the planes of the output (:mod:`convscope.algorithms.winograd`'s
-kernels).  The weight gradient is the adjoint on the same tiles, ``∂L/∂U[t] = Σ Z[t] V_X[t]ᵀ`` with ``Z``
-the transform of grad_output's tiles, summed over the blocks of planes.  A call with a non-finite value, or whose result is not finite, is computed on
-:mod:`convscope.algorithms.ndstack`'s local path, as :func:`convscope.algorithms.run_forward` does for a
-2-d Winograd pass.  Where the transformed planes would take more than half the workspace limit, or
-where the products outweigh the transforms (``PLANES_BELOW``), both stack first, as grad_input does.
+:func:`convscope.algorithms.kernels.ndwinograd.stacked_input_tiles` transforms every plane once and
+writes it where each tap reads it (no stacked copy, no plane transformed ``k_D`` times, zeros where a
+tap reads the depth padding); the products run in BLAS and the output transform
+(:mod:`convscope.algorithms.kernels.winograd`) writes each output plane in place.  A block of output
+planes at a time, as many as ``BLOCK_BYTES`` and the workspace limit hold.
+
+Backward
+--------
+* ``∂L/∂w``: the adjoint of the tile formula on the same transformed tiles,
+  ``∂L/∂W2 = (G⊗G)ᵀ · Σ_tiles Z[t] V_X[t]ᵀ`` with ``Z`` the transform of grad_output's tiles
+  (:func:`convscope.algorithms.winograd.grad_weight`'s formula).
+* ``∂L/∂x`` (depth stride 1, ``C_out ≤ C``): the full correlation of grad_output with the kernel flipped along its
+  three axes and its channel axes swapped, ``∂L/∂x̃[n, c, p] = Σ_{o, τ} g[n, o, p − (k_D−1)·d_D + τ·d_D]
+  · w[o, c, k_D−1−τ]`` (height and width as in :mod:`convscope.algorithms.winograd`'s grad_input): the
+  same stacked transform of grad_output, with zero padding the interior of x̃ directly, other modes the
+  whole of x̃ then :func:`convscope.padding.fold`.  It writes grad_output's transform ``k_D`` times
+  (``C_out·k_D`` stacked channels).  With more output channels than input channels, or a depth stride
+  above 1, the adjoint of the stacking runs instead: the 2-d Winograd input gradient of the stacked
+  input, ``M = Uᵀ V_g`` with grad_output's planes transformed once (``C_out`` channels), whose ``C·k_D``
+  channels' tiles are summed onto the planes they were stacked from and only then transformed back
+  (:func:`~convscope.algorithms.kernels.ndwinograd.unstacked_output_tiles`).
+
+A call with a non-finite value, or whose result is not finite, is computed on ``ndstack``'s local
+path, as :func:`convscope.algorithms.run_forward` does for a 2-d Winograd pass.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..padding import pad
+from ..padding import fold, pad
 from ..workspace import get_workspace_limit
 from . import ndstack, winograd
 
@@ -35,9 +51,7 @@ ERROR = "global"    # Winograd's: rounding error relative to a tile's largest va
 DIMS = (2, 3)       # the numbers of spatial dimensions it computes
 PLANNED_DIMS = (3,)  # where it is chosen automatically; on a 2-d convolution it is the 2-d pass itself
 INNER = "winograd"
-PLANES_BELOW = 0.5  # transform the planes once where C_out < this × C·k_D (the transforms outweigh the
-                    # products: unet3d.enc1's forward 20 %, grad_weight 15 % faster; c3d.conv2's forward,
-                    # 128 against 192, 10 % slower; c3d.conv3's grad_weight, 256 against 384, 50 % slower)
+BLOCK_BYTES = 16 << 20  # transformed tiles and products of one block of output planes (cache-sized)
 
 
 def needs(spec, shape):
@@ -49,122 +63,207 @@ def needs(spec, shape):
     return problem.replace(", got", " across height and width, got", 1)
 
 
+# --------------------------------------------------------------------------- the passes
+
+
 def forward(x, w, b, spec, shape):
     from . import all_finite
 
-    if not _planes_first(spec, shape, x.dtype.itemsize):
+    if spec.ndim == 2:
         return ndstack.forward(x, w, b, spec, shape, INNER)
-    if not all_finite(x, w, b):
-        return ndstack.forward(x, w, b, spec, shape, ndstack.inner_path(spec, shape))
-    out = _planes_forward(x, w, b, spec, shape)
-    if not all_finite(out):
-        return ndstack.forward(x, w, b, spec, shape, ndstack.inner_path(spec, shape))
-    return out
+    if all_finite(x, w, b):
+        src, front, top, left = _source(x, spec)
+        out = _correlate(src, ndstack._weight2(w, shape), spec.stride[0], spec.dilation[0], (front, top, left),
+                         shape.out_spatial, b, blocks("forward", spec, shape, x.dtype.itemsize))
+        if all_finite(out):
+            return out
+    return ndstack.forward(x, w, b, spec, shape, ndstack.inner_path(spec, shape))
 
 
 def grad_input(grad_out, w, spec, shape):
-    return ndstack.grad_input(grad_out, w, spec, shape, INNER)
+    from . import all_finite
+
+    if spec.ndim == 2:
+        return ndstack.grad_input(grad_out, w, spec, shape, INNER)
+    if all_finite(grad_out, w):
+        pass_ = _flipped_input_gradient if _flipped(spec, shape) else _unstacked_input_gradient
+        dx = pass_(grad_out, w, spec, shape)
+        if all_finite(dx):
+            return dx
+    return ndstack.grad_input(grad_out, w, spec, shape, ndstack.inner_path(spec, shape))
 
 
 def grad_weight(grad_out, x, spec, shape):
     from . import all_finite
 
-    if not _planes_first(spec, shape, x.dtype.itemsize):
+    if spec.ndim == 2:
         return ndstack.grad_weight(grad_out, x, spec, shape, INNER)
-    if not all_finite(grad_out, x):
-        return ndstack.grad_weight(grad_out, x, spec, shape, ndstack.inner_path(spec, shape))
-    dw = _planes_grad_weight(grad_out, x, spec, shape)
-    if not all_finite(dw):
-        return ndstack.grad_weight(grad_out, x, spec, shape, ndstack.inner_path(spec, shape))
-    return dw
+    if all_finite(grad_out, x):
+        dw = _stacked_grad_weight(grad_out, x, spec, shape)
+        if all_finite(dw):
+            return dw
+    return ndstack.grad_weight(grad_out, x, spec, shape, ndstack.inner_path(spec, shape))
 
 
-def _planes_first(spec, shape, itemsize) -> bool:
-    """Whether the forward and grad_weight transform the depth planes before stacking (module docstring)."""
-    return (spec.ndim == 3 and shape.out_channels < PLANES_BELOW * shape.C * spec.kernel_size[0]
-            and _transformed_bytes(spec, shape, itemsize) <= get_workspace_limit() // 2)
+def _flipped(spec, shape) -> bool:
+    """Whether grad_input is the stacked transform of grad_output (module docstring): a depth stride of 1
+    and no more output channels than input channels (their k_D-fold stacking is what it writes)."""
+    return spec.ndim == 3 and spec.stride[0] == 1 and shape.out_channels <= shape.C
 
 
-def _transformed_bytes(spec, shape, itemsize) -> int:
-    """The padded planes, their contiguous copy and their transform (36 values per 4×4 output tile)."""
-    th, tw = winograd._tiles(*shape.out_spatial[1:])
-    planes = shape.N * spec.padded_size(shape.spatial)[0]
-    H, W = spec.padded_size(shape.spatial)[1:]
-    return (2 * planes * shape.C * H * W + 36 * shape.C * planes * th * tw) * itemsize
+# --------------------------------------------------------------------------- blocks under the limit
 
 
-def _transformed_planes(x, spec, shape):
-    """Vp (36, C, N, Dp, T): the input transform of every padded depth plane, T = th·tw tiles; and (th, tw)."""
-    N, C = shape.N, shape.C
-    Ho, Wo = shape.out_spatial[1:]
-    if spec.padding_mode == "zeros":                  # the kernel supplies the zeros across height and width
-        xp, (top, left) = pad(x, ndstack.depth_spec(spec)), (spec.padding[1][0], spec.padding[2][0])
-    else:
-        xp, (top, left) = pad(x, spec), (0, 0)
-    Dp = xp.shape[2]
-    planes = np.ascontiguousarray(xp.transpose(0, 2, 1, 3, 4)).reshape((N * Dp, C) + xp.shape[3:])
-    del xp                                            # (N, C, Dp, H', W') → (N·Dp, C, H', W')
-    V, (th, tw) = winograd._input_transform(planes, top, left, Ho, Wo)      # (36, C, N·Dp·T)
-    return V.reshape(36, C, N, Dp, th * tw), (th, tw)
+def _budget(pass_, spec, shape, itemsize):
+    """(fixed bytes, bytes per plane, planes) of a 3-d pass: the padded input (other modes; grad_input:
+    the padded gradient and fold's copy) and the weight's transforms (U, ∂U); per plane of the blocks
+    it loops over, the stacked transformed tiles and their products (module docstring)."""
+    N, C, O, kD = shape.N, shape.C, shape.out_channels, spec.kernel_size[0]
+    zeros = spec.padding_mode == "zeros"
+    padded = N * C * int(np.prod(spec.padded_size(shape.spatial)))
+    stacked, products, planes, grid = C, O, shape.out_spatial[0], shape.out_spatial[1:]
+    own = 0 if zeros else padded
+    if pass_ == "grad_input":
+        own *= 2
+        grid = shape.spatial[1:] if zeros else spec.padded_size(shape.spatial)[1:]
+        if _flipped(spec, shape):                          # a correlation of grad_output with C outputs
+            stacked, products = O, C
+            planes = shape.spatial[0] if zeros else spec.padded_size(shape.spatial)[0]
+    th, tw = winograd._tiles(*grid)
+    per_plane = 36 * N * th * tw * (stacked * kD + products)
+    return (own + 2 * 36 * O * C * kD) * itemsize, per_plane * itemsize, planes
 
 
-def _stacked_tiles(Vp, spec, a, c):
-    """V_X (36, C·k_D, N·(c−a)·T): the transformed tiles of the planes output planes ``a:c`` read."""
-    _, C, N, _, T = Vp.shape
-    kD = spec.kernel_size[0]
-    VX = np.empty((36, C, kD, N, c - a, T), dtype=Vp.dtype)
-    for tau in range(kD):
-        VX[:, :, tau] = Vp[:, :, :, ndstack._tap_planes(spec, tau, a, c)]   # (36, C, N, c−a, T)
-    return VX.reshape(36, C * kD, N * (c - a) * T)
-
-
-def _planes_forward(x, w, b, spec, shape):
-    """out (N, C_out, *out_spatial) from the transforms of the padded depth planes (module docstring)."""
-    from .kernels import _numba, winograd as kernels
-
-    N, O = shape.N, shape.out_channels
-    Ho, Wo = shape.out_spatial[1:]
-    Vp, (th, tw) = _transformed_planes(x, spec, shape)
-    U = winograd.transform_weight(ndstack._weight2(w, shape))             # (36, O, C·k_D)
-    bias = np.zeros(O, dtype=x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    out = np.empty((N, O) + tuple(shape.out_spatial), dtype=x.dtype)
-    for a, c in ndstack._blocks("forward", spec, shape, x.dtype.itemsize)[0]:
-        M = np.matmul(U, _stacked_tiles(Vp, spec, a, c))                   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
-        y = np.empty((N * (c - a), O, Ho, Wo), dtype=x.dtype)
-        _numba.launch(kernels.output_tiles, M, bias, th, tw, y)
-        out[:, :, a:c] = y.reshape(N, c - a, O, Ho, Wo).transpose(0, 2, 1, 3, 4)
-    return out
-
-
-def _planes_grad_weight(grad_out, x, spec, shape):
-    """∂L/∂w by the adjoint of the tile formula (:func:`convscope.algorithms.winograd.grad_weight`) on the
-    stacked transformed tiles: ∂L/∂w2 = (G⊗G)ᵀ · Σ_blocks Z V_Xᵀ, Z = (A⊗A) of grad_output's tiles."""
-    from .kernels import _numba, winograd as kernels
-
-    N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
-    Vp, (th, tw) = _transformed_planes(x, spec, shape)
-    dU = np.zeros((36, O, C * kD), dtype=grad_out.dtype)
-    for a, c in ndstack._blocks("grad_weight", spec, shape, grad_out.dtype.itemsize)[0]:
-        Z = np.empty((36, O, N * (c - a) * th * tw), dtype=grad_out.dtype)
-        _numba.launch(kernels.gradient_tiles, ndstack._moved(grad_out, slice(a, c)), th, tw, Z)
-        dU += np.matmul(Z, _stacked_tiles(Vp, spec, a, c).transpose(0, 2, 1))   # (36, O, P) @ (36, P, C·k_D)
-    GG = winograd.matrices(grad_out.dtype)[1]
-    dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
-    return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))   # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
+def blocks(pass_, spec, shape, itemsize) -> list[tuple[int, int]]:
+    """[(a, b)]: the blocks of planes a 3-d pass loops over, each holding at most ``BLOCK_BYTES`` of
+    transformed tiles and products and fitting what the workspace limit leaves; one plane at least."""
+    fixed, per_plane, planes = _budget(pass_, spec, shape, itemsize)
+    room = min(BLOCK_BYTES, get_workspace_limit() - fixed)
+    step = int(max(1, min(planes, room // max(per_plane, 1))))
+    return [(a, min(planes, a + step)) for a in range(0, planes, step)]
 
 
 def workspace(pass_, spec, shape, itemsize) -> int:
-    stacked = ndstack.workspace(pass_, spec, shape, itemsize, INNER)
-    if pass_ == "grad_input" or not _planes_first(spec, shape, itemsize):
-        return stacked
-    transformed = _transformed_bytes(spec, shape, itemsize)
-    (a, c), = ndstack._blocks("forward", spec, shape, itemsize)[0][:1]
-    P = shape.N * (c - a) * int(np.prod(winograd._tiles(*shape.out_spatial[1:])))
-    block = 36 * P * (shape.C * spec.kernel_size[0] + shape.out_channels) + shape.N * (c - a) * shape.out_channels \
-        * int(np.prod(shape.out_spatial[1:]))
-    return max(stacked, transformed + block * itemsize + 36 * shape.out_channels * shape.C * spec.kernel_size[0]
-               * itemsize)
+    """Scratch bytes of a pass: :func:`_budget`'s fixed bytes and its first block's."""
+    if spec.ndim == 2:
+        return ndstack.workspace(pass_, spec, shape, itemsize, INNER)
+    fixed, per_plane, _ = _budget(pass_, spec, shape, itemsize)
+    a, b = (blocks(pass_, spec, shape, itemsize) or [(0, 0)])[0]
+    return fixed + (b - a) * per_plane
+
+
+# --------------------------------------------------------------------------- the stacked transform
+
+
+def _source(x, spec):
+    """(the C-contiguous array the transform reads, the depth, top and left zero padding it fuses):
+    zero padding is fused, the other modes pad first."""
+    if spec.padding_mode == "zeros":
+        return np.ascontiguousarray(x), spec.padding[0][0], spec.padding[1][0], spec.padding[2][0]
+    return pad(x, spec), 0, 0, 0
+
+
+def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
+    """out (N, O, D', H', W'): Σ_{c, τ, u, v} src[n, c, i·s + τ·d − front, h − top + u, q − left + v]
+    · w2[o, c·k_D + τ, u, v] (+ bias[o]), zeros outside src (N, C, D, H, W); ``offsets`` is
+    (front, top, left), ``plane_blocks`` the blocks of output planes i."""
+    from .kernels import _numba, ndwinograd as nd_kernels, winograd as kernels
+
+    N, C = src.shape[:2]
+    O, kD = w2.shape[0], w2.shape[1] // C
+    planes, Ho, Wo = out_spatial
+    th, tw = winograd._tiles(Ho, Wo)
+    T = th * tw
+    U = winograd.transform_weight(w2)                                      # (36, O, C·k_D)
+    b = np.zeros(O, dtype=src.dtype) if bias is None else np.ascontiguousarray(bias, dtype=src.dtype)
+    out = np.empty((N, O, planes, Ho, Wo), dtype=src.dtype)
+    for a, c in plane_blocks:
+        nb = c - a
+        VX = np.empty((36, C * kD, N * nb * T), dtype=src.dtype)
+        _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
+        M = np.matmul(U, VX)                               # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
+        del VX
+        for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
+            _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
+                          out[n, :, a:c].transpose(1, 0, 2, 3))
+    return out
+
+
+def _flipped_input_gradient(grad_out, w, spec, shape):
+    """∂L/∂x (N, C, D, H, W) of a depth-stride-1 convolution as the correlation of grad_output with
+    the flipped kernel (module docstring)."""
+    C, O, kD, dD = shape.C, shape.out_channels, spec.kernel_size[0], spec.dilation[0]
+    w2 = np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)).reshape((C, O * kD, 3, 3))
+    # (O, C, k_D, 3, 3) flipped along its three axes, channel axes swapped → (C, O, k_D, 3, 3) → (C, O·k_D, 3, 3)
+    g = np.ascontiguousarray(grad_out)
+    full = (kD - 1) * dD
+    plane_blocks = blocks("grad_input", spec, shape, g.dtype.itemsize)
+    if spec.padding_mode == "zeros":                       # the interior of x̃ only
+        (p0, _), (pt, _), (pl, _) = spec.padding
+        return _correlate(g, w2, 1, dD, (full - p0, 2 - pt, 2 - pl), tuple(shape.spatial), None, plane_blocks)
+    dxp = _correlate(g, w2, 1, dD, (full, 2, 2), spec.padded_size(shape.spatial), None, plane_blocks)
+    return fold(dxp, spec, tuple(shape.spatial))
+
+
+def _unstacked_input_gradient(grad_out, w, spec, shape):
+    """∂L/∂x (N, C, D, H, W): the 2-d Winograd input gradient of the stacked input, each plane of
+    grad_output transformed once, the taps' transformed tiles summed onto the planes they were
+    stacked from, then transformed back (module docstring)."""
+    from .kernels import _numba, ndwinograd as nd_kernels
+
+    N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
+    w2 = ndstack._weight2(w, shape)                                        # (O, C·k_D, 3, 3)
+    U = winograd.transform_weight(np.ascontiguousarray(w2[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
+    # (O, C·k_D, 3, 3) flipped across, channel axes swapped → (C·k_D, O, 3, 3) → U (36, C·k_D, O)
+    g = np.ascontiguousarray(grad_out)
+    zeros = spec.padding_mode == "zeros"
+    if zeros:                                            # the interior of x̃ only
+        (front, _), (pt, _), (pl, _) = spec.padding
+        top, left, out = 2 - pt, 2 - pl, np.zeros((N, C) + tuple(shape.spatial), dtype=g.dtype)
+    else:
+        front, top, left = 0, 2, 2
+        out = np.zeros((N, C) + spec.padded_size(shape.spatial), dtype=g.dtype)
+    th, tw = winograd._tiles(*out.shape[3:])
+    T = th * tw
+    for a, c in blocks("grad_input", spec, shape, g.dtype.itemsize):
+        nb = c - a
+        V = np.empty((36, O, N * nb * T), dtype=g.dtype)
+        _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
+        M = np.matmul(U, V)                                # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
+        del V
+        _numba.launch(nd_kernels.unstacked_output_tiles, M, front, spec.stride[0], spec.dilation[0], kD, a, nb,
+                      th, tw, out)
+    return out if zeros else fold(out, spec, tuple(shape.spatial))
+
+
+def _stacked_grad_weight(grad_out, x, spec, shape):
+    """∂L/∂w (C_out, C, k_D, 3, 3) = (G⊗G)ᵀ · Σ_blocks Z V_Xᵀ (module docstring)."""
+    from .kernels import _numba, ndwinograd as nd_kernels, winograd as kernels
+
+    N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
+    th, tw = winograd._tiles(*shape.out_spatial[1:])
+    T = th * tw
+    src, front, top, left = _source(x, spec)
+    dU = np.zeros((36, O, C * kD), dtype=grad_out.dtype)
+    for a, c in blocks("grad_weight", spec, shape, x.dtype.itemsize):
+        nb = c - a
+        VX = np.empty((36, C * kD, N * nb * T), dtype=x.dtype)
+        _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0], spec.dilation[0],
+                      kD, a, nb, th, tw, VX)
+        Z = np.empty((36, O, N * nb * T), dtype=grad_out.dtype)
+        for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
+            _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
+                          Z[:, :, n * nb * T:(n + 1) * nb * T])
+        dU += np.matmul(Z, VX.transpose(0, 2, 1))                          # (36, O, P) @ (36, P, C·k_D)
+    GG = winograd.matrices(grad_out.dtype)[1]
+    dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
+    return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
 
 
 def describe(spec, shape, pass_) -> str:
-    return ndstack.describe(spec, shape, pass_, INNER)
+    text = ndstack.describe(spec, shape, pass_, INNER)
+    if spec.ndim == 2:
+        return text
+    if pass_ == "grad_input" and not _flipped(spec, shape):
+        return text + ", each plane of grad_output transformed once, the taps summed before the transform back"
+    return text + ", each depth plane transformed once"
