@@ -594,10 +594,16 @@ def check_channels_groups(in_channels: int, out_channels: int, groups: int) -> N
         check_divisible_by_groups(name, count, groups)
 
 
+def _is_size_vector(value, lengths: tuple[int, ...]) -> bool:
+    """Whether an array is itself a shape: one axis of ``lengths`` integers (``np.array(x.shape)``)."""
+    shape = tuple(value.shape)
+    return len(shape) == 1 and shape[0] in lengths and all(_is_int(v) for v in value.tolist())
+
+
 def size_tuple(value, name: str, lengths: tuple[int, ...], layout: str) -> tuple[int, ...]:
     """A shape argument (``input_size``, ``weight_size``): a sequence of ``lengths`` non-negative ints."""
-    if hasattr(value, "shape") and hasattr(value, "dtype"):     # an array where its shape is meant
-        kind = type(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not _is_size_vector(value, lengths):
+        kind = type(value)                                          # an array where its shape is meant
         raise TypeError(f"{name} must be a sequence of ints {layout}, got a {kind.__module__}.{kind.__qualname__}; "
                         f"pass {name}.shape")
     try:
