@@ -129,27 +129,87 @@ def _input_transform(x, top, left, Ho, Wo):
     return V, (th, tw)
 
 
+BLOCK_BYTES = 2 << 20     # a block's transformed tiles (input and products) in 2 MiB: they stay in L2
+BLOCK_MIN_TILES = 64      # but at least 64 tiles a block: narrower products run below BLAS's peak
+WEIGHT_BLOCK_TILES = 256  # grad_weight's blocks: its products accumulate (C_out, C_in) per block
+_BOOKKEEPING = 1 << 16    # bytes of Python objects the blocks' threads hold (blocks, futures, frames)
+
+
+def _block_rows(columns, tw, itemsize, rows, tiles=None):
+    """Tile rows a block: its 36·columns·tiles values within BLOCK_BYTES (or ``tiles`` tiles), and
+    at least two blocks a thread where there are enough rows."""
+    from ..threads import get_num_threads
+
+    if tiles is None:
+        tiles = max(BLOCK_MIN_TILES, BLOCK_BYTES // (_T * columns * itemsize))
+    return max(1, min(-(-tiles // tw), -(-rows // (2 * get_num_threads()))))
+
+
+def _threads(rows, per_block):
+    from ..threads import get_num_threads
+
+    return max(1, min(get_num_threads(), -(-rows // per_block)))
+
+
+def _run_blocks(rows, per_block, scratch, work):
+    """``work(r0, r1, buffers)`` for the blocks of ``per_block`` tile rows, on up to
+    :func:`convscope.get_num_threads` Python threads, each with its own ``scratch()`` buffers, taking
+    the next block when it is done with one (the BLAS on one thread meanwhile); the threads' buffers."""
+    from ..threads import parallel_map, single_blas
+
+    blocks = iter([(r, min(r + per_block, rows)) for r in range(0, rows, per_block)])
+
+    def worker(_):
+        buffers = scratch()
+        for r0, r1 in blocks:                    # a shared iterator: each block goes to one thread
+            work(r0, r1, buffers)
+        return buffers
+
+    n = _threads(rows, per_block)
+    if n == 1:
+        return [worker(0)]
+    with single_blas():
+        return parallel_map(worker, range(n))
+
+
+def _view(buffer, *shape):
+    """The first prod(shape) values of ``buffer``, contiguous, as ``shape``."""
+    return buffer.reshape(-1)[:int(np.prod(shape))].reshape(shape)
+
+
 def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
     """3×3 stride-1 correlation of x (N, C, H, W) with w (O, C, 3, 3), zeros outside x:
 
         out[n, o, h, q] = Σ_c Σ_uv x[n, c, h − top + u, q − left + v] · w[o, c, u, v] (+ bias[o])
 
     for h < Ho, q < Wo: (N, O, Ho, Wo).  ``U`` is :func:`transform_weight` of ``w``, when already
-    computed.
+    computed.  The tiles go a block of tile rows at a time: input transform, the 36 products and the
+    output transform of one block run on one thread, while its transformed tiles are in cache.
     """
-    from .kernels import _numba
     from .kernels import winograd as kernels
 
-    N = x.shape[0]
+    N, C = x.shape[:2]
     O = w.shape[0]
-    V, (th, tw) = _input_transform(x, top, left, Ho, Wo)           # (36, C, P)
+    th, tw = _tiles(Ho, Wo)
+    x = np.ascontiguousarray(x)
     if U is None:
         U = transform_weight(w)                                    # (36, O, C)
-    M = np.matmul(U, V)                                            # (36, O, C) @ (36, C, P) → (36, O, P)
-    del V
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
-    _numba.launch(kernels.output_tiles, M, b, th, tw, out)
+    rows = N * th
+    per = _block_rows(C + O, tw, x.dtype.itemsize, rows)
+
+    def scratch():
+        return np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype)
+
+    def work(r0, r1, buffers):
+        P = (r1 - r0) * tw
+        V, M = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
+        kernels.input_block(x, top, left, th, tw, r0, r1, V)      # (36, C, P)
+        np.matmul(U, V, out=M)                                     # (36, O, C) @ (36, C, P) → (36, O, P)
+        kernels.output_block(M, b, th, tw, r0, r1, out)
+
+    _run_blocks(rows, per, scratch, work)
     return out
 
 
@@ -180,47 +240,73 @@ def grad_weight(grad_out, x, spec, shape):
 
         ∂L/∂w = (G⊗G)ᵀ · Σ_tiles Z[t] Vᵀ[t]
 
-    the sum over tiles (and samples) running inside one batched product
-    (36, C_out, P) @ (36, P, C_in).  Outputs beyond H_out, W_out in partial tiles get zero
-    gradient, so they contribute nothing.
+    the sum over tiles (and samples) running a block of tile rows at a time, each thread summing
+    its blocks' products (36, C_out, P) @ (36, P, C_in).  Outputs beyond H_out, W_out in partial
+    tiles get zero gradient, so they contribute nothing.
     """
-    from .kernels import _numba
     from .kernels import winograd as kernels
 
     Ho, Wo = shape.H_out, shape.W_out
     if spec.padding_mode == "zeros":
-        (pt, _), (pl, _) = spec.padding
-        V, (th, tw) = _input_transform(x, pt, pl, Ho, Wo)          # (36, C, P)
+        (top, _), (left, _) = spec.padding
+        x = np.ascontiguousarray(x)
     else:
-        V, (th, tw) = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
-    N, O = grad_out.shape[:2]
-    Z = np.empty((_T, O, N * th * tw), dtype=grad_out.dtype)
-    _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)
-    dU = np.matmul(Z, V.transpose(0, 2, 1))                        # (36, O, P) @ (36, P, C) → (36, O, C)
-    del Z, V
-    C = dU.shape[2]
-    GG = matrices(grad_out.dtype)[1]
+        x, top, left = pad(x, spec), 0, 0
+    g = np.ascontiguousarray(grad_out)
+    N, O = g.shape[:2]
+    C = x.shape[1]
+    th, tw = _tiles(Ho, Wo)
+    rows = N * th
+    per = _block_rows(C + O, tw, x.dtype.itemsize, rows, WEIGHT_BLOCK_TILES)
+
+    def scratch():
+        return (np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype),
+                np.zeros((_T, O, C), dtype=x.dtype), np.empty((_T, O, C), dtype=x.dtype))
+
+    def work(r0, r1, buffers):
+        P = (r1 - r0) * tw
+        V, Z = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
+        kernels.input_block(x, top, left, th, tw, r0, r1, V)      # (36, C, P)
+        kernels.gradient_block(g, th, tw, r0, r1, Z)              # (36, O, P)
+        np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3])         # (36, O, P) @ (36, P, C) → (36, O, C)
+        with np.errstate(invalid="ignore", over="ignore"):   # NaN/Inf sums as BLAS leaves them
+            np.add(buffers[2], buffers[3], out=buffers[2])
+
+    sums = [buffers[2] for buffers in _run_blocks(rows, per, scratch, work)]
+    dU = sums[0]
+    with np.errstate(invalid="ignore", over="ignore"):             # NaN/Inf sum as BLAS leaves them
+        for other in sums[1:]:
+            dU += other
+    GG = matrices(g.dtype)[1]
     dw9 = GG.T @ dU.reshape(_T, O * C)                              # (9, 36) @ (36, O·C) → (9, O·C)
     return np.ascontiguousarray(dw9.T).reshape(O, C, 3, 3)         # (O·C, 9) → (O, C, 3, 3)
 
 
+def _scratch(columns, Ho, Wo, N, itemsize, tiles=None):
+    """The blocks' transformed tiles, all threads: values."""
+    th, tw = _tiles(Ho, Wo)
+    per = _block_rows(columns, tw, itemsize, N * th, tiles)
+    return _threads(N * th, per) * _T * columns * per * tw
+
+
 def workspace(pass_, spec, shape, itemsize):
-    """Scratch bytes: the padded copy (other modes), the input transform, the kernel transform, the
-    products, and for grad_input the flipped kernel and the full padded gradient (other modes)."""
+    """Scratch bytes: the padded copy (other modes), the kernel transform, each thread's block of
+    transformed tiles and products, and for grad_input the flipped kernel and the full padded
+    gradient (other modes), for grad_weight each thread's kernel-gradient sum; and the blocks'
+    bookkeeping."""
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     zeros = spec.padding_mode == "zeros"
-    cin, cout = shape.C, shape.out_channels
+    N, cin, cout = shape.N, shape.C, shape.out_channels
+    padded = 0 if zeros else N * cin * Hp * Wp
     if pass_ == "grad_input":
-        th, tw = _tiles(Hp, Wp) if not zeros else _tiles(shape.H, shape.W)
-        P = shape.N * th * tw
-        total = _T * cout * P + _T * cin * P + (_T + 9) * cin * cout + (0 if zeros else shape.N * cin * Hp * Wp)
-        return total * itemsize
-    th, tw = _tiles(shape.H_out, shape.W_out)
-    P = shape.N * th * tw
-    padded = 0 if zeros else shape.N * cin * Hp * Wp
-    if pass_ == "grad_weight":
-        total = padded + _T * cin * P + _T * cout * P + _T * cout * cin + 9 * cout * cin * 2
+        grid = (shape.H, shape.W) if zeros else (Hp, Wp)
+        total = padded + _scratch(cin + cout, *grid, N, itemsize) + (_T + 9) * cin * cout + cin
+    elif pass_ == "grad_weight":
+        th, tw = _tiles(shape.H_out, shape.W_out)
+        per = _block_rows(cin + cout, tw, itemsize, N * th, WEIGHT_BLOCK_TILES)
+        total = (padded + _scratch(cin + cout, shape.H_out, shape.W_out, N, itemsize, WEIGHT_BLOCK_TILES)
+                 + (2 * _threads(N * th, per) * _T + 9) * cout * cin)
     else:
-        total = padded + _T * cin * P + _T * cout * cin + _T * cout * P
-    return total * itemsize
+        total = padded + _scratch(cin + cout, shape.H_out, shape.W_out, N, itemsize) + _T * cout * cin + cout
+    return total * itemsize + _BOOKKEEPING
