@@ -129,47 +129,57 @@ def _input_transform(x, top, left, Ho, Wo):
     return V, (th, tw)
 
 
-BLOCK_BYTES = 2 << 20     # a block's transformed tiles (input and products) in 2 MiB: they stay in L2
-BLOCK_MIN_TILES = 64      # but at least 64 tiles a block: narrower products run below BLAS's peak
-WEIGHT_BLOCK_TILES = 256  # grad_weight's blocks: its products accumulate (C_out, C_in) per block
-_BOOKKEEPING = 1 << 16    # bytes of Python objects the blocks' threads hold (blocks, futures, frames)
+BLOCK_MIN_TILES = 64      # tiles a block: 64, or as many as the channels (C_in + C_out)/2 where more:
+                          # products on fewer tiles run far below BLAS's peak (bench/README.md)
+WEIGHT_BLOCK_TILES = 256  # grad_weight's blocks: each adds its products (36, C_out, C_in) to a sum
+T_CHUNK = 6               # the wide layout's products, 6 transform positions a task
+_BOOKKEEPING = 1 << 16    # bytes of Python objects the threads hold (tasks, futures, frames)
 
 
-def _block_rows(columns, tw, itemsize, rows, tiles=None):
-    """Tile rows a block: its 36·columns·tiles values within BLOCK_BYTES (or ``tiles`` tiles), and
-    at least two blocks a thread where there are enough rows."""
+def _layout(C, O, tw, rows, tiles=None):
+    """(tile rows a block, wide).  Blocks of ``tiles`` tiles (default: BLOCK_MIN_TILES or the
+    channels), two blocks a thread at least where there are several threads.  *Wide* where that
+    leaves blocks of under half the tiles wanted: then the transforms run in blocks over the whole
+    layer's transformed tiles, and the threads share the 36 products by transform position."""
     from ..threads import get_num_threads
 
+    n = get_num_threads()
     if tiles is None:
-        tiles = max(BLOCK_MIN_TILES, BLOCK_BYTES // (_T * columns * itemsize))
-    return max(1, min(-(-tiles // tw), -(-rows // (2 * get_num_threads()))))
+        tiles = max(BLOCK_MIN_TILES, (C + O) // 2)
+    want = -(-tiles // tw)
+    if n == 1:
+        return max(1, min(want, rows)), False
+    per = max(1, min(want, -(-rows // (2 * n))))
+    return per, 2 * per * tw < tiles
 
 
-def _threads(rows, per_block):
-    from ..threads import get_num_threads
-
-    return max(1, min(get_num_threads(), -(-rows // per_block)))
-
-
-def _run_blocks(rows, per_block, scratch, work):
-    """``work(r0, r1, buffers)`` for the blocks of ``per_block`` tile rows, on up to
-    :func:`convscope.get_num_threads` Python threads, each with its own ``scratch()`` buffers, taking
-    the next block when it is done with one (the BLAS on one thread meanwhile); the threads' buffers."""
+def _in_threads(tasks, work, scratch=tuple):
+    """``work(*task, buffers)`` for each task, on up to :func:`convscope.get_num_threads` Python
+    threads, each taking the next task when done with one, each with its own ``scratch()`` buffers
+    (the BLAS on one thread meanwhile); the threads' buffers."""
     from ..threads import parallel_map, single_blas
 
-    blocks = iter([(r, min(r + per_block, rows)) for r in range(0, rows, per_block)])
+    tasks = list(tasks)
+    queue = iter(tasks)
 
     def worker(_):
         buffers = scratch()
-        for r0, r1 in blocks:                    # a shared iterator: each block goes to one thread
-            work(r0, r1, buffers)
+        for task in queue:                       # a shared iterator: each task goes to one thread
+            work(*task, buffers)
         return buffers
 
-    n = _threads(rows, per_block)
+    n = _in_threads_count(len(tasks))
     if n == 1:
         return [worker(0)]
     with single_blas():
         return parallel_map(worker, range(n))
+
+
+def _row_blocks(rows, per):
+    return [(r, min(r + per, rows)) for r in range(0, rows, per)]
+
+
+_T_CHUNKS = [(t, t + T_CHUNK) for t in range(0, _T, T_CHUNK)]
 
 
 def _view(buffer, *shape):
@@ -184,7 +194,8 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
 
     for h < Ho, q < Wo: (N, O, Ho, Wo).  ``U`` is :func:`transform_weight` of ``w``, when already
     computed.  The tiles go a block of tile rows at a time: input transform, the 36 products and the
-    output transform of one block run on one thread, while its transformed tiles are in cache.
+    output transform of one block run on one thread, while its transformed tiles are in cache
+    (:func:`_layout`; in the wide layout each step runs on all threads in turn).
     """
     from .kernels import winograd as kernels
 
@@ -197,7 +208,16 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
     rows = N * th
-    per = _block_rows(C + O, tw, x.dtype.itemsize, rows)
+    per, wide = _layout(C, O, tw, rows)
+    if wide:
+        V = np.empty((_T, C, rows * tw), dtype=x.dtype)
+        M = np.empty((_T, O, rows * tw), dtype=x.dtype)
+        _in_threads(_row_blocks(rows, per), lambda r0, r1, _: kernels.input_block(
+            x, top, left, th, tw, r0, r1, V, r0 * tw))
+        _in_threads(_T_CHUNKS, lambda t0, t1, _: np.matmul(U[t0:t1], V[t0:t1], out=M[t0:t1]))
+        _in_threads(_row_blocks(rows, per), lambda r0, r1, _: kernels.output_block(
+            M, b, th, tw, r0, r1, out, r0 * tw))
+        return out
 
     def scratch():
         return np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype)
@@ -205,11 +225,11 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
     def work(r0, r1, buffers):
         P = (r1 - r0) * tw
         V, M = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
-        kernels.input_block(x, top, left, th, tw, r0, r1, V)      # (36, C, P)
+        kernels.input_block(x, top, left, th, tw, r0, r1, V, 0)   # (36, C, P)
         np.matmul(U, V, out=M)                                     # (36, O, C) @ (36, C, P) → (36, O, P)
-        kernels.output_block(M, b, th, tw, r0, r1, out)
+        kernels.output_block(M, b, th, tw, r0, r1, out, 0)
 
-    _run_blocks(rows, per, scratch, work)
+    _in_threads(_row_blocks(rows, per), work, scratch)
     return out
 
 
@@ -257,36 +277,58 @@ def grad_weight(grad_out, x, spec, shape):
     C = x.shape[1]
     th, tw = _tiles(Ho, Wo)
     rows = N * th
-    per = _block_rows(C + O, tw, x.dtype.itemsize, rows, WEIGHT_BLOCK_TILES)
+    per, wide = _layout(C, O, tw, rows, WEIGHT_BLOCK_TILES)
+    if wide:
+        V = np.empty((_T, C, rows * tw), dtype=x.dtype)
+        Z = np.empty((_T, O, rows * tw), dtype=x.dtype)
+        dU = np.empty((_T, O, C), dtype=x.dtype)
 
-    def scratch():
-        return (np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype),
-                np.zeros((_T, O, C), dtype=x.dtype), np.empty((_T, O, C), dtype=x.dtype))
+        def transforms(r0, r1, _):
+            kernels.input_block(x, top, left, th, tw, r0, r1, V, r0 * tw)
+            kernels.gradient_block(g, th, tw, r0, r1, Z, r0 * tw)
 
-    def work(r0, r1, buffers):
-        P = (r1 - r0) * tw
-        V, Z = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
-        kernels.input_block(x, top, left, th, tw, r0, r1, V)      # (36, C, P)
-        kernels.gradient_block(g, th, tw, r0, r1, Z)              # (36, O, P)
-        np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3])         # (36, O, P) @ (36, P, C) → (36, O, C)
-        with np.errstate(invalid="ignore", over="ignore"):   # NaN/Inf sums as BLAS leaves them
-            np.add(buffers[2], buffers[3], out=buffers[2])
+        _in_threads(_row_blocks(rows, per), transforms)
+        _in_threads(_T_CHUNKS, lambda t0, t1, _: np.matmul(           # (t, O, P) @ (t, P, C) → (t, O, C)
+            Z[t0:t1], V[t0:t1].transpose(0, 2, 1), out=dU[t0:t1]))
+    else:
+        def scratch():
+            return (np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype),
+                    np.zeros((_T, O, C), dtype=x.dtype), np.empty((_T, O, C), dtype=x.dtype))
 
-    sums = [buffers[2] for buffers in _run_blocks(rows, per, scratch, work)]
-    dU = sums[0]
-    with np.errstate(invalid="ignore", over="ignore"):             # NaN/Inf sum as BLAS leaves them
-        for other in sums[1:]:
-            dU += other
+        def work(r0, r1, buffers):
+            P = (r1 - r0) * tw
+            V, Z = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
+            kernels.input_block(x, top, left, th, tw, r0, r1, V, 0)    # (36, C, P)
+            kernels.gradient_block(g, th, tw, r0, r1, Z, 0)            # (36, O, P)
+            np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3])          # (36, O, P) @ (36, P, C) → (36, O, C)
+            with np.errstate(invalid="ignore", over="ignore"):         # NaN/Inf sums as BLAS leaves them
+                np.add(buffers[2], buffers[3], out=buffers[2])
+
+        sums = [buffers[2] for buffers in _in_threads(_row_blocks(rows, per), work, scratch)]
+        dU = sums[0]
+        with np.errstate(invalid="ignore", over="ignore"):
+            for other in sums[1:]:
+                dU += other
     GG = matrices(g.dtype)[1]
     dw9 = GG.T @ dU.reshape(_T, O * C)                              # (9, 36) @ (36, O·C) → (9, O·C)
     return np.ascontiguousarray(dw9.T).reshape(O, C, 3, 3)         # (O·C, 9) → (O, C, 3, 3)
 
 
-def _scratch(columns, Ho, Wo, N, itemsize, tiles=None):
-    """The blocks' transformed tiles, all threads: values."""
+def _scratch(C, O, Ho, Wo, N, tiles=None):
+    """(values of the transformed tiles, all threads; threads with a kernel-gradient sum)."""
     th, tw = _tiles(Ho, Wo)
-    per = _block_rows(columns, tw, itemsize, N * th, tiles)
-    return _threads(N * th, per) * _T * columns * per * tw
+    rows = N * th
+    per, wide = _layout(C, O, tw, rows, tiles)
+    if wide:
+        return _T * (C + O) * rows * tw, 0
+    n = _in_threads_count(len(_row_blocks(rows, per)))
+    return n * _T * (C + O) * per * tw, n
+
+
+def _in_threads_count(tasks):
+    from ..threads import get_num_threads
+
+    return max(1, min(get_num_threads(), tasks))
 
 
 def workspace(pass_, spec, shape, itemsize):
@@ -301,12 +343,10 @@ def workspace(pass_, spec, shape, itemsize):
     padded = 0 if zeros else N * cin * Hp * Wp
     if pass_ == "grad_input":
         grid = (shape.H, shape.W) if zeros else (Hp, Wp)
-        total = padded + _scratch(cin + cout, *grid, N, itemsize) + (_T + 9) * cin * cout + cin
+        total = padded + _scratch(cout, cin, *grid, N)[0] + (_T + 9) * cin * cout + cin
     elif pass_ == "grad_weight":
-        th, tw = _tiles(shape.H_out, shape.W_out)
-        per = _block_rows(cin + cout, tw, itemsize, N * th, WEIGHT_BLOCK_TILES)
-        total = (padded + _scratch(cin + cout, shape.H_out, shape.W_out, N, itemsize, WEIGHT_BLOCK_TILES)
-                 + (2 * _threads(N * th, per) * _T + 9) * cout * cin)
+        values, sums = _scratch(cin, cout, shape.H_out, shape.W_out, N, WEIGHT_BLOCK_TILES)
+        total = padded + values + (_T * max(1, 2 * sums) + 9) * cout * cin
     else:
-        total = padded + _scratch(cin + cout, shape.H_out, shape.W_out, N, itemsize) + _T * cout * cin + cout
+        total = padded + _scratch(cin, cout, shape.H_out, shape.W_out, N)[0] + _T * cout * cin + cout
     return total * itemsize + _BOOKKEEPING

@@ -19,7 +19,7 @@ arithmetic into float64).  Each transform comes twice:
   :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
   zero beyond Ho, Wo (the adjoint of the output transform, for the weight gradient);
 * over a *block* of tile rows ``r0 ≤ n·th + i < r1``, one thread, the GIL released, the block's
-  tiles being columns ``p − r0·tw`` of a small array: :func:`input_block`, :func:`output_block`,
+  tiles being columns ``p0 + p − r0·tw`` of the transform array (p0 = 0: a block's own small array): :func:`input_block`, :func:`output_block`,
   :func:`gradient_block` (several Python threads run blocks at once, see the algorithm module).
 """
 from __future__ import annotations
@@ -149,8 +149,9 @@ def input_tiles(x, top, left, th, tw, V):
 
 
 @njit(cache=True, nogil=True)
-def input_block(x, top, left, th, tw, r0, r1, V):
-    """V (36, C, (r1 − r0)·tw) ← the input transform of tile rows r0:r1 (row r = n·th + i), one thread."""
+def input_block(x, top, left, th, tw, r0, r1, V, p0):
+    """V[:, :, p0 : p0 + (r1 − r0)·tw] ← the input transform of tile rows r0:r1 (row r = n·th + i),
+    one thread."""
     C = x.shape[1]
     q0, q1 = _window_columns(left, x.shape[3], tw)
     win = np.zeros((6, 4 * tw + 2), dtype=x.dtype)
@@ -158,7 +159,7 @@ def input_block(x, top, left, th, tw, r0, r1, V):
     for c in range(C):
         for r in range(r0, r1):
             n = r // th
-            _input_strip(x, n, c, 4 * (r - n * th) - top, left, q0, q1, tw, win, s, V, c, (r - r0) * tw)
+            _input_strip(x, n, c, 4 * (r - n * th) - top, left, q0, q1, tw, win, s, V, c, p0 + (r - r0) * tw)
 
 
 @njit(cache=True, parallel=True)
@@ -175,15 +176,16 @@ def output_tiles(M, bias, th, tw, out):
 
 
 @njit(cache=True, nogil=True)
-def output_block(M, bias, th, tw, r0, r1, out):
-    """out ← the output transform of M (36, O, (r1 − r0)·tw), tile rows r0:r1, + bias, one thread."""
+def output_block(M, bias, th, tw, r0, r1, out, p0):
+    """out ← the output transform of tile rows r0:r1, columns p0 : p0 + (r1 − r0)·tw of M (36, O, ·),
+    + bias, one thread."""
     O = out.shape[1]
     z = np.empty((4, 6, tw), dtype=out.dtype)
     row = np.empty(4 * tw, dtype=out.dtype)
     for o in range(O):
         for r in range(r0, r1):
             n = r // th
-            _output_strip(M, o, (r - r0) * tw, bias[o], n, 4 * (r - n * th), tw, z, row, out)
+            _output_strip(M, o, p0 + (r - r0) * tw, bias[o], n, 4 * (r - n * th), tw, z, row, out)
 
 
 @njit(cache=True, parallel=True)
@@ -200,12 +202,12 @@ def gradient_tiles(g, th, tw, Z):
 
 
 @njit(cache=True, nogil=True)
-def gradient_block(g, th, tw, r0, r1, Z):
-    """Z (36, O, (r1 − r0)·tw) ← the gradient transform of g's tile rows r0:r1, one thread."""
+def gradient_block(g, th, tw, r0, r1, Z, p0):
+    """Z[:, :, p0 : p0 + (r1 − r0)·tw] ← the gradient transform of g's tile rows r0:r1, one thread."""
     O = g.shape[1]
     win = np.zeros((4, 4 * tw), dtype=g.dtype)
     u = np.empty((6, 4 * tw), dtype=g.dtype)
     for o in range(O):
         for r in range(r0, r1):
             n = r // th
-            _gradient_strip(g, n, o, 4 * (r - n * th), tw, win, u, Z, (r - r0) * tw)
+            _gradient_strip(g, n, o, 4 * (r - n * th), tw, win, u, Z, p0 + (r - r0) * tw)
