@@ -87,10 +87,13 @@ def main(argv=None) -> int:
         U = winograd.transform_weight(w)
         out = np.empty_like(x)
         xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
-        per = winograd._block_rows(2 * C, tw, 4, rows)
-        per_w = winograd._block_rows(2 * C, tw, 4, rows, winograd.WEIGHT_BLOCK_TILES)
-        V, M = np.empty((36, C, per * tw), np.float32), np.empty((36, C, per * tw), np.float32)
-        Vw, Zw = np.empty((36, C, per_w * tw), np.float32), np.empty((36, C, per_w * tw), np.float32)
+        per, wide = winograd._layout(C, C, tw, rows)
+        per_w, wide_w = winograd._layout(C, C, tw, rows, winograd.WEIGHT_BLOCK_TILES)
+        print(f"{C}ch {H}²: blocks of {per * tw} tiles{' (wide)' if wide else ''}, "
+              f"grad_weight {per_w * tw}{' (wide)' if wide_w else ''}, of {rows * tw}")
+        cols, cols_w = (rows if wide else per) * tw, (rows if wide_w else per_w) * tw
+        V, M = np.empty((36, C, cols), np.float32), np.empty((36, C, cols), np.float32)
+        Vw, Zw = np.empty((36, C, cols_w), np.float32), np.empty((36, C, cols_w), np.float32)
         dU, tmp = np.zeros((36, C, C), np.float32), np.empty((36, C, C), np.float32)
 
         def t(fn):
@@ -99,14 +102,17 @@ def main(argv=None) -> int:
         def blocks(per_block):                           # whole blocks only: one specialisation a kernel
             return [(r, r + per_block) for r in range(0, rows - per_block + 1, per_block)]
 
-        def each(per_block, step):
+        def each(per_block, step, whole=False):          # whole: the wide layout's products, once
             def run():
-                for r0, r1 in blocks(per_block):
+                for r0, r1 in ([(0, rows)] if whole else blocks(per_block)):
                     step(r0, r1)
             return run
 
         def scaled(per_block):                           # the steps' times, scaled to all rows
             return rows / (len(blocks(per_block)) * per_block)
+
+        def p0(r0, wide_):                               # where a block's tiles go
+            return r0 * tw if wide_ else 0
 
         def flat_forward():
             Vf, _ = winograd._input_transform(x, 1, 1, H, H)
@@ -127,9 +133,9 @@ def main(argv=None) -> int:
             gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask))
             for pass_, mask in (("grad_input", [True, False, False]), ("grad_weight", [False, True, False]))}
         steps = {
-            "forward": [("in", per, each(per, lambda r0, r1: kernels.input_block(x, 1, 1, th, tw, r0, r1, V))),
-                        ("products", per, each(per, lambda r0, r1: np.matmul(U, V, out=M))),
-                        ("out", per, each(per, lambda r0, r1: kernels.output_block(M, b, th, tw, r0, r1, out))),
+            "forward": [("in", per, each(per, lambda r0, r1: kernels.input_block(x, 1, 1, th, tw, r0, r1, V, p0(r0, wide)))),
+                        ("products", per, each(per, lambda r0, r1: np.matmul(U, V, out=M), wide)),
+                        ("out", per, each(per, lambda r0, r1: kernels.output_block(M, b, th, tw, r0, r1, out, p0(r0, wide)))),
                         ("wino", None, lambda: winograd.forward(x, w, b, spec, shape)),
                         ("flat", None, flat_forward),
                         ("gemm", None, lambda: gemm.forward(x, w, b, spec, shape)),
@@ -138,10 +144,10 @@ def main(argv=None) -> int:
                            ("gemm", None, lambda: gemm.backward(g, None, w, spec, shape, (True, False))[0]),
                            ("torch", None, torch_grad["grad_input"])],
             "grad_weight": [("in", per_w, each(per_w, lambda r0, r1: kernels.input_block(
-                                x, 1, 1, th, tw, r0, r1, Vw))),
+                                x, 1, 1, th, tw, r0, r1, Vw, p0(r0, wide_w)))),
                             ("out-grad", per_w, each(per_w, lambda r0, r1: kernels.gradient_block(
-                                g, th, tw, r0, r1, Zw))),
-                            ("products", per_w, each(per_w, products)),
+                                g, th, tw, r0, r1, Zw, p0(r0, wide_w)))),
+                            ("products", per_w, each(per_w, products, wide_w)),
                             ("wino", None, lambda: winograd.grad_weight(g, x, spec, shape)),
                             ("flat", None, flat_grad_weight),
                             ("gemm", None, lambda: gemm.backward(g, x, None, spec, shape, (False, True))[1]),
@@ -153,8 +159,9 @@ def main(argv=None) -> int:
                 if per_block is None:
                     times[name] = t(fn)
                 else:
+                    whole = name == "products" and (wide if pass_ == "forward" else wide_w)
                     with single_blas():
-                        times[name] = t(fn) * scaled(per_block)
+                        times[name] = t(fn) * (1 if whole else scaled(per_block))
             print(f"{C}ch {H}² {pass_:11s} " + "  ".join(f"{k} {v:.2f}" for k, v in times.items())
                   + f"   | GF/s wino {flops / times['wino'] / 1e6:.0f}, gemm {flops / times['gemm'] / 1e6:.0f}, "
                   f"torch {flops / times['torch'] / 1e6:.0f}", flush=True)
