@@ -164,8 +164,9 @@ def _in_threads(tasks, work, scratch=tuple):
 
     def worker(_):
         buffers = scratch()
-        for task in queue:                       # a shared iterator: each task goes to one thread
-            work(*task, buffers)
+        with np.errstate(invalid="ignore", over="ignore"):   # NaN/Inf land as convscope.algorithms says
+            for task in queue:                   # a shared iterator: each task goes to one thread
+                work(*task, buffers)
         return buffers
 
     n = _in_threads_count(len(tasks))
@@ -301,13 +302,12 @@ def grad_weight(grad_out, x, spec, shape):
             kernels.input_block(x, top, left, th, tw, r0, r1, V, 0)    # (36, C, P)
             kernels.gradient_block(g, th, tw, r0, r1, Z, 0)            # (36, O, P)
             np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3])          # (36, O, P) @ (36, P, C) → (36, O, C)
-            with np.errstate(invalid="ignore", over="ignore"):         # NaN/Inf sums as BLAS leaves them
-                np.add(buffers[2], buffers[3], out=buffers[2])
+            np.add(buffers[2], buffers[3], out=buffers[2])
 
         sums = [buffers[2] for buffers in _in_threads(_row_blocks(rows, per), work, scratch)]
         dU = sums[0]
         with np.errstate(invalid="ignore", over="ignore"):
-            for other in sums[1:]:
+            for other in sums[1:]:                                     # NaN/Inf sum as BLAS leaves them
                 dU += other
     GG = matrices(g.dtype)[1]
     dw9 = GG.T @ dU.reshape(_T, O * C)                              # (9, 36) @ (36, O·C) → (9, O·C)
