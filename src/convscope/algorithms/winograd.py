@@ -21,6 +21,19 @@ output transform adds the bias and writes each tile into the output, cropping
 the partial tiles at the bottom and right.  The products run in BLAS.  Other
 padding modes pad first (:func:`convscope.padding.pad`).
 
+Blocking (Lavin & Gray; NNPACK and oneDNN do the same).  V and M are never
+made for the whole call: the tiles go a block of tile rows at a time (about as
+many tiles as channels, at least :data:`BLOCK_MIN_TILES`), and one thread takes
+a block through input transform, 36 products and output transform while its
+V and M are in its cache.  Blocks are handed to :func:`convscope.get_num_threads`
+Python threads, each taking the next block when done (the kernels and the
+products release the GIL), with the BLAS on one thread meanwhile
+(:func:`convscope.threads.single_blas`): one busy thread per core, no thread
+pool waiting for another's.  Where the tiles are too few for two such blocks a
+thread (deep layers on small images), the *wide* layout transforms all tiles in
+blocks on all threads, then shares the 36 products among the threads by
+transform position, then transforms the outputs likewise.
+
 Grad-weight.  The output is linear in the kernel, so its adjoint gives
 ∂L/∂w = (G⊗G)ᵀ · Σ_tiles [(A⊗A) dy-tile] ⊙ V, the sum over tiles and samples
 inside one batched product (:func:`grad_weight`).
@@ -292,19 +305,26 @@ def grad_weight(grad_out, x, spec, shape):
         _in_threads(_T_CHUNKS, lambda t0, t1, _: np.matmul(           # (t, O, P) @ (t, P, C) → (t, O, C)
             Z[t0:t1], V[t0:t1].transpose(0, 2, 1), out=dU[t0:t1]))
     else:
-        def scratch():
-            return (np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype),
-                    np.zeros((_T, O, C), dtype=x.dtype), np.empty((_T, O, C), dtype=x.dtype))
+        def scratch():                           # tiles, gradient tiles, this thread's sum, a product, its blocks
+            return [np.empty(_T * C * per * tw, dtype=x.dtype), np.empty(_T * O * per * tw, dtype=x.dtype),
+                    np.empty((_T, O, C), dtype=x.dtype), None, 0]
 
         def work(r0, r1, buffers):
             P = (r1 - r0) * tw
             V, Z = _view(buffers[0], _T, C, P), _view(buffers[1], _T, O, P)
             kernels.input_block(x, top, left, th, tw, r0, r1, V, 0)    # (36, C, P)
             kernels.gradient_block(g, th, tw, r0, r1, Z, 0)            # (36, O, P)
-            np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3])          # (36, O, P) @ (36, P, C) → (36, O, C)
-            np.add(buffers[2], buffers[3], out=buffers[2])
+            if buffers[4]:                                             # (36, O, P) @ (36, P, C) → (36, O, C)
+                if buffers[3] is None:
+                    buffers[3] = np.empty((_T, O, C), dtype=x.dtype)
+                np.add(buffers[2], np.matmul(Z, V.transpose(0, 2, 1), out=buffers[3]), out=buffers[2])
+            else:
+                np.matmul(Z, V.transpose(0, 2, 1), out=buffers[2])
+            buffers[4] += 1
 
-        sums = [buffers[2] for buffers in _in_threads(_row_blocks(rows, per), work, scratch)]
+        sums = [buffers[2] for buffers in _in_threads(_row_blocks(rows, per), work, scratch) if buffers[4]]
+        if not sums:
+            sums = [np.zeros((_T, O, C), dtype=x.dtype)]
         dU = sums[0]
         with np.errstate(invalid="ignore", over="ignore"):
             for other in sums[1:]:                                     # NaN/Inf sum as BLAS leaves them
