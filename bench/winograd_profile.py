@@ -133,9 +133,11 @@ def main(argv=None) -> int:
             gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask))
             for pass_, mask in (("grad_input", [True, False, False]), ("grad_weight", [False, True, False]))}
         steps = {
-            "forward": [("in", per, each(per, lambda r0, r1: kernels.input_block(x, 1, 1, th, tw, r0, r1, V, p0(r0, wide)))),
+            "forward": [("in", per, each(per, lambda r0, r1: kernels.input_block(
+                            x, 1, 1, th, tw, r0, r1, V, p0(r0, wide)))),
                         ("products", per, each(per, lambda r0, r1: np.matmul(U, V, out=M), wide)),
-                        ("out", per, each(per, lambda r0, r1: kernels.output_block(M, b, th, tw, r0, r1, out, p0(r0, wide)))),
+                        ("out", per, each(per, lambda r0, r1: kernels.output_block(
+                            M, b, th, tw, r0, r1, out, p0(r0, wide)))),
                         ("wino", None, lambda: winograd.forward(x, w, b, spec, shape)),
                         ("flat", None, flat_forward),
                         ("gemm", None, lambda: gemm.forward(x, w, b, spec, shape)),

@@ -73,7 +73,7 @@ NAMES = tuple(ALGORITHMS)
 
 WINOGRAD_MIN_CHANNELS = 64            # Winograd from 64 channels each way (32: the transforms cost more)
 WINOGRAD_MIN_OUTPUT_PIXELS = 100      # and from 10×10 outputs (7²: too few tiles for its products)
-WINOGRAD_WEIGHT_BELOW_PIXELS = 4096   # its grad_weight below 64² outputs (56², blocked: 12 against im2col's 27 ms, one thread)
+WINOGRAD_WEIGHT_BELOW_PIXELS = 4096   # its grad_weight below 64² outputs (56² blocked: 11 vs im2col's 28 ms)
 FFT_MIN_TAPS = 25                     # FFT considered from 5×5 (3×3: 1.1–26× slower per pass)
 FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keeps 1/s² of it
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)

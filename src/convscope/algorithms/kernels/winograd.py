@@ -19,8 +19,9 @@ arithmetic into float64).  Each transform comes twice:
   :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
   zero beyond Ho, Wo (the adjoint of the output transform, for the weight gradient);
 * over a *block* of tile rows ``r0 ≤ n·th + i < r1``, one thread, the GIL released, the block's
-  tiles being columns ``p0 + p − r0·tw`` of the transform array (p0 = 0: a block's own small array): :func:`input_block`, :func:`output_block`,
-  :func:`gradient_block` (several Python threads run blocks at once, see the algorithm module).
+  tiles being columns ``p0 + p − r0·tw`` of the transform array (p0 = 0: a block's own small
+  array): :func:`input_block`, :func:`output_block`, :func:`gradient_block` (several Python
+  threads run blocks at once, see the algorithm module).
 """
 from __future__ import annotations
 
