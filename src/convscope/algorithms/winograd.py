@@ -166,6 +166,13 @@ def _layout(C, O, tw, rows, tiles=None):
     return per, 2 * per * tw < tiles
 
 
+def _in_threads_count(tasks):
+    """The threads ``tasks`` tasks run on."""
+    from ..threads import get_num_threads
+
+    return max(1, min(get_num_threads(), tasks))
+
+
 def _in_threads(tasks, work, scratch=tuple):
     """``work(*task, buffers)`` for each task, on up to :func:`convscope.get_num_threads` Python
     threads, each taking the next task when done with one, each with its own ``scratch()`` buffers
@@ -343,12 +350,6 @@ def _scratch(C, O, Ho, Wo, N, tiles=None):
         return _T * (C + O) * rows * tw, 0
     n = _in_threads_count(len(_row_blocks(rows, per)))
     return n * _T * (C + O) * per * tw, n
-
-
-def _in_threads_count(tasks):
-    from ..threads import get_num_threads
-
-    return max(1, min(get_num_threads(), tasks))
 
 
 def workspace(pass_, spec, shape, itemsize):
