@@ -122,6 +122,103 @@ def test_kernels_match_the_kronecker_matrices(top, left):
     np.testing.assert_allclose(Z, np.einsum("qt,opq->top", AA, tiles), rtol=0, atol=1e-10)
 
 
+def test_block_kernels_match_the_whole_transforms():
+    """input_block, output_block and gradient_block over tile rows r0:r1 give the columns
+    r0·tw : r1·tw of input_tiles, output_tiles and gradient_tiles (rows crossing samples, partial
+    tiles, windows reaching past every edge)."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 2, 9, 7))
+    th, tw = 3, 2
+    V = np.empty((36, 2, 3 * th * tw))
+    kernels.input_tiles(x, 2, -1, th, tw, V)
+    M = rng.standard_normal((36, 4, 3 * th * tw))
+    bias = rng.standard_normal(4)
+    out = np.empty((3, 4, 4 * th - 2, 4 * tw - 1))
+    kernels.output_tiles(M, bias, th, tw, out)
+    Z = np.empty((36, 4, 3 * th * tw))
+    kernels.gradient_tiles(out, th, tw, Z)
+    for r0, r1 in [(0, 9), (2, 5), (4, 5)]:
+        cols = slice(r0 * tw, r1 * tw)
+        Vb = np.empty((36, 2, (r1 - r0) * tw))
+        kernels.input_block(x, 2, -1, th, tw, r0, r1, Vb, 0)
+        np.testing.assert_array_equal(Vb, V[:, :, cols])
+        Vw = np.zeros_like(V)                              # p0 = r0·tw: the block's columns of the whole
+        kernels.input_block(x, 2, -1, th, tw, r0, r1, Vw, r0 * tw)
+        np.testing.assert_array_equal(Vw[:, :, cols], V[:, :, cols])
+        Zb = np.empty((36, 4, (r1 - r0) * tw))
+        kernels.gradient_block(out, th, tw, r0, r1, Zb, 0)
+        np.testing.assert_array_equal(Zb, Z[:, :, cols])
+        got = np.full_like(out, np.nan)
+        kernels.output_block(np.ascontiguousarray(M[:, :, cols]), bias, th, tw, r0, r1, got, 0)
+        again = np.full_like(out, np.nan)
+        kernels.output_block(M, bias, th, tw, r0, r1, again, r0 * tw)
+        np.testing.assert_array_equal(again, got)
+        rows = np.zeros((3, th), dtype=bool)
+        rows.reshape(-1)[r0:r1] = True                    # the tile rows written: out rows 4i … 4i + 3
+        mask = np.repeat(rows, 4, axis=1)[:, :out.shape[2]]
+        np.testing.assert_array_equal(got[mask.nonzero()[0], :, mask.nonzero()[1]],
+                                      out[mask.nonzero()[0], :, mask.nonzero()[1]])
+        assert np.isnan(got[(~mask).nonzero()[0], :, (~mask).nonzero()[1]]).all()
+
+
+@pytest.mark.parametrize("threads, tiles, wide", [(1, 1, False), (3, 1, False), (3, 1000, True)])
+def test_many_blocks_on_several_threads(monkeypatch, threads, tiles, wide):
+    """Blocks of one or two tile rows (some holding the end of a sample and the start of the next,
+    the last one short) taken by 1 or 3 threads, and the wide layout: forward, grad_input and
+    grad_weight equal the reference loops (float64), and the BLAS is back on its thread count."""
+    monkeypatch.setattr(winograd, "BLOCK_MIN_TILES", tiles)
+    monkeypatch.setattr(winograd, "WEIGHT_BLOCK_TILES", tiles)
+    x, w, b = _arrays((3, 2, 11, 10), (3, 2, 3, 3), np.float64, seed=7)
+    with convscope.num_threads(threads):                  # 9 tile rows of 3 tiles
+        assert winograd._layout(2, 3, 3, 9) == ((2 if wide else 1), wide)
+        assert winograd._layout(2, 3, 3, 9, tiles)[1] == wide
+    blas = _blas_threads()
+    with convscope.num_threads(threads):
+        got = convscope.conv2d(x, w, b, padding=1, algorithm="winograd")
+        g = np.random.default_rng(1).standard_normal(got.shape)
+        grads = convscope.conv2d_backward(g, x, w, padding=1, algorithm="winograd")
+    assert _blas_threads() == blas
+    assert_close(got, convscope.conv2d(x, w, b, padding=1, algorithm="reference"), "forward")
+    ref = convscope.conv2d_backward(g, x, w, padding=1, algorithm="reference")
+    for field in ("input", "weight", "bias"):
+        assert_close(getattr(grads, field), getattr(ref, field), field)
+
+
+def test_concurrent_calls_agree_and_restore_the_blas():
+    """Two Python threads running blocked Winograd calls at once: each result equals the same
+    call alone, and the BLAS ends on its thread count (the last caller restores it)."""
+    import threading
+
+    x, w, b = _arrays((4, 8, 20, 20), (8, 8, 3, 3), np.float32, seed=8)
+    want = convscope.conv2d(x, w, b, padding=1, algorithm="winograd")
+    blas = _blas_threads()
+    results, errors = [], []
+
+    def run():
+        try:
+            for _ in range(5):
+                results.append(convscope.conv2d(x, w, b, padding=1, algorithm="winograd"))
+        except Exception as exc:                     # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 10
+    for got in results:
+        np.testing.assert_array_equal(got, want)
+    assert _blas_threads() == blas
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
 def test_float32_error_is_small_in_norm(mode):
     """float32 on a 64-channel layer: relative L2 error ≤ 1e-5 (F(4×4, 3×3): about 2e-6) and max
