@@ -19,7 +19,11 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
   that tiny planes still give long vectorised loops (``m = 1``, stride 1, outputs narrower than
   :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
-  running along the row; for images larger than the planes'.
+  running along the row; for images larger than the planes';
+* *flat*: 3×3, stride 1, outputs the input's size, zero padding (MobileNet's depthwise layers): each
+  (sample, channel) plane read in place as one flat run per tap, the taps that wrap past a row's or
+  the plane's edge multiplied by a mask of zeros, a plane whose result is not finite computed again
+  tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight).
 
 Backward, the adjoints of the same sum:
 
@@ -72,8 +76,18 @@ def _plane_values(spec, shape) -> int:
     return spec.stride[0] * spec.stride[1] * (Hq + Sr + 1) * (Wq + Sc) + 64
 
 
+def _flat(spec, shape, pass_) -> bool:
+    """Whether the flat kernels serve ``pass_``: a 3×3 kernel, stride 1, the input's size out, zero padding
+    (grad_input: multiplier 1)."""
+    return (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.padding_mode == "zeros"
+            and (shape.H_out, shape.W_out) == (shape.H, shape.W)
+            and (pass_ != "grad_input" or shape.out_per_group == 1))
+
+
 def layout(spec, shape, pass_="forward") -> str:
-    """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    """``"flat"``, ``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    if _flat(spec, shape, pass_):
+        return "flat"            # (7²–56², one thread: 0.5× the planes' time, 0.65× the blocks')
     if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
             and pass_ != "grad_weight"):
         return "blocks"          # (grad_weight at 7²: planes 0.9× the blocks' time)
@@ -81,6 +95,7 @@ def layout(spec, shape, pass_="forward") -> str:
 
 
 _DESCRIPTIONS = {"blocks": "channel blocks, channels last", "rows": "rows",
+                 "flat": "(sample, channel) planes read in place, one flat run per tap",
                  "planes": "(sample, channel) planes, stride phases flattened"}
 
 
@@ -126,7 +141,11 @@ def forward(x, w, b, spec, shape):
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     lay = layout(spec, shape)
     w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # (C·m, 1, kH, kW) → (C·m, kH, kW)
-    if lay == "blocks":
+    if lay == "flat":
+        (pt, _), (pl, _) = spec.padding
+        _numba.launch(kernels.forward_flat, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
+                      *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
+    elif lay == "blocks":
         _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
     elif lay == "planes":
         _numba.launch(kernels.forward_planes, xs, w3, bias, out, *_args(spec, pt, pl), shape.out_per_group,
@@ -154,7 +173,12 @@ def backward(grad_out, x, w, spec, shape, mask):
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
         w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # → (C·m, kH, kW)
         lay = layout(spec, shape, "grad_input")
-        if N and lay == "blocks":
+        if N and lay == "flat":
+            # the forward of grad_output with the kernel rotated by 180° and the padding mirrored
+            w_rot = np.ascontiguousarray(w3[:, ::-1, ::-1])
+            _numba.launch(kernels.forward_flat, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,  # (N·C·H·W,)
+                          shape.H, shape.W, *spec.dilation, pb, pr, 1, False, _chunks(shape))
+        elif N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N and lay == "planes" and np.isfinite(w3).all():
             # (a non-finite weight takes the rows: the planes' unused columns would give it zeros to meet)
@@ -168,6 +192,11 @@ def backward(grad_out, x, w, spec, shape, mask):
         xs, ptx, plx = fused_padding(x, spec)
         if N == 0:
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
+        elif layout(spec, shape, "grad_weight") == "flat":
+            dw = np.empty((Co, kH, kW), dtype=dtype)
+            _numba.launch(kernels.grad_weight_flat, g.reshape(-1), xs.reshape(-1), dw, N, C,  # flat (N·C·H·W,)
+                          shape.H, shape.W, *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
+            dw = dw.reshape(Co, 1, kH, kW)
         elif layout(spec, shape, "grad_weight") == "planes":
             dw = np.empty((Co, kH, kW), dtype=dtype)
             _numba.launch(kernels.grad_weight_planes, g, xs, dw, *_args(spec, ptx, plx), shape.out_per_group,
@@ -200,7 +229,9 @@ def workspace(pass_, spec, shape, itemsize):
               "grad_weight": Co * kH * kW}[pass_]
     total = result + padded * (2 if pass_ == "grad_input" else 1) + 2 * Co * kH * kW
     lay = layout(spec, shape, pass_)
-    if lay == "planes":
+    if lay == "flat":
+        total += 6 * shape.H * shape.W + (Co * kH * kW + C if pass_ == "grad_input" else 0)   # masks; rotated kernel, zero bias
+    elif lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":
         rows = (shape.H_out - 1) * spec.stride[0] + spec.dilation[0] * (kH - 1) + 1
