@@ -147,8 +147,9 @@ def test_layout_choice():
     assert depthwise.layout(*shape_of(960, 7, m=2)) == "flat"
     assert depthwise.layout(*shape_of(960, 7, m=2), "grad_input") == "planes"
     assert depthwise.layout(*shape_of(32, 112)) == "flat"
-    assert depthwise.layout(*shape_of(576, 14, stride=2)) == "planes"
-    assert depthwise.layout(*shape_of(8, 512, stride=2)) == "rows"
+    assert depthwise.layout(*shape_of(576, 14, stride=2)) == "flat"
+    assert depthwise.layout(*shape_of(576, 14, stride=2), "grad_input") == "planes"
+    assert depthwise.layout(*shape_of(8, 512, stride=2), "grad_input") == "rows"
     spec = make_spec((3, 3), 1, 0, 1, 960, "zeros")                       # 7² → 5²: not the input's size
     assert depthwise.layout(spec, check_shapes(spec, (8, 960, 7, 7), (960, 1, 3, 3))) == "blocks"
 
@@ -161,11 +162,15 @@ FLAT_CASES = [
     ((2, 10, 12), (2, 1, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
     ((3, 1, 1), (3, 1, 3, 3), dict(padding=1, groups=3)),                            # every tap wraps but one
     ((2, 2, 17), (2, 1, 3, 3), dict(padding=1, groups=2, bias=False)),
+    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3, stride=2)),                  # stride 2: forward, grad_weight
+    ((2, 14, 13), (4, 1, 3, 3), dict(padding=(2, 0), dilation=(2, 1), groups=2, stride=2)),
+    ((2, 3, 1), (2, 1, 3, 3), dict(padding=1, groups=2, stride=2)),
 ]
 
 
 def _flat_layouts(x, w, params):
-    spec = make_spec((3, 3), 1, params["padding"], params.get("dilation", 1), params["groups"], "zeros")
+    spec = make_spec((3, 3), params.get("stride", 1), params["padding"], params.get("dilation", 1),
+                     params["groups"], "zeros")
     shape = check_shapes(spec, x.shape, w.shape)
     return [depthwise.layout(spec, shape, p) for p in ("forward", "grad_input", "grad_weight")]
 
@@ -175,7 +180,8 @@ def _flat_layouts(x, w, params):
 def test_flat_match_the_reference_and_torch(case, dtype):
     x, w, b, params = case_arrays(case, "batched", dtype)
     layouts = _flat_layouts(x, w, params)
-    assert layouts == ["flat", "flat" if w.shape[0] == x.shape[1] else "planes", "flat"], layouts
+    by_flat = w.shape[0] == x.shape[1] and params.get("stride", 1) == 1
+    assert layouts == ["flat", "flat" if by_flat else "planes", "flat"], layouts
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
     assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
     g = np.random.default_rng(2).standard_normal(want.shape).astype(dtype)
@@ -188,15 +194,16 @@ def test_flat_match_the_reference_and_torch(case, dtype):
 
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
 @pytest.mark.parametrize("spot", ["first", "edge", "last"])
-@pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_flat_put_nonfinite_values_where_torch_does(where, spot, value):
+@pytest.mark.parametrize("stride, value", [(1, np.nan), (1, np.inf), (2, np.inf)])
+def test_flat_put_nonfinite_values_where_torch_does(where, spot, stride, value):
     """One NaN or Inf in the first plane's corner, at the end of an inner row (the flat runs of the
     next row wrap onto it), or in the last plane's corner: only the outputs (and gradients) whose
     windows hold it may change."""
-    case = ((4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4))
+    case = ((4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4, stride=stride))
     x, w, b, params = case_arrays(case, "batched", np.float32, seed=4)
-    g = np.random.default_rng(6).standard_normal(x.shape).astype(np.float32)
-    index = {"first": (0, 0, 0, 0), "edge": (1, 2, 3, -1), "last": (-1, -1, -1, -1)}[spot]
+    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+    index = {"first": (0, 0, 0, 0), "edge": (1, 2, 2, -1), "last": (-1, -1, -1, -1)}[spot]
     if where == "input":
         x[index] = value
     elif where == "weight":

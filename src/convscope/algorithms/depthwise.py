@@ -20,7 +20,7 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
   :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
   running along the row; for images larger than the planes';
-* *flat*: 3×3, stride 1, outputs the input's size, zero padding (MobileNet's depthwise layers): each
+* *flat*: 3×3, zero padding, stride 1 with outputs the input's size or stride 2 (not grad-input): each
   (sample, channel) plane read in place as one flat run per tap, the taps that wrap past a row's or
   the plane's edge multiplied by a mask of zeros, a plane whose result is not finite computed again
   tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight).
@@ -77,10 +77,13 @@ def _plane_values(spec, shape) -> int:
 
 
 def _flat(spec, shape, pass_) -> bool:
-    """Whether the flat kernels serve ``pass_``: a 3×3 kernel, stride 1, the input's size out, zero padding
-    (grad_input: multiplier 1)."""
-    return (spec.kernel_size == (3, 3) and spec.stride == (1, 1) and spec.padding_mode == "zeros"
-            and (shape.H_out, shape.W_out) == (shape.H, shape.W)
+    """Whether the flat kernels serve ``pass_``: a 3×3 kernel, zero padding, stride 1 with the input's size
+    out (grad_input: multiplier 1), or stride 2 (forward and grad_weight)."""
+    if spec.kernel_size != (3, 3) or spec.padding_mode != "zeros":
+        return False
+    if spec.stride == (2, 2) and pass_ != "grad_input":
+        return shape.W_out <= shape.W          # (the outputs of a row fit on its grid row)
+    return (spec.stride == (1, 1) and (shape.H_out, shape.W_out) == (shape.H, shape.W)
             and (pass_ != "grad_input" or shape.out_per_group == 1))
 
 
@@ -144,7 +147,7 @@ def forward(x, w, b, spec, shape):
     if lay == "flat":
         (pt, _), (pl, _) = spec.padding
         _numba.launch(kernels.forward_flat, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
-                      *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
+                      spec.stride[0], *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
     elif lay == "blocks":
         _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
     elif lay == "planes":
@@ -177,7 +180,7 @@ def backward(grad_out, x, w, spec, shape, mask):
             # the forward of grad_output with the kernel rotated by 180° and the padding mirrored
             w_rot = np.ascontiguousarray(w3[:, ::-1, ::-1])
             _numba.launch(kernels.forward_flat, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,  # (N·C·H·W,)
-                          shape.H, shape.W, *spec.dilation, pb, pr, 1, False, _chunks(shape))
+                          shape.H, shape.W, 1, *spec.dilation, pb, pr, 1, False, _chunks(shape))
         elif N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N and lay == "planes" and np.isfinite(w3).all():
@@ -194,8 +197,8 @@ def backward(grad_out, x, w, spec, shape, mask):
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
         elif layout(spec, shape, "grad_weight") == "flat":
             dw = np.empty((Co, kH, kW), dtype=dtype)
-            _numba.launch(kernels.grad_weight_flat, g.reshape(-1), xs.reshape(-1), dw, N, C,  # flat (N·C·H·W,)
-                          shape.H, shape.W, *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
+            _numba.launch(kernels.grad_weight_flat, g, xs.reshape(-1), dw, C, shape.H, shape.W,  # x: (N·C·H·W,)
+                          spec.stride[0], *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
             dw = dw.reshape(Co, 1, kH, kW)
         elif layout(spec, shape, "grad_weight") == "planes":
             dw = np.empty((Co, kH, kW), dtype=dtype)
@@ -231,6 +234,7 @@ def workspace(pass_, spec, shape, itemsize):
     lay = layout(spec, shape, pass_)
     if lay == "flat":
         total += 6 * shape.H * shape.W + (Co * kH * kW + C if pass_ == "grad_input" else 0)   # masks; rotated kernel, zero bias
+        total += get_num_threads() * shape.H * shape.W if spec.stride != (1, 1) else 0       # each thread's grid
     elif lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":

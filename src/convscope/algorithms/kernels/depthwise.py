@@ -804,69 +804,74 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
 
 
 @njit(cache=True)
-def _flat_masks(H, W, dH, dW, pt, pl, dtype_zero):
-    """(rows, cols): rows[u, e] = 1 where output e's tap row u lies in the plane, else 0; cols[v, e]
-    likewise for tap column v."""
-    rows = np.zeros((3, H * W), dtype=dtype_zero.dtype)
-    cols = np.zeros((3, H * W), dtype=dtype_zero.dtype)
-    for e in range(H * W):
-        i, j = e // W, e % W
+def _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, dtype_zero):
+    """(rows, cols): rows[u, k] = 1 where grid point k = i·W + j is an output (j < Wo) whose tap row u
+    lies in the plane, else 0; cols[v, k] likewise for tap column v."""
+    K = (Ho - 1) * W + Wo
+    rows = np.zeros((3, K), dtype=dtype_zero.dtype)
+    cols = np.zeros((3, K), dtype=dtype_zero.dtype)
+    for k in range(K):
+        i, j = k // W, k % W
         for t in range(3):
-            r, s = i + t * dH - pt, j + t * dW - pl
-            rows[t, e] = 1 if 0 <= r < H else 0
-            cols[t, e] = 1 if 0 <= s < W else 0
+            r, c = i * s + t * dH - pt, j * s + t * dW - pl
+            rows[t, k] = 1 if j < Wo and 0 <= r < H else 0
+            cols[t, k] = 1 if j < Wo and 0 <= c < W else 0
     return rows, cols
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _exact_plane(xf, base, H, W, w, bias, dH, dW, pt, pl, pad_products, dst):
-    """dst[i·W + j] = bias + Σ_{u,v} w[u, v] · x[i + u·dH − pt, j + v·dW − pl] over the taps inside the
-    plane at ``xf[base:]``; with ``pad_products`` the taps in the zero border add w · 0 (forward: a
+def _exact_plane(xf, base, H, W, s, w, bias, dH, dW, pt, pl, pad_products, dst):
+    """dst (Ho, Wo) = bias + Σ_{u,v} w[u, v] · x[i·s + u·dH − pt, j·s + v·dW − pl] over the taps inside
+    the plane at ``xf[base:]``; with ``pad_products`` the taps in the zero border add w · 0 (forward: a
     non-finite weight gives NaN there, as torch's), else they are skipped (grad_input)."""
     zero = np.zeros(1, dtype=xf.dtype)[0]
-    for i in range(H):
-        for j in range(W):
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
             acc = bias
             for u in range(3):
-                r = i + u * dH - pt
+                r = i * s + u * dH - pt
                 for v in range(3):
-                    s = j + v * dW - pl
-                    if 0 <= r < H and 0 <= s < W:
-                        acc += w[u, v] * xf[base + r * W + s]
+                    c = j * s + v * dW - pl
+                    if 0 <= r < H and 0 <= c < W:
+                        acc += w[u, v] * xf[base + r * W + c]
                     elif pad_products:
                         acc += w[u, v] * zero
-            dst[i * W + j] = acc
+            dst[i, j] = acc
 
 
 @njit(**_FLAGS)
-def forward_flat(xf, w, b, out, H, W, dH, dW, pt, pl, m, pad_products, chunks):
-    """out (N, C·m, H, W) from the flat x (N·C·H·W,), w (C·m, 3, 3), b (C·m,); stride 1, outputs the
-    input's size; the (n, c) planes in ``chunks`` parallel chunks.  grad_input is this kernel on
-    grad_output with the weights rotated by 180° and the padding mirrored (m = 1, no pad products)."""
-    N, Co = out.shape[0], out.shape[1]
+def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks):
+    """out (N, C·m, Ho, Wo) from the flat x (N·C·H·W,), w (C·m, 3, 3), b (C·m,); stride s = 1 with
+    outputs the input's size, or s = 2; the (n, c) planes in ``chunks`` parallel chunks.  grad_input
+    is this kernel on grad_output with the weights rotated by 180° and the padding mirrored (s = 1,
+    m = 1, no pad products).  Output (i, j) is grid point k = i·W + j; stride 2 computes the grid's
+    points past each row's W_out too (their masks are 0) in a scratch row and keeps the outputs."""
+    N, Co, Ho, Wo = out.shape
     C = Co // m
     HW = H * W
-    rows, cols = _flat_masks(H, W, dH, dW, pt, pl, w[0, 0, :1])
+    K = (Ho - 1) * W + Wo
+    rows, cols = _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, w[0, 0, :1])
     mr0, mr1, mr2 = rows[0], rows[1], rows[2]
     mc0, mc1, mc2 = cols[0], cols[1], cols[2]
     o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl      # tap (u, 0)'s offset
-    lo, hi = o0, o2 + 2 * dW
+    lo, hi = o0, s * (K - 1) + o2 + 2 * dW
     total = xf.shape[0]
     zero = np.zeros(1, dtype=xf.dtype)[0]
     for t in prange(chunks):
+        y = np.empty(K, dtype=xf.dtype)
         q0, q1 = _chunk(t, chunks, N * C)
         for q in range(q0, q1):
             n, c = q // C, q % C
             base = q * HW
-            safe = base + lo >= 0 and base + HW - 1 + hi < total
+            safe = base + lo >= 0 and base + hi < total
             for k in range(m):
                 o = c * m + k
-                dst = out[n, o].ravel()
                 wo = w[o]
                 bias = b[o]
                 if not safe:
-                    _exact_plane(xf, base, H, W, wo, bias, dH, dW, pt, pl, pad_products, dst)
+                    _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
                     continue
+                dst = out[n, o].ravel() if s == 1 else y
                 w00, w01, w02 = wo[0, 0], wo[0, 1], wo[0, 2]
                 w10, w11, w12 = wo[1, 0], wo[1, 1], wo[1, 2]
                 w20, w21, w22 = wo[2, 0], wo[2, 1], wo[2, 2]
@@ -874,83 +879,123 @@ def forward_flat(xf, w, b, out, H, W, dH, dW, pt, pl, m, pad_products, chunks):
                 x10, x11, x12 = xf[base + o1:], xf[base + o1 + dW:], xf[base + o1 + 2 * dW:]
                 x20, x21, x22 = xf[base + o2:], xf[base + o2 + dW:], xf[base + o2 + 2 * dW:]
                 check = zero
-                for e in range(HW):
-                    r0 = mc0[e] * (w00 * x00[e]) + mc1[e] * (w01 * x01[e]) + mc2[e] * (w02 * x02[e])
-                    r1 = mc0[e] * (w10 * x10[e]) + mc1[e] * (w11 * x11[e]) + mc2[e] * (w12 * x12[e])
-                    r2 = mc0[e] * (w20 * x20[e]) + mc1[e] * (w21 * x21[e]) + mc2[e] * (w22 * x22[e])
-                    y = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
-                    dst[e] = y
-                    check += y * zero
+                if s == 1:
+                    for e in range(K):
+                        r0 = mc0[e] * (w00 * x00[e]) + mc1[e] * (w01 * x01[e]) + mc2[e] * (w02 * x02[e])
+                        r1 = mc0[e] * (w10 * x10[e]) + mc1[e] * (w11 * x11[e]) + mc2[e] * (w12 * x12[e])
+                        r2 = mc0[e] * (w20 * x20[e]) + mc1[e] * (w21 * x21[e]) + mc2[e] * (w22 * x22[e])
+                        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
+                        dst[e] = v
+                        check += v * zero
+                else:
+                    for e in range(K):
+                        f = 2 * e
+                        r0 = mc0[e] * (w00 * x00[f]) + mc1[e] * (w01 * x01[f]) + mc2[e] * (w02 * x02[f])
+                        r1 = mc0[e] * (w10 * x10[f]) + mc1[e] * (w11 * x11[f]) + mc2[e] * (w12 * x12[f])
+                        r2 = mc0[e] * (w20 * x20[f]) + mc1[e] * (w21 * x21[f]) + mc2[e] * (w22 * x22[f])
+                        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
+                        dst[e] = v
+                        check += v * zero
                 if check != 0:
-                    _exact_plane(xf, base, H, W, wo, bias, dH, dW, pt, pl, pad_products, dst)
+                    _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
+                elif s != 1:
+                    for i in range(Ho):
+                        row, src = out[n, o, i], y[i * W:]
+                        for j in range(Wo):
+                            row[j] = src[j]
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _exact_dots(gf, gbase, xf, xbase, H, W, dH, dW, pt, pl, acc):
-    """acc[u·3 + v] += Σ_e g[e] · x̃[tap (u, v) of e], the border's zeros included (g · 0: an
-    infinite grad_output there gives NaN, as torch's)."""
+def _exact_dots(g, xf, xbase, H, W, s, dH, dW, pt, pl, acc):
+    """acc[u·3 + v] += Σ_{i,j} g[i, j] · x̃[i·s + u·dH, j·s + v·dW] (the plane at ``xf[xbase:]``), the
+    border's zeros included (g · 0: an infinite grad_output there gives NaN, as torch's)."""
     zero = np.zeros(1, dtype=xf.dtype)[0]
     for u in range(3):
         for v in range(3):
-            s = zero
-            for i in range(H):
-                r = i + u * dH - pt
-                for j in range(W):
-                    c = j + v * dW - pl
+            total = zero
+            for i in range(g.shape[0]):
+                r = i * s + u * dH - pt
+                for j in range(g.shape[1]):
+                    c = j * s + v * dW - pl
                     x = xf[xbase + r * W + c] if 0 <= r < H and 0 <= c < W else zero
-                    s += gf[gbase + i * W + j] * x
-            acc[u * 3 + v] += s
+                    total += g[i, j] * x
+            acc[u * 3 + v] += total
 
 
 @njit(**_FLAGS)
-def grad_weight_flat(gf, xf, dw, N, C, H, W, dH, dW, pt, pl, m, chunks):
-    """dw (C·m, 3, 3), overwritten, from the flat g (N·C·m·H·W,) and x (N·C·H·W,); stride 1, outputs
-    the input's size; the channels in ``chunks`` parallel chunks.  Per plane and tap the products add
-    up in the arrays' dtype, runs of at most 512, those sums in float64."""
-    Co = C * m
+def grad_weight_flat(g4, xf, dw, C, H, W, s, dH, dW, pt, pl, m, chunks):
+    """dw (C·m, 3, 3), overwritten, from g (N, C·m, Ho, Wo) and the flat x (N·C·H·W,); stride s = 1 with
+    outputs the input's size, or s = 2 (grad_output copied onto the grid k = i·W + j, zero past each
+    row's W_out); the channels in ``chunks`` parallel chunks.  Per plane and tap the products add up
+    in the arrays' dtype, runs of at most 512, those sums in float64."""
+    N, Co, Ho, Wo = g4.shape
     HW = H * W
-    rows, cols = _flat_masks(H, W, dH, dW, pt, pl, dw[0, 0, :1])
+    K = (Ho - 1) * W + Wo
+    rows, cols = _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, dw[0, 0, :1])
     mr0, mr1, mr2 = rows[0], rows[1], rows[2]
     mc0, mc1, mc2 = cols[0], cols[1], cols[2]
     o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl
-    lo, hi = o0, o2 + 2 * dW
+    lo, hi = o0, s * (K - 1) + o2 + 2 * dW
     total = xf.shape[0]
     zero = np.zeros(1, dtype=xf.dtype)[0]
     for t in prange(chunks):
         acc = np.empty(9, dtype=np.float64)
         part = np.empty(9, dtype=np.float64)
+        grid = np.zeros(K, dtype=xf.dtype)
         c0, c1 = _chunk(t, chunks, C)
         for c in range(c0, c1):
             for k in range(m):
                 o = c * m + k
                 acc[:] = 0
                 for n in range(N):
-                    base, gbase = (n * C + c) * HW, (n * Co + o) * HW
-                    if not (base + lo >= 0 and base + HW - 1 + hi < total):
-                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
+                    base = (n * C + c) * HW
+                    if not (base + lo >= 0 and base + hi < total):
+                        _exact_dots(g4[n, o], xf, base, H, W, s, dH, dW, pt, pl, acc)
                         continue
+                    if s == 1:
+                        gk = g4[n, o].ravel()
+                    else:
+                        for i in range(Ho):
+                            row, dst = g4[n, o, i], grid[i * W:]
+                            for j in range(Wo):
+                                dst[j] = row[j]
+                        gk = grid
                     part[:] = 0
-                    for e0 in range(0, HW, 512):
-                        e1 = min(HW, e0 + 512)
-                        g = gf[gbase + e0:gbase + e1]
-                        b0, b1, b2 = base + o0 + e0, base + o1 + e0, base + o2 + e0
+                    for e0 in range(0, K, 512):
+                        e1 = min(K, e0 + 512)
+                        g = gk[e0:e1]
+                        b0, b1, b2 = base + o0 + s * e0, base + o1 + s * e0, base + o2 + s * e0
                         x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
                         x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
                         x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
                         m0, m1, m2 = mc0[e0:], mc1[e0:], mc2[e0:]
                         n0, n1, n2 = mr0[e0:], mr1[e0:], mr2[e0:]
                         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
-                        for e in range(e1 - e0):
-                            g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
-                            a0 += (g0 * m0[e]) * x00[e]
-                            a1 += (g0 * m1[e]) * x01[e]
-                            a2 += (g0 * m2[e]) * x02[e]
-                            a3 += (g1 * m0[e]) * x10[e]
-                            a4 += (g1 * m1[e]) * x11[e]
-                            a5 += (g1 * m2[e]) * x12[e]
-                            a6 += (g2 * m0[e]) * x20[e]
-                            a7 += (g2 * m1[e]) * x21[e]
-                            a8 += (g2 * m2[e]) * x22[e]
+                        if s == 1:
+                            for e in range(e1 - e0):
+                                g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
+                                a0 += (g0 * m0[e]) * x00[e]
+                                a1 += (g0 * m1[e]) * x01[e]
+                                a2 += (g0 * m2[e]) * x02[e]
+                                a3 += (g1 * m0[e]) * x10[e]
+                                a4 += (g1 * m1[e]) * x11[e]
+                                a5 += (g1 * m2[e]) * x12[e]
+                                a6 += (g2 * m0[e]) * x20[e]
+                                a7 += (g2 * m1[e]) * x21[e]
+                                a8 += (g2 * m2[e]) * x22[e]
+                        else:
+                            for e in range(e1 - e0):
+                                f = 2 * e
+                                g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
+                                a0 += (g0 * m0[e]) * x00[f]
+                                a1 += (g0 * m1[e]) * x01[f]
+                                a2 += (g0 * m2[e]) * x02[f]
+                                a3 += (g1 * m0[e]) * x10[f]
+                                a4 += (g1 * m1[e]) * x11[f]
+                                a5 += (g1 * m2[e]) * x12[f]
+                                a6 += (g2 * m0[e]) * x20[f]
+                                a7 += (g2 * m1[e]) * x21[f]
+                                a8 += (g2 * m2[e]) * x22[f]
                         part[0] += a0
                         part[1] += a1
                         part[2] += a2
@@ -967,7 +1012,7 @@ def grad_weight_flat(gf, xf, dw, N, C, H, W, dH, dW, pt, pl, m, chunks):
                         for e in range(9):
                             acc[e] += part[e]
                     else:
-                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
+                        _exact_dots(g4[n, o], xf, base, H, W, s, dH, dW, pt, pl, acc)
                 wo = dw[o].ravel()
                 for e in range(9):
                     wo[e] = acc[e]
