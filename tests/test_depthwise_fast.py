@@ -149,6 +149,8 @@ def test_layout_choice():
     assert depthwise.layout(*shape_of(32, 112)) == "flat"
     assert depthwise.layout(*shape_of(576, 14, stride=2)) == "flat"
     assert depthwise.layout(*shape_of(576, 14, stride=2), "grad_input") == "planes"
+    assert depthwise.layout(*shape_of(576, 14, stride=2), "grad_weight") == "planes"
+    assert depthwise.layout(*shape_of(96, 112, stride=2)) == "planes"
     assert depthwise.layout(*shape_of(8, 512, stride=2), "grad_input") == "rows"
     spec = make_spec((3, 3), 1, 0, 1, 960, "zeros")                       # 7² → 5²: not the input's size
     assert depthwise.layout(spec, check_shapes(spec, (8, 960, 7, 7), (960, 1, 3, 3))) == "blocks"
@@ -162,7 +164,7 @@ FLAT_CASES = [
     ((2, 10, 12), (2, 1, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
     ((3, 1, 1), (3, 1, 3, 3), dict(padding=1, groups=3)),                            # every tap wraps but one
     ((2, 2, 17), (2, 1, 3, 3), dict(padding=1, groups=2, bias=False)),
-    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3, stride=2)),                  # stride 2: forward, grad_weight
+    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3, stride=2)),                  # stride 2: forward
     ((2, 14, 13), (4, 1, 3, 3), dict(padding=(2, 0), dilation=(2, 1), groups=2, stride=2)),
     ((2, 3, 1), (2, 1, 3, 3), dict(padding=1, groups=2, stride=2)),
 ]
@@ -180,8 +182,9 @@ def _flat_layouts(x, w, params):
 def test_flat_match_the_reference_and_torch(case, dtype):
     x, w, b, params = case_arrays(case, "batched", dtype)
     layouts = _flat_layouts(x, w, params)
-    by_flat = w.shape[0] == x.shape[1] and params.get("stride", 1) == 1
-    assert layouts == ["flat", "flat" if by_flat else "planes", "flat"], layouts
+    stride1 = params.get("stride", 1) == 1
+    assert layouts == ["flat", "flat" if stride1 and w.shape[0] == x.shape[1] else "planes",
+                       "flat" if stride1 else "planes"], layouts
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
     assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
     g = np.random.default_rng(2).standard_normal(want.shape).astype(dtype)

@@ -20,7 +20,7 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
   :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
   running along the row; for images larger than the planes';
-* *flat*: 3×3, zero padding, stride 1 with outputs the input's size or stride 2 (not grad-input): each
+* *flat*: 3×3, zero padding, stride 1 with outputs the input's size or (forward) stride 2: each
   (sample, channel) plane read in place as one flat run per tap, the taps that wrap past a row's or
   the plane's edge multiplied by a mask of zeros, a plane whose result is not finite computed again
   tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight).
@@ -49,6 +49,7 @@ ERROR = "local"     # each output is rounded from the products it sums (see conv
 
 BLOCK = 16                 # channels per block of the channel-block kernels
 BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.3× slower; 14²: 0.8×)
+FLAT_STRIDE2_MAX_VALUES = 56 * 56   # the flat stride-2 forward up to 56² planes (112²: the planes 0.9× its time)
 PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
 
 
@@ -78,11 +79,12 @@ def _plane_values(spec, shape) -> int:
 
 def _flat(spec, shape, pass_) -> bool:
     """Whether the flat kernels serve ``pass_``: a 3×3 kernel, zero padding, stride 1 with the input's size
-    out (grad_input: multiplier 1), or stride 2 (forward and grad_weight)."""
+    out (grad_input: multiplier 1), or stride 2 (forward) on planes up to :data:`FLAT_STRIDE2_MAX_VALUES`."""
     if spec.kernel_size != (3, 3) or spec.padding_mode != "zeros":
         return False
-    if spec.stride == (2, 2) and pass_ != "grad_input":
-        return shape.W_out <= shape.W          # (the outputs of a row fit on its grid row)
+    if spec.stride == (2, 2) and pass_ == "forward":
+        # (the outputs of a row fit on its grid row; 14²–56²: 0.8× the planes' time, 112²: 1.1×)
+        return shape.W_out <= shape.W and shape.H * shape.W <= FLAT_STRIDE2_MAX_VALUES
     return (spec.stride == (1, 1) and (shape.H_out, shape.W_out) == (shape.H, shape.W)
             and (pass_ != "grad_input" or shape.out_per_group == 1))
 
@@ -197,8 +199,8 @@ def backward(grad_out, x, w, spec, shape, mask):
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
         elif layout(spec, shape, "grad_weight") == "flat":
             dw = np.empty((Co, kH, kW), dtype=dtype)
-            _numba.launch(kernels.grad_weight_flat, g, xs.reshape(-1), dw, C, shape.H, shape.W,  # x: (N·C·H·W,)
-                          spec.stride[0], *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
+            _numba.launch(kernels.grad_weight_flat, g.reshape(-1), xs.reshape(-1), dw, N, C,  # flat (N·C·H·W,)
+                          shape.H, shape.W, *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
             dw = dw.reshape(Co, 1, kH, kW)
         elif layout(spec, shape, "grad_weight") == "planes":
             dw = np.empty((Co, kH, kW), dtype=dtype)
@@ -234,7 +236,7 @@ def workspace(pass_, spec, shape, itemsize):
     lay = layout(spec, shape, pass_)
     if lay == "flat":
         total += 6 * shape.H * shape.W + (Co * kH * kW + C if pass_ == "grad_input" else 0)   # masks; rotated kernel, zero bias
-        total += get_num_threads() * shape.H * shape.W if spec.stride != (1, 1) else 0       # each thread's grid
+        total += get_num_threads() * shape.H * shape.W if spec.stride != (1, 1) else 0       # each thread's grid row
     elif lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":

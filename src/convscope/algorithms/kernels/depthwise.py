@@ -906,96 +906,71 @@ def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _exact_dots(g, xf, xbase, H, W, s, dH, dW, pt, pl, acc):
-    """acc[u·3 + v] += Σ_{i,j} g[i, j] · x̃[i·s + u·dH, j·s + v·dW] (the plane at ``xf[xbase:]``), the
-    border's zeros included (g · 0: an infinite grad_output there gives NaN, as torch's)."""
+def _exact_dots(gf, gbase, xf, xbase, H, W, dH, dW, pt, pl, acc):
+    """acc[u·3 + v] += Σ_e g[e] · x̃[tap (u, v) of e], the border's zeros included (g · 0: an
+    infinite grad_output there gives NaN, as torch's)."""
     zero = np.zeros(1, dtype=xf.dtype)[0]
     for u in range(3):
         for v in range(3):
-            total = zero
-            for i in range(g.shape[0]):
-                r = i * s + u * dH - pt
-                for j in range(g.shape[1]):
-                    c = j * s + v * dW - pl
+            s = zero
+            for i in range(H):
+                r = i + u * dH - pt
+                for j in range(W):
+                    c = j + v * dW - pl
                     x = xf[xbase + r * W + c] if 0 <= r < H and 0 <= c < W else zero
-                    total += g[i, j] * x
-            acc[u * 3 + v] += total
+                    s += gf[gbase + i * W + j] * x
+            acc[u * 3 + v] += s
 
 
 @njit(**_FLAGS)
-def grad_weight_flat(g4, xf, dw, C, H, W, s, dH, dW, pt, pl, m, chunks):
-    """dw (C·m, 3, 3), overwritten, from g (N, C·m, Ho, Wo) and the flat x (N·C·H·W,); stride s = 1 with
-    outputs the input's size, or s = 2 (grad_output copied onto the grid k = i·W + j, zero past each
-    row's W_out); the channels in ``chunks`` parallel chunks.  Per plane and tap the products add up
-    in the arrays' dtype, runs of at most 512, those sums in float64."""
-    N, Co, Ho, Wo = g4.shape
+def grad_weight_flat(gf, xf, dw, N, C, H, W, dH, dW, pt, pl, m, chunks):
+    """dw (C·m, 3, 3), overwritten, from the flat g (N·C·m·H·W,) and x (N·C·H·W,); stride 1, outputs
+    the input's size; the channels in ``chunks`` parallel chunks.  Per plane and tap the products add
+    up in the arrays' dtype, runs of at most 512, those sums in float64."""
+    Co = C * m
     HW = H * W
-    K = (Ho - 1) * W + Wo
-    rows, cols = _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, dw[0, 0, :1])
+    rows, cols = _flat_masks(H, W, H, W, 1, dH, dW, pt, pl, dw[0, 0, :1])
     mr0, mr1, mr2 = rows[0], rows[1], rows[2]
     mc0, mc1, mc2 = cols[0], cols[1], cols[2]
     o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl
-    lo, hi = o0, s * (K - 1) + o2 + 2 * dW
+    lo, hi = o0, o2 + 2 * dW
     total = xf.shape[0]
     zero = np.zeros(1, dtype=xf.dtype)[0]
     for t in prange(chunks):
         acc = np.empty(9, dtype=np.float64)
         part = np.empty(9, dtype=np.float64)
-        grid = np.zeros(K, dtype=xf.dtype)
         c0, c1 = _chunk(t, chunks, C)
         for c in range(c0, c1):
             for k in range(m):
                 o = c * m + k
                 acc[:] = 0
                 for n in range(N):
-                    base = (n * C + c) * HW
-                    if not (base + lo >= 0 and base + hi < total):
-                        _exact_dots(g4[n, o], xf, base, H, W, s, dH, dW, pt, pl, acc)
+                    base, gbase = (n * C + c) * HW, (n * Co + o) * HW
+                    if not (base + lo >= 0 and base + HW - 1 + hi < total):
+                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
                         continue
-                    if s == 1:
-                        gk = g4[n, o].ravel()
-                    else:
-                        for i in range(Ho):
-                            row, dst = g4[n, o, i], grid[i * W:]
-                            for j in range(Wo):
-                                dst[j] = row[j]
-                        gk = grid
                     part[:] = 0
-                    for e0 in range(0, K, 512):
-                        e1 = min(K, e0 + 512)
-                        g = gk[e0:e1]
-                        b0, b1, b2 = base + o0 + s * e0, base + o1 + s * e0, base + o2 + s * e0
+                    for e0 in range(0, HW, 512):
+                        e1 = min(HW, e0 + 512)
+                        g = gf[gbase + e0:gbase + e1]
+                        b0, b1, b2 = base + o0 + e0, base + o1 + e0, base + o2 + e0
                         x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
                         x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
                         x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
                         m0, m1, m2 = mc0[e0:], mc1[e0:], mc2[e0:]
                         n0, n1, n2 = mr0[e0:], mr1[e0:], mr2[e0:]
                         a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
-                        if s == 1:
-                            for e in range(e1 - e0):
-                                g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
-                                a0 += (g0 * m0[e]) * x00[e]
-                                a1 += (g0 * m1[e]) * x01[e]
-                                a2 += (g0 * m2[e]) * x02[e]
-                                a3 += (g1 * m0[e]) * x10[e]
-                                a4 += (g1 * m1[e]) * x11[e]
-                                a5 += (g1 * m2[e]) * x12[e]
-                                a6 += (g2 * m0[e]) * x20[e]
-                                a7 += (g2 * m1[e]) * x21[e]
-                                a8 += (g2 * m2[e]) * x22[e]
-                        else:
-                            for e in range(e1 - e0):
-                                f = 2 * e
-                                g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
-                                a0 += (g0 * m0[e]) * x00[f]
-                                a1 += (g0 * m1[e]) * x01[f]
-                                a2 += (g0 * m2[e]) * x02[f]
-                                a3 += (g1 * m0[e]) * x10[f]
-                                a4 += (g1 * m1[e]) * x11[f]
-                                a5 += (g1 * m2[e]) * x12[f]
-                                a6 += (g2 * m0[e]) * x20[f]
-                                a7 += (g2 * m1[e]) * x21[f]
-                                a8 += (g2 * m2[e]) * x22[f]
+                        for e in range(e1 - e0):
+                            g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
+                            a0 += (g0 * m0[e]) * x00[e]
+                            a1 += (g0 * m1[e]) * x01[e]
+                            a2 += (g0 * m2[e]) * x02[e]
+                            a3 += (g1 * m0[e]) * x10[e]
+                            a4 += (g1 * m1[e]) * x11[e]
+                            a5 += (g1 * m2[e]) * x12[e]
+                            a6 += (g2 * m0[e]) * x20[e]
+                            a7 += (g2 * m1[e]) * x21[e]
+                            a8 += (g2 * m2[e]) * x22[e]
                         part[0] += a0
                         part[1] += a1
                         part[2] += a2
@@ -1012,7 +987,7 @@ def grad_weight_flat(g4, xf, dw, C, H, W, s, dH, dW, pt, pl, m, chunks):
                         for e in range(9):
                             acc[e] += part[e]
                     else:
-                        _exact_dots(g4[n, o], xf, base, H, W, s, dH, dW, pt, pl, acc)
+                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
                 wo = dw[o].ravel()
                 for e in range(9):
                     wo[e] = acc[e]
