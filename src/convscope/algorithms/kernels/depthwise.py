@@ -839,6 +839,30 @@ def _exact_plane(xf, base, H, W, s, w, bias, dH, dW, pt, pl, pad_products, dst):
             dst[i, j] = acc
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _flat_run(dst, K, step, wo, xf, b0, b1, b2, dW, rows, cols, bias, zero):
+    """dst[k] = bias + Σ_{u,v} rows[u, k] · cols[v, k] · wo[u, v] · xf[b_u + step·k + v·dW] for k < K;
+    returns Σ dst · 0 (0 when every value is finite, else NaN)."""
+    mr0, mr1, mr2 = rows[0], rows[1], rows[2]
+    mc0, mc1, mc2 = cols[0], cols[1], cols[2]
+    w00, w01, w02 = wo[0, 0], wo[0, 1], wo[0, 2]
+    w10, w11, w12 = wo[1, 0], wo[1, 1], wo[1, 2]
+    w20, w21, w22 = wo[2, 0], wo[2, 1], wo[2, 2]
+    x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
+    x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
+    x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
+    check = zero
+    for e in range(K):
+        f = step * e
+        r0 = mc0[e] * (w00 * x00[f]) + mc1[e] * (w01 * x01[f]) + mc2[e] * (w02 * x02[f])
+        r1 = mc0[e] * (w10 * x10[f]) + mc1[e] * (w11 * x11[f]) + mc2[e] * (w12 * x12[f])
+        r2 = mc0[e] * (w20 * x20[f]) + mc1[e] * (w21 * x21[f]) + mc2[e] * (w22 * x22[f])
+        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
+        dst[e] = v
+        check += v * zero
+    return check
+
+
 @njit(**_FLAGS)
 def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks):
     """out (N, C·m, Ho, Wo) from the flat x (N·C·H·W,), w (C·m, 3, 3), b (C·m,); stride s = 1 with
@@ -851,8 +875,6 @@ def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks
     HW = H * W
     K = (Ho - 1) * W + Wo
     rows, cols = _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, w[0, 0, :1])
-    mr0, mr1, mr2 = rows[0], rows[1], rows[2]
-    mc0, mc1, mc2 = cols[0], cols[1], cols[2]
     o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl      # tap (u, 0)'s offset
     lo, hi = o0, s * (K - 1) + o2 + 2 * dW
     total = xf.shape[0]
@@ -872,30 +894,10 @@ def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks
                     _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
                     continue
                 dst = out[n, o].ravel() if s == 1 else y
-                w00, w01, w02 = wo[0, 0], wo[0, 1], wo[0, 2]
-                w10, w11, w12 = wo[1, 0], wo[1, 1], wo[1, 2]
-                w20, w21, w22 = wo[2, 0], wo[2, 1], wo[2, 2]
-                x00, x01, x02 = xf[base + o0:], xf[base + o0 + dW:], xf[base + o0 + 2 * dW:]
-                x10, x11, x12 = xf[base + o1:], xf[base + o1 + dW:], xf[base + o1 + 2 * dW:]
-                x20, x21, x22 = xf[base + o2:], xf[base + o2 + dW:], xf[base + o2 + 2 * dW:]
-                check = zero
-                if s == 1:
-                    for e in range(K):
-                        r0 = mc0[e] * (w00 * x00[e]) + mc1[e] * (w01 * x01[e]) + mc2[e] * (w02 * x02[e])
-                        r1 = mc0[e] * (w10 * x10[e]) + mc1[e] * (w11 * x11[e]) + mc2[e] * (w12 * x12[e])
-                        r2 = mc0[e] * (w20 * x20[e]) + mc1[e] * (w21 * x21[e]) + mc2[e] * (w22 * x22[e])
-                        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
-                        dst[e] = v
-                        check += v * zero
+                if s == 1:          # (a literal step in each call, so that the loop vectorises)
+                    check = _flat_run(dst, K, 1, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
                 else:
-                    for e in range(K):
-                        f = 2 * e
-                        r0 = mc0[e] * (w00 * x00[f]) + mc1[e] * (w01 * x01[f]) + mc2[e] * (w02 * x02[f])
-                        r1 = mc0[e] * (w10 * x10[f]) + mc1[e] * (w11 * x11[f]) + mc2[e] * (w12 * x12[f])
-                        r2 = mc0[e] * (w20 * x20[f]) + mc1[e] * (w21 * x21[f]) + mc2[e] * (w22 * x22[f])
-                        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
-                        dst[e] = v
-                        check += v * zero
+                    check = _flat_run(dst, K, 2, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
                 if check != 0:
                     _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
                 elif s != 1:
