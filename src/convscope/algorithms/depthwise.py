@@ -9,7 +9,7 @@ with one weight per channel::
 
 There is no matrix product to hand to BLAS (im2col would copy the input kH·kW
 times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kernels
-(:mod:`convscope.algorithms.kernels.depthwise`), in one of three layouts (:func:`layout`):
+(:mod:`convscope.algorithms.kernels.depthwise`), in one of four layouts (:func:`layout`):
 
 * *planes*: one (sample, channel) plane at a time, in the caller's NCHW layout, the padded
   plane split by stride phase and flattened on one row pitch, so that each tap is one
@@ -92,7 +92,7 @@ def _flat(spec, shape, pass_) -> bool:
 def layout(spec, shape, pass_="forward") -> str:
     """``"flat"``, ``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
     if _flat(spec, shape, pass_):
-        return "flat"            # (7²–56², one thread: 0.5× the planes' time, 0.65× the blocks')
+        return "flat"            # (7²–112², one thread: 0.5–0.8× the planes' time; 7²: 0.65× the blocks')
     if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
             and pass_ != "grad_weight"):
         return "blocks"          # (grad_weight at 7²: planes 0.9× the blocks' time)
@@ -147,7 +147,6 @@ def forward(x, w, b, spec, shape):
     lay = layout(spec, shape)
     w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # (C·m, 1, kH, kW) → (C·m, kH, kW)
     if lay == "flat":
-        (pt, _), (pl, _) = spec.padding
         _numba.launch(kernels.forward_flat, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
                       spec.stride[0], *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
     elif lay == "blocks":

@@ -15,8 +15,8 @@ LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches
 (no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
 
 Arrays are C-contiguous, float32 or float64 (one compiled signature each); the weight comes as
-``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Three layouts
-(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks and planes, each in its section below.
+``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Four layouts
+(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks, planes and flat, each in its section below.
 """
 from __future__ import annotations
 
