@@ -229,3 +229,36 @@ def test_flat_stays_under_the_workspace_limit():
         y, peak = peak_bytes(lambda: convscope.conv2d(x, w, padding=1, groups=16, algorithm="depthwise"))
     assert peak <= x.nbytes + y.nbytes + (16 << 10), f"peak {peak / 2**10:.0f} KiB"
     assert_close(y, convscope.conv2d(x, w, padding=1, groups=16, algorithm="reference"))
+
+
+@pytest.mark.parametrize("shape_kind", ["unbatched", "zero_batch"])
+@pytest.mark.parametrize("case", [FLAT_CASES[0], FLAT_CASES[6]], ids=["s1", "s2"])
+def test_flat_unbatched_and_empty_batch(shape_kind, case):
+    x, w, b, params = case_arrays(case, shape_kind, np.float32)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=st.integers(1, 3), m=st.integers(1, 2), h=st.integers(1, 9), w_=st.integers(1, 9),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       stride=st.sampled_from([1, 2]), seed=st.integers(0, 99))
+def test_flat_property_against_the_reference(c, m, h, w_, dh, dw, ph, pw, stride, seed):
+    """Random 3×3 layers of the flat kernels' kinds (stride 1 with the input's size out, whatever the
+    dilation; stride 2, whatever the padding) against the reference loops, float64, all passes."""
+    pad = (dh, dw) if stride == 1 else (ph, pw)
+    assume(h + 2 * pad[0] > 2 * dh and w_ + 2 * pad[1] > 2 * dw)          # a non-empty output
+    spec = make_spec((3, 3), stride, pad, (dh, dw), c, "zeros")
+    shape = check_shapes(spec, (2, c, h, w_), (c * m, 1, 3, 3))
+    assume(depthwise.layout(spec, shape) == "flat")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, c, h, w_))
+    w = rng.standard_normal((c * m, 1, 3, 3))
+    b = rng.standard_normal(c * m)
+    got = depthwise.forward(x, w, b, spec, shape)
+    params = dict(stride=stride, padding=pad, dilation=(dh, dw), groups=c, algorithm="reference")
+    assert_close(got, convscope.conv2d(x, w, b, **params), "forward")
+    g = rng.standard_normal(got.shape)
+    dx, dwt = depthwise.backward(g, x, w, spec, shape, (True, True))
+    ref = convscope.conv2d_backward(g, x, w, **params)
+    assert_close(dx, ref.input, "grad_input")
+    assert_close(dwt, ref.weight, "grad_weight")
