@@ -1,7 +1,8 @@
-"""The depthwise flat kernels (3×3, stride 1 and 2, planes read in place) and plane kernels (stride phases
-flattened on one row pitch, forced) against torch and the reference: every stride, dilation, padding and padding mode, channel multipliers, narrow planes (index
-maps) and wide ones (row copies), unbatched and empty batches, NaN and Inf where torch puts them, the
-workspace limit, and hypothesis over random configurations; and the automatic layout choice.
+"""The depthwise flat kernels (3×3, stride 1 and 2, planes read in place) and plane kernels (stride
+phases flattened on one row pitch, forced) against torch and the reference: every stride, dilation,
+padding and padding mode, channel multipliers, narrow planes (index maps) and wide ones (row copies),
+unbatched and empty batches, NaN and Inf where torch puts them, the workspace limit, and hypothesis
+over random configurations; and the automatic layout choice.
 """
 from __future__ import annotations
 
