@@ -1,7 +1,8 @@
-"""The depthwise plane kernels (stride phases flattened on one row pitch), forced, against torch and the
-reference: every stride, dilation, padding and padding mode, channel multipliers, narrow planes (index
-maps) and wide ones (row copies), unbatched and empty batches, NaN and Inf where torch puts them, the
-workspace limit, and hypothesis over random configurations; and the automatic layout choice.
+"""The depthwise flat kernels (3×3, stride 1 and 2, planes read in place) and plane kernels (stride
+phases flattened on one row pitch, forced) against torch and the reference: every stride, dilation,
+padding and padding mode, channel multipliers, narrow planes (index maps) and wide ones (row copies),
+unbatched and empty batches, NaN and Inf where torch puts them, the workspace limit, and hypothesis
+over random configurations; and the automatic layout choice.
 """
 from __future__ import annotations
 
@@ -142,43 +143,123 @@ def test_layout_choice():
         spec = make_spec((3, 3), stride, 1, 1, c, "zeros")
         return spec, check_shapes(spec, (8, c, hw, hw), (c * m, 1, 3, 3))
 
-    assert depthwise.layout(*shape_of(960, 7)) == "blocks"
-    assert depthwise.layout(*shape_of(960, 7), "grad_weight") == "planes"
-    assert depthwise.layout(*shape_of(960, 7, m=2)) == "planes"
-    assert depthwise.layout(*shape_of(576, 14, stride=2)) == "planes"
-    assert depthwise.layout(*shape_of(32, 112)) == "planes"
-    assert depthwise.layout(*shape_of(8, 512)) == "rows"
-    text = str(convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32))
-    assert "planes" in text
+    assert depthwise.layout(*shape_of(960, 7)) == "flat"
+    assert depthwise.layout(*shape_of(960, 7), "grad_weight") == "flat"
+    assert depthwise.layout(*shape_of(960, 7, m=2)) == "flat"
+    assert depthwise.layout(*shape_of(960, 7, m=2), "grad_input") == "planes"
+    assert depthwise.layout(*shape_of(32, 112)) == "flat"
+    assert depthwise.layout(*shape_of(576, 14, stride=2)) == "flat"
+    assert depthwise.layout(*shape_of(576, 14, stride=2), "grad_input") == "planes"
+    assert depthwise.layout(*shape_of(576, 14, stride=2), "grad_weight") == "planes"
+    assert depthwise.layout(*shape_of(96, 112, stride=2)) == "planes"
+    assert depthwise.layout(*shape_of(8, 512, stride=2), "grad_input") == "rows"
+    spec = make_spec((3, 3), 1, 0, 1, 960, "zeros")                       # 7² → 5²: not the input's size
+    assert depthwise.layout(spec, check_shapes(spec, (8, 960, 7, 7), (960, 1, 3, 3))) == "blocks"
 
 
-def _depthwise_configs():
-    C = st.integers(1, 3)
-    return st.fixed_dictionaries(dict(
-        C=C, m=st.integers(1, 2), H=st.integers(1, 12), W=st.integers(1, 40), k=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-        s=st.tuples(st.integers(1, 3), st.integers(1, 3)), d=st.tuples(st.integers(1, 2), st.integers(1, 2)),
-        p=st.tuples(st.integers(0, 3), st.integers(0, 3)), mode=st.sampled_from(MODES), N=st.integers(1, 2)))
+# ((C, H, W), weight shape, params) served by the flat kernels: 3×3, stride 1, outputs the input's size
+FLAT_CASES = [
+    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3)),
+    ((2, 7, 11), (4, 1, 3, 3), dict(padding=1, groups=2)),                           # multiplier 2
+    ((2, 12, 10), (2, 1, 3, 3), dict(padding="same", dilation=2, groups=2)),
+    ((2, 10, 12), (2, 1, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=2)),
+    ((3, 1, 1), (3, 1, 3, 3), dict(padding=1, groups=3)),                            # every tap wraps but one
+    ((2, 2, 17), (2, 1, 3, 3), dict(padding=1, groups=2, bias=False)),
+    ((3, 9, 8), (3, 1, 3, 3), dict(padding=1, groups=3, stride=2)),                  # stride 2: forward
+    ((2, 14, 13), (4, 1, 3, 3), dict(padding=(2, 0), dilation=(2, 1), groups=2, stride=2)),
+    ((2, 3, 1), (2, 1, 3, 3), dict(padding=1, groups=2, stride=2)),
+]
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(cfg=_depthwise_configs())
-def test_planes_random_configurations(cfg, planes):
-    (kH, kW), (sH, sW), (dH, dW), (pH, pW) = cfg["k"], cfg["s"], cfg["d"], cfg["p"]
-    H, W = cfg["H"], cfg["W"]
-    assume(H + 2 * pH - dH * (kH - 1) - 1 >= 0 and W + 2 * pW - dW * (kW - 1) - 1 >= 0)
-    assume(cfg["mode"] in ("zeros", "replicate") or (pH < H and pW < W))
-    rng = np.random.default_rng(0)
-    C, m = cfg["C"], cfg["m"]
-    x = rng.standard_normal((cfg["N"], C, H, W))
-    w = rng.standard_normal((C * m, 1, kH, kW))
-    b = rng.standard_normal(C * m)
-    params = dict(stride=(sH, sW), padding=(pH, pW), dilation=(dH, dW), groups=C, padding_mode=cfg["mode"])
+def _flat_layouts(x, w, params):
+    spec = make_spec((3, 3), params.get("stride", 1), params["padding"], params.get("dilation", 1),
+                     params["groups"], "zeros")
+    shape = check_shapes(spec, x.shape, w.shape)
+    return [depthwise.layout(spec, shape, p) for p in ("forward", "grad_input", "grad_weight")]
+
+
+@pytest.mark.parametrize("case", FLAT_CASES, ids=[f"f{i}" for i in range(len(FLAT_CASES))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flat_match_the_reference_and_torch(case, dtype):
+    x, w, b, params = case_arrays(case, "batched", dtype)
+    layouts = _flat_layouts(x, w, params)
+    stride1 = params.get("stride", 1) == 1
+    assert layouts == ["flat", "flat" if stride1 and w.shape[0] == x.shape[1] else "planes",
+                       "flat" if stride1 else "planes"], layouts
     want = convscope.conv2d(x, w, b, algorithm="reference", **params)
     assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
-    g = rng.standard_normal(want.shape)
+    g = np.random.default_rng(2).standard_normal(want.shape).astype(dtype)
     got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
     for field in ("input", "weight"):
         assert_close(getattr(got, field), getattr(ref, field), field)
-    check_against_torch(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), algorithm="depthwise",
-                        **params)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
+
+
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+@pytest.mark.parametrize("spot", ["first", "edge", "last"])
+@pytest.mark.parametrize("stride, value", [(1, np.nan), (1, np.inf), (2, np.inf)])
+def test_flat_put_nonfinite_values_where_torch_does(where, spot, stride, value):
+    """One NaN or Inf in the first plane's corner, at the end of an inner row (the flat runs of the
+    next row wrap onto it), or in the last plane's corner: only the outputs (and gradients) whose
+    windows hold it may change."""
+    case = ((4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4, stride=stride))
+    x, w, b, params = case_arrays(case, "batched", np.float32, seed=4)
+    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
+    index = {"first": (0, 0, 0, 0), "edge": (1, 2, 2, -1), "last": (-1, -1, -1, -1)}[spot]
+    if where == "input":
+        x[index] = value
+    elif where == "weight":
+        w[index[1], 0, index[2] % 3, index[3] % 3] = value
+    else:
+        g[index] = value
+    out, (dx, dw, db) = torch_native_conv2d(x, w, b, g, **params)
+    assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="depthwise", **params), out, "forward")
+    grads = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    for field, want in zip(grads._fields, (dx, dw, db)):
+        assert_same_nonfinite(getattr(grads, field), want, f"grad {field}")
+
+
+def test_flat_stays_under_the_workspace_limit():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 16, 24, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 1, 3, 3)).astype(np.float32)
+    with convscope.workspace_limit(16 << 10):
+        convscope.conv2d(x, w, padding=1, groups=16, algorithm="depthwise")       # the kernels loaded
+        y, peak = peak_bytes(lambda: convscope.conv2d(x, w, padding=1, groups=16, algorithm="depthwise"))
+    assert peak <= x.nbytes + y.nbytes + (16 << 10), f"peak {peak / 2**10:.0f} KiB"
+    assert_close(y, convscope.conv2d(x, w, padding=1, groups=16, algorithm="reference"))
+
+
+@pytest.mark.parametrize("shape_kind", ["unbatched", "zero_batch"])
+@pytest.mark.parametrize("case", [FLAT_CASES[0], FLAT_CASES[6]], ids=["s1", "s2"])
+def test_flat_unbatched_and_empty_batch(shape_kind, case):
+    x, w, b, params = case_arrays(case, shape_kind, np.float32)
+    check_against_torch(x, w, b, algorithm="depthwise", **params)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=st.integers(1, 3), m=st.integers(1, 2), h=st.integers(1, 9), w_=st.integers(1, 9),
+       dh=st.integers(1, 2), dw=st.integers(1, 2), ph=st.integers(0, 2), pw=st.integers(0, 2),
+       stride=st.sampled_from([1, 2]), seed=st.integers(0, 99))
+def test_flat_property_against_the_reference(c, m, h, w_, dh, dw, ph, pw, stride, seed):
+    """Random 3×3 layers of the flat kernels' kinds (stride 1 with the input's size out, whatever the
+    dilation; stride 2, whatever the padding) against the reference loops, float64, all passes."""
+    pad = (dh, dw) if stride == 1 else (ph, pw)
+    assume(h + 2 * pad[0] > 2 * dh and w_ + 2 * pad[1] > 2 * dw)          # a non-empty output
+    spec = make_spec((3, 3), stride, pad, (dh, dw), c, "zeros")
+    shape = check_shapes(spec, (2, c, h, w_), (c * m, 1, 3, 3))
+    assume(depthwise.layout(spec, shape) == "flat")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, c, h, w_))
+    w = rng.standard_normal((c * m, 1, 3, 3))
+    b = rng.standard_normal(c * m)
+    got = depthwise.forward(x, w, b, spec, shape)
+    params = dict(stride=stride, padding=pad, dilation=(dh, dw), groups=c, algorithm="reference")
+    assert_close(got, convscope.conv2d(x, w, b, **params), "forward")
+    g = rng.standard_normal(got.shape)
+    dx, dwt = depthwise.backward(g, x, w, spec, shape, (True, True))
+    ref = convscope.conv2d_backward(g, x, w, **params)
+    assert_close(dx, ref.input, "grad_input")
+    assert_close(dwt, ref.weight, "grad_weight")

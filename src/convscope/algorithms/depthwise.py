@@ -9,7 +9,7 @@ with one weight per channel::
 
 There is no matrix product to hand to BLAS (im2col would copy the input kH·kW
 times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kernels
-(:mod:`convscope.algorithms.kernels.depthwise`), in one of three layouts (:func:`layout`):
+(:mod:`convscope.algorithms.kernels.depthwise`), in one of four layouts (:func:`layout`):
 
 * *planes*: one (sample, channel) plane at a time, in the caller's NCHW layout, the padded
   plane split by stride phase and flattened on one row pitch, so that each tap is one
@@ -19,7 +19,11 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
   that tiny planes still give long vectorised loops (``m = 1``, stride 1, outputs narrower than
   :data:`BLOCKS_BELOW_WIDTH`, forward and grad-input);
 * *rows*: one output row at a time per (sample, channel), the taps' multiply-adds
-  running along the row; for images larger than the planes'.
+  running along the row; for images larger than the planes';
+* *flat*: 3×3, zero padding, stride 1 with outputs the input's size or (forward) stride 2: each
+  (sample, channel) plane read in place as one flat run per tap, the taps that wrap past a row's or
+  the plane's edge multiplied by a mask of zeros, a plane whose result is not finite computed again
+  tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight).
 
 Backward, the adjoints of the same sum:
 
@@ -45,6 +49,7 @@ ERROR = "local"     # each output is rounded from the products it sums (see conv
 
 BLOCK = 16                 # channels per block of the channel-block kernels
 BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.3× slower; 14²: 0.8×)
+FLAT_STRIDE2_MAX_VALUES = 56 * 56   # the flat stride-2 forward up to 56² planes (112²: the planes 0.9× its time)
 PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
 
 
@@ -72,8 +77,22 @@ def _plane_values(spec, shape) -> int:
     return spec.stride[0] * spec.stride[1] * (Hq + Sr + 1) * (Wq + Sc) + 64
 
 
+def _flat(spec, shape, pass_) -> bool:
+    """Whether the flat kernels serve ``pass_``: a 3×3 kernel, zero padding, stride 1 with the input's size
+    out (grad_input: multiplier 1), or stride 2 (forward) on planes up to :data:`FLAT_STRIDE2_MAX_VALUES`."""
+    if spec.kernel_size != (3, 3) or spec.padding_mode != "zeros":
+        return False
+    if spec.stride == (2, 2) and pass_ == "forward":
+        # (the outputs of a row fit on its grid row; 14²–56²: 0.8× the planes' time, 112²: 1.1×)
+        return shape.W_out <= shape.W and shape.H * shape.W <= FLAT_STRIDE2_MAX_VALUES
+    return (spec.stride == (1, 1) and (shape.H_out, shape.W_out) == (shape.H, shape.W)
+            and (pass_ != "grad_input" or shape.out_per_group == 1))
+
+
 def layout(spec, shape, pass_="forward") -> str:
-    """``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    """``"flat"``, ``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
+    if _flat(spec, shape, pass_):
+        return "flat"            # (7²–112², one thread: 0.5–0.8× the planes' time; 7²: 0.65× the blocks')
     if (shape.out_per_group == 1 and shape.W_out < BLOCKS_BELOW_WIDTH and spec.stride == (1, 1)
             and pass_ != "grad_weight"):
         return "blocks"          # (grad_weight at 7²: planes 0.9× the blocks' time)
@@ -81,6 +100,7 @@ def layout(spec, shape, pass_="forward") -> str:
 
 
 _DESCRIPTIONS = {"blocks": "channel blocks, channels last", "rows": "rows",
+                 "flat": "(sample, channel) planes read in place, one flat run per tap",
                  "planes": "(sample, channel) planes, stride phases flattened"}
 
 
@@ -126,7 +146,10 @@ def forward(x, w, b, spec, shape):
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     lay = layout(spec, shape)
     w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # (C·m, 1, kH, kW) → (C·m, kH, kW)
-    if lay == "blocks":
+    if lay == "flat":
+        _numba.launch(kernels.forward_flat, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
+                      spec.stride[0], *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
+    elif lay == "blocks":
         _numba.launch(kernels.forward_blocks, xs, _repeated(w, shape, spec), bias, out, *_args(spec, pt, pl))
     elif lay == "planes":
         _numba.launch(kernels.forward_planes, xs, w3, bias, out, *_args(spec, pt, pl), shape.out_per_group,
@@ -154,7 +177,12 @@ def backward(grad_out, x, w, spec, shape, mask):
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
         w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # → (C·m, kH, kW)
         lay = layout(spec, shape, "grad_input")
-        if N and lay == "blocks":
+        if N and lay == "flat":
+            # the forward of grad_output with the kernel rotated by 180° and the padding mirrored
+            w_rot = np.ascontiguousarray(w3[:, ::-1, ::-1])
+            _numba.launch(kernels.forward_flat, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,  # (N·C·H·W,)
+                          shape.H, shape.W, 1, *spec.dilation, pb, pr, 1, False, _chunks(shape))
+        elif N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N and lay == "planes" and np.isfinite(w3).all():
             # (a non-finite weight takes the rows: the planes' unused columns would give it zeros to meet)
@@ -168,6 +196,11 @@ def backward(grad_out, x, w, spec, shape, mask):
         xs, ptx, plx = fused_padding(x, spec)
         if N == 0:
             dw = np.zeros((Co, 1, kH, kW), dtype=dtype)
+        elif layout(spec, shape, "grad_weight") == "flat":
+            dw = np.empty((Co, kH, kW), dtype=dtype)
+            _numba.launch(kernels.grad_weight_flat, g.reshape(-1), xs.reshape(-1), dw, N, C,  # flat (N·C·H·W,)
+                          shape.H, shape.W, *spec.dilation, ptx, plx, shape.out_per_group, _chunks(shape))
+            dw = dw.reshape(Co, 1, kH, kW)
         elif layout(spec, shape, "grad_weight") == "planes":
             dw = np.empty((Co, kH, kW), dtype=dtype)
             _numba.launch(kernels.grad_weight_planes, g, xs, dw, *_args(spec, ptx, plx), shape.out_per_group,
@@ -200,7 +233,10 @@ def workspace(pass_, spec, shape, itemsize):
               "grad_weight": Co * kH * kW}[pass_]
     total = result + padded * (2 if pass_ == "grad_input" else 1) + 2 * Co * kH * kW
     lay = layout(spec, shape, pass_)
-    if lay == "planes":
+    if lay == "flat":
+        total += 6 * shape.H * shape.W + (Co * kH * kW + C if pass_ == "grad_input" else 0)   # masks; rotated kernel, zero bias
+        total += get_num_threads() * shape.H * shape.W if spec.stride != (1, 1) else 0       # each thread's grid row
+    elif lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":
         rows = (shape.H_out - 1) * spec.stride[0] + spec.dilation[0] * (kH - 1) + 1

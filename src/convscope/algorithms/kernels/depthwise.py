@@ -15,8 +15,8 @@ LLVM vectorises.  Each output reads only its own window, so a NaN or Inf reaches
 (no ``nnan``/``ninf``), so non-finite values propagate as in IEEE arithmetic.
 
 Arrays are C-contiguous, float32 or float64 (one compiled signature each); the weight comes as
-``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Three layouts
-(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks and planes, each in its section below.
+``(C·m, kH, kW)``, the bias as ``(C·m,)`` (zeros when there is none).  Four layouts
+(:func:`convscope.algorithms.depthwise.layout`): rows, channel blocks, planes and flat, each in its section below.
 """
 from __future__ import annotations
 
@@ -787,4 +787,209 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                             _dots(G, P, ph, off, e, 1, rows, length, Wq, acc, zero)
                 wo = dw[o].ravel()
                 for e in range(T):
+                    wo[e] = acc[e]
+
+
+# --------------------------------------------------------------------------- flat
+#
+# Stride 1, a 3×3 kernel and outputs the input's size (``pt + pb = 2·dH``, ``pl + pr = 2·dW``), zero
+# padding: output ``e = i·W + j`` of a plane reads, for tap ``(u, v)``, the flat input ``e + off(u, v)``
+# with ``off(u, v) = (u·dH − pt)·W + v·dW − pl``, straight from the caller's array (no copy, no
+# scratch).  Where that pixel is not the tap's (its row or column falls outside the plane, so the flat
+# index has wrapped onto another row or plane), the product is multiplied by a mask of 0: exactly 0
+# while the values are finite.  A plane whose result is not finite (a NaN or Inf met a mask, or is
+# really there) is computed again exactly, tap by tap (:func:`_exact_plane`, :func:`_exact_dots`), so
+# NaN and Inf land where torch puts them.  The first and last planes of the array (whose wrapped
+# reads would leave it) are always computed that way.
+
+
+@njit(cache=True)
+def _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, dtype_zero):
+    """(rows, cols): rows[u, k] = 1 where grid point k = i·W + j is an output (j < Wo) whose tap row u
+    lies in the plane, else 0; cols[v, k] likewise for tap column v."""
+    K = (Ho - 1) * W + Wo
+    rows = np.zeros((3, K), dtype=dtype_zero.dtype)
+    cols = np.zeros((3, K), dtype=dtype_zero.dtype)
+    for k in range(K):
+        i, j = k // W, k % W
+        for t in range(3):
+            r, c = i * s + t * dH - pt, j * s + t * dW - pl
+            rows[t, k] = 1 if j < Wo and 0 <= r < H else 0
+            cols[t, k] = 1 if j < Wo and 0 <= c < W else 0
+    return rows, cols
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _exact_plane(xf, base, H, W, s, w, bias, dH, dW, pt, pl, pad_products, dst):
+    """dst (Ho, Wo) = bias + Σ_{u,v} w[u, v] · x[i·s + u·dH − pt, j·s + v·dW − pl] over the taps inside
+    the plane at ``xf[base:]``; with ``pad_products`` the taps in the zero border add w · 0 (forward: a
+    non-finite weight gives NaN there, as torch's), else they are skipped (grad_input)."""
+    zero = np.zeros(1, dtype=xf.dtype)[0]
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            acc = bias
+            for u in range(3):
+                r = i * s + u * dH - pt
+                for v in range(3):
+                    c = j * s + v * dW - pl
+                    if 0 <= r < H and 0 <= c < W:
+                        acc += w[u, v] * xf[base + r * W + c]
+                    elif pad_products:
+                        acc += w[u, v] * zero
+            dst[i, j] = acc
+
+
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _flat_run(dst, K, step, wo, xf, b0, b1, b2, dW, rows, cols, bias, zero):
+    """dst[k] = bias + Σ_{u,v} rows[u, k] · cols[v, k] · wo[u, v] · xf[b_u + step·k + v·dW] for k < K;
+    returns Σ dst · 0 (0 when every value is finite, else NaN)."""
+    mr0, mr1, mr2 = rows[0], rows[1], rows[2]
+    mc0, mc1, mc2 = cols[0], cols[1], cols[2]
+    w00, w01, w02 = wo[0, 0], wo[0, 1], wo[0, 2]
+    w10, w11, w12 = wo[1, 0], wo[1, 1], wo[1, 2]
+    w20, w21, w22 = wo[2, 0], wo[2, 1], wo[2, 2]
+    x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
+    x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
+    x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
+    check = zero
+    for e in range(K):
+        f = step * e
+        r0 = mc0[e] * (w00 * x00[f]) + mc1[e] * (w01 * x01[f]) + mc2[e] * (w02 * x02[f])
+        r1 = mc0[e] * (w10 * x10[f]) + mc1[e] * (w11 * x11[f]) + mc2[e] * (w12 * x12[f])
+        r2 = mc0[e] * (w20 * x20[f]) + mc1[e] * (w21 * x21[f]) + mc2[e] * (w22 * x22[f])
+        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
+        dst[e] = v
+        check += v * zero
+    return check
+
+
+@njit(**_FLAGS)
+def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks):
+    """out (N, C·m, Ho, Wo) from the flat x (N·C·H·W,), w (C·m, 3, 3), b (C·m,); stride s = 1 with
+    outputs the input's size, or s = 2; the (n, c) planes in ``chunks`` parallel chunks.  grad_input
+    is this kernel on grad_output with the weights rotated by 180° and the padding mirrored (s = 1,
+    m = 1, no pad products).  Output (i, j) is grid point k = i·W + j; stride 2 computes the grid's
+    points past each row's W_out too (their masks are 0) in a scratch row and keeps the outputs."""
+    N, Co, Ho, Wo = out.shape
+    C = Co // m
+    HW = H * W
+    K = (Ho - 1) * W + Wo
+    rows, cols = _flat_masks(H, W, Ho, Wo, s, dH, dW, pt, pl, w[0, 0, :1])
+    o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl      # tap (u, 0)'s offset
+    lo, hi = o0, s * (K - 1) + o2 + 2 * dW
+    total = xf.shape[0]
+    zero = np.zeros(1, dtype=xf.dtype)[0]
+    for t in prange(chunks):
+        y = np.empty(K, dtype=xf.dtype)
+        q0, q1 = _chunk(t, chunks, N * C)
+        for q in range(q0, q1):
+            n, c = q // C, q % C
+            base = q * HW
+            safe = base + lo >= 0 and base + hi < total
+            for k in range(m):
+                o = c * m + k
+                wo = w[o]
+                bias = b[o]
+                if not safe:
+                    _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
+                    continue
+                dst = out[n, o].ravel() if s == 1 else y
+                if s == 1:          # (a literal step in each call, so that the loop vectorises)
+                    check = _flat_run(dst, K, 1, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
+                else:
+                    check = _flat_run(dst, K, 2, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
+                if check != 0:
+                    _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
+                elif s != 1:
+                    for i in range(Ho):
+                        row, src = out[n, o, i], y[i * W:]
+                        for j in range(Wo):
+                            row[j] = src[j]
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _exact_dots(gf, gbase, xf, xbase, H, W, dH, dW, pt, pl, acc):
+    """acc[u·3 + v] += Σ_e g[e] · x̃[tap (u, v) of e], the border's zeros included (g · 0: an
+    infinite grad_output there gives NaN, as torch's)."""
+    zero = np.zeros(1, dtype=xf.dtype)[0]
+    for u in range(3):
+        for v in range(3):
+            s = zero
+            for i in range(H):
+                r = i + u * dH - pt
+                for j in range(W):
+                    c = j + v * dW - pl
+                    x = xf[xbase + r * W + c] if 0 <= r < H and 0 <= c < W else zero
+                    s += gf[gbase + i * W + j] * x
+            acc[u * 3 + v] += s
+
+
+@njit(**_FLAGS)
+def grad_weight_flat(gf, xf, dw, N, C, H, W, dH, dW, pt, pl, m, chunks):
+    """dw (C·m, 3, 3), overwritten, from the flat g (N·C·m·H·W,) and x (N·C·H·W,); stride 1, outputs
+    the input's size; the channels in ``chunks`` parallel chunks.  Per plane and tap the products add
+    up in the arrays' dtype, runs of at most 512, those sums in float64."""
+    Co = C * m
+    HW = H * W
+    rows, cols = _flat_masks(H, W, H, W, 1, dH, dW, pt, pl, dw[0, 0, :1])
+    mr0, mr1, mr2 = rows[0], rows[1], rows[2]
+    mc0, mc1, mc2 = cols[0], cols[1], cols[2]
+    o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl
+    lo, hi = o0, o2 + 2 * dW
+    total = xf.shape[0]
+    zero = np.zeros(1, dtype=xf.dtype)[0]
+    for t in prange(chunks):
+        acc = np.empty(9, dtype=np.float64)
+        part = np.empty(9, dtype=np.float64)
+        c0, c1 = _chunk(t, chunks, C)
+        for c in range(c0, c1):
+            for k in range(m):
+                o = c * m + k
+                acc[:] = 0
+                for n in range(N):
+                    base, gbase = (n * C + c) * HW, (n * Co + o) * HW
+                    if not (base + lo >= 0 and base + HW - 1 + hi < total):
+                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
+                        continue
+                    part[:] = 0
+                    for e0 in range(0, HW, 512):
+                        e1 = min(HW, e0 + 512)
+                        g = gf[gbase + e0:gbase + e1]
+                        b0, b1, b2 = base + o0 + e0, base + o1 + e0, base + o2 + e0
+                        x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
+                        x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
+                        x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
+                        m0, m1, m2 = mc0[e0:], mc1[e0:], mc2[e0:]
+                        n0, n1, n2 = mr0[e0:], mr1[e0:], mr2[e0:]
+                        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+                        for e in range(e1 - e0):
+                            g0, g1, g2 = g[e] * n0[e], g[e] * n1[e], g[e] * n2[e]
+                            a0 += (g0 * m0[e]) * x00[e]
+                            a1 += (g0 * m1[e]) * x01[e]
+                            a2 += (g0 * m2[e]) * x02[e]
+                            a3 += (g1 * m0[e]) * x10[e]
+                            a4 += (g1 * m1[e]) * x11[e]
+                            a5 += (g1 * m2[e]) * x12[e]
+                            a6 += (g2 * m0[e]) * x20[e]
+                            a7 += (g2 * m1[e]) * x21[e]
+                            a8 += (g2 * m2[e]) * x22[e]
+                        part[0] += a0
+                        part[1] += a1
+                        part[2] += a2
+                        part[3] += a3
+                        part[4] += a4
+                        part[5] += a5
+                        part[6] += a6
+                        part[7] += a7
+                        part[8] += a8
+                    finite = True
+                    for e in range(9):
+                        finite = finite and part[e] * 0 == 0
+                    if finite:
+                        for e in range(9):
+                            acc[e] += part[e]
+                    else:
+                        _exact_dots(gf, gbase, xf, base, H, W, dH, dW, pt, pl, acc)
+                wo = dw[o].ravel()
+                for e in range(9):
                     wo[e] = acc[e]
