@@ -14,8 +14,8 @@ fft-dw      one input channel per group, groups > 1,        fft          fft    
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64,
-            100 ≤ H_out·W_out < 4096
-wino-large  the same with H_out·W_out ≥ 4096                winograd     winograd     gemm
+            100 ≤ H_out·W_out < 1024
+wino-large  the same with H_out·W_out ≥ 1024                winograd     winograd     gemm
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
@@ -76,7 +76,7 @@ NAMES = tuple(ALGORITHMS)
 
 WINOGRAD_MIN_CHANNELS = 64            # Winograd from 64 channels each way (32: the transforms cost more)
 WINOGRAD_MIN_OUTPUT_PIXELS = 100      # and from 10×10 outputs (7²: too few tiles for its products)
-WINOGRAD_WEIGHT_BELOW_PIXELS = 4096   # its grad_weight below 64² outputs (56² blocked: 11 vs im2col's 28 ms)
+WINOGRAD_WEIGHT_BELOW_PIXELS = 1024   # its grad_weight below 32² outputs (56²: im2col faster)
 FFT_MIN_TAPS = 25                     # FFT considered from 5×5 (3×3: 1.1–26× slower per pass)
 FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keeps 1/s² of it
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
@@ -384,7 +384,7 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     >>> import convscope
     >>> p = convscope.plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     >>> p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm
-    ('winograd', 'winograd', 'winograd')
+    ('winograd', 'winograd', 'gemm')
     >>> p.forward.source
     'table'
     >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm

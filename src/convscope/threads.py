@@ -79,41 +79,6 @@ def _set_blas_threads(n: int) -> bool:
     return done
 
 
-_blas = {"setters": None, "single": 0}      # cached BLAS thread-count setters; callers inside single_blas()
-
-
-def _blas_setters() -> list:
-    """Functions n ↦ set the BLAS's thread count, found once (threadpoolctl's controllers, or OpenBLAS's)."""
-    if _blas["setters"] is None:
-        try:
-            import threadpoolctl
-            _blas["setters"] = [lib.set_num_threads for lib in threadpoolctl.ThreadpoolController().lib_controllers
-                                if lib.user_api == "blas"]
-        except ImportError:
-            _blas["setters"] = [lambda n: _set_blas_threads(n)]
-    return _blas["setters"]
-
-
-@contextlib.contextmanager
-def single_blas():
-    """``with single_blas():`` — the BLAS runs on one thread (in its caller) until the last caller inside
-    such a block leaves, then on :func:`set_num_threads`'s count again: for work that runs its own
-    threads, each calling the BLAS."""
-    with _lock:
-        _blas["single"] += 1
-        if _blas["single"] == 1:
-            for setter in _blas_setters():
-                setter(1)
-    try:
-        yield
-    finally:
-        with _lock:
-            _blas["single"] -= 1
-            if _blas["single"] == 0:
-                for setter in _blas_setters():
-                    setter(_state["n"])
-
-
 def set_num_threads(n: int) -> int:
     """Use ``n`` threads for BLAS and for convscope's own loops; returns the previous number.
 
@@ -126,8 +91,7 @@ def set_num_threads(n: int) -> int:
     n = check_num_threads(n)
     with _lock:
         previous = _state["n"]
-        if not _blas["single"]:
-            _set_blas_threads(n)
+        _set_blas_threads(n)
         _state["n"] = n
     return previous
 
