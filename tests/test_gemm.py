@@ -112,33 +112,3 @@ def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
     b = rng.standard_normal(6).astype(dtype)
     check_against_torch(x, w, b, algorithm="gemm", stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
                         padding_mode=mode)
-
-
-@pytest.mark.parametrize("phased", [True, False], ids=["phased", "direct"])
-@pytest.mark.parametrize("stride, dilation, padding, k, planes", [
-    ((2, 2), (1, 1), (3, 3), (7, 7), (2, 3)),        # the stem's 7×7/2 p3, a few planes
-    ((2, 2), (1, 1), (1, 1), (3, 3), (3, 30)),       # 3×3/2, 90 planes: more than kernels.im2col.PLANE_BLOCKS
-    ((1, 3), (1, 2), (0, 4), (2, 3), (2, 5)),        # column stride 3, dilated, padding past the kernel
-    ((3, 2), (2, 1), (2, 0), (3, 4), (1, 4)),        # row stride 3, column stride 2, no column padding
-], ids=["stem", "blocks", "stride3", "rows3"])
-def test_compiled_strided_im2col_equals_numpys(stride, dilation, padding, k, planes, phased, monkeypatch):
-    """The compiled im2col, reading the taps directly or from each plane's column phases (the stem's way;
-    forced here on every shape), per sample and batch folded, copies exactly NumPy's numbers (odd and even
-    widths, border taps)."""
-    from convscope.spec import check_shapes, make_spec
-
-    rng = np.random.default_rng(11)
-    for W in (15, 16):
-        spec = make_spec(k, stride, padding, dilation, 1, "zeros")
-        x_shape = planes + (13, W)
-        shape = check_shapes(spec, x_shape, (2, planes[1]) + k)
-        x = rng.standard_normal(x_shape)
-        monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", ALWAYS)
-        monkeypatch.setattr(gemm, "COMPILED_FOLDED_FROM_PIXELS", ALWAYS)
-        want = gemm.im2col(x, spec, shape, ones_row=True), gemm.im2col_folded(x, spec, shape)
-        monkeypatch.setattr(gemm, "COMPILED_FROM_PIXELS", 0)
-        monkeypatch.setattr(gemm, "COMPILED_FOLDED_FROM_PIXELS", 0)
-        with monkeypatch.context() as m:
-            m.setattr(gemm, "stride_phases", lambda spec: phased)       # what the kernel is told only
-            got = gemm.im2col(x, spec, shape, ones_row=True), gemm.im2col_folded(x, spec, shape)
-        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1]), W

@@ -56,7 +56,7 @@ def _spec_shape(x_shape, w_shape, **params):
 
 def test_plan_reports_gemm_layouts():
     stem = convscope.plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
-    assert "2 column phases a plane" in stem.forward.reason and "per sample" in stem.forward.reason
+    assert "4 stride phases" in stem.forward.reason and "per sample" in stem.forward.reason
     small = convscope.plan((8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
     assert "batch folded (H_out·W_out = 49)" in small.forward.reason
 

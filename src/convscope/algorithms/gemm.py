@@ -114,9 +114,9 @@ def describe(spec, shape, pass_) -> str:
 
 
 def compiled(spec, shape, folded=False) -> bool:
-    """Whether im2col and col2im run as compiled kernels (padding fused) in the per-sample or the
-    batch-folded layout.  Where :func:`stride_phases` holds, the compiled im2col splits each plane into
-    its column phases itself (the NumPy split into stride phases serves only the NumPy copies)."""
+    """Whether col2im runs as a compiled kernel (padding fused) in the per-sample or the batch-folded
+    layout, and im2col too except in the per-sample layout with stride phases (NumPy's copies of the
+    phases won there)."""
     start = COMPILED_FOLDED_FROM_PIXELS if folded else COMPILED_FROM_PIXELS
     return spec.kernel_size != (1, 1) and shape.H_out * shape.W_out >= start
 
@@ -125,11 +125,10 @@ def layout_text(spec, shape, pass_, with_phases: bool) -> str:
     L = shape.H_out * shape.W_out
     folded_ = batch_folded(spec, shape, pass_ != "forward")
     parts = [f"batch folded (H_out·W_out = {L})" if folded_ else f"per sample (H_out·W_out = {L})"]
-    if with_phases and compiled(spec, shape, folded_):
-        phases = f" ({spec.stride[1]} column phases a plane)" if stride_phases(spec) and spec.stride[1] > 1 else ""
-        parts.append("compiled im2col/col2im" + phases)
-    elif with_phases and stride_phases(spec):
+    if with_phases and stride_phases(spec):
         parts.append(f"{spec.stride[0] * spec.stride[1]} stride phases")
+    if with_phases and compiled(spec, shape, folded_):
+        parts.append("compiled col2im" if stride_phases(spec) and not folded_ else "compiled im2col/col2im")
     if with_phases and slice_bytes(spec, shape):
         parts.append(f"batch slices of ≤ {slice_bytes(spec, shape) >> 20} MiB scratch")
     return ", ".join(parts)
@@ -221,7 +220,7 @@ def im2col(x, spec, shape, ones_row=False):
     if _is_pointwise(spec) and not ones_row:
         return x.reshape(N, G, Cg, L)                               # a view: no copy
     full = np.empty((N, G, K + ones_row, L), dtype=x.dtype)
-    if compiled(spec, shape) and N:
+    if compiled(spec, shape) and not stride_phases(spec) and N:
         # (N, G, K + ones, L) → (N, G, K + ones, H_out, W_out) view
         _compiled_im2col(x, full.reshape(N, G, K + ones_row, shape.H_out, shape.W_out), spec, folded=False)
         if ones_row:
@@ -261,8 +260,8 @@ def _compiled_im2col(x, cols, spec, folded):
     from .kernels import _numba, fused_padding, im2col as kernels
 
     xs, pt, pl = fused_padding(x, spec)
-    _numba.launch(kernels.im2col, np.ascontiguousarray(xs), cols, folded, stride_phases(spec), *spec.kernel_size,
-                  *spec.stride, *spec.dilation, pt, pl)
+    _numba.launch(kernels.im2col, np.ascontiguousarray(xs), cols, folded, *spec.kernel_size, *spec.stride,
+                  *spec.dilation, pt, pl)
 
 
 def _compiled_col2im(dcols, spec, shape, folded):

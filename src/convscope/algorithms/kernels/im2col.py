@@ -15,17 +15,12 @@ left alone.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ._numba import columns as _columns, njit, prange
-
-PLANE_BLOCKS = 64     # strided im2col: planes split into this many blocks, one phase buffer each
 
 
 @njit(cache=True, inline="always")
-def _read_tap(src, H, W, pitch, dst, Ho, Wo, r0, off, sH, sW):
-    """dst (Ho·Wo,) = the pixels of plane src (H rows of ``pitch``, the first W real) at rows ``i·sH + r0``,
-    columns ``j·sW + off`` (0 outside)."""
+def _read_tap(src, H, W, dst, Ho, Wo, r0, off, sH, sW):
+    """dst (Ho·Wo,) = the pixels of plane src (H·W,) at rows ``i·sH + r0``, columns ``j·sW + off`` (0 outside)."""
     j0, j1 = _columns(off, sW, W, Wo)
     for i in range(Ho):
         r, base = i * sH + r0, i * Wo
@@ -37,7 +32,7 @@ def _read_tap(src, H, W, pitch, dst, Ho, Wo, r0, off, sH, sW):
             dst[base + j] = 0
         for j in range(j1, Wo):
             dst[base + j] = 0
-        s0 = r * pitch + off
+        s0 = r * W + off
         if sW == 1:
             for j in range(j0, j1):
                 dst[base + j] = src[s0 + j]
@@ -63,56 +58,23 @@ def _add_tap(src, Ho, Wo, plane, H, W, r0, off, sH, sW):
                 plane[d0 + j * sW] += src[base + j]
 
 
-@njit(cache=True, inline="always")
-def _split_columns(src, H, W, sW, phases):
-    """phases (sW, H·Wq) = plane src (H·W,) with its columns dealt out by their index mod sW:
-    ``phases[b, r·Wq + q] = src[r·W + q·sW + b]``, ``(W − b + sW − 1) // sW`` real columns a row."""
-    Wq = phases.shape[1] // H
-    for b in range(sW):
-        row = phases[b]
-        for r in range(H):
-            for q in range((W - b + sW - 1) // sW):
-                row[r * Wq + q] = src[r * W + q * sW + b]
-
-
 @njit(cache=True, parallel=True)
-def im2col(x, cols, folded, phased, kH, kW, sH, sW, dH, dW, pt, pl):
-    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W); with ``folded``, cols (G, Cg·kH·kW, N, Ho, Wo).
-
-    With ``phased`` and a column stride ``sW > 1`` each plane is first split into its column phases (one
-    pass in cache, a buffer per block of planes) so that the taps' copies are unit-stride.
-    """
+def im2col(x, cols, folded, kH, kW, sH, sW, dH, dW, pt, pl):
+    """cols (N, G, ≥ Cg·kH·kW, Ho, Wo) from x (N, C, H, W); with ``folded``, cols (G, Cg·kH·kW, N, Ho, Wo)."""
     N, C, H, W = x.shape
     Ho, Wo = cols.shape[3], cols.shape[4]
     G = cols.shape[0] if folded else cols.shape[1]
     Cg = C // G
     xf = x.reshape(N, C, H * W)
     cf = cols.reshape(cols.shape[0], cols.shape[1], cols.shape[2], Ho * Wo)
-    if sW == 1 or not phased:
-        for t in prange(N * C):
-            n, c = t // C, t % C
-            g, cl = c // Cg, c % Cg
-            for u in range(kH):
-                for v in range(kW):
-                    row = (cl * kH + u) * kW + v
-                    _read_tap(xf[n, c], H, W, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
-                              u * dH - pt, v * dW - pl, sH, sW)
-        return
-    # tap column j·sW + off is column j + off // sW of phase off mod sW: a unit-stride read
-    Wq = (W + sW - 1) // sW
-    blocks = min(N * C, PLANE_BLOCKS)
-    for k in prange(blocks):
-        phases = np.empty((sW, H * Wq), dtype=x.dtype)
-        for t in range(k * (N * C) // blocks, (k + 1) * (N * C) // blocks):
-            n, c = t // C, t % C
-            g, cl = c // Cg, c % Cg
-            _split_columns(xf[n, c], H, W, sW, phases)
-            for u in range(kH):
-                for v in range(kW):
-                    row, off = (cl * kH + u) * kW + v, v * dW - pl
-                    b = off % sW
-                    _read_tap(phases[b], H, (W - b + sW - 1) // sW, Wq, cf[g, row, n] if folded else cf[n, g, row],
-                              Ho, Wo, u * dH - pt, off // sW, sH, 1)
+    for t in prange(N * C):
+        n, c = t // C, t % C
+        g, cl = c // Cg, c % Cg
+        for u in range(kH):
+            for v in range(kW):
+                row = (cl * kH + u) * kW + v
+                _read_tap(xf[n, c], H, W, cf[g, row, n] if folded else cf[n, g, row], Ho, Wo,
+                          u * dH - pt, v * dW - pl, sH, sW)
 
 
 @njit(cache=True, inline="always")
