@@ -693,16 +693,3 @@ def torch_native_conv_transpose_nd(x, w, b, grad_output, **params):
         warnings.simplefilter("ignore")
         with torch.backends.mkldnn.flags(enabled=False):
             return torch_conv_transpose_nd(x, w, b, grad_output, **params)
-
-
-def check_against_torch_and_reference(x, w, b=None, *, algorithm, **params):
-    """:func:`check_against_torch` for ``algorithm``, then its output and three gradients against the
-    reference loops' (``algorithm='reference'``). Returns the output."""
-    out = check_against_torch(x, w, b, algorithm=algorithm, **params)
-    assert_close(out, convscope.conv2d(x, w, b, algorithm="reference", **params), "forward vs reference")
-    g = np.random.default_rng(1).standard_normal(out.shape).astype(out.dtype)
-    got = convscope.conv2d_backward(g, x, w, algorithm=algorithm, **params)
-    want = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
-    for name in ("input", "weight", "bias"):
-        assert_close(getattr(got, name), getattr(want, name), f"grad {name} vs reference")
-    return out
