@@ -95,8 +95,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("xs, ws, params", CASES)
-@pytest.mark.parametrize("grad", [None, "input", "weight"])
+def _frame_count_grid():
+    """Every case with every gradient; by default each case once, the gradients in turn."""
+    grads = [None, "input", "weight"]
+    return [pytest.param(xs, ws, params, grad, marks=() if gi == ci % 3 else pytest.mark.slow,
+                         id=f"{grad}-{ci}")
+            for ci, (xs, ws, params) in enumerate(CASES) for gi, grad in enumerate(grads)]
+
+
+@pytest.mark.parametrize("xs, ws, params, grad", _frame_count_grid())
 def test_frame_count_and_gif(tmp_path, xs, ws, params, grad):
     rng = np.random.default_rng(len(xs) + sum(ws))
     x = rng.integers(-4, 5, size=xs).astype(np.float64)

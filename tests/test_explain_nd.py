@@ -625,7 +625,7 @@ def configs(draw):
     return x, w, b, params, seed
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(configs())
 def test_property_explanations_match_the_convolution(config):
     x, w, b, params, seed = config

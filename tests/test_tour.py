@@ -89,7 +89,8 @@ def test_tour_shows_the_seed_answers(full_tour):
     assert "No tap reads this pixel" in full_tour and "the floor" in full_tour
 
 
-@pytest.mark.parametrize("section", range(1, len(tour.SECTIONS) + 1))
+@pytest.mark.parametrize("section", [pytest.param(n, marks=pytest.mark.slow) for n in range(1, len(tour.SECTIONS))]
+                         + [len(tour.SECTIONS)])                   # the whole tour above runs every section
 def test_each_section_alone(section):
     result = run("tour", "--section", str(section))
     assert result.returncode == 0, result.stderr
@@ -117,7 +118,7 @@ def test_a_disagreement_with_torch_fails_the_tour():
     assert "DISAGREES" in line and check.failures == ["a wrong result"]
 
 
-@pytest.mark.parametrize("section", ["0", str(len(tour.SECTIONS) + 1), "x"])
+@pytest.mark.parametrize("section", [pytest.param("0", marks=pytest.mark.slow), str(len(tour.SECTIONS) + 1), "x"])
 def test_bad_section_is_one_line_and_exit_2(section):
     result = run("tour", "--section", section)
     assert result.returncode == 2
