@@ -35,6 +35,12 @@ START = ["--input", "3x6x6", "--integers", "-p", "1", "--padding-mode", "reflect
 PARAMS = dict(padding=1, padding_mode="reflect")
 
 
+def _default_sigint():
+    """In the server's process, Ctrl-C's default action: a shell that starts the tests in the background
+    (``cmd &``) ignores SIGINT in its children, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def browser():
     with launch_browser() as b:
@@ -45,7 +51,8 @@ def browser():
 def url():
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "convscope", "explore", "--no-browser", "--port", "0", *START],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
     line = proc.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:\d+/", line)
     if not match:
@@ -53,7 +60,12 @@ def url():
         pytest.fail(f"convscope explore printed no URL: {line!r} {proc.stderr.read()!r}")
     yield match.group(0)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     assert proc.returncode == 0 and "Traceback" not in err, err
 
 

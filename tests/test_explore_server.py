@@ -24,6 +24,12 @@ from convscope.explore.server import MAX_BODY, MAX_CONNECTIONS, MAX_QUERY, check
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 
+def _default_sigint():
+    """In the server's process, Ctrl-C's default action: a shell that starts the tests in the background
+    (``cmd &``) ignores SIGINT in its children, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def server():
     srv = make_server(input_shape=(2, 5, 5), padding=1, padding_mode="reflect", integers=True)
@@ -288,7 +294,8 @@ def test_ctrl_c_stops_cleanly_and_requests_are_not_logged():
     env = dict(os.environ, PYTHONPATH=SRC, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "convscope", "explore", "--no-browser", "--port", "0",
                              "--input", "2x4x4", "--bias", "0.5"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_sigint)
     try:
         line = proc.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
