@@ -98,25 +98,25 @@ def _pair(torch_fn, cs_fn, repeat: int, handover: float) -> tuple[float, float]:
     return tuple(statistics.median(s) * 1e3 for s in samples)
 
 
-def bench(layer, repeat: int, handover: float):
-    name, x_shape, w_shape, params, count = layer
+def _arrays(layer, rng):
+    """(x, w, b, params without ``bias``, transposed, nd) of a layer."""
+    name, x_shape, w_shape, params, _ = layer
     nd = len(w_shape) - 2
     transposed = name.startswith("tr.")
     params = dict(params)
     with_bias = params.pop("bias", True)
-    rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape).astype(np.float32)
     w = (rng.standard_normal(w_shape) / math.sqrt(math.prod(w_shape[1:]))).astype(np.float32)
     b = rng.standard_normal(w_shape[1] if transposed else w_shape[0]).astype(np.float32) if with_bias else None
-    kind = "conv_transpose" if transposed else "conv"
-    conv, backward = getattr(convscope, f"{kind}{nd}d"), getattr(convscope, f"{kind}{nd}d_backward")
-    tconv = getattr(torch.nn.functional, f"{kind}{nd}d")
+    return x, w, b, params, transposed, nd
+
+
+def _torch_calls(x, w, b, g, params, transposed, nd):
+    """(forward, forward+backward) of torch's layer on these arrays."""
+    tconv = getattr(torch.nn.functional, f"{'conv_transpose' if transposed else 'conv'}{nd}d")
     xt, wt = torch.from_numpy(x), torch.from_numpy(w)
     bt = None if b is None else torch.from_numpy(b)
-    y = conv(x, w, b, **params)
-    g = rng.standard_normal(y.shape).astype(np.float32)
     gt = torch.from_numpy(g)
-    err = float(np.abs(y - tconv(xt, wt, bt, **params).numpy()).max() / np.abs(y).max())
     xg, wg = (a.clone().requires_grad_(True) for a in (xt, wt))
     bg = None if bt is None else bt.clone().requires_grad_(True)
 
@@ -126,11 +126,37 @@ def bench(layer, repeat: int, handover: float):
                 a.grad = None
         tconv(xg, wg, bg, **params).backward(gt)
 
+    return (lambda: tconv(xt, wt, bt, **params)), torch_fb
+
+
+def torch_calls(layer, rng):
+    """(forward, forward+backward) of torch's layer, on random arrays of the layer's shapes."""
+    x, w, b, params, transposed, nd = _arrays(layer, rng)
+    tconv = getattr(torch.nn.functional, f"{'conv_transpose' if transposed else 'conv'}{nd}d")
+    y = tconv(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b), **params)
+    g = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    return _torch_calls(x, w, b, g, params, transposed, nd)
+
+
+def bench(layer, repeat: int, handover: float):
+    name, x_shape, w_shape, _, count = layer
+    rng = np.random.default_rng(0)
+    x, w, b, params, transposed, nd = _arrays(layer, rng)
+    kind = "conv_transpose" if transposed else "conv"
+    conv, backward = getattr(convscope, f"{kind}{nd}d"), getattr(convscope, f"{kind}{nd}d_backward")
+    tconv = getattr(torch.nn.functional, f"{kind}{nd}d")
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    bt = None if b is None else torch.from_numpy(b)
+    y = conv(x, w, b, **params)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    err = float(np.abs(y - tconv(xt, wt, bt, **params).numpy()).max() / np.abs(y).max())
+    torch_fwd, torch_fb = _torch_calls(x, w, b, g, params, transposed, nd)
+
     def cs_fb():
         conv(x, w, b, **params)
         backward(g, x, w, **params)
 
-    fwd = _pair(lambda: tconv(xt, wt, bt, **params), lambda: conv(x, w, b, **params), repeat, handover)
+    fwd = _pair(torch_fwd, lambda: conv(x, w, b, **params), repeat, handover)
     fb = _pair(torch_fb, cs_fb, repeat, handover)
     if transposed:      # the convolution whose grad-input pass it is
         algorithm = convscope.plan(y.shape, w_shape, **params).grad_input.algorithm

@@ -119,6 +119,27 @@ def test_blocks_of_planes_equal_the_reference_loops(name, mode, monkeypatch):
         np.testing.assert_allclose(a, r, rtol=1e-11, atol=1e-11, err_msg=field)
 
 
+@pytest.mark.parametrize("case", [CASES[0], CASES[9]], ids=("unstacked_grad_input", "flipped_grad_input"))
+def test_uneven_blocks_of_planes_reuse_their_scratch(case, monkeypatch):
+    """Blocks of two planes with a shorter last one (the scratch buffers of the first block reused by
+    the others) give the loops' numbers in float64, forward and all gradients."""
+    def two_planes(pass_, spec, shape, itemsize):
+        planes = ndwinograd._budget(pass_, spec, shape, itemsize)[2]
+        return [(a, min(planes, a + 2)) for a in range(0, planes, 2)]
+
+    monkeypatch.setattr(ndwinograd, "blocks", two_planes)
+    x, w, b, params = case_arrays(case, "batched", np.float64, seed=5)
+    ref = convscope.conv3d(x, w, b, algorithm="reference", **params)
+    assert ref.shape[2] % 2 == 1
+    np.testing.assert_allclose(convscope.conv3d(x, w, b, algorithm="ndwinograd", **params), ref, rtol=1e-11,
+                               atol=1e-11)
+    g = np.random.default_rng(6).standard_normal(ref.shape)
+    fast = convscope.conv3d_backward(g, x, w, algorithm="ndwinograd", **params)
+    slow = convscope.conv3d_backward(g, x, w, algorithm="reference", **params)
+    for field, a, r in zip(fast._fields, fast, slow):
+        np.testing.assert_allclose(a, r, rtol=1e-11, atol=1e-11, err_msg=field)
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_paths_agree_with_reference_property(data):

@@ -38,7 +38,7 @@ ERROR = "local"     # each gradient is rounded from the products it sums (see co
 
 GEMM_PASSES = ("gemm", "gather")   # the implementations whose forward and weight gradient are gemm's
 SHARED = "from one im2col of grad_output with the other gradient (gather.forward_and_grad_weight)"
-FOLD_BELOW = 256    # fold the batch into one product below this many grad_output pixels per sample
+FOLD_BELOW = 400    # fold the batch into one product below this many grad_output pixels per sample (bench/README.md)
 
 
 def needs(spec, shape):

@@ -51,7 +51,7 @@ ERROR = "global"    # Winograd's: rounding error relative to a tile's largest va
 DIMS = (2, 3)       # the numbers of spatial dimensions it computes
 PLANNED_DIMS = (3,)  # where it is chosen automatically; on a 2-d convolution it is the 2-d pass itself
 INNER = "winograd"
-BLOCK_BYTES = 16 << 20  # transformed tiles and products of one block of output planes (cache-sized)
+BLOCK_BYTES = 64 << 20  # transformed tiles and products of one block of output planes (bench/README.md)
 
 
 def needs(spec, shape):
@@ -163,6 +163,21 @@ def _source(x, spec):
     return pad(x, spec), 0, 0, 0
 
 
+class _Scratch:
+    """One buffer that a pass's blocks of planes reuse (the first block is the largest): touched once
+    per call rather than once per block."""
+
+    def __init__(self, dtype):
+        self.dtype, self.flat = dtype, None
+
+    def take(self, shape):
+        """A C-contiguous array of ``shape`` on the buffer (grown if it is too small), contents undefined."""
+        size = int(np.prod(shape))
+        if self.flat is None or self.flat.size < size:
+            self.flat = np.empty(size, dtype=self.dtype)
+        return self.flat[:size].reshape(shape)
+
+
 def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
     """out (N, O, D', H', W'): Σ_{c, τ, u, v} src[n, c, i·s + τ·d − front, h − top + u, q − left + v]
     · w2[o, c·k_D + τ, u, v] (+ bias[o]), zeros outside src (N, C, D, H, W); ``offsets`` is
@@ -177,12 +192,12 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
     U = winograd.transform_weight(w2)                                      # (36, O, C·k_D)
     b = np.zeros(O, dtype=src.dtype) if bias is None else np.ascontiguousarray(bias, dtype=src.dtype)
     out = np.empty((N, O, planes, Ho, Wo), dtype=src.dtype)
+    VX_all, M_all = _Scratch(src.dtype), _Scratch(src.dtype)
     for a, c in plane_blocks:
         nb = c - a
-        VX = np.empty((36, C * kD, N * nb * T), dtype=src.dtype)
+        VX = VX_all.take((36, C * kD, N * nb * T))
         _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
-        M = np.matmul(U, VX)                               # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
-        del VX
+        M = np.matmul(U, VX, out=M_all.take((36, O, N * nb * T)))   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
         for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
             _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
                           out[n, :, a:c].transpose(1, 0, 2, 3))
@@ -225,12 +240,12 @@ def _unstacked_input_gradient(grad_out, w, spec, shape):
         out = np.zeros((N, C) + spec.padded_size(shape.spatial), dtype=g.dtype)
     th, tw = winograd._tiles(*out.shape[3:])
     T = th * tw
+    V_all, M_all = _Scratch(g.dtype), _Scratch(g.dtype)
     for a, c in blocks("grad_input", spec, shape, g.dtype.itemsize):
         nb = c - a
-        V = np.empty((36, O, N * nb * T), dtype=g.dtype)
+        V = V_all.take((36, O, N * nb * T))
         _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
-        M = np.matmul(U, V)                                # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
-        del V
+        M = np.matmul(U, V, out=M_all.take((36, C * kD, N * nb * T)))   # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
         _numba.launch(nd_kernels.unstacked_output_tiles, M, front, spec.stride[0], spec.dilation[0], kD, a, nb,
                       th, tw, out)
     return out if zeros else fold(out, spec, tuple(shape.spatial))
@@ -245,12 +260,13 @@ def _stacked_grad_weight(grad_out, x, spec, shape):
     T = th * tw
     src, front, top, left = _source(x, spec)
     dU = np.zeros((36, O, C * kD), dtype=grad_out.dtype)
+    VX_all, Z_all = _Scratch(x.dtype), _Scratch(grad_out.dtype)
     for a, c in blocks("grad_weight", spec, shape, x.dtype.itemsize):
         nb = c - a
-        VX = np.empty((36, C * kD, N * nb * T), dtype=x.dtype)
+        VX = VX_all.take((36, C * kD, N * nb * T))
         _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0], spec.dilation[0],
                       kD, a, nb, th, tw, VX)
-        Z = np.empty((36, O, N * nb * T), dtype=grad_out.dtype)
+        Z = Z_all.take((36, O, N * nb * T))
         for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
             _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
                           Z[:, :, n * nb * T:(n + 1) * nb * T])
