@@ -46,12 +46,8 @@ import bench_nd  # noqa: E402  (the 1-d, 3-d and transposed layers)
 def _out_spatial(x_shape, w_shape, params, transposed):
     """The output's spatial sizes."""
     nd = len(w_shape) - 2
-
-    def per_axis(name, default):
-        v = params.get(name, default)
-        return (v,) * nd if isinstance(v, int) else tuple(v)
-
-    s, p, d, op = per_axis("stride", 1), per_axis("padding", 0), per_axis("dilation", 1), per_axis("output_padding", 0)
+    s, p, d, op = (_per_axis(params.get(name, default), nd)
+                   for name, default in (("stride", 1), ("padding", 0), ("dilation", 1), ("output_padding", 0)))
     size, ks = x_shape[2:], w_shape[2:]
     if transposed:
         return tuple((i - 1) * si - 2 * pi + di * (k - 1) + oi + 1 for i, si, pi, di, k, oi in zip(size, s, p, d, ks, op))
@@ -106,11 +102,9 @@ def products(layer, rng):
 
 def winograd_product(layer, rng):
     """The 36 products of F(4×4, 3×3) (3-d: with the depth taps stacked into channels), or None."""
-    name, x_shape, w_shape, params, _ = layer
-    if name.startswith("tr.") or len(w_shape) not in (4, 5) or tuple(w_shape[-2:]) != (3, 3):
+    if not _winograd_shape(layer):
         return None
-    if params.get("stride", 1) != 1 or params.get("dilation", 1) != 1 or params.get("groups", 1) != 1:
-        return None
+    _, x_shape, w_shape, params, _ = layer
     out_spatial = _out_spatial(x_shape, w_shape, params, False)
     planes = out_spatial[0] if len(w_shape) == 5 else 1
     H, W_ = out_spatial[-2:]
