@@ -13,9 +13,7 @@ fft-dw      one input channel per group, groups > 1,        fft          fft    
             kH·kW ≥ 289, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
-            C_in ≥ 64 and C_out ≥ 64,
-            100 ≤ H_out·W_out < 1024
-wino-large  the same with H_out·W_out ≥ 1024                winograd     winograd     gemm
+            C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 100
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
             cost model estimates its three passes faster
             than gemm's
@@ -76,7 +74,6 @@ NAMES = tuple(ALGORITHMS)
 
 WINOGRAD_MIN_CHANNELS = 64            # Winograd from 64 channels each way (32: the transforms cost more)
 WINOGRAD_MIN_OUTPUT_PIXELS = 100      # and from 10×10 outputs (7²: too few tiles for its products)
-WINOGRAD_WEIGHT_BELOW_PIXELS = 1024   # its grad_weight below 32² outputs (56²: im2col faster)
 FFT_MIN_TAPS = 25                     # FFT considered from 5×5 (3×3: 1.1–26× slower per pass)
 FFT_MAX_STRIDE = 2                    # it computes the stride-1 output and keeps 1/s² of it
 FFT_DEPTHWISE_MIN_TAPS = 289          # FFT for depthwise from 17×17 (the compiled kernels won to 15×15, lost from 19×19)
@@ -151,16 +148,9 @@ TABLE = (
         "FFT, whose cost does not grow with the kernel"),
     Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
         "one input channel per group: compiled multiply-adds per tap"),
-    Row("wino", lambda spec, shape: _wins_winograd(spec, shape)
-        and shape.H_out * shape.W_out < WINOGRAD_WEIGHT_BELOW_PIXELS,
-        ("winograd", "winograd", "winograd"),
-        f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and "
-        f"{WINOGRAD_MIN_OUTPUT_PIXELS}–{WINOGRAD_WEIGHT_BELOW_PIXELS - 1} output pixels: "
-        "Winograd F(4×4, 3×3), 4× fewer multiplies"),
-    Row("wino-large", _wins_winograd, ("winograd", "winograd", "gemm"),
+    Row("wino", _wins_winograd, ("winograd", "winograd", "winograd"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
-        f"{WINOGRAD_WEIGHT_BELOW_PIXELS} output pixels: Winograd F(4×4, 3×3) "
-        "(grad_weight: im2col GEMM)"),
+        f"{WINOGRAD_MIN_OUTPUT_PIXELS} output pixels: Winograd F(4×4, 3×3), 4× fewer multiplies"),
     Row("fft", _wins_fft, ("fft", "fft", "fft"),
         f"kH·kW ≥ {FFT_MIN_TAPS}, stride ≤ {FFT_MAX_STRIDE}, dilation 1, and FFT's estimated cost "
         "below im2col's: products per frequency"),
@@ -384,7 +374,7 @@ def plan(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, p
     >>> import convscope
     >>> p = convscope.plan((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     >>> p.forward.algorithm, p.grad_input.algorithm, p.grad_weight.algorithm
-    ('winograd', 'winograd', 'gemm')
+    ('winograd', 'winograd', 'winograd')
     >>> p.forward.source
     'table'
     >>> convscope.plan((8, 32, 112, 112), (32, 1, 3, 3), padding=1, groups=32).forward.algorithm

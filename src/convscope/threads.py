@@ -58,13 +58,9 @@ def _set_blas_threads(n: int) -> bool:
     if threadpoolctl is not None:
         threadpoolctl.threadpool_limits(n, user_api="blas")
         return True
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return False
+    from .blas import openblas_paths
     done = False
-    for path in paths:
+    for path in openblas_paths():
         try:
             lib = ctypes.CDLL(path)
         except OSError:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold
 from . import gemm
 
@@ -78,7 +79,7 @@ def tap_products(grad_out, w, spec, shape):
     wt = _tap_weights(w, shape)                                     # (G, Cog, K)
     g = grad_out.reshape(N, G, Cog, L)
     if not batch_folded(spec, shape):
-        d = np.matmul(g.transpose(0, 1, 3, 2), wt)                  # (N, G, L, Cog) @ (G, Cog, K) → (N, G, L, K)
+        d = blas.stacked(g.transpose(0, 1, 3, 2), wt)               # (N, G, L, Cog) @ (G, Cog, K) → (N, G, L, K)
         return d.reshape(N * G, L, -1), True
     gt = np.empty((G, N, L, Cog), dtype=grad_out.dtype)
     np.copyto(gt, g.transpose(1, 0, 3, 2))                          # (N, G, Cog, L) → (G, N, L, Cog)
@@ -142,9 +143,9 @@ def forward_and_grad_weight(x, w, grad_out, spec, shape):
         dw = np.matmul(gf.reshape(G, Cog, N * L), cols.transpose(0, 2, 1))             # (G, Cog, K): Σ_n inside
     else:
         cols = gemm.im2col(x, spec, shape)                              # (N, G, K, L)
-        out = np.matmul(wm, cols)                                       # (N, G, C_out/G, L)
+        out = blas.stacked(wm, cols)                                    # (N, G, C_out/G, L)
         g = grad_out.reshape(N, G, Cog, L)
-        dw = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)       # (N, G, Cog, K) → (G, Cog, K)
+        dw = blas.stacked(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)    # (N, G, Cog, K) → (G, Cog, K)
     return (out.reshape(N, shape.out_channels, shape.H_out, shape.W_out),
             dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size))
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
@@ -369,9 +370,9 @@ def forward(x, w, b, spec, shape):
         if b is not None and _bias_in_product(spec, shape):
             # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
             wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
-            out = np.matmul(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
+            out = blas.stacked(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
             return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
-        out = np.matmul(wm, im2col(x, spec, shape))                 # (N, G, C_out/G, L)
+        out = blas.stacked(wm, im2col(x, spec, shape))              # (N, G, C_out/G, L)
         if b is not None:
             out += b.reshape(G, Cog, 1)                             # (C_out,) → (G, C_out/G, 1): rows of L
         return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
@@ -405,10 +406,10 @@ def backward(grad_out, x, w, spec, shape, mask):
         gym = _grad_matrix(grad_out, shape)                           # (N, G, C_out/G, L) view
         if want_dx:
             wt = _weight_matrix(w, shape).transpose(0, 2, 1)          # (G, K, C_out/G)
-            dx = col2im(np.matmul(wt, gym), spec, shape)              # dcols (N, G, K, L)
+            dx = col2im(blas.stacked(wt, gym), spec, shape)           # dcols (N, G, K, L)
         if want_dw:
             cols = im2col(x, spec, shape)                             # (N, G, K, L)
-            per_sample = np.matmul(gym, cols.transpose(0, 1, 3, 2))   # (N, G, C_out/G, K)
+            per_sample = blas.stacked(gym, cols.transpose(0, 1, 3, 2))   # (N, G, C_out/G, K)
             dw = per_sample.sum(axis=0)                               # (G, C_out/G, K)
     else:
         gyf = _grad_matrix_folded(grad_out, shape)                    # (G, C_out/G, N·L), shared

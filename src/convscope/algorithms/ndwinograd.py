@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold, pad
 from ..workspace import get_workspace_limit
 from . import ndstack, winograd
@@ -197,7 +198,7 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
         nb = c - a
         VX = VX_all.take((36, C * kD, N * nb * T))
         _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
-        M = np.matmul(U, VX, out=M_all.take((36, O, N * nb * T)))   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
+        M = blas.stacked(U, VX, out=M_all.take((36, O, N * nb * T)))   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
         for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
             _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
                           out[n, :, a:c].transpose(1, 0, 2, 3))
@@ -245,7 +246,7 @@ def _unstacked_input_gradient(grad_out, w, spec, shape):
         nb = c - a
         V = V_all.take((36, O, N * nb * T))
         _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
-        M = np.matmul(U, V, out=M_all.take((36, C * kD, N * nb * T)))   # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
+        M = blas.stacked(U, V, out=M_all.take((36, C * kD, N * nb * T)))   # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
         _numba.launch(nd_kernels.unstacked_output_tiles, M, front, spec.stride[0], spec.dilation[0], kD, a, nb,
                       th, tw, out)
     return out if zeros else fold(out, spec, tuple(shape.spatial))
@@ -270,7 +271,7 @@ def _stacked_grad_weight(grad_out, x, spec, shape):
         for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
             _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
                           Z[:, :, n * nb * T:(n + 1) * nb * T])
-        dU += np.matmul(Z, VX.transpose(0, 2, 1))                          # (36, O, P) @ (36, P, C·k_D)
+        blas.stacked(Z, VX.transpose(0, 2, 1), out=dU, accumulate=True)    # (36, O, P) @ (36, P, C·k_D), Σ over blocks
     GG = winograd.matrices(grad_out.dtype)[1]
     dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
     return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)

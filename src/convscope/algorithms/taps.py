@@ -14,8 +14,10 @@ With the padded rows split into their ``s`` stride phases, ``phase_r[…, m] = x
 each term a product ``(C_out/G × C/G) @ (C/G × W_out)`` on a unit-stride view.  The phases are
 stacked by channel, row ``r·C/G + c`` of a group holding channel ``c`` of phase ``r``, so the taps of
 one offset ``q`` whose phases follow each other (stride ``s`` above 1, dilation 1: ``s`` taps a
-product) are one product ``[W_t …] @ rows`` of ``n·C/G`` rows: a *run*.  The first run's product is
-written into the output, the others' are added to it.
+product) are one product ``[W_t …] @ rows`` of ``n·C/G`` rows: a *run*.  The output starts as the
+bias (without one, the first run's product is written into it) and every other run's product is
+added to it as BLAS computes it (:func:`convscope.blas.stacked`, no temporary), the samples'
+products shared among BLAS's threads.
 
 Backward (the adjoints)
 -----------------------
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
@@ -111,25 +114,21 @@ def _groups(shape):
 def forward(x, w, b, spec, shape):
     """out (N, C_out, H_out, W_out)."""
     N, H_out, W_out = shape.N, shape.H_out, shape.W_out
-    _, runs, _, _ = _geometry(spec, shape)
+    s, runs, _, _ = _geometry(spec, shape)
     rows = _rows(pad(x, spec), spec, shape)                          # (N, C, H_out, Wp)
-    one = shape._replace(N=1)
     mats = _run_weights(w, shape, runs)
     out = np.empty((N, shape.out_channels, H_out, W_out), dtype=x.dtype)
-    tmp = np.empty((H_out, shape.out_per_group, W_out), dtype=x.dtype) if len(runs) > 1 else None
-    for n in range(N):
-        ph = _phased(rows[n:n + 1], spec, one)                           # (1, G, s·Cg, H_out, Lph)
+    step = N if s == 1 else 1                # stride 1: the phases are the rows, a view; else one sample's copy
+    for n0 in range(0, N, max(step, 1)):
+        n1 = min(N, n0 + step)
+        ph = _phased(rows[n0:n1], spec, shape._replace(N=n1 - n0))       # (n, G, s·Cg, H_out, Lph)
         for g, og in enumerate(_groups(shape)):
-            dst = out[n, og].transpose(1, 0, 2)                          # (Og, H_out, W_out) → (H_out, Og, W_out)
-            for i, (q, r0, ts) in enumerate(runs):
-                v = _window(ph, g, r0, len(ts), q, shape, 0).transpose(1, 0, 2)   # (H_out, n·Cg, W_out)
-                if i == 0:
-                    np.matmul(mats[g][i], v, out=dst)
-                else:
-                    np.matmul(mats[g][i], v, out=tmp)
-                    dst += tmp
+            dst = out[n0:n1, og].transpose(0, 2, 1, 3)                   # (n, Og, H_out, W_out) → (n, H_out, Og, W_out)
             if b is not None:
-                dst += b[og, None]
+                dst[...] = b[og, None]
+            for i, (q, r0, ts) in enumerate(runs):
+                v = _window(ph, g, r0, len(ts), q, shape).transpose(0, 2, 1, 3)   # (n, H_out, n·Cg, W_out)
+                blas.stacked(mats[g][i], v, dst, accumulate=b is not None or i > 0)
     return out
 
 
@@ -142,21 +141,14 @@ def grad_input(grad_out, w, spec, shape):
     dtype = grad_out.dtype
     mats = _run_weights(w, shape, runs)
     dph = np.zeros((N, G, s * Cg, H_out, Lph), dtype=dtype)             # (N, G, s·Cg, H_out, Lph)
-    tmp = np.empty((H_out, max(len(ts) for _, _, ts in runs) * Cg, W_out), dtype=dtype)
-    for n in range(N):
-        for g, og in enumerate(_groups(shape)):
-            gy = grad_out[n, og].transpose(1, 0, 2)                      # (Og, H_out, W_out) → (H_out, Og, W_out)
-            written = set()
-            for i, (q, r0, ts) in enumerate(runs):
-                dst = _window(dph, g, r0, len(ts), q, shape, n).transpose(1, 0, 2)   # (H_out, n·Cg, W_out)
-                phases = set(range(r0, r0 + len(ts)))
-                if not phases & written:
-                    np.matmul(mats[g][i].T, gy, out=dst)
-                    written |= phases
-                else:
-                    part = tmp[:, :len(ts) * Cg]
-                    np.matmul(mats[g][i].T, gy, out=part)
-                    dst += part
+    for g, og in enumerate(_groups(shape)):
+        gy = grad_out[:, og].transpose(0, 2, 1, 3)                       # (N, Og, H_out, W_out) → (N, H_out, Og, W_out)
+        written = set()
+        for i, (q, r0, ts) in enumerate(runs):
+            dst = _window(dph, g, r0, len(ts), q, shape).transpose(0, 2, 1, 3)   # (N, H_out, n·Cg, W_out)
+            phases = set(range(r0, r0 + len(ts)))
+            blas.stacked(mats[g][i].T, gy, dst, accumulate=bool(phases & written))
+            written |= phases
     Hp, Wp = spec.padded_size((shape.H, shape.W))
     if s == 1 and spec.stride[0] == 1 and H_out == Hp and used == Wp:
         dxp = dph.reshape(N, C, Hp, Wp)                                 # (N, G, Cg, …) → (N, C, …): the padded rows
@@ -182,7 +174,7 @@ def grad_weight(grad_out, x, spec, shape):
         gy = grad_out[:, og].transpose(0, 2, 1, 3)                       # (N, Og, H_out, W_out) → (N, H_out, Og, W_out)
         for q, r0, ts in runs:
             v = _window(ph, g, r0, len(ts), q, shape).transpose(0, 2, 3, 1)   # (N, H_out, W_out, n·Cg)
-            part = np.matmul(gy, v).sum(axis=(0, 1))                     # (N, H_out, Og, n·Cg) → (Og, n·Cg)
+            part = blas.stacked(gy, v).sum(axis=(0, 1))                  # (N, H_out, Og, n·Cg) → (Og, n·Cg)
             dw[og, ts] = part.reshape(Og, len(ts), Cg)
     return np.ascontiguousarray(dw.transpose(0, 2, 1)[:, :, None, :])     # (C_out, k, Cg) → (C_out, Cg, 1, k)
 

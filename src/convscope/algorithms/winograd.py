@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold, pad
 
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
@@ -145,7 +146,7 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
     V, (th, tw) = _input_transform(x, top, left, Ho, Wo)           # (36, C, P)
     if U is None:
         U = transform_weight(w)                                    # (36, O, C)
-    M = np.matmul(U, V)                                            # (36, O, C) @ (36, C, P) → (36, O, P)
+    M = blas.stacked(U, V)                                         # (36, O, C) @ (36, C, P) → (36, O, P)
     del V
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
@@ -196,7 +197,7 @@ def grad_weight(grad_out, x, spec, shape):
     N, O = grad_out.shape[:2]
     Z = np.empty((_T, O, N * th * tw), dtype=grad_out.dtype)
     _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)
-    dU = np.matmul(Z, V.transpose(0, 2, 1))                        # (36, O, P) @ (36, P, C) → (36, O, C)
+    dU = blas.stacked(Z, V.transpose(0, 2, 1))                     # (36, O, P) @ (36, P, C) → (36, O, C)
     del Z, V
     C = dU.shape[2]
     GG = matrices(grad_out.dtype)[1]
