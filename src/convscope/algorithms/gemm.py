@@ -54,7 +54,7 @@ ERROR = "local"     # each output is rounded from the products it sums (see conv
 
 # layouts, measured on ResNet-50's layers (batch 8, 2 cores; bench/README.md)
 FOLD_BELOW = 1024                 # fold the batch below this many output pixels (kernels above 1×1)
-FOLD_BELOW_1X1_BACKWARD = 256     # the same for 1×1 kernels, backward
+FOLD_BELOW_1X1_BACKWARD = 100     # the same for 1×1 kernels, backward
 FOLD_BELOW_1X1_FORWARD = 100      # and forward
 MIN_TAPS_PER_PHASE = 4            # split into stride phases from this many taps per phase
 SLICE_BYTES = 24 << 20            # batch slices' scratch at most this, for im2col still in cache
