@@ -97,6 +97,8 @@ import textwrap
 import time
 from dataclasses import dataclass
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))   # this checkout's convscope
+
 import numpy as np
 
 BATCH = 8

@@ -33,6 +33,10 @@ import math
 import platform
 import statistics
 import time
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))   # this checkout's convscope
 
 import numpy as np
 import torch

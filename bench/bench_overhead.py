@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))   # this checkout's convscope
 
 import numpy as np
 

@@ -29,6 +29,9 @@ import platform
 import statistics
 import sys
 import time
+import os
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))   # this checkout's convscope
 
 import numpy as np
 

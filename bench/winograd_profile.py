@@ -19,6 +19,10 @@ import argparse
 import ctypes
 import statistics
 import time
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))   # this checkout's convscope
 
 import numpy as np
 
