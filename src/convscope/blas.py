@@ -146,8 +146,9 @@ def stacked(a, b, out=None, accumulate=False):
     With NumPy's OpenBLAS each stack along the first leading axis is one ``cblas_?gemm_batch_strided``
     call, which shares its products among BLAS's threads, each product on one thread (NumPy's
     ``matmul`` runs them one after the other, each on all threads).  Stacks too short to share evenly,
-    or of small products, run as NumPy's ``matmul``, except sums of large products, which add each
-    product in place (:func:`gemm`); so do layouts BLAS cannot read, and other BLAS libraries.
+    layouts BLAS cannot read and other BLAS libraries run as NumPy's ``matmul``, except sums of large
+    products, which add one product at a time (:func:`gemm`), so that a temporary never holds more
+    than one product.
     """
     lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
@@ -155,9 +156,7 @@ def stacked(a, b, out=None, accumulate=False):
         out = np.empty(lead + (M, N), dtype=np.result_type(a, b))
     if not lead:
         return gemm(a, b, out, accumulate)
-    functions = _functions()
-    same = a.dtype == b.dtype == out.dtype
-    fn = functions.get(("batched", out.dtype)) if same else None
+    fn = _functions().get(("batched", out.dtype)) if a.dtype == b.dtype == out.dtype else None
     if fn is not None and out.shape == lead + (M, N) and b.shape[-2] == K \
             and M * N * K > BATCHED_ABOVE and _shares_evenly(lead[0]) and out.flags.writeable \
             and not np.may_share_memory(out, a) and not np.may_share_memory(out, b):
@@ -167,9 +166,9 @@ def stacked(a, b, out=None, accumulate=False):
             for i in np.ndindex(lead[1:]):
                 _batched(fn, ab[(slice(None),) + i], bb[(slice(None),) + i], out[(slice(None),) + i], accumulate)
             return out
-    if accumulate and same and M * N >= LOOP_ABOVE and functions.get(out.dtype) is not None:
+    if accumulate and M * N >= LOOP_ABOVE:
         ab, bb = np.broadcast_to(a, lead + (M, K)), np.broadcast_to(b, lead + (K, N))
-        for i in np.ndindex(lead):                                   # one product added in place each
+        for i in np.ndindex(lead):                  # one product added at a time: at most one product's temporary
             gemm(ab[i], bb[i], out[i], True)
         return out
     if accumulate:

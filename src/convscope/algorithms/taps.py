@@ -190,18 +190,21 @@ def describe(spec, shape, pass_) -> str:
 
 def workspace(pass_, spec, shape, itemsize) -> int:
     """An upper estimate of the scratch bytes of a pass: the padded input, its stride phases (forward:
-    one sample's) and one product's scratch (grad_input: the phases' gradient and the padded gradient, twice for the
-    padding's adjoint, instead; grad_weight: the per-row products of one run and group)."""
+    one sample's) and the scratch of one run's products (those of every sample at stride 1, added
+    through a temporary where BLAS cannot add them in place; grad_input: the phases' gradient and
+    the padded gradient, twice for the padding's adjoint, instead; grad_weight: the per-row products
+    of one run and group)."""
     N, C, H_out, W_out = shape.N, shape.C, shape.H_out, shape.W_out
     Hp, Wp = spec.padded_size((shape.H, shape.W))
     s, runs, _, Lph = _geometry(spec, shape)
     widest = max(len(ts) for _, _, ts in runs) * shape.in_per_group
     padded = N * C * Hp * Wp if any(spec.pad_totals) else 0
     phases = N * C * H_out * s * Lph
+    batch = N if s == 1 else 1                                          # samples in one run's products
     if pass_ == "forward":
-        total = padded + (phases // max(N, 1) if s > 1 else 0) + H_out * shape.out_per_group * W_out   # one sample's phases
+        total = padded + (phases // max(N, 1) if s > 1 else 0) + batch * H_out * shape.out_per_group * W_out
     elif pass_ == "grad_input":
-        total = phases + 2 * N * C * Hp * Wp + H_out * widest * W_out
+        total = phases + 2 * N * C * Hp * Wp + N * H_out * widest * W_out
     else:
         total = padded + (phases if s > 1 else 0) + N * H_out * shape.out_per_group * widest \
             + 2 * shape.out_channels * shape.in_per_group * spec.kernel_size[1]
