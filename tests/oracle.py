@@ -27,14 +27,17 @@ import convscope
 RTOL = {np.dtype(np.float64): 1e-9, np.dtype(np.float32): 1e-4, np.dtype(np.float16): 1e-2}
 
 
-def tolerance(reference: np.ndarray) -> float:
-    """Absolute tolerance for comparing against ``reference``: RTOL × its magnitude."""
+def tolerance(reference: np.ndarray, summands=None) -> float:
+    """Absolute tolerance for comparing against ``reference``: RTOL × its magnitude, or × the largest
+    of the ``summands`` it is a sum of, if larger (a sum that cancels is rounded to its terms' size)."""
     ref = np.asarray(reference)
     scale = float(np.abs(ref.astype(np.float64)).max()) if ref.size else 0.0
+    if summands is not None and np.size(summands):
+        scale = max(scale, float(np.abs(np.asarray(summands, dtype=np.float64)).max()))
     return RTOL[ref.dtype] * max(scale, 1e-30)
 
 
-def assert_close(actual, expected, what: str = "value") -> None:
+def assert_close(actual, expected, what: str = "value", summands=None) -> None:
     """Same shape, same dtype, and max |actual − expected| within :func:`tolerance`."""
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
@@ -42,7 +45,7 @@ def assert_close(actual, expected, what: str = "value") -> None:
     if expected.size == 0:
         return
     err = float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
-    tol = tolerance(expected)
+    tol = tolerance(expected, summands)
     assert err <= tol, f"{what}: max |error| {err:.3g} > tolerance {tol:.3g}"
 
 
@@ -85,7 +88,7 @@ def check_against_torch(x, w, b=None, *, algorithm=None, seed=0, backward=True, 
         grads = convscope.conv2d_backward(grad_output, x, w, algorithm=algorithm, **params)
         assert_close(grads.input, dx, "grad input")
         assert_close(grads.weight, dw, "grad weight")
-        assert_close(grads.bias, db, "grad bias")
+        assert_close(grads.bias, db, "grad bias", summands=grad_output)   # Σ of grad_output
         for g, name in zip(grads, grads._fields):
             assert g.flags.c_contiguous, f"grad {name} is not C-contiguous"
     for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
@@ -244,7 +247,7 @@ def _check_pair(forward, backward_fn, torch_fn, x, w, b, algorithm, seed, backwa
         _, want = torch_fn(x, w, b, grad_output, **params)
         grads = backward_fn(grad_output, x, w, algorithm=algorithm, **params)
         for got, expected, name in zip(grads, want, grads._fields):
-            assert_close(got, expected, f"grad {name}")
+            assert_close(got, expected, f"grad {name}", summands=grad_output if name == "bias" else None)
             assert got.flags.c_contiguous, f"grad {name} is not C-contiguous"
     for before, after, name in zip(originals, (x, w, b), ("input", "weight", "bias")):
         if before is not None:
