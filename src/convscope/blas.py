@@ -23,6 +23,8 @@ import threading
 
 import numpy as np
 
+from .threads import get_num_threads
+
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _SYMBOLS = {np.dtype(np.float32): "scipy_cblas_sgemm64_", np.dtype(np.float64): "scipy_cblas_dgemm64_"}
 _BATCHED = {np.dtype(np.float32): "cblas_sgemm_batch_strided", np.dtype(np.float64): "cblas_dgemm_batch_strided"}
@@ -41,7 +43,8 @@ def openblas_paths() -> list:
 
 
 def _functions() -> dict:
-    """dtype → the ctypes function of NumPy's OpenBLAS ``cblas_?gemm`` (64-bit integers), or {}."""
+    """dtype → the ctypes function of NumPy's OpenBLAS ``cblas_?gemm`` (64-bit integers), and
+    ("batched", dtype) → its ``cblas_?gemm_batch_strided``; {} without that library."""
     functions = _found.get("functions")
     if functions is not None:
         return functions
@@ -161,10 +164,11 @@ def stacked(a, b, out=None, accumulate=False):
             and M * N * K > BATCHED_ABOVE and _shares_evenly(lead[0]) and out.flags.writeable \
             and not np.may_share_memory(out, a) and not np.may_share_memory(out, b):
         ab, bb = np.broadcast_to(a, lead + (M, K)), np.broadcast_to(b, lead + (K, N))
-        if all(_batched(fn, ab[(slice(None),) + i], bb[(slice(None),) + i], out[(slice(None),) + i],
-                        accumulate, check_only=True) for i in np.ndindex(lead[1:])):
-            for i in np.ndindex(lead[1:]):
-                _batched(fn, ab[(slice(None),) + i], bb[(slice(None),) + i], out[(slice(None),) + i], accumulate)
+        calls = [_batched_args(ab[(slice(None),) + i], bb[(slice(None),) + i], out[(slice(None),) + i], accumulate)
+                 for i in np.ndindex(lead[1:])]
+        if None not in calls:
+            for args in calls:
+                fn(*args)
             return out
     if accumulate and M * N >= LOOP_ABOVE:
         ab, bb = np.broadcast_to(a, lead + (M, K)), np.broadcast_to(b, lead + (K, N))
@@ -179,24 +183,20 @@ def stacked(a, b, out=None, accumulate=False):
 
 def _shares_evenly(count) -> bool:
     """Whether ``count`` products keep every BLAS thread busy, each thread taking whole products."""
-    from .threads import get_num_threads
-
     n = get_num_threads()
     return count >= n and (count % n == 0 or count >= 4 * n)
 
 
-def _batched(fn, a, b, out, accumulate, check_only=False):
-    """One batched call for 3-d stacks ``a (B, M, K)``, ``b (B, K, N)``, ``out (B, M, N)`` (a stride of 0
-    shares a matrix); with ``check_only``, only whether BLAS can read their layouts."""
+def _batched_args(a, b, out, accumulate):
+    """The arguments of one batched call for 3-d stacks ``a (B, M, K)``, ``b (B, K, N)``, ``out (B, M, N)``
+    (a stride of 0 shares a matrix), or None where BLAS cannot read their layouts."""
     item = out.itemsize
     Bn, M, N = out.shape
     K = a.shape[2]
     c, ta, tb = _operand(out[0], item), _operand(a[0], item), _operand(b[0], item)
     sa, sb, sc = _batch_stride(a, item), _batch_stride(b, item), _batch_stride(out, item)
-    ok = c is not None and c[0] == _NO_TRANS and ta is not None and tb is not None \
-        and None not in (sa, sb, sc) and (Bn == 1 or sc >= (M - 1) * c[1] + N)
-    if check_only or not ok:
-        return ok
-    fn(_ROW_MAJOR, ta[0], tb[0], M, N, K, 1.0, a.ctypes.data, ta[1], sa, b.ctypes.data, tb[1], sb,
-       1.0 if accumulate else 0.0, out.ctypes.data, c[1], sc, Bn)
-    return True
+    if c is None or c[0] != _NO_TRANS or ta is None or tb is None or None in (sa, sb, sc) \
+            or (Bn > 1 and sc < (M - 1) * c[1] + N):
+        return None
+    return (_ROW_MAJOR, ta[0], tb[0], M, N, K, 1.0, a.ctypes.data, ta[1], sa, b.ctypes.data, tb[1], sb,
+            1.0 if accumulate else 0.0, out.ctypes.data, c[1], sc, Bn)

@@ -118,8 +118,8 @@ def forward(x, w, b, spec, shape):
     rows = _rows(pad(x, spec), spec, shape)                          # (N, C, H_out, Wp)
     mats = _run_weights(w, shape, runs)
     out = np.empty((N, shape.out_channels, H_out, W_out), dtype=x.dtype)
-    step = N if s == 1 else 1                # stride 1: the phases are the rows, a view; else one sample's copy
-    for n0 in range(0, N, max(step, 1)):
+    step = max(N, 1) if s == 1 else 1        # stride 1: the phases are the rows, a view; else one sample's copy
+    for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         ph = _phased(rows[n0:n1], spec, shape._replace(N=n1 - n0))       # (n, G, s·Cg, H_out, Lph)
         for g, og in enumerate(_groups(shape)):
