@@ -22,7 +22,9 @@ other library's thread pool has gone idle), and the median of ``--repeat`` sampl
 With ``--cpu-time`` both libraries run on one thread (torch's, BLAS's and numba's) and a sample is
 the process's CPU time per call rather than wall time, with no handover: on a machine that other work
 keeps busy, CPU time counts only this process's work (cache and memory contention still show), so the
-ratios stay comparable where wall-clock samples are dominated by waiting.  glibc's allocator is left as it is (bench_conv's ``--malloc`` setting is not applied).  convscope
+ratios stay comparable where wall-clock samples are dominated by waiting.  The allocator is set as in the
+2-d bench (``--malloc``, default ``reuse``: glibc keeps freed memory, so that neither library pays page
+faults in steady state; ``--malloc default`` leaves glibc alone).  convscope
 runs with ``algorithm=None`` (1-d: the 2-d planner's choice for height 1; 3-d: the rows of
 ``planner.ND_TABLE``).
 """
@@ -42,7 +44,7 @@ import numpy as np
 import torch
 
 import convscope
-from bench_conv import sample   # the same sampling as the 2-d bench (bench/ is the script's directory)
+from bench_conv import MALLOC_MODES, configure_malloc, sample   # the 2-d bench's sampling and allocator setting (bench/ is the script's directory)
 
 MIN_SAMPLE = 0.02   # seconds of timed calls per sample
 
@@ -178,7 +180,10 @@ def main(argv=None):
     ap.add_argument("--layers", nargs="+", metavar="NAME", help="only these layers (names as in the table)")
     ap.add_argument("--cpu-time", action="store_true",
                     help="one thread per library, samples of process CPU time (for a loaded machine)")
+    ap.add_argument("--malloc", choices=list(MALLOC_MODES), default="reuse",
+                    help="glibc's mmap and trim thresholds, as bench_conv.py's option (default: reuse)")
     args = ap.parse_args(argv)
+    malloc = configure_malloc(args.malloc)
     if args.cpu_time:
         global CPU_TIME
         CPU_TIME = True
@@ -197,11 +202,11 @@ def main(argv=None):
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- command: `python bench/bench_nd.py --repeat {args.repeat}{' --transposed' if args.transposed else ''}"
         f"{' --layers ' + ' '.join(args.layers) if args.layers else ''}"
-        f"{' --cpu-time' if args.cpu_time else ''}`",
+        f"{' --cpu-time' if args.cpu_time else ''}{'' if args.malloc == 'reuse' else ' --malloc ' + args.malloc}`",
         f"- CPU: {_cpu_model()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}",
         f"- float32, {args.repeat} interleaved samples per pass (median), "
-        + ("process CPU time, one thread each" if args.cpu_time else f"{args.handover} s handover"),
+        + ("process CPU time, one thread each" if args.cpu_time else f"{args.handover} s handover") + f", {malloc}",
         "",
         "| layer | input | weight | params | algorithm | fwd torch ms | fwd cs ms | fwd ratio "
         "| f+b torch ms | f+b cs ms | f+b ratio | fwd rel err |",

@@ -30,6 +30,7 @@ CASES_1D = [
     ((5, 16), (3, 5, 4), dict(padding="same")),                                        # even kernel: 'same' split
     ((3, 12), (4, 3, 1), dict(stride=2, padding=1)),                                   # one tap
     ((2, 9), (3, 2, 9), dict()),                                                       # one output
+    ((3, 2101), (6, 3, 3), dict(stride=2, padding=1)),                                 # two blocks of columns
 ]
 # 2-d kernels one row high over several rows: (C, H, W), weight (C_out, C/groups, 1, k), params
 CASES_2D = [
@@ -38,6 +39,15 @@ CASES_2D = [
                                     padding_mode="circular")),
     ((3, 6, 9), (2, 3, 1, 1), dict(stride=2, padding=1, padding_mode="reflect")),
 ]
+
+
+@pytest.fixture(params=["direct sums", "products"])
+def forward_variant(request, monkeypatch):
+    """The taps forward both ways: compiled direct sums (few taps × channels, as these small cases
+    have) and BLAS's products (as wider layers run)."""
+    if request.param == "products":
+        monkeypatch.setattr(algorithms.taps, "DIRECT_MAX_ROWS", 0)
+    return request.param
 
 
 def _arrays(chw, w_shape, dtype, seed=0):
@@ -50,7 +60,7 @@ def _arrays(chw, w_shape, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("chw, w_shape, params", CASES_1D + CASES_2D, ids=lambda v: str(v).replace(" ", ""))
-def test_matches_torch_and_reference(chw, w_shape, params, dtype):
+def test_matches_torch_and_reference(chw, w_shape, params, dtype, forward_variant):
     x, w, b = _arrays(chw, w_shape, dtype)
     out = check_nd_against_torch(x, w, b, algorithm="taps", **params)
     nd = len(w_shape) - 2
@@ -78,7 +88,7 @@ NONFINITE_CASES = [((3, 14), (4, 3, 3), dict(padding=2, dilation=2)),
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("chw, w_shape, params", NONFINITE_CASES, ids=lambda v: str(v).replace(" ", ""))
-def test_nonfinite_values_land_where_torch_puts_them(chw, w_shape, params, dtype):
+def test_nonfinite_values_land_where_torch_puts_them(chw, w_shape, params, dtype, forward_variant):
     for where, value in PERTURBATIONS:
         x, w, b = _arrays(chw, w_shape, dtype, seed=7)
         g = np.random.default_rng(8).standard_normal(
@@ -96,11 +106,41 @@ def _plan(x_shape, w_shape, **params):
     return {c.algorithm for c in convscope.plan(x_shape, w_shape, **params)}
 
 
+def _passes(x_shape, w_shape, **params):
+    return tuple(c.algorithm for c in convscope.plan(x_shape, w_shape, **params))
+
+
+def test_planner_sums_few_taps_directly():
+    """1-d layers with few taps × channels per group run their forward as direct sums, wherever their
+    gradients run; wider layers keep the products."""
+    assert _passes((4, 1, 16000), (512, 1, 10), stride=5) == ("taps", "gemm", "gemm")    # wav2vec's front end
+    assert _passes((8, 3, 8000), (64, 3, 7), stride=2, padding=3) == ("taps", "gemm", "gemm")
+    assert _passes((4, 16, 8000), (16, 16, 2), padding=1) == ("taps", "taps", "taps")      # the taps row's
+    for x_shape, w_shape in (((4, 1, 16000), (512, 1, 10)), ((4, 16, 8000), (16, 16, 2))):
+        assert "compiled direct sums over" in convscope.plan(x_shape, w_shape).forward.reason
+    assert "3 matrix products" in convscope.plan((4, 16, 4000), (16, 16, 3)).forward.reason   # 48 rows: products
+    assert _passes((8, 3, 520), (16, 3, 5)) == ("gemm",) * 3                                 # few outputs
+    assert "taps" not in _passes((4, 3, 8, 600), (8, 3, 1, 5))                               # 2-d, several rows
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_planned_front_end_matches_torch(dtype):
+    """A wav2vec-style front end (one channel, kernel 10, stride 5) through the planned path; 21 output
+    channels leave a remainder of the groups of four, 10 rows one of the groups of four rows."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 1, 16000)).astype(dtype)
+    w = rng.standard_normal((21, 1, 10)).astype(dtype)
+    b = rng.standard_normal(21).astype(dtype)
+    assert convscope.plan(x.shape, w.shape, stride=5).forward.algorithm == "taps"
+    out = check_nd_against_torch(x, w, b, stride=5)
+    assert_close(out, convscope.conv1d(x, w, b, stride=5, algorithm="gemm"), "forward against gemm's")
+
+
 def test_planner_sends_wide_stride_1_layers_here():
     assert _plan((4, 64, 4000), (64, 64, 2), dilation=64) == {"taps"}      # a TCN layer
     assert _plan((2, 16, 600), (8, 16, 3), padding=1) == {"taps"}
     assert "taps" not in _plan((4, 512, 799), (512, 512, 3), stride=2)     # strided: im2col's one product won
-    assert "taps" not in _plan((4, 1, 16000), (512, 1, 10), stride=5)      # one input channel
+    assert "taps" not in _passes((4, 1, 16000), (512, 1, 10), stride=5)[1:]  # one input channel: gemm's gradients
     assert "taps" not in _plan((4, 64, 300), (64, 64, 3))                  # few outputs
     assert "taps" not in _plan((4, 64, 8, 600), (64, 64, 1, 3))            # 2-d, several rows
 
@@ -122,7 +162,7 @@ WORKSPACE_CASES = [((8, 300), (8, 8, 3), dict(padding=2, dilation=2, padding_mod
 
 
 @pytest.mark.parametrize("chw, w_shape, params", WORKSPACE_CASES, ids=["reflect", "strided"])
-def test_workspace_estimate_bounds_the_peak_and_the_limit_holds(chw, w_shape, params):
+def test_workspace_estimate_bounds_the_peak_and_the_limit_holds(chw, w_shape, params, forward_variant):
     """Each pass's peak extra memory stays under inputs + results + its estimate, and under a limit
     that cuts the batch (N = 6) into slices, with the same results."""
     rng = np.random.default_rng(2)
@@ -130,6 +170,7 @@ def test_workspace_estimate_bounds_the_peak_and_the_limit_holds(chw, w_shape, pa
     w = rng.standard_normal(w_shape)
     call = lift(bind(1, input=x, weight=w, **params))
     impl = algorithms.ALGORITHMS["taps"]
+    convscope.conv1d(x[:1], w, algorithm="taps", **params)          # compiled kernels loaded before measuring
     y, peak = peak_bytes(lambda: convscope.conv1d(x, w, algorithm="taps", **params))
     assert peak <= x.nbytes + y.nbytes + impl.workspace("forward", call.spec, call.shape, 8)
     g = rng.standard_normal(y.shape)

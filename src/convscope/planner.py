@@ -19,6 +19,8 @@ fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          ff
             than gemm's
 taps        height 1 (a 1-d convolution), stride 1,         taps         taps         taps
             ≥ 16 input channels per group, W_out ≥ 512
+taps-few    height 1 (a 1-d convolution), Cg·k ≤ 32         taps         gemm         gemm
+            taps × channels per group, ≥ 2¹⁸ outputs
 strided-dx  stride > 1, ≥ 16 input channels per group,      gemm         gather       gemm
             2-d (H > 1)
 else        everything else                                 gemm         gemm         gemm
@@ -81,6 +83,8 @@ GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 inpu
                                       # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
 TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
 TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
+TAPS_FEW_MIN_OUTPUTS = 1 << 18        # 1-d forward as direct sums (taps.DIRECT_MAX_ROWS) from 2¹⁸ outputs (N·C_out·W_out;
+                                      # 66K–75K: 1.2–3× gemm's time, 255K–6.5M: 0.3–0.8×)
 
 
 # --------------------------------------------------------------------------- the automatic table
@@ -127,6 +131,11 @@ def _wins_taps(spec, shape) -> bool:
             and shape.in_per_group >= TAPS_MIN_CHANNELS and shape.W_out >= TAPS_MIN_OUTPUTS)
 
 
+def _sums_few_taps(spec, shape) -> bool:
+    return (shape.H == 1 and spec.kernel_size[0] == 1 and ALGORITHMS["taps"].direct(spec, shape)
+            and shape.N * shape.out_channels * shape.W_out >= TAPS_FEW_MIN_OUTPUTS)
+
+
 def _wins_fft_depthwise(spec, shape) -> bool:
     kH, kW = spec.kernel_size
     return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
@@ -156,7 +165,10 @@ TABLE = (
         "below im2col's: products per frequency"),
     Row("taps", _wins_taps, ("taps", "taps", "taps"),
         f"a 1-d convolution (height 1), stride 1, ≥ {TAPS_MIN_CHANNELS} input channels per group, "
-        f"≥ {TAPS_MIN_OUTPUTS} outputs: one matrix product per tap on views of the input, no im2col"),
+        f"≥ {TAPS_MIN_OUTPUTS} outputs: one matrix product per tap on views of the input (few taps × channels: direct sums), no im2col"),
+    Row("taps-few", _sums_few_taps, ("taps", "gemm", "gemm"),
+        f"a 1-d convolution (height 1) with ≤ {ALGORITHMS['taps'].DIRECT_MAX_ROWS} taps × channels per group and "
+        f"≥ 2¹⁸ outputs: the forward as compiled direct sums, the gradients im2col + GEMM"),
     Row("strided-dx", _gathers_input, ("gemm", "gather", "gemm"),
         f"stride > 1 with ≥ {GATHER_MIN_CHANNELS} input channels per group, 2-d: im2col + GEMM, and grad_input "
         "gathered channels-last from the taps that reach each pixel (no scatter-add)"),

@@ -28,6 +28,9 @@ Backward (the adjoints)
   padding) sends the border's gradient to the pixels the border copied;
 * ``∂L/∂W_t[g] = Σ_{n, i} grad_out[n, g, i] @ phase_{r_t}[n, g, i, q_t : q_t + W_out]ᵀ``.
 
+With few taps × channels per group (``Cg·k ≤`` :data:`DIRECT_MAX_ROWS`) the forward is instead one
+compiled pass of direct sums over the same phase rows (:mod:`convscope.algorithms.kernels.taps`).
+
 Every product sums the taps a result reads and nothing else, over real zeros where the
 padding is zeros, so NaN and ±Inf land where the definition puts them.  Python loops run over
 the samples, groups and runs; the rows of a sample (height above 1) are a batch of products.
@@ -41,6 +44,7 @@ from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 DIMS = (2,)         # 2-d convolutions with kernels one row high; a 1-d convolution reaches it lifted to height 1
+DIRECT_MAX_ROWS = 32    # forward as compiled direct sums up to this many taps × channels per group (bench/README.md)
 
 
 def needs(spec, shape):
@@ -111,11 +115,35 @@ def _groups(shape):
     return [slice(g * Og, (g + 1) * Og) for g in range(shape.groups)]
 
 
+def direct(spec, shape) -> bool:
+    """Whether the forward runs as compiled direct sums (few taps × channels per group)."""
+    return shape.in_per_group * spec.kernel_size[1] <= DIRECT_MAX_ROWS
+
+
+def _direct_forward(rows, w, b, spec, shape):
+    """out (N, C_out, H_out, W_out) from the padded rows (N, C, H_out, ≥ used): the phases' rows summed
+    directly (:func:`convscope.algorithms.kernels.taps.row_sums`)."""
+    from .kernels import _numba, taps as kernels
+
+    s, d, k = spec.stride[1], spec.dilation[1], spec.kernel_size[1]
+    G, Cg, Og = shape.groups, shape.in_per_group, shape.out_per_group
+    ph = np.ascontiguousarray(_phased(rows, spec, shape))             # (N, G, s·Cg, H_out, Lph)
+    c, t = np.divmod(np.arange(Cg * k), k)                           # row r = c·k + t
+    src_rows, offsets = (t * d) % s * Cg + c, (t * d) // s
+    wr = np.ascontiguousarray(w.reshape(G, Og, Cg * k))              # (C_out, Cg, 1, k) → (G, Og, Cg·k)
+    bias = np.empty(0, dtype=ph.dtype) if b is None else np.ascontiguousarray(b, dtype=ph.dtype)
+    out = np.empty((shape.N, shape.out_channels, shape.H_out, shape.W_out), dtype=ph.dtype)
+    _numba.launch(kernels.row_sums, ph, src_rows, offsets, wr, bias, out)
+    return out
+
+
 def forward(x, w, b, spec, shape):
     """out (N, C_out, H_out, W_out)."""
     N, H_out, W_out = shape.N, shape.H_out, shape.W_out
     s, runs, _, _ = _geometry(spec, shape)
     rows = _rows(pad(x, spec), spec, shape)                          # (N, C, H_out, Wp)
+    if direct(spec, shape):
+        return _direct_forward(rows, w, b, spec, shape)
     mats = _run_weights(w, shape, runs)
     out = np.empty((N, shape.out_channels, H_out, W_out), dtype=x.dtype)
     step = max(N, 1) if s == 1 else 1        # stride 1: the phases are the rows, a view; else one sample's copy
@@ -182,6 +210,10 @@ def grad_weight(grad_out, x, spec, shape):
 def describe(spec, shape, pass_) -> str:
     """The layout a pass runs in, for :func:`convscope.plan`."""
     s, runs, _, _ = _geometry(spec, shape)
+    if pass_ == "forward" and direct(spec, shape):
+        text = (f"compiled direct sums over {shape.in_per_group * spec.kernel_size[1]} taps × channels "
+                f"per group (W_out = {shape.W_out})")
+        return text + (f", {s} stride phases" if s > 1 else "")
     text = f"{len(runs)} matrix products per sample and group (W_out = {shape.W_out})"
     if s > 1:
         text += f", {s} stride phases stacked by channel (taps of one offset in one product)"
@@ -190,7 +222,7 @@ def describe(spec, shape, pass_) -> str:
 
 def workspace(pass_, spec, shape, itemsize) -> int:
     """An upper estimate of the scratch bytes of a pass: the padded input, its stride phases (forward:
-    one sample's) and the scratch of one run's products (those of every sample at stride 1, added
+    one sample's, or every sample's for the direct sums, which need nothing more) and the scratch of one run's products (those of every sample at stride 1, added
     through a temporary where BLAS cannot add them in place; grad_input: the phases' gradient and
     the padded gradient, twice for the padding's adjoint, instead; grad_weight: the per-row products
     of one run and group)."""
@@ -201,7 +233,10 @@ def workspace(pass_, spec, shape, itemsize) -> int:
     padded = N * C * Hp * Wp if any(spec.pad_totals) else 0
     phases = N * C * H_out * s * Lph
     batch = N if s == 1 else 1                                          # samples in one run's products
-    if pass_ == "forward":
+    if pass_ == "forward" and direct(spec, shape):
+        rows = shape.in_per_group * spec.kernel_size[1]
+        total = padded + phases + shape.out_channels * rows + 4 * rows   # the phases (a copy), weights, row tables
+    elif pass_ == "forward":
         total = padded + (phases // max(N, 1) if s > 1 else 0) + batch * H_out * shape.out_per_group * W_out
     elif pass_ == "grad_input":
         total = phases + 2 * N * C * Hp * Wp + N * H_out * widest * W_out
