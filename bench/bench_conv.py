@@ -484,6 +484,16 @@ def layer_arrays(layer: Layer, rng: np.random.Generator) -> dict:
     return dict(x=x, w=w, b=b, g=g)
 
 
+def threading_layer() -> str:
+    """The threading layer numba runs convscope's compiled kernels on (the one it will pick, before a launch)."""
+    from convscope.algorithms.kernels import _numba
+
+    try:
+        return _numba.numba.threading_layer()
+    except ValueError:                  # no kernel launched yet
+        return _numba.numba.config.THREADING_LAYER
+
+
 def library_facts(lib: str, threads: int) -> str:
     """Version and thread settings of ``lib`` as this process runs it (after :func:`prepare`)."""
     if lib == "torch":
@@ -495,7 +505,7 @@ def library_facts(lib: str, threads: int) -> str:
         import convscope
 
         numba = _version("numba")
-        return f"{convscope.__version__}, {convscope.get_num_threads()} threads, numba {numba}"
+        return f"{convscope.__version__}, {convscope.get_num_threads()} threads, numba {numba} ({threading_layer()} layer)"
     if lib == "onnxruntime":
         import onnx
         import onnxruntime

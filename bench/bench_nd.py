@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 import convscope
-from bench_conv import MALLOC_MODES, configure_malloc, sample   # the 2-d bench's sampling and allocator setting (bench/ is the script's directory)
+from bench_conv import MALLOC_MODES, configure_malloc, sample, threading_layer   # the 2-d bench's sampling and allocator setting (bench/ is the script's directory)
 
 MIN_SAMPLE = 0.02   # seconds of timed calls per sample
 
@@ -204,7 +204,7 @@ def main(argv=None):
         f"{' --layers ' + ' '.join(args.layers) if args.layers else ''}"
         f"{' --cpu-time' if args.cpu_time else ''}{'' if args.malloc == 'reuse' else ' --malloc ' + args.malloc}`",
         f"- CPU: {_cpu_model()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), NumPy {np.__version__}",
+        f"({torch.get_num_threads()} threads), NumPy {np.__version__}, numba's {threading_layer()} threading layer",
         f"- float32, {args.repeat} interleaved samples per pass (median), "
         + ("process CPU time, one thread each" if args.cpu_time else f"{args.handover} s handover") + f", {malloc}",
         "",

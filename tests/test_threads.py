@@ -134,3 +134,67 @@ def test_num_threads_block_is_the_calling_threads_own():
     with pytest.raises(ValueError, match="num_threads"):
         with convscope.num_threads(0):
             pass
+
+
+_CONCURRENT_SCRIPT = r"""
+import threading
+import numpy as np
+import numba
+import convscope
+from convscope.algorithms.kernels import _numba
+
+rng = np.random.default_rng(0)
+layers = [(rng.standard_normal((2, 8, 12, 12)).astype(np.float32), rng.standard_normal((8, 1, 3, 3)).astype(np.float32),
+           dict(padding=1, groups=8)),
+          (rng.standard_normal((2, 16, 12, 12)).astype(np.float32), rng.standard_normal((16, 16, 3, 3)).astype(np.float32),
+           dict(padding=1))]
+want = [convscope.conv2d(x, w, **p) for x, w, p in layers]
+errors = []
+
+def compute(k):
+    try:
+        for _ in range(20):
+            x, w, p = layers[k % 2]
+            if not np.array_equal(convscope.conv2d(x, w, **p), want[k % 2]):
+                errors.append("different result")
+    except Exception as exc:
+        errors.append(repr(exc))
+
+workers = [threading.Thread(target=compute, args=(k,)) for k in range(4)]
+for t in workers:
+    t.start()
+for t in workers:
+    t.join()
+print(numba.threading_layer(), _numba.layer_runs_concurrently(), errors)
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", None])
+def test_compiled_kernels_launch_from_several_threads(layer):
+    """Four threads launch compiled kernels at once, on numba's workqueue layer (launches serialised by
+    convscope's lock) and on the layer convscope picks by default (TBB's where installed): the same
+    results as one thread, no error, and a layer that runs launches concurrently only where it can."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if layer:
+        env["NUMBA_THREADING_LAYER"] = layer
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT_SCRIPT], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    used, concurrent, errors = done.stdout.split(maxsplit=2)
+    assert errors.strip() == "[]"
+    from convscope.algorithms.kernels import _numba
+    assert used == (layer or _numba.default_layer())
+    assert concurrent == str(used in ("tbb", "omp"))
+
+
+def test_default_layer_is_tbb_only_where_it_loads(monkeypatch):
+    from convscope.algorithms.kernels import _numba
+
+    monkeypatch.setattr(_numba, "tbb_usable", lambda: False)
+    assert _numba.default_layer() == "workqueue"
+    monkeypatch.setattr(_numba, "tbb_usable", lambda: True)
+    assert _numba.default_layer() == "tbb"

@@ -3,13 +3,19 @@
 * Cache: numba caches compiled kernels beside their source (``__pycache__``).  Where that folder is not
   writable (a read-only site-packages) the cache goes to ``$NUMBA_CACHE_DIR`` if set, else to
   ``$XDG_CACHE_HOME/convscope/numba`` (``~/.cache/convscope/numba``).
-* Threading layer: numba's own ``workqueue`` layer, unless ``$NUMBA_THREADING_LAYER`` names another.
-  Its OpenMP layer shares ``libgomp`` with torch and spins between launches against the BLAS threads
-  that run between a kernel's launches (Winograd: a compiled transform, the BLAS products, a compiled
-  transform), which made such calls up to 15 times slower and erratic (``bench/README.md``).  The
-  workqueue layer does not allow launches from several Python threads at once (a web server, a data
-  loader, Dask's threaded scheduler), so launches are serialised by a lock unless a thread-safe layer
-  (``omp``, ``tbb``, ``threadsafe``) was asked for.
+* Threading layer: ``$NUMBA_THREADING_LAYER`` if set; else numba's ``tbb`` layer where Intel's TBB is
+  installed (``pip install "convscope[tbb]"``), else its own ``workqueue`` layer.  A workqueue launch
+  wakes its worker threads and puts the calling thread to sleep until they finish; where a core that
+  went idle takes long to wake (a virtual machine's idle vCPU: an empty launch took 0.13 ms, and
+  0.02 ms while another process kept the second core busy), that costs more than a small kernel's
+  work.  TBB's calling thread works too and its workers wait a little before they sleep: MobileNetV2's
+  depthwise layers at 7² and 14² took 0.34–0.38 ms instead of 0.72–1.0 (``bench/README.md``).  The
+  OpenMP layer is not chosen: it shares ``libgomp`` with torch and spins between launches against the
+  BLAS threads that run between a kernel's launches (Winograd: a compiled transform, the BLAS products,
+  a compiled transform), which made such calls up to 15 times slower and erratic.  The workqueue layer
+  does not allow launches from several Python threads at once (a web server, a data loader, Dask's
+  threaded scheduler), so its launches are serialised by a lock; the thread-safe layers (``tbb``,
+  ``omp``, ``threadsafe``) run them concurrently.
 * Threads: :func:`launch` runs a kernel with ``convscope.get_num_threads()`` threads (numba's count is
   per calling thread, so it is set at every launch).
 """
@@ -42,10 +48,29 @@ if "NUMBA_CACHE_DIR" in os.environ and not numba.config.CACHE_DIR:
     numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]   # numba was imported before, by the user
 
 
-_ASKED = os.environ.get("NUMBA_THREADING_LAYER", "")
-THREADSAFE = _ASKED in ("omp", "tbb", "threadsafe")
-if not _ASKED:
-    numba.config.THREADING_LAYER = "workqueue"
+def tbb_usable() -> bool:
+    """Whether numba's ``tbb`` threading layer can load here (the ``tbb`` package, a version numba takes)."""
+    try:
+        from numba.np.ufunc import parallel
+
+        check = getattr(parallel, "_check_tbb_version_compatible", None)
+        if check is not None:
+            check()
+        from numba.np.ufunc import tbbpool  # noqa: F401  (loads libtbb)
+    except Exception:       # not installed, too old, or a numba without the layer: the default then
+        return False
+    return True
+
+
+def default_layer() -> str:
+    """The threading layer convscope asks numba for when ``$NUMBA_THREADING_LAYER`` is not set."""
+    return "tbb" if tbb_usable() else "workqueue"
+
+
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = default_layer()    # no effect if numba's threads already started
+THREADSAFE_LAYERS = ("tbb", "omp")
+_concurrent = None      # whether the layer in use runs launches from several threads at once; known after a launch
 
 _launch_lock = threading.Lock()
 
@@ -71,11 +96,24 @@ def _threads() -> int:
     return max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
+def layer_runs_concurrently():
+    """Whether the threading layer numba started runs launches from several threads at once (None before
+    the first launch: numba picks its layer then, and a layer started before convscope's is kept)."""
+    global _concurrent
+    if _concurrent is None:
+        try:
+            _concurrent = numba.threading_layer() in THREADSAFE_LAYERS
+        except ValueError:          # no launch yet
+            return None
+    return _concurrent
+
+
 @contextlib.contextmanager
 def parallel_region():
-    """Set this thread's numba thread count; serialise launches where the layer is not thread-safe."""
+    """Set this thread's numba thread count; serialise launches unless the layer in use is thread-safe
+    (until the first launch has shown which layer that is)."""
     numba.set_num_threads(_threads())
-    if THREADSAFE:
+    if _concurrent or layer_runs_concurrently():
         yield
     else:
         with _launch_lock:
