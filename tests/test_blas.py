@@ -232,3 +232,32 @@ def test_large_3d_winograd_matches_torch():
 
     x, w, b = random_case(np.random.default_rng(8), (1, 48, 6, 20, 20), (64, 48, 3, 3, 3))
     check_nd_against_torch(x, w, b, algorithm="ndwinograd", padding=1)
+
+
+def test_idle_wait_is_shortened_once_kernels_load_and_the_environment_is_left_alone():
+    """Loading the compiled kernels shortens OpenBLAS's idle wait to 2**IDLE_WAIT cycles (its threads
+    restart with it), leaves the environment as it was, and products stay right; a wait the user set in
+    the environment is kept."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import ctypes, os, numpy as np\n"
+        "from convscope import blas\n"
+        "lib = ctypes.CDLL(blas.openblas_paths()[0])\n"
+        "import convscope.algorithms.kernels._numba\n"
+        "a = np.random.default_rng(0).standard_normal((300, 300))\n"
+        "ok = np.allclose(a @ a, np.einsum('ij,jk->ik', a, a))\n"
+        "print(lib.openblas_thread_timeout(), 'OPENBLAS_THREAD_TIMEOUT' in os.environ, ok)\n")
+    if not any("numpy" in p for p in blas.openblas_paths()):
+        pytest.skip("NumPy is not built on OpenBLAS here")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")}
+    run = lambda env: subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,  # noqa: E731
+                                     text=True, timeout=300)
+    done = run(env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == [str(blas.IDLE_WAIT), "False", "True"]
+    done = run(dict(env, OPENBLAS_THREAD_TIMEOUT="20"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["20", "True", "True"]

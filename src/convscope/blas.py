@@ -19,6 +19,7 @@ and ±Inf land where the products put them.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 
 import numpy as np
@@ -78,6 +79,43 @@ def _functions() -> dict:
                 break
         _found["functions"] = functions
         return functions
+
+
+IDLE_WAIT = 16      # OpenBLAS's threads wait 2¹⁶ cycles for more work before they sleep (its default: 2²⁸)
+_TIMEOUT_VARIABLES = ("OPENBLAS_THREAD_TIMEOUT", "GOTO_THREAD_TIMEOUT")
+
+
+def shorten_idle_wait(exponent: int = IDLE_WAIT) -> bool:
+    """Make NumPy's OpenBLAS threads sleep after 2**exponent cycles without work; True if done.
+
+    After a product OpenBLAS's threads keep polling for the next one for about 2²⁸ cycles (a tenth of a
+    second), and so take a core from the compiled kernels that follow them (Winograd's output transform,
+    im2col after a product; measured in ``bench/README.md``).  The wait is OpenBLAS's ``OPENBLAS_THREAD_TIMEOUT`` setting, read when it
+    loads; here it is read again (the environment is restored after) and the threads are stopped, to
+    start with the shorter wait at the next product.  Nothing is changed when either variable naming the
+    wait is set (the user's choice stands) or where the library lacks the functions.
+    """
+    if any(name in os.environ for name in _TIMEOUT_VARIABLES):
+        return False
+    for path in openblas_paths():
+        if "numpy" not in path:
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        read, stop = getattr(lib, "openblas_read_env", None), getattr(lib, "blas_thread_shutdown_", None)
+        if read is None or stop is None:
+            return False
+        with _lock:
+            os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(int(exponent))
+            try:
+                read()
+            finally:
+                del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+            stop()
+        return True
+    return False
 
 
 def _operand(m, itemsize):

@@ -6,16 +6,17 @@
 * Threading layer: ``$NUMBA_THREADING_LAYER`` if set; else numba's ``tbb`` layer where Intel's TBB is
   installed (``pip install "convscope[tbb]"``), else its own ``workqueue`` layer.  A workqueue launch
   wakes its worker threads and puts the calling thread to sleep until they finish; where a core that
-  went idle takes long to wake (a virtual machine's idle vCPU: an empty launch took 0.13 ms, and
-  0.02 ms while another process kept the second core busy), that costs more than a small kernel's
-  work.  TBB's calling thread works too and its workers wait a little before they sleep: MobileNetV2's
-  depthwise layers at 7² and 14² took 0.34–0.38 ms instead of 0.72–1.0 (``bench/README.md``).  The
+  went idle takes long to wake (a virtual machine's idle vCPU), that costs more than a small kernel's
+  work.  TBB's calling thread works too and its workers wait a little before they sleep
+  (``bench/README.md`` has the figures).  The
   OpenMP layer is not chosen: it shares ``libgomp`` with torch and spins between launches against the
   BLAS threads that run between a kernel's launches (Winograd: a compiled transform, the BLAS products,
   a compiled transform), which made such calls up to 15 times slower and erratic.  The workqueue layer
   does not allow launches from several Python threads at once (a web server, a data loader, Dask's
   threaded scheduler), so its launches are serialised by a lock; the thread-safe layers (``tbb``,
   ``omp``, ``threadsafe``) run them concurrently.
+* BLAS's idle threads: NumPy's OpenBLAS is told to let its threads sleep soon after a product
+  (:func:`convscope.blas.shorten_idle_wait`), so that they do not poll through the compiled kernels.
 * Threads: :func:`launch` runs a kernel with ``convscope.get_num_threads()`` threads (numba's count is
   per calling thread, so it is set at every launch).
 """
@@ -69,6 +70,10 @@ def default_layer() -> str:
 
 if not os.environ.get("NUMBA_THREADING_LAYER"):
     numba.config.THREADING_LAYER = default_layer()    # no effect if numba's threads already started
+
+from ...blas import shorten_idle_wait  # noqa: E402
+
+shorten_idle_wait()     # BLAS's idle threads no longer poll through the kernels that follow a product
 THREADSAFE_LAYERS = ("tbb", "omp")
 _concurrent = None      # whether the layer in use runs launches from several threads at once; known after a launch
 
