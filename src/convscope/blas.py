@@ -43,6 +43,17 @@ def openblas_paths() -> list:
     return sorted(paths, key=lambda p: "numpy" not in p)
 
 
+def _numpy_libraries():
+    """The OpenBLAS libraries NumPy's wheels ship that this process has loaded, opened (ctypes)."""
+    for path in openblas_paths():
+        if "numpy" not in path:
+            continue
+        try:
+            yield ctypes.CDLL(path)
+        except OSError:
+            continue
+
+
 def _functions() -> dict:
     """dtype → the ctypes function of NumPy's OpenBLAS ``cblas_?gemm`` (64-bit integers), and
     ("batched", dtype) → its ``cblas_?gemm_batch_strided``; {} without that library."""
@@ -53,13 +64,7 @@ def _functions() -> dict:
         if "functions" in _found:
             return _found["functions"]
         functions = {}
-        for path in openblas_paths():
-            if "numpy" not in path:
-                continue
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                continue
+        for lib in _numpy_libraries():
             i64, ptr, enum = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
             for dtype, symbol in _SYMBOLS.items():
                 fn = getattr(lib, symbol, None)
@@ -97,13 +102,7 @@ def shorten_idle_wait(exponent: int = IDLE_WAIT) -> bool:
     """
     if any(name in os.environ for name in _TIMEOUT_VARIABLES):
         return False
-    for path in openblas_paths():
-        if "numpy" not in path:
-            continue
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in _numpy_libraries():
         read, stop = getattr(lib, "openblas_read_env", None), getattr(lib, "blas_thread_shutdown_", None)
         if read is None or stop is None:
             return False
