@@ -237,7 +237,7 @@ def test_large_3d_winograd_matches_torch():
 def test_idle_wait_is_shortened_once_kernels_load_and_the_environment_is_left_alone():
     """Loading the compiled kernels shortens OpenBLAS's idle wait to 2**IDLE_WAIT cycles (its threads
     restart with it), leaves the environment as it was, and products stay right; a wait the user set in
-    the environment is kept."""
+    the environment is kept, and with another Python thread alive nothing is touched."""
     import os
     import subprocess
     import sys
@@ -261,3 +261,9 @@ def test_idle_wait_is_shortened_once_kernels_load_and_the_environment_is_left_al
     done = run(dict(env, OPENBLAS_THREAD_TIMEOUT="20"))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["20", "True", "True"]
+    other_thread = ("import threading\nstop = threading.Event()\n"
+                    "threading.Thread(target=stop.wait, daemon=True).start()\n")
+    done = subprocess.run([sys.executable, "-c", other_thread + script], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "False", "True"]       # another thread alive: OpenBLAS left alone

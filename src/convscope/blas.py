@@ -98,9 +98,11 @@ def shorten_idle_wait(exponent: int = IDLE_WAIT) -> bool:
     im2col after a product; measured in ``bench/README.md``).  The wait is OpenBLAS's ``OPENBLAS_THREAD_TIMEOUT`` setting, read when it
     loads; here it is read again (the environment is restored after) and the threads are stopped, to
     start with the shorter wait at the next product.  Nothing is changed when either variable naming the
-    wait is set (the user's choice stands) or where the library lacks the functions.
+    wait is set (the user's choice stands), where the library lacks the functions, or while other Python
+    threads run (a server, Jupyter, Dask): stopping BLAS's threads under a product another thread runs
+    is not safe, so there ``OPENBLAS_THREAD_TIMEOUT=16`` in the environment before Python starts does it.
     """
-    if any(name in os.environ for name in _TIMEOUT_VARIABLES):
+    if any(name in os.environ for name in _TIMEOUT_VARIABLES) or threading.active_count() > 1:
         return False
     for lib in _numpy_libraries():
         read, stop = getattr(lib, "openblas_read_env", None), getattr(lib, "blas_thread_shutdown_", None)
