@@ -84,7 +84,7 @@ GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 inpu
 TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
 TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
 TAPS_FEW_MIN_OUTPUTS = 1 << 18        # 1-d forward as direct sums (taps.DIRECT_MAX_ROWS) from 2¹⁸ outputs (N·C_out·W_out;
-                                      # 66K–75K: 1.2–3× gemm's time, 255K–6.5M: 0.3–0.8×)
+                                      # 66K: 2.7× gemm's time, 255K–6.5M: 0.29–0.79×)
 
 
 # --------------------------------------------------------------------------- the automatic table

@@ -222,10 +222,10 @@ def describe(spec, shape, pass_) -> str:
 
 def workspace(pass_, spec, shape, itemsize) -> int:
     """An upper estimate of the scratch bytes of a pass: the padded input, its stride phases (forward:
-    one sample's, or every sample's for the direct sums, which need nothing more) and the scratch of one run's products (those of every sample at stride 1, added
-    through a temporary where BLAS cannot add them in place; grad_input: the phases' gradient and
-    the padded gradient, twice for the padding's adjoint, instead; grad_weight: the per-row products
-    of one run and group)."""
+    one sample's, or every sample's for the direct sums, which need nothing more) and the scratch of
+    one run's products (those of every sample at stride 1, added through a temporary where BLAS cannot
+    add them in place; grad_input: the phases' gradient and the padded gradient, twice for the
+    padding's adjoint, instead; grad_weight: the per-row products of one run and group)."""
     N, C, H_out, W_out = shape.N, shape.C, shape.H_out, shape.W_out
     Hp, Wp = spec.padded_size((shape.H, shape.W))
     s, runs, _, Lph = _geometry(spec, shape)

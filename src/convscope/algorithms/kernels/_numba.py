@@ -118,7 +118,7 @@ def parallel_region():
     """Set this thread's numba thread count; serialise launches unless the layer in use is thread-safe
     (until the first launch has shown which layer that is)."""
     numba.set_num_threads(_threads())
-    if _concurrent or layer_runs_concurrently():
+    if layer_runs_concurrently():
         yield
     else:
         with _launch_lock:
