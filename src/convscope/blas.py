@@ -43,10 +43,11 @@ def openblas_paths() -> list:
     return sorted(paths, key=lambda p: "numpy" not in p)
 
 
-def _numpy_libraries():
-    """The OpenBLAS libraries NumPy's wheels ship that this process has loaded, opened (ctypes)."""
+def openblas_libraries(numpy_only: bool = True):
+    """The OpenBLAS libraries this process has loaded, opened (ctypes): those NumPy's wheels ship, or
+    with ``numpy_only=False`` every one (NumPy's first)."""
     for path in openblas_paths():
-        if "numpy" not in path:
+        if numpy_only and "numpy" not in path:
             continue
         try:
             yield ctypes.CDLL(path)
@@ -64,7 +65,7 @@ def _functions() -> dict:
         if "functions" in _found:
             return _found["functions"]
         functions = {}
-        for lib in _numpy_libraries():
+        for lib in openblas_libraries():
             i64, ptr, enum = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
             for dtype, symbol in _SYMBOLS.items():
                 fn = getattr(lib, symbol, None)
@@ -95,16 +96,16 @@ def shorten_idle_wait(exponent: int = IDLE_WAIT) -> bool:
 
     After a product OpenBLAS's threads keep polling for the next one for about 2²⁸ cycles (a tenth of a
     second), and so take a core from the compiled kernels that follow them (Winograd's output transform,
-    im2col after a product; measured in ``bench/README.md``).  The wait is OpenBLAS's ``OPENBLAS_THREAD_TIMEOUT`` setting, read when it
-    loads; here it is read again (the environment is restored after) and the threads are stopped, to
-    start with the shorter wait at the next product.  Nothing is changed when either variable naming the
+    im2col after a product; measured in ``bench/README.md``).  The wait is OpenBLAS's
+    ``OPENBLAS_THREAD_TIMEOUT`` setting, read when it loads; here it is read again (the environment is
+    restored after) and the threads are stopped, to start with the shorter wait at the next product.  Nothing is changed when either variable naming the
     wait is set (the user's choice stands), where the library lacks the functions, or while other Python
     threads run (a server, Jupyter, Dask): stopping BLAS's threads under a product another thread runs
     is not safe, so there ``OPENBLAS_THREAD_TIMEOUT=16`` in the environment before Python starts does it.
     """
     if any(name in os.environ for name in _TIMEOUT_VARIABLES) or threading.active_count() > 1:
         return False
-    for lib in _numpy_libraries():
+    for lib in openblas_libraries():
         read, stop = getattr(lib, "openblas_read_env", None), getattr(lib, "blas_thread_shutdown_", None)
         if read is None or stop is None:
             return False

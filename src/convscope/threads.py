@@ -58,13 +58,9 @@ def _set_blas_threads(n: int) -> bool:
     if threadpoolctl is not None:
         threadpoolctl.threadpool_limits(n, user_api="blas")
         return True
-    from .blas import openblas_paths
+    from .blas import openblas_libraries
     done = False
-    for path in openblas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
+    for lib in openblas_libraries(numpy_only=False):
         for symbol in ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
                        "openblas_set_num_threads64_", "openblas_set_num_threads"):
             fn = getattr(lib, symbol, None)

@@ -139,11 +139,11 @@ def _direct_forward(rows, w, b, spec, shape):
 
 def forward(x, w, b, spec, shape):
     """out (N, C_out, H_out, W_out)."""
-    N, H_out, W_out = shape.N, shape.H_out, shape.W_out
-    s, runs, _, _ = _geometry(spec, shape)
     rows = _rows(pad(x, spec), spec, shape)                          # (N, C, H_out, Wp)
     if direct(spec, shape):
         return _direct_forward(rows, w, b, spec, shape)
+    N, H_out, W_out = shape.N, shape.H_out, shape.W_out
+    s, runs, _, _ = _geometry(spec, shape)
     mats = _run_weights(w, shape, runs)
     out = np.empty((N, shape.out_channels, H_out, W_out), dtype=x.dtype)
     step = max(N, 1) if s == 1 else 1        # stride 1: the phases are the rows, a view; else one sample's copy
