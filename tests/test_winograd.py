@@ -142,6 +142,71 @@ def test_error_is_global():
     assert winograd.ERROR == "global"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_transforms_count_the_planes_that_are_not_finite(value, dtype):
+    """input_tiles and output_tiles return how many (sample, channel) planes of what they read and write
+    hold a value that is not finite; the transforms themselves are unchanged by the check."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(dtype)
+    th, tw = 3, 2
+    V = np.empty((36, 3, 2 * th * tw), dtype=dtype)
+    assert kernels.input_tiles(x, 1, 1, th, tw, V) == 0
+    clean = V.copy()
+    x[1, 2, 8, 6] = value                                    # the last pixel: a partial tile reads it
+    x[0, 1, 4, 0] = value
+    assert kernels.input_tiles(x, 1, 1, th, tw, V) == 2
+    assert not np.isfinite(V[:, 2, th * tw:]).all() and np.array_equal(V[:, 0], clean[:, 0])
+
+    M = rng.standard_normal((36, 4, 2 * th * tw)).astype(dtype)
+    bias = rng.standard_normal(4).astype(dtype)
+    out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3), dtype=dtype)
+    assert kernels.output_tiles(M, bias, th, tw, out) == 0
+    M[:, 3, th * tw] = value                                 # the first tile of sample 1, channel 3
+    assert kernels.output_tiles(M, bias, th, tw, out) == 1
+    huge = np.full_like(M, np.finfo(dtype).max / 2)          # finite products whose sums overflow
+    assert kernels.output_tiles(huge, bias, th, tw, out) == 2 * 4
+    assert not np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("where", ["input", "output"])
+def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where):
+    """A Winograd forward cut into batch slices (a small workspace limit) whose last slice reads a NaN or
+    overflows is recomputed on the exact path: torch's NaN and Inf masks, and no pass over x or out."""
+    from convscope import algorithms
+    from oracle import assert_same_nonfinite, torch_native_conv2d
+
+    x, w, b = _arrays((4, 8, 12, 12), (8, 8, 3, 3), np.float32, seed=6)
+    w /= 8
+    if where == "input":
+        x[3, 5, 11, 0] = np.nan
+    else:
+        x[3] *= np.float32(3e36)                              # finite; Winograd's transforms overflow
+    spec, shape = _spec_shape(x.shape, w.shape, 1, "zeros")
+    one = winograd.workspace("forward", spec, shape._replace(N=1), 4)
+    sizes = []
+    real = algorithms.all_finite
+
+    def recording(*arrays):
+        sizes.extend(a.size for a in arrays if a is not None)
+        return real(*arrays)
+
+    algorithms.all_finite = recording
+    try:
+        with convscope.workspace_limit(one):
+            got = convscope.conv2d(x, w, b, padding=1, algorithm="winograd")
+    finally:
+        algorithms.all_finite = real
+    assert x.size not in sizes and got.size not in sizes     # only the weight and the bias were summed
+    want, _ = torch_native_conv2d(x, w, b, None, padding=1)
+    assert_same_nonfinite(got, want, f"{where}: forward", np.abs(want[np.isfinite(want)]).max())
+    assert not np.isfinite(winograd.forward(x[3:], w, b, spec, shape._replace(N=1))).all()   # what was caught
+    assert winograd.forward(x[3:], w, b, spec, shape._replace(N=1), finite_only=True) is None
+    assert winograd.forward(x[:3], w, b, spec, shape._replace(N=3), finite_only=True) is not None
+
+
 def _spec_shape(x_shape, w_shape, padding, mode):
     from convscope.spec import check_shapes, make_spec
 

@@ -59,7 +59,10 @@ constant ``ERROR``:
 safe: before a ``"global"`` pass they check that what it reads (input, weight, bias,
 grad_output) is finite, and after it that its result is; otherwise the pass is
 computed (again) on the exact local path for the layer, :func:`exact_path`.  The
-checks are sums over the arrays (no copies), about the cost of reading them once.
+checks are sums over the arrays (no copies), about the cost of reading them once.  An
+implementation declaring ``FINITE_ONLY = True`` checks its forward's input and result itself, in
+the passes that read and write them: ``forward(..., finite_only=True)`` returns None when either
+holds a value that is not finite, and the two passes over memory are saved.
 """
 from __future__ import annotations
 
@@ -262,32 +265,39 @@ def run_forward(name, x, w, b, spec, shape):
     # NaN and Inf are results here, as in torch, not warnings; the call keeps the limit it started with
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
         mixes = _declared(ALGORITHMS[name], "ERROR") != "local"
+        itself = mixes and bool(_declared(ALGORITHMS[name], "FINITE_ONLY"))     # checks x and out itself
         finite_w = all_finite(w) if mixes or _zero_padded(spec) else True    # only these paths read it
-        checked = mixes and finite_w and all_finite(x, b)
+        checked = mixes and finite_w and all_finite(b) and (itself or all_finite(x))
         if mixes and not checked:
             name = exact_path(shape)
-        out = _forward(name, x, w, b, spec, shape)
-        if checked and not all_finite(out):
+        out = _forward(name, x, w, b, spec, shape, finite_only=checked and itself)
+        if checked and (out is None or not (itself or all_finite(out))):
             out = _forward(exact_path(shape), x, w, b, spec, shape)
         if not finite_w:
             _nan_where_padding_meets(out, ~np.isfinite(w), spec, shape, "forward")
         return out
 
 
-def _forward(name, x, w, b, spec, shape):
+def _forward(name, x, w, b, spec, shape, finite_only=False):
+    """The forward on ``name`` in slices under the limit; with ``finite_only`` (a ``FINITE_ONLY``
+    implementation), None as soon as a slice's input or result is not finite."""
     impl = ALGORITHMS[name]
     itemsize = x.dtype.itemsize
+    options = {"finite_only": True} if finite_only else {}
     step = _batch_step(impl, "forward", spec, shape, itemsize)
     if step >= shape.N:
-        return impl.forward(x, w, b, spec, shape)
+        return impl.forward(x, w, b, spec, shape, **options)
     out = np.empty((shape.N, shape.out_channels, shape.H_out, shape.W_out), dtype=x.dtype)
     prepared = getattr(impl, "prepared_forward", None)
-    fwd = prepared(w) if prepared else (lambda xs, bs, sp, sh: impl.forward(xs, w, bs, sp, sh))
+    fwd = prepared(w) if prepared else (lambda xs, bs, sp, sh, **o: impl.forward(xs, w, bs, sp, sh, **o))
     blocks = None if step >= 1 else _row_blocks(impl, ("forward",), spec, shape, itemsize,
                                                 _padded_sample_bytes(spec, shape, itemsize))
     if blocks is None:
         for sl in _slices(shape.N, max(step, 1)):
-            out[sl] = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start))
+            part = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start), **options)
+            if part is None:
+                return None
+            out[sl] = part
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
     flat = spec.unpadded()
@@ -295,7 +305,10 @@ def _forward(name, x, w, b, spec, shape):
         xp = pad(x[n:n + 1], spec)                                  # (1, C, Hp, Wp)
         for r0, r1, read in blocks:
             block = np.ascontiguousarray(xp[:, :, read])            # (1, C, rows read, Wp)
-            out[n:n + 1, :, r0:r1] = fwd(block, b, flat, _rows_shape(spec, shape, r1 - r0))
+            part = fwd(block, b, flat, _rows_shape(spec, shape, r1 - r0), **options)
+            if part is None:
+                return None
+            out[n:n + 1, :, r0:r1] = part
     return out
 
 
@@ -349,7 +362,7 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
         if any(redo):
             again = _backward((exact, exact), grad_out, x, w, spec, shape, redo)
             dx, dw = (again[0] if redo[0] else dx), (again[1] if redo[1] else dw)
-        if dw is not None and _zero_padded(spec) and not all_finite(grad_out):
+        if dw is not None and _zero_padded(spec) and not (all_finite(grad_out) if finite_grad is None else finite_grad):
             _nan_where_padding_meets(dw, ~np.isfinite(grad_out), spec, shape, "grad_weight")
         return dx, dw
 

@@ -72,11 +72,11 @@ def forward(x, w, b, spec, shape):
 
     if spec.ndim == 2:
         return ndstack.forward(x, w, b, spec, shape, INNER)
-    if all_finite(x, w, b):
+    if all_finite(w, b):                                 # x and out: checked by the transforms
         src, front, top, left = _source(x, spec)
         out = _correlate(src, ndstack._weight2(w, shape), spec.stride[0], spec.dilation[0], (front, top, left),
-                         shape.out_spatial, b, blocks("forward", spec, shape, x.dtype.itemsize))
-        if all_finite(out):
+                         shape.out_spatial, b, blocks("forward", spec, shape, x.dtype.itemsize), finite_only=True)
+        if out is not None:
             return out
     return ndstack.forward(x, w, b, spec, shape, ndstack.inner_path(spec, shape))
 
@@ -179,10 +179,11 @@ class _Scratch:
         return self.flat[:size].reshape(shape)
 
 
-def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
+def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks, finite_only=False):
     """out (N, O, D', H', W'): Σ_{c, τ, u, v} src[n, c, i·s + τ·d − front, h − top + u, q − left + v]
     · w2[o, c·k_D + τ, u, v] (+ bias[o]), zeros outside src (N, C, D, H, W); ``offsets`` is
-    (front, top, left), ``plane_blocks`` the blocks of output planes i."""
+    (front, top, left), ``plane_blocks`` the blocks of output planes i.  With ``finite_only``, None
+    as soon as a plane read or written holds a value that is not finite."""
     from .kernels import _numba, ndwinograd as nd_kernels, winograd as kernels
 
     N, C = src.shape[:2]
@@ -197,11 +198,15 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks):
     for a, c in plane_blocks:
         nb = c - a
         VX = VX_all.take((36, C * kD, N * nb * T))
-        _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
+        nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
+        if finite_only and nonfinite:
+            return None
         M = blas.stacked(U, VX, out=M_all.take((36, O, N * nb * T)))   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
         for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
-            _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
-                          out[n, :, a:c].transpose(1, 0, 2, 3))
+            nonfinite = _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
+                                      out[n, :, a:c].transpose(1, 0, 2, 3))
+            if finite_only and nonfinite:
+                return None
     return out
 
 

@@ -54,6 +54,7 @@ from ..padding import fold, pad
 
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
+FINITE_ONLY = True  # forward(..., finite_only=True) is None when its input or output is not finite
 
 
 def needs(spec, shape):
@@ -119,52 +120,55 @@ def _tiles(Ho, Wo):
 
 def _input_transform(x, top, left, Ho, Wo):
     """V (36, C, N·th·tw): the transformed 6×6 windows of x read from row −top, column −left, zeros
-    outside x, for an Ho × Wo correlation output; also (th, tw)."""
+    outside x, for an Ho × Wo correlation output; also (th, tw) and whether x is finite."""
     from .kernels import _numba
     from .kernels import winograd as kernels
 
     N, C = x.shape[:2]
     th, tw = _tiles(Ho, Wo)
     V = np.empty((_T, C, N * th * tw), dtype=x.dtype)
-    _numba.launch(kernels.input_tiles, np.ascontiguousarray(x), int(top), int(left), th, tw, V)
-    return V, (th, tw)
+    nonfinite = _numba.launch(kernels.input_tiles, np.ascontiguousarray(x), int(top), int(left), th, tw, V)
+    return V, (th, tw), nonfinite == 0
 
 
-def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None):
+def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
     """3×3 stride-1 correlation of x (N, C, H, W) with w (O, C, 3, 3), zeros outside x:
 
         out[n, o, h, q] = Σ_c Σ_uv x[n, c, h − top + u, q − left + v] · w[o, c, u, v] (+ bias[o])
 
     for h < Ho, q < Wo: (N, O, Ho, Wo).  ``U`` is :func:`transform_weight` of ``w``, when already
-    computed.
+    computed.  With ``finite_only``, None if x or the result holds a value that is not finite (the
+    transforms check what they read and write, so no separate pass over either is needed).
     """
     from .kernels import _numba
     from .kernels import winograd as kernels
 
     N = x.shape[0]
     O = w.shape[0]
-    V, (th, tw) = _input_transform(x, top, left, Ho, Wo)           # (36, C, P)
+    V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, C, P)
+    if finite_only and not finite:
+        return None
     if U is None:
         U = transform_weight(w)                                    # (36, O, C)
     M = blas.stacked(U, V)                                         # (36, O, C) @ (36, C, P) → (36, O, P)
     del V
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
-    _numba.launch(kernels.output_tiles, M, b, th, tw, out)
-    return out
+    nonfinite = _numba.launch(kernels.output_tiles, M, b, th, tw, out)
+    return None if finite_only and nonfinite else out
 
 
-def forward(x, w, b, spec, shape, U=None):
+def forward(x, w, b, spec, shape, U=None, finite_only=False):
     if spec.padding_mode == "zeros":
         (pt, _), (pl, _) = spec.padding
-        return correlate3x3(x, w, pt, pl, shape.H_out, shape.W_out, bias=b, U=U)
-    return correlate3x3(pad(x, spec), w, 0, 0, shape.H_out, shape.W_out, bias=b, U=U)
+        return correlate3x3(x, w, pt, pl, shape.H_out, shape.W_out, bias=b, U=U, finite_only=finite_only)
+    return correlate3x3(pad(x, spec), w, 0, 0, shape.H_out, shape.W_out, bias=b, U=U, finite_only=finite_only)
 
 
 def prepared_forward(w):
     """``forward`` with the kernel transform computed once, for running on many slices."""
     U = transform_weight(w)
-    return lambda x, b, spec, shape: forward(x, w, b, spec, shape, U=U)
+    return lambda x, b, spec, shape, **options: forward(x, w, b, spec, shape, U=U, **options)
 
 
 def grad_input(grad_out, w, spec, shape):
@@ -191,9 +195,9 @@ def grad_weight(grad_out, x, spec, shape):
     Ho, Wo = shape.H_out, shape.W_out
     if spec.padding_mode == "zeros":
         (pt, _), (pl, _) = spec.padding
-        V, (th, tw) = _input_transform(x, pt, pl, Ho, Wo)          # (36, C, P)
+        V, (th, tw), _ = _input_transform(x, pt, pl, Ho, Wo)       # (36, C, P)
     else:
-        V, (th, tw) = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
+        V, (th, tw), _ = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
     N, O = grad_out.shape[:2]
     Z = np.empty((_T, O, N * th * tw), dtype=grad_out.dtype)
     _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)

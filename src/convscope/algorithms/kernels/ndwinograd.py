@@ -18,12 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import njit, prange
+from .winograd import nonfinite_sum
 
 
 @njit(cache=True, parallel=True)
 def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
     """VX (36, C·k_D, N·nb·th·tw) ← the transformed tiles of x (N, C, D, H, W) that output planes
-    ``a0 … a0 + nb − 1`` read through each depth tap (module docstring).
+    ``a0 … a0 + nb − 1`` read through each depth tap (module docstring); returns how many
+    (sample, channel) pairs had a value that is not finite on the planes read.
 
     Per (sample, channel): the planes the block reads, ``p0 = a0·s − front`` on, are transformed
     into ``buf`` (zeros for planes outside x), then each row of VX is written in order of its columns.
@@ -36,17 +38,20 @@ def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
     q1 = max(min(left + W, width), q0)
     p0 = a0 * s - front
     span = (nb - 1) * s + (kD - 1) * d + 1              # planes p0 … p0 + span − 1
+    nonfinite = np.zeros(N * C, dtype=np.int64)
     for nc in prange(N * C):
         n = nc // C
         c = nc - n * C
         win = np.zeros((6, width), dtype=x.dtype)       # the window rows; columns outside stay 0
         s6 = np.empty((6, width), dtype=x.dtype)        # Bᵀ applied down the columns
         buf = np.empty((36, span, T), dtype=x.dtype)    # the transformed tiles of the planes read
+        seen = x.dtype.type(0)
         for k in range(span):
             p = p0 + k
             if p < 0 or p >= D:
                 buf[:, k, :] = 0
                 continue
+            seen += nonfinite_sum(x[n, c, p].ravel(), H * W)
             for i in range(th):
                 for r in range(6):
                     h = 4 * i + r - top
@@ -83,6 +88,8 @@ def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
                 for i in range(nb):
                     col = (n * nb + i) * T
                     VX[t, row, col:col + T] = buf[t, i * s + tau * d]
+        nonfinite[nc] = seen != 0
+    return nonfinite.sum()
 
 
 @njit(cache=True, parallel=True)

@@ -25,14 +25,26 @@ import numpy as np
 from ._numba import njit, prange
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def nonfinite_sum(a, n):
+    """0 if ``a[:n]`` (1-d) is finite, else NaN: the sum of ``v − v`` (NaN for ±Inf and NaN), vectorised."""
+    z = a.dtype.type(0)
+    for q in range(n):
+        v = a[q]
+        z += v - v
+    return z
+
+
 @njit(cache=True, parallel=True)
 def input_tiles(x, top, left, th, tw, V):
-    """V (36, C, N·th·tw) ← Bᵀ d B of every 6 × 6 window d of x (N, C, H, W), zeros outside x."""
+    """V (36, C, N·th·tw) ← Bᵀ d B of every 6 × 6 window d of x (N, C, H, W), zeros outside x; returns
+    how many (sample, channel) planes of x hold a value that is not finite."""
     N, C, H, W = x.shape
     two, four, five = x.dtype.type(2), x.dtype.type(4), x.dtype.type(5)
     width = 4 * tw + 2
     q0 = min(max(left, 0), width)                       # window columns that lie on the input
     q1 = max(min(left + W, width), q0)
+    nonfinite = np.zeros(N * C, dtype=np.int64)
     for nc in prange(N * C):
         n = nc // C
         c = nc - n * C
@@ -67,19 +79,24 @@ def input_tiles(x, top, left, th, tw, V):
                     V[t + 3, c, p0 + j] = two * (e3 - e1) - e2 + e4
                     V[t + 4, c, p0 + j] = two * (e1 - e3) - e2 + e4
                     V[t + 5, c, p0 + j] = four * e1 - five * e3 + e5
+        nonfinite[nc] = nonfinite_sum(x[n, c].ravel(), H * W) != 0
+    return nonfinite.sum()
 
 
 @njit(cache=True, parallel=True)
 def output_tiles(M, bias, th, tw, out):
-    """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, O, N·th·tw), cropped to Ho, Wo."""
+    """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, O, N·th·tw), cropped to Ho, Wo;
+    returns how many (sample, channel) planes of out hold a value that is not finite."""
     N, O, Ho, Wo = out.shape
     two, four, eight = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
+    nonfinite = np.zeros(N * O, dtype=np.int64)
     for no in prange(N * O):
         n = no // O
         o = no - n * O
         b = bias[o]
         z = np.empty((4, 6, tw), dtype=out.dtype)       # Aᵀ applied down the columns
         row = np.empty(4 * tw, dtype=out.dtype)
+        seen = out.dtype.type(0)
         for i in range(th):
             p0 = (n * th + i) * tw
             for l in range(6):
@@ -100,6 +117,9 @@ def output_tiles(M, bias, th, tw, out):
                     row[4 * j + 3] = e1 - e2 + eight * (e3 - e4) + e5 + b
                 for q in range(Wo):
                     out[n, o, h, q] = row[q]
+                seen += nonfinite_sum(row, Wo)
+        nonfinite[no] = seen != 0
+    return nonfinite.sum()
 
 
 @njit(cache=True, parallel=True)
