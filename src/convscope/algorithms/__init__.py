@@ -22,6 +22,8 @@ and optionally
 * ``workspace(pass_, spec, shape, itemsize)`` → an upper estimate of the scratch bytes of a pass;
 * ``prepared_forward(w)`` → ``f(x, b, spec, shape)``, the forward with its weight-only work
   done once, for running on many slices;
+* ``FORWARD_INTO = True``: ``forward(..., out=view)`` writes into a C-contiguous view of the output
+  (a batch slice's result is not copied);
 * ``preferred_bytes(pass_, spec, shape)`` → a scratch size below the workspace limit that its
   slices of the batch should stay under because they run faster so (None: no preference).
 
@@ -293,7 +295,11 @@ def _forward(name, x, w, b, spec, shape, finite_only=False):
     blocks = None if step >= 1 else _row_blocks(impl, ("forward",), spec, shape, itemsize,
                                                 _padded_sample_bytes(spec, shape, itemsize))
     if blocks is None:
+        into = bool(_declared(impl, "FORWARD_INTO")) and not prepared
         for sl in _slices(shape.N, max(step, 1)):
+            if into:                            # each slice's result written in place
+                impl.forward(x[sl], w, b, spec, shape._replace(N=sl.stop - sl.start), out=out[sl], **options)
+                continue
             part = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start), **options)
             if part is None:
                 return None

@@ -51,6 +51,7 @@ from .. import blas
 from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
+FORWARD_INTO = True  # forward(..., out=view) writes its result into a C-contiguous view of the output
 
 # layouts, measured on ResNet-50's layers (batch 8, 2 cores; bench/README.md)
 FOLD_BELOW = 1024                 # fold the batch below this many output pixels (kernels above 1×1)
@@ -362,23 +363,25 @@ def _bias_in_product(spec, shape) -> bool:
     return not _is_pointwise(spec) or shape.out_channels >= 2 * shape.C
 
 
-def forward(x, w, b, spec, shape):
+def forward(x, w, b, spec, shape, out=None):
+    """out (N, C_out, H_out, W_out), written into ``out`` when given (a C-contiguous array or view)."""
     N, G, Cog = shape.N, shape.groups, shape.out_per_group
     L = shape.H_out * shape.W_out
+    into = None if out is None else out.reshape(N, G, Cog, L)      # a view: out is C-contiguous
     if not batch_folded(spec, shape, backward=False):
         wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
         if b is not None and _bias_in_product(spec, shape):
             # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
             wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
-            out = blas.stacked(wb, im2col(x, spec, shape, ones_row=True))   # (N, G, C_out/G, L)
+            out = blas.stacked(wb, im2col(x, spec, shape, ones_row=True), into)   # (N, G, C_out/G, L)
             return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
-        out = blas.stacked(wm, im2col(x, spec, shape))              # (N, G, C_out/G, L)
+        out = blas.stacked(wm, im2col(x, spec, shape), into)        # (N, G, C_out/G, L)
         if b is not None:
             out += b.reshape(G, Cog, 1)                             # (C_out,) → (G, C_out/G, 1): rows of L
         return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)
     out_t = np.matmul(_weight_matrix(w, shape), cols)               # (G, C_out/G, N·L)
-    out = np.empty((N, G, Cog, L), dtype=out_t.dtype)
+    out = np.empty((N, G, Cog, L), dtype=out_t.dtype) if into is None else into
     if out.size >= COMPILED_UNFOLD_FROM:
         from .kernels import _numba, im2col as kernels
 
