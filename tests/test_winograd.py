@@ -170,6 +170,12 @@ def test_transforms_count_the_planes_that_are_not_finite(value, dtype):
     assert kernels.output_tiles(huge, bias, th, tw, out) == 2 * 4
     assert not np.isfinite(out).all()
 
+    g = rng.standard_normal((2, 4, 4 * th - 1, 4 * tw - 3)).astype(dtype)
+    Z = np.empty((36, 4, 2 * th * tw), dtype=dtype)
+    assert kernels.gradient_tiles(g, th, tw, Z) == 0
+    g[0, 2, -1, -1] = value
+    assert kernels.gradient_tiles(g, th, tw, Z) == 1
+
 
 @pytest.mark.parametrize("where", ["input", "output"])
 def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where):
@@ -205,6 +211,49 @@ def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where):
     assert not np.isfinite(winograd.forward(x[3:], w, b, spec, shape._replace(N=1))).all()   # what was caught
     assert winograd.forward(x[3:], w, b, spec, shape._replace(N=1), finite_only=True) is None
     assert winograd.forward(x[:3], w, b, spec, shape._replace(N=3), finite_only=True) is not None
+
+
+def _recording_all_finite(monkeypatch):
+    """The sizes of the arrays run_forward and run_backward sum from now on."""
+    from convscope import algorithms
+
+    sizes, real = [], algorithms.all_finite
+
+    def recording(*arrays):
+        sizes.extend(a.size for a in arrays if a is not None)
+        return real(*arrays)
+
+    monkeypatch.setattr(algorithms, "all_finite", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("limit", ["slices", "rows"])
+@pytest.mark.parametrize("where", ["grad_output", "input", "none"])
+def test_backward_checks_what_it_reads_and_writes_itself(where, limit, mode, monkeypatch):
+    """Winograd's grad_input and grad_weight check grad_output, x and ∂L/∂x in their transforms, in
+    batch slices and in blocks of rows: a NaN in the last sample sends the pass to the exact path (torch's
+    NaN masks), and only the weight and ∂L/∂w (small) are summed separately (reflect: ∂L/∂x after fold)."""
+    from oracle import assert_same_nonfinite, torch_native_conv2d
+
+    x, w, b = _arrays((4, 8, 12, 12), (8, 8, 3, 3), np.float32, seed=9)
+    g = np.random.default_rng(10).standard_normal((4, 8, 12, 12)).astype(np.float32)
+    if where == "grad_output":
+        g[3, 6, 11, 0] = np.nan
+    elif where == "input":
+        x[3, 2, 0, 11] = np.nan
+    spec, shape = _spec_shape(x.shape, w.shape, 1, mode)
+    per_sample = max(winograd.workspace(p, spec, shape._replace(N=1), 4) for p in ("grad_input", "grad_weight"))
+    sizes = _recording_all_finite(monkeypatch)
+    with convscope.workspace_limit(per_sample if limit == "slices" else per_sample // 3):
+        got = convscope.conv2d_backward(g, x, w, padding=1, padding_mode=mode, algorithm="winograd")
+    if where == "none":            # the weight and ∂L/∂w; with reflect, each slice's ∂L/∂x after fold's sums
+        assert w.size in sizes
+        assert all(n == w.size or (mode != "zeros" and n % x[0].size == 0) for n in sizes), sizes
+    _, want = torch_native_conv2d(x, w, b, g, padding=1, padding_mode=mode)
+    for field, expected in zip(got._fields, want):
+        assert_same_nonfinite(getattr(got, field), expected, f"{where}: grad {field}")
+    assert where == "none" or not all(np.isfinite(e).all() for e in want[:2])
 
 
 def _spec_shape(x_shape, w_shape, padding, mode):

@@ -64,7 +64,9 @@ computed (again) on the exact local path for the layer, :func:`exact_path`.  The
 checks are sums over the arrays (no copies), about the cost of reading them once.  An
 implementation declaring ``FINITE_ONLY = True`` checks its forward's input and result itself, in
 the passes that read and write them: ``forward(..., finite_only=True)`` returns None when either
-holds a value that is not finite, and the two passes over memory are saved.
+holds a value that is not finite, and the two passes over memory are saved; so do
+``grad_input(..., finite_only=True)`` (grad_output and ∂L/∂x) and ``grad_weight(..., finite_only=True)``
+(grad_output and x; ∂L/∂w, small, is still summed here).
 """
 from __future__ import annotations
 
@@ -108,15 +110,15 @@ class Algorithm:
         rule = getattr(self.module, "needs", None)
         return None if rule is None else rule(spec, shape)
 
-    def grad_input(self, grad_out, w, spec, shape):
+    def grad_input(self, grad_out, w, spec, shape, **options):
         if hasattr(self, "backward"):
             return self.backward(grad_out, None, w, spec, shape, (True, False))[0]
-        return self.module.grad_input(grad_out, w, spec, shape)
+        return self.module.grad_input(grad_out, w, spec, shape, **options)
 
-    def grad_weight(self, grad_out, x, spec, shape):
+    def grad_weight(self, grad_out, x, spec, shape, **options):
         if hasattr(self, "backward"):
             return self.backward(grad_out, x, None, spec, shape, (False, True))[1]
-        return self.module.grad_weight(grad_out, x, spec, shape)
+        return self.module.grad_weight(grad_out, x, spec, shape, **options)
 
     def cost_ms(self, spec, shape):
         """The module's estimate for the three passes, or None where it has no cost model."""
@@ -356,15 +358,23 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
     with np.errstate(all="ignore"), workspace_limit(get_workspace_limit()):
         exact = exact_path(shape)
         names = list(names)
-        checked = [False, False]
+        checked, itself = [False, False], [False, False]
         finite_grad = None
         for i, other in enumerate((w, x)):
             if mask[i] and _declared(ALGORITHMS[names[i]], "ERROR") != "local":
-                finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
-                checked[i] = finite_grad and all_finite(other)
+                itself[i] = bool(_declared(ALGORITHMS[names[i]], "FINITE_ONLY"))   # grad_output, x, dx: its own
+                if itself[i]:
+                    checked[i] = all_finite(w) if i == 0 else True
+                else:
+                    finite_grad = all_finite(grad_out) if finite_grad is None else finite_grad
+                    checked[i] = finite_grad and all_finite(other)
                 names[i] = names[i] if checked[i] else exact
-        dx, dw = _backward(tuple(names), grad_out, x, w, spec, shape, mask)
-        redo = (checked[0] and not all_finite(dx), checked[1] and not all_finite(dw))
+        finite_only = (checked[0] and itself[0], checked[1] and itself[1])
+        dx, dw = _backward(tuple(names), grad_out, x, w, spec, shape, mask, finite_only)
+        redo = (checked[0] and (dx is None or not (finite_only[0] or all_finite(dx))),
+                checked[1] and (dw is None or not all_finite(dw)))
+        if any(finite_only[i] and not redo[i] for i in range(2)):
+            finite_grad = True                  # a pass that checked grad_output itself succeeded
         if any(redo):
             again = _backward((exact, exact), grad_out, x, w, spec, shape, redo)
             dx, dw = (again[0] if redo[0] else dx), (again[1] if redo[1] else dw)
@@ -373,7 +383,13 @@ def run_backward(names, grad_out, x, w, spec, shape, mask):
         return dx, dw
 
 
-def _backward(names, grad_out, x, w, spec, shape, mask):
+class _NotFinite(Exception):
+    """A ``finite_only`` pass met a value that is not finite (it returned None)."""
+
+
+def _backward(names, grad_out, x, w, spec, shape, mask, finite_only=(False, False)):
+    """(dx, dw) as ``mask`` asks, in slices under the limit; a pass run ``finite_only`` (grad_input's,
+    grad_weight's) gives None when what it read or wrote is not finite."""
     want_dx, want_dw = mask
     dtype = grad_out.dtype
     itemsize = dtype.itemsize
@@ -384,47 +400,65 @@ def _backward(names, grad_out, x, w, spec, shape, mask):
         jobs = ([(ALGORITHMS[names[0]], "grad_input")] if want_dx else []) + \
                ([(ALGORITHMS[names[1]], "grad_weight")] if want_dw else [])
     dx = dw = None
+    failed = set()
     for impl, job in jobs:
-        passes = ("grad_input", "grad_weight") if job == "both" else (job,)
-        step = _batch_steps(impl, passes, spec, shape, itemsize)
-        if step >= shape.N:                     # the whole batch at once
-            part_dx, part_dw = _run_job(impl, job, grad_out, x, w, spec, shape)
-            dx = dx if part_dx is None else part_dx
-            dw = _accumulate(dw, part_dw)
-            continue
-        blocks = None
-        if step < 1:
-            # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
-            fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
-                (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
-            blocks = _row_blocks(impl, passes, spec, shape, itemsize, fixed)
-        step = max(step, 1)
-        if job != "grad_weight" and (step < shape.N or blocks is not None):
-            dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
-        if blocks is not None:
-            dw = _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw)
-            continue
-        for sl in _slices(shape.N, step) if step < shape.N else [slice(0, shape.N)]:
-            sub = shape._replace(N=sl.stop - sl.start)
-            part_dx, part_dw = _run_job(impl, job, grad_out[sl], None if x is None else x[sl], w, spec, sub)
-            if part_dx is not None:
-                if step < shape.N:
-                    dx[sl] = part_dx
-                else:
-                    dx = part_dx
-            dw = _accumulate(dw, part_dw)
-    if want_dw and dw is None:                  # an empty batch
+        only = {"grad_input": finite_only[0], "grad_weight": finite_only[1]}.get(job, False)
+        try:
+            dx, dw = _backward_job(impl, job, only, grad_out, x, w, spec, shape, dx, dw)
+        except _NotFinite:
+            failed.add(job)
+    if want_dw and dw is None and "grad_weight" not in failed:      # an empty batch
         dw = np.zeros((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size), dtype=dtype)
+    return (None if "grad_input" in failed else dx), (None if "grad_weight" in failed else dw)
+
+
+def _backward_job(impl, job, only, grad_out, x, w, spec, shape, dx, dw):
+    """One job of :func:`_backward` ('both', 'grad_input' or 'grad_weight'): (dx, dw) updated."""
+    dtype = grad_out.dtype
+    itemsize = dtype.itemsize
+    run = functools.partial(_run_job, finite_only=only)
+    passes = ("grad_input", "grad_weight") if job == "both" else (job,)
+    step = _batch_steps(impl, passes, spec, shape, itemsize)
+    if step >= shape.N:                     # the whole batch at once
+        part_dx, part_dw = run(impl, job, grad_out, x, w, spec, shape)
+        dx = dx if part_dx is None else part_dx
+        dw = _accumulate(dw, part_dw)
+        return dx, dw
+    blocks = None
+    if step < 1:
+        # x̃ and/or ∂x̃ of one sample, and fold's two copies of ∂x
+        fixed = _padded_sample_bytes(spec, shape, itemsize) * len(passes) + \
+            (2 * shape.C * shape.H * shape.W * itemsize if job != "grad_weight" else 0)
+        blocks = _row_blocks(impl, passes, spec, shape, itemsize, fixed)
+    step = max(step, 1)
+    if job != "grad_weight" and (step < shape.N or blocks is not None):
+        dx = np.empty((shape.N, shape.C, shape.H, shape.W), dtype=dtype)
+    if blocks is not None:
+        dw = _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw, run)
+        return dx, dw
+    for sl in _slices(shape.N, step) if step < shape.N else [slice(0, shape.N)]:
+        sub = shape._replace(N=sl.stop - sl.start)
+        part_dx, part_dw = run(impl, job, grad_out[sl], None if x is None else x[sl], w, spec, sub)
+        if part_dx is not None:
+            if step < shape.N:
+                dx[sl] = part_dx
+            else:
+                dx = part_dx
+        dw = _accumulate(dw, part_dw)
     return dx, dw
 
 
-def _run_job(impl, job, g, xs, w, spec, shape):
-    """(∂x part or None, ∂w part or None) of one slice: ``job`` is 'both', 'grad_input' or 'grad_weight'."""
+def _run_job(impl, job, g, xs, w, spec, shape, finite_only=False):
+    """(∂x part or None, ∂w part or None) of one slice: ``job`` is 'both', 'grad_input' or 'grad_weight';
+    with ``finite_only`` (a ``FINITE_ONLY`` implementation), :class:`_NotFinite` where its pass gave None."""
     if job == "both":
         return impl.backward(g, xs, w, spec, shape, (True, True))
-    if job == "grad_input":
-        return impl.grad_input(g, w, spec, shape), None
-    return None, impl.grad_weight(g, xs, spec, shape)
+    options = {"finite_only": True} if finite_only else {}
+    part = impl.grad_input(g, w, spec, shape, **options) if job == "grad_input" else \
+        impl.grad_weight(g, xs, spec, shape, **options)
+    if part is None:
+        raise _NotFinite(job)
+    return (part, None) if job == "grad_input" else (None, part)
 
 
 def _accumulate(total, part):
@@ -434,7 +468,7 @@ def _accumulate(total, part):
     return total
 
 
-def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
+def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw, run=None):
     """The backward of samples too big for the limit, one sample at a time on blocks of output rows.
 
     A block of output rows ``r0:r1`` reads the padded rows ``read`` only, so it is a convolution of
@@ -451,7 +485,7 @@ def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw):
         for r0, r1, read in blocks:
             g = np.ascontiguousarray(grad_out[n:n + 1, :, r0:r1])    # (1, C_out, rows, W_out)
             xs = None if xp is None else np.ascontiguousarray(xp[:, :, read])   # (1, C, rows read, Wp)
-            part_dx, part_dw = _run_job(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
+            part_dx, part_dw = (run or _run_job)(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
             if part_dx is not None:
                 dxp[:, :, read] += part_dx
             dw = _accumulate(dw, part_dw)

@@ -54,7 +54,7 @@ from ..padding import fold, pad
 
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
-FINITE_ONLY = True  # forward(..., finite_only=True) is None when its input or output is not finite
+FINITE_ONLY = True  # each pass(..., finite_only=True) is None when what it reads or writes is not finite
 
 
 def needs(spec, shape):
@@ -171,23 +171,30 @@ def prepared_forward(w):
     return lambda x, b, spec, shape, **options: forward(x, w, b, spec, shape, U=U, **options)
 
 
-def grad_input(grad_out, w, spec, shape):
+def grad_input(grad_out, w, spec, shape, finite_only=False):
+    """∂L/∂x; with ``finite_only``, None if grad_out or ∂L/∂x holds a value that is not finite."""
+    from . import all_finite
+
     wr = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C_out, C, 3, 3) → (C, C_out, 3, 3)
     (pt, pb), (pl, pr) = spec.padding
-    if spec.padding_mode == "zeros":
-        return correlate3x3(grad_out, wr, 2 - pt, 2 - pl, shape.H, shape.W)   # the interior of x̃ only
-    dxp = correlate3x3(grad_out, wr, 2, 2, shape.H + pt + pb, shape.W + pl + pr)   # (N, C, Hp, Wp)
-    return fold(dxp, spec, (shape.H, shape.W))
+    if spec.padding_mode == "zeros":                                # the interior of x̃ only
+        return correlate3x3(grad_out, wr, 2 - pt, 2 - pl, shape.H, shape.W, finite_only=finite_only)
+    dxp = correlate3x3(grad_out, wr, 2, 2, shape.H + pt + pb, shape.W + pl + pr, finite_only=finite_only)
+    if dxp is None:                                                 # (N, C, Hp, Wp)
+        return None
+    dx = fold(dxp, spec, (shape.H, shape.W))
+    return None if finite_only and not all_finite(dx) else dx      # fold's sums can overflow
 
 
-def grad_weight(grad_out, x, spec, shape):
+def grad_weight(grad_out, x, spec, shape, finite_only=False):
     """∂L/∂w by the adjoint of the tile formula: with Z = (A⊗A) dy-tiles, (36, C_out, P),
 
         ∂L/∂w = (G⊗G)ᵀ · Σ_tiles Z[t] Vᵀ[t]
 
     the sum over tiles (and samples) running inside one batched product
     (36, C_out, P) @ (36, P, C_in).  Outputs beyond H_out, W_out in partial tiles get zero
-    gradient, so they contribute nothing.
+    gradient, so they contribute nothing.  With ``finite_only``, None if x or grad_out holds a
+    value that is not finite.
     """
     from .kernels import _numba
     from .kernels import winograd as kernels
@@ -195,12 +202,16 @@ def grad_weight(grad_out, x, spec, shape):
     Ho, Wo = shape.H_out, shape.W_out
     if spec.padding_mode == "zeros":
         (pt, _), (pl, _) = spec.padding
-        V, (th, tw), _ = _input_transform(x, pt, pl, Ho, Wo)       # (36, C, P)
+        V, (th, tw), finite = _input_transform(x, pt, pl, Ho, Wo)  # (36, C, P)
     else:
-        V, (th, tw), _ = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
+        V, (th, tw), finite = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
+    if finite_only and not finite:
+        return None
     N, O = grad_out.shape[:2]
     Z = np.empty((_T, O, N * th * tw), dtype=grad_out.dtype)
-    _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)
+    nonfinite = _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)
+    if finite_only and nonfinite:
+        return None
     dU = blas.stacked(Z, V.transpose(0, 2, 1))                     # (36, O, P) @ (36, P, C) → (36, O, C)
     del Z, V
     C = dU.shape[2]

@@ -17,6 +17,10 @@ parallel loop runs over (sample, channel) pairs; the arithmetic constants are in
 * :func:`output_tiles`  y = Aᵀ M A + bias, scattered into the output, partial tiles cropped
 * :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
   zero beyond Ho, Wo (the adjoint of the output transform, for the weight gradient)
+
+Each returns how many (sample, channel) planes of what it read (input_tiles, gradient_tiles) or wrote
+(output_tiles) hold a NaN or ±Inf, counted as it goes (:func:`nonfinite_sum`), so that a caller that
+keeps only finite results needs no pass of its own over those arrays.
 """
 from __future__ import annotations
 
@@ -124,13 +128,16 @@ def output_tiles(M, bias, th, tw, out):
 
 @njit(cache=True, parallel=True)
 def gradient_tiles(g, th, tw, Z):
-    """Z (36, O, N·th·tw) ← A t Aᵀ of every 4 × 4 tile t of g (N, O, Ho, Wo), zeros beyond Ho, Wo."""
+    """Z (36, O, N·th·tw) ← A t Aᵀ of every 4 × 4 tile t of g (N, O, Ho, Wo), zeros beyond Ho, Wo;
+    returns how many (sample, channel) planes of g hold a value that is not finite."""
     N, O, Ho, Wo = g.shape
     two, four, eight = g.dtype.type(2), g.dtype.type(4), g.dtype.type(8)
     width = 4 * tw
+    nonfinite = np.zeros(N * O, dtype=np.int64)
     for no in prange(N * O):
         n = no // O
         o = no - n * O
+        nonfinite[no] = nonfinite_sum(g[n, o].ravel(), Ho * Wo) != 0
         win = np.zeros((4, width), dtype=g.dtype)       # the tile rows; columns beyond Wo stay 0
         u = np.empty((6, width), dtype=g.dtype)         # A applied down the columns
         for i in range(th):
@@ -162,3 +169,4 @@ def gradient_tiles(g, th, tw, Z):
                     Z[t + 3, o, p0 + j] = e0 + two * e1 + four * e2 + eight * e3
                     Z[t + 4, o, p0 + j] = e0 - two * e1 + four * e2 - eight * e3
                     Z[t + 5, o, p0 + j] = e3
+    return nonfinite.sum()
