@@ -122,6 +122,21 @@ def peak_bytes(fn):
     return result, peak
 
 
+def recording_all_finite(monkeypatch) -> list:
+    """The sizes of the arrays ``convscope.algorithms.all_finite`` sums from now on (the checks the
+    runners and the paths make before and after a ``"global"`` pass), recorded for the test."""
+    from convscope import algorithms
+
+    sizes, real = [], algorithms.all_finite
+
+    def recording(*arrays):
+        sizes.extend(a.size for a in arrays if a is not None)
+        return real(*arrays)
+
+    monkeypatch.setattr(algorithms, "all_finite", recording)
+    return sizes
+
+
 def rel_l2(a, b) -> float:
     """‖a − b‖ / ‖b‖ in float64 (the norm-relative error of a fast algorithm's result a)."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)

@@ -213,12 +213,11 @@ def test_nonfinite_values_land_where_torch_puts_them(name, out_channels, dtype, 
 
 
 @pytest.mark.parametrize("where", ["input", "output"])
-def test_ndwinograd_forward_checks_input_and_result_in_its_transforms(where):
+def test_ndwinograd_forward_checks_input_and_result_in_its_transforms(where, monkeypatch):
     """ndwinograd's forward sums only the weight and the bias: its transforms check the input and the
     result, and a NaN read in a later block of planes, or an overflow, sends the call to ndstack."""
     require_torch()
-    from convscope.algorithms import ndwinograd
-    from oracle import assert_same_nonfinite, torch_native_conv_nd
+    from oracle import assert_same_nonfinite, recording_all_finite, torch_native_conv_nd
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 4, 6, 9, 10)).astype(np.float32)
@@ -228,22 +227,12 @@ def test_ndwinograd_forward_checks_input_and_result_in_its_transforms(where):
         x[1, 3, 5, 8, 9] = np.nan                                    # the last plane's last pixel
     else:
         x[1] *= np.float32(3e36)                                     # finite; the transforms overflow
-    sizes = []
-    real = algorithms.all_finite
-
-    def recording(*arrays):
-        sizes.extend(a.size for a in arrays if a is not None)
-        return real(*arrays)
-
-    algorithms.all_finite = recording
-    try:
-        got = convscope.conv3d(x, w, b, padding=1, algorithm="ndwinograd")
-        assert x.size not in sizes and got.size not in sizes        # only the weight and the bias were summed
-        sizes.clear()
-        convscope.conv3d(x[:1], w, b, padding=1, algorithm="ndwinograd")
-        assert sorted(sizes) == sorted({w.size, b.size})             # nothing else, on a finite call
-    finally:
-        algorithms.all_finite = real
+    sizes = recording_all_finite(monkeypatch)
+    got = convscope.conv3d(x, w, b, padding=1, algorithm="ndwinograd")
+    assert x.size not in sizes and got.size not in sizes            # only the weight and the bias were summed
+    sizes.clear()
+    convscope.conv3d(x[:1], w, b, padding=1, algorithm="ndwinograd")
+    assert sorted(sizes) == sorted({w.size, b.size})                 # nothing else, on a finite call
     want, _ = torch_native_conv_nd(x, w, b, None, padding=1)
     assert_same_nonfinite(got, want, f"{where}: forward", np.abs(want[np.isfinite(want)]).max())
     call = bind(3, input=x, weight=w, padding=1)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import convscope
 from convscope.algorithms import winograd
-from oracle import assert_close, check_against_torch, float32_against_exact, peak_bytes, rel_l2
+from oracle import assert_close, check_against_torch, float32_against_exact, peak_bytes, recording_all_finite, rel_l2
 
 MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -178,10 +178,9 @@ def test_transforms_count_the_planes_that_are_not_finite(value, dtype):
 
 
 @pytest.mark.parametrize("where", ["input", "output"])
-def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where):
+def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where, monkeypatch):
     """A Winograd forward cut into batch slices (a small workspace limit) whose last slice reads a NaN or
     overflows is recomputed on the exact path: torch's NaN and Inf masks, and no pass over x or out."""
-    from convscope import algorithms
     from oracle import assert_same_nonfinite, torch_native_conv2d
 
     x, w, b = _arrays((4, 8, 12, 12), (8, 8, 3, 3), np.float32, seed=6)
@@ -192,39 +191,15 @@ def test_forward_in_batch_slices_recomputes_a_nonfinite_slice(where):
         x[3] *= np.float32(3e36)                              # finite; Winograd's transforms overflow
     spec, shape = _spec_shape(x.shape, w.shape, 1, "zeros")
     one = winograd.workspace("forward", spec, shape._replace(N=1), 4)
-    sizes = []
-    real = algorithms.all_finite
-
-    def recording(*arrays):
-        sizes.extend(a.size for a in arrays if a is not None)
-        return real(*arrays)
-
-    algorithms.all_finite = recording
-    try:
-        with convscope.workspace_limit(one):
-            got = convscope.conv2d(x, w, b, padding=1, algorithm="winograd")
-    finally:
-        algorithms.all_finite = real
+    sizes = recording_all_finite(monkeypatch)
+    with convscope.workspace_limit(one):
+        got = convscope.conv2d(x, w, b, padding=1, algorithm="winograd")
     assert x.size not in sizes and got.size not in sizes     # only the weight and the bias were summed
     want, _ = torch_native_conv2d(x, w, b, None, padding=1)
     assert_same_nonfinite(got, want, f"{where}: forward", np.abs(want[np.isfinite(want)]).max())
     assert not np.isfinite(winograd.forward(x[3:], w, b, spec, shape._replace(N=1))).all()   # what was caught
     assert winograd.forward(x[3:], w, b, spec, shape._replace(N=1), finite_only=True) is None
     assert winograd.forward(x[:3], w, b, spec, shape._replace(N=3), finite_only=True) is not None
-
-
-def _recording_all_finite(monkeypatch):
-    """The sizes of the arrays run_forward and run_backward sum from now on."""
-    from convscope import algorithms
-
-    sizes, real = [], algorithms.all_finite
-
-    def recording(*arrays):
-        sizes.extend(a.size for a in arrays if a is not None)
-        return real(*arrays)
-
-    monkeypatch.setattr(algorithms, "all_finite", recording)
-    return sizes
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
@@ -244,7 +219,7 @@ def test_backward_checks_what_it_reads_and_writes_itself(where, limit, mode, mon
         x[3, 2, 0, 11] = np.nan
     spec, shape = _spec_shape(x.shape, w.shape, 1, mode)
     per_sample = max(winograd.workspace(p, spec, shape._replace(N=1), 4) for p in ("grad_input", "grad_weight"))
-    sizes = _recording_all_finite(monkeypatch)
+    sizes = recording_all_finite(monkeypatch)
     with convscope.workspace_limit(per_sample if limit == "slices" else per_sample // 3):
         got = convscope.conv2d_backward(g, x, w, padding=1, padding_mode=mode, algorithm="winograd")
     if where == "none":            # the weight and ∂L/∂w; with reflect, each slice's ∂L/∂x after fold's sums
