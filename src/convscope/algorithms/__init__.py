@@ -299,13 +299,15 @@ def _forward(name, x, w, b, spec, shape, finite_only=False):
     if blocks is None:
         into = bool(_declared(impl, "FORWARD_INTO")) and not prepared
         for sl in _slices(shape.N, max(step, 1)):
+            sub = shape._replace(N=sl.stop - sl.start)
             if into:                            # each slice's result written in place
-                impl.forward(x[sl], w, b, spec, shape._replace(N=sl.stop - sl.start), out=out[sl], **options)
-                continue
-            part = fwd(x[sl], b, spec, shape._replace(N=sl.stop - sl.start), **options)
+                part = impl.forward(x[sl], w, b, spec, sub, out=out[sl], **options)
+            else:
+                part = fwd(x[sl], b, spec, sub, **options)
+                if part is not None:
+                    out[sl] = part
             if part is None:
                 return None
-            out[sl] = part
         return out
     # One sample is too big: pad it, then run blocks of output rows on the padded rows they read.
     flat = spec.unpadded()
@@ -468,13 +470,14 @@ def _accumulate(total, part):
     return total
 
 
-def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw, run=None):
+def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw, run):
     """The backward of samples too big for the limit, one sample at a time on blocks of output rows.
 
     A block of output rows ``r0:r1`` reads the padded rows ``read`` only, so it is a convolution of
     those rows with no padding (the forward's blocks): its ∂/∂(rows read) is added into the padded
     sample's gradient, which :func:`convscope.padding.fold` (the adjoint of the padding) then takes
     to the input; its ∂w is one term of the sum over blocks.  Writes ``dx[n]``; returns ``dw``.
+    ``run`` is :func:`_run_job` with the pass's ``finite_only``.
     """
     want_dx, want_dw = job != "grad_weight", job != "grad_input"
     flat = spec.unpadded()
@@ -485,7 +488,7 @@ def _backward_rows(impl, job, blocks, grad_out, x, w, spec, shape, dx, dw, run=N
         for r0, r1, read in blocks:
             g = np.ascontiguousarray(grad_out[n:n + 1, :, r0:r1])    # (1, C_out, rows, W_out)
             xs = None if xp is None else np.ascontiguousarray(xp[:, :, read])   # (1, C, rows read, Wp)
-            part_dx, part_dw = (run or _run_job)(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
+            part_dx, part_dw = run(impl, job, g, xs, w, flat, _rows_shape(spec, shape, r1 - r0))
             if part_dx is not None:
                 dxp[:, :, read] += part_dx
             dw = _accumulate(dw, part_dw)
