@@ -465,12 +465,15 @@ PASSES = ("fwd", "fb")
 LIBRARY_PASSES = {"torch": PASSES, "convscope": PASSES, "onnxruntime": ("fwd",), "jax": PASSES}
 SHORT = {"torch": "torch", "convscope": "cs", "onnxruntime": "ort", "jax": "jax"}
 DISTRIBUTION = {"torch": "torch", "convscope": "convscope", "onnxruntime": "onnxruntime", "jax": "jax"}
+# the modules a library's column needs (onnxruntime's models are built with the onnx package)
+MODULES = {"torch": ("torch",), "convscope": ("convscope",), "onnxruntime": ("onnxruntime", "onnx"),
+           "jax": ("jax",)}
 
 
 def installed(lib: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(lib) is not None
+    return all(importlib.util.find_spec(name) is not None for name in MODULES.get(lib, (lib,)))
 
 
 def layer_arrays(layer: Layer, rng: np.random.Generator) -> dict:

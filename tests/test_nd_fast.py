@@ -244,6 +244,54 @@ def test_ndwinograd_forward_checks_input_and_result_in_its_transforms(where, mon
     assert not np.isfinite(ndwinograd._correlate(*args)).all()
 
 
+@pytest.mark.parametrize("out_channels", [3, 6])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("where", ["grad_output", "input", "overflow"])
+def test_ndwinograd_backward_checks_its_operands_in_its_transforms(out_channels, mode, where, monkeypatch):
+    """ndwinograd's gradients sum only the weight, the weight gradient and an input gradient that was
+    folded (padding other than zeros) or summed from the stacked taps (more output channels than input
+    ones): the transforms check grad_output and x.  A NaN in the last block of planes, or finite values
+    whose products overflow, sends the pass to ndstack, and the gradients land where torch puts them;
+    a finite call sums nothing else."""
+    require_torch()
+    from oracle import assert_same_nonfinite, recording_all_finite, torch_native_conv_nd
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 4, 6, 9, 10)).astype(np.float32)
+    w = (rng.uniform(-1, 1, (out_channels, 4, 3, 3, 3)) / 8).astype(np.float32)
+    b = rng.standard_normal(out_channels).astype(np.float32)
+    g = rng.standard_normal((2, out_channels, 6, 9, 10)).astype(np.float32)
+    if where == "grad_output":
+        g[1, out_channels - 1, 5, 8, 9] = np.nan                     # the last plane's last pixel
+    elif where == "input":
+        x[1, 3, 5, 8, 9] = np.nan
+    else:
+        g[1] *= np.float32(3e36)                                     # finite; the transforms overflow
+    params = dict(padding=1, padding_mode=mode)
+    monkeypatch.setattr(ndwinograd, "BLOCK_BYTES", 1)                # one plane a block
+    grads = convscope.conv3d_backward(g, x, w, algorithm="ndwinograd", **params)
+    _, (dx, dw, db) = torch_native_conv_nd(x, w, b, g, **params)
+    for field, want in zip(grads._fields, (dx, dw, db)):
+        finite = want[np.isfinite(want)]
+        assert_same_nonfinite(getattr(grads, field), want, f"{where}: grad {field}",
+                              np.abs(finite).max() if finite.size else None)
+    sizes = recording_all_finite(monkeypatch)
+    convscope.conv3d_backward(g[:1], x[:1], w, algorithm="ndwinograd", **params)
+    summed_dx = mode != "zeros" or out_channels > x.shape[1]
+    assert sorted(sizes) == sorted([w.size, w.size] + ([x[:1].size] if summed_dx else []))   # a finite call
+    call = bind(3, input=x, weight=w, padding=1, padding_mode=mode)
+    spec, shape = call.spec, call.shape
+    with np.errstate(all="ignore"):                                  # as the runner calls the passes
+        if where == "input":
+            assert ndwinograd._stacked_grad_weight(g, x, spec, shape, finite_only=True) is None
+        else:
+            pass_ = ndwinograd._flipped_input_gradient if ndwinograd._flipped(spec, shape) \
+                else ndwinograd._unstacked_input_gradient
+            assert pass_(g, w, spec, shape, finite_only=True) is None
+        if where == "grad_output":                                   # an overflow: caught by the ∂L/∂w sum
+            assert ndwinograd._stacked_grad_weight(g, x, spec, shape, finite_only=True) is None
+
+
 # --------------------------------------------------------------------------- the workspace limit
 
 MiB = 1 << 20

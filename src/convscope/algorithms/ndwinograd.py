@@ -37,7 +37,9 @@ Backward
   (:func:`~convscope.algorithms.kernels.ndwinograd.unstacked_output_tiles`).
 
 A call with a non-finite value, or whose result is not finite, is computed on ``ndstack``'s local
-path, as :func:`convscope.algorithms.run_forward` does for a 2-d Winograd pass.
+path, as :func:`convscope.algorithms.run_forward` does for a 2-d Winograd pass.  The transforms count
+the non-finite values in the planes they read and the rows they write, so only the weight, the weight
+gradient and a folded or unstacked input gradient are summed apart.
 """
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ def grad_input(grad_out, w, spec, shape):
 
     if spec.ndim == 2:
         return ndstack.grad_input(grad_out, w, spec, shape, INNER)
-    if all_finite(grad_out, w):
+    if all_finite(w):                                    # grad_out and ∂L/∂x: checked by the passes
         pass_ = _flipped_input_gradient if _flipped(spec, shape) else _unstacked_input_gradient
-        dx = pass_(grad_out, w, spec, shape)
-        if all_finite(dx):
+        dx = pass_(grad_out, w, spec, shape, finite_only=True)
+        if dx is not None:
             return dx
     return ndstack.grad_input(grad_out, w, spec, shape, ndstack.inner_path(spec, shape))
 
@@ -99,10 +101,9 @@ def grad_weight(grad_out, x, spec, shape):
 
     if spec.ndim == 2:
         return ndstack.grad_weight(grad_out, x, spec, shape, INNER)
-    if all_finite(grad_out, x):
-        dw = _stacked_grad_weight(grad_out, x, spec, shape)
-        if all_finite(dw):
-            return dw
+    dw = _stacked_grad_weight(grad_out, x, spec, shape, finite_only=True)   # x and grad_out: checked by the transforms
+    if dw is not None and all_finite(dw):
+        return dw
     return ndstack.grad_weight(grad_out, x, spec, shape, ndstack.inner_path(spec, shape))
 
 
@@ -210,9 +211,12 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks, finite_o
     return out
 
 
-def _flipped_input_gradient(grad_out, w, spec, shape):
+def _flipped_input_gradient(grad_out, w, spec, shape, finite_only=False):
     """∂L/∂x (N, C, D, H, W) of a depth-stride-1 convolution as the correlation of grad_output with
-    the flipped kernel (module docstring)."""
+    the flipped kernel (module docstring); with ``finite_only``, None if grad_output or ∂L/∂x holds a
+    value that is not finite."""
+    from . import all_finite
+
     C, O, kD, dD = shape.C, shape.out_channels, spec.kernel_size[0], spec.dilation[0]
     w2 = np.ascontiguousarray(w[:, :, ::-1, ::-1, ::-1].transpose(1, 0, 2, 3, 4)).reshape((C, O * kD, 3, 3))
     # (O, C, k_D, 3, 3) flipped along its three axes, channel axes swapped → (C, O, k_D, 3, 3) → (C, O·k_D, 3, 3)
@@ -221,15 +225,22 @@ def _flipped_input_gradient(grad_out, w, spec, shape):
     plane_blocks = blocks("grad_input", spec, shape, g.dtype.itemsize)
     if spec.padding_mode == "zeros":                       # the interior of x̃ only
         (p0, _), (pt, _), (pl, _) = spec.padding
-        return _correlate(g, w2, 1, dD, (full - p0, 2 - pt, 2 - pl), tuple(shape.spatial), None, plane_blocks)
-    dxp = _correlate(g, w2, 1, dD, (full, 2, 2), spec.padded_size(shape.spatial), None, plane_blocks)
-    return fold(dxp, spec, tuple(shape.spatial))
+        return _correlate(g, w2, 1, dD, (full - p0, 2 - pt, 2 - pl), tuple(shape.spatial), None, plane_blocks,
+                          finite_only=finite_only)
+    dxp = _correlate(g, w2, 1, dD, (full, 2, 2), spec.padded_size(shape.spatial), None, plane_blocks,
+                     finite_only=finite_only)
+    if dxp is None:
+        return None
+    dx = fold(dxp, spec, tuple(shape.spatial))
+    return None if finite_only and not all_finite(dx) else dx      # fold's sums can overflow
 
 
-def _unstacked_input_gradient(grad_out, w, spec, shape):
+def _unstacked_input_gradient(grad_out, w, spec, shape, finite_only=False):
     """∂L/∂x (N, C, D, H, W): the 2-d Winograd input gradient of the stacked input, each plane of
     grad_output transformed once, the taps' transformed tiles summed onto the planes they were
-    stacked from, then transformed back (module docstring)."""
+    stacked from, then transformed back (module docstring); with ``finite_only``, None if
+    grad_output (checked by its transform) or ∂L/∂x holds a value that is not finite."""
+    from . import all_finite
     from .kernels import _numba, ndwinograd as nd_kernels
 
     N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
@@ -250,15 +261,19 @@ def _unstacked_input_gradient(grad_out, w, spec, shape):
     for a, c in blocks("grad_input", spec, shape, g.dtype.itemsize):
         nb = c - a
         V = V_all.take((36, O, N * nb * T))
-        _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
+        nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, g, 0, top, left, 1, 1, 1, a, nb, th, tw, V)
+        if finite_only and nonfinite:
+            return None
         M = blas.stacked(U, V, out=M_all.take((36, C * kD, N * nb * T)))   # (36, C·k_D, O) @ (36, O, P) → (36, C·k_D, P)
         _numba.launch(nd_kernels.unstacked_output_tiles, M, front, spec.stride[0], spec.dilation[0], kD, a, nb,
                       th, tw, out)
-    return out if zeros else fold(out, spec, tuple(shape.spatial))
+    dx = out if zeros else fold(out, spec, tuple(shape.spatial))
+    return None if finite_only and not all_finite(dx) else dx      # the taps' sums are checked here
 
 
-def _stacked_grad_weight(grad_out, x, spec, shape):
-    """∂L/∂w (C_out, C, k_D, 3, 3) = (G⊗G)ᵀ · Σ_blocks Z V_Xᵀ (module docstring)."""
+def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
+    """∂L/∂w (C_out, C, k_D, 3, 3) = (G⊗G)ᵀ · Σ_blocks Z V_Xᵀ (module docstring); with ``finite_only``,
+    None if a plane of x or grad_output the transforms read holds a value that is not finite."""
     from .kernels import _numba, ndwinograd as nd_kernels, winograd as kernels
 
     N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
@@ -270,12 +285,14 @@ def _stacked_grad_weight(grad_out, x, spec, shape):
     for a, c in blocks("grad_weight", spec, shape, x.dtype.itemsize):
         nb = c - a
         VX = VX_all.take((36, C * kD, N * nb * T))
-        _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0], spec.dilation[0],
-                      kD, a, nb, th, tw, VX)
+        nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0],
+                                  spec.dilation[0], kD, a, nb, th, tw, VX)
         Z = Z_all.take((36, O, N * nb * T))
         for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
-            _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
-                          Z[:, :, n * nb * T:(n + 1) * nb * T])
+            nonfinite += _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
+                                       Z[:, :, n * nb * T:(n + 1) * nb * T])
+        if finite_only and nonfinite:
+            return None
         blas.stacked(Z, VX.transpose(0, 2, 1), out=dU, accumulate=True)    # (36, O, P) @ (36, P, C·k_D), Σ over blocks
     GG = winograd.matrices(grad_out.dtype)[1]
     dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
