@@ -97,12 +97,10 @@ def grad_input(grad_out, w, spec, shape):
 
 
 def grad_weight(grad_out, x, spec, shape):
-    from . import all_finite
-
     if spec.ndim == 2:
         return ndstack.grad_weight(grad_out, x, spec, shape, INNER)
-    dw = _stacked_grad_weight(grad_out, x, spec, shape, finite_only=True)   # x and grad_out: checked by the transforms
-    if dw is not None and all_finite(dw):
+    dw = _stacked_grad_weight(grad_out, x, spec, shape, finite_only=True)   # checks x, grad_out and ∂L/∂w
+    if dw is not None:
         return dw
     return ndstack.grad_weight(grad_out, x, spec, shape, ndstack.inner_path(spec, shape))
 
@@ -273,7 +271,8 @@ def _unstacked_input_gradient(grad_out, w, spec, shape, finite_only=False):
 
 def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
     """∂L/∂w (C_out, C, k_D, 3, 3) = (G⊗G)ᵀ · Σ_blocks Z V_Xᵀ (module docstring); with ``finite_only``,
-    None if a plane of x or grad_output the transforms read holds a value that is not finite."""
+    None if a plane of x or grad_output the transforms read, or ∂L/∂w, holds a value that is not finite."""
+    from . import all_finite
     from .kernels import _numba, ndwinograd as nd_kernels, winograd as kernels
 
     N, O, C, kD = shape.N, shape.out_channels, shape.C, spec.kernel_size[0]
@@ -296,7 +295,8 @@ def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
         blas.stacked(Z, VX.transpose(0, 2, 1), out=dU, accumulate=True)    # (36, O, P) @ (36, P, C·k_D), Σ over blocks
     GG = winograd.matrices(grad_out.dtype)[1]
     dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
-    return np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
+    dw = np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)
+    return None if finite_only and not all_finite(dw) else dw      # the products' sums can overflow
 
 
 def describe(spec, shape, pass_) -> str:
