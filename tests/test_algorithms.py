@@ -51,6 +51,9 @@ CASES = [
     ((3, 13, 6), (5, 3, 3, 3), dict(padding="same")),
     ((4, 9, 10), (6, 2, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
     ((3, 11, 9), (4, 3, 5, 5), dict(stride=2, padding=2)),
+    ((3, 9, 8), (4, 3, 2, 2), dict(stride=2)),                                     # patches, a row unread
+    ((4, 6, 9), (6, 2, 2, 3), dict(stride=(2, 3), groups=2, padding_mode="reflect")),
+    ((3, 8, 8), (5, 3, 4, 4), dict(stride=4, bias=False)),
 ]
 
 

@@ -28,6 +28,7 @@ LAYERS = [
     ("depthwise", (4, 9, 9), (8, 1, 3, 3), dict(padding=1, groups=4)),
     ("depthwise-large", (2, 34, 34), (2, 1, 3, 3), dict(padding=1, groups=2)),       # ≥ 1024 outputs
     ("depthwise-7x7", (2, 12, 12), (2, 1, 7, 7), dict(padding=3, groups=2)),
+    ("2x2-stride2", (3, 9, 8), (4, 3, 2, 2), dict(stride=2)),                         # patches, a row unread
 ]
 REFERENCE_MAX_TAPS = 20_000          # the loops are slow: layers with more tap evaluations skip them
 

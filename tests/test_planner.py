@@ -27,6 +27,10 @@ from oracle import assert_close
     ((8, 64, 56, 56), (64, 32, 3, 3), dict(padding=1, groups=2), ("gemm",) * 3),
     ((8, 16, 64, 64), (16, 16, 15, 15), dict(padding=7), ("fft",) * 3),
     ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), ("fft",) * 3),
+    ((8, 3, 224, 224), (768, 3, 16, 16), dict(stride=16), ("patch",) * 3),             # patches
+    ((8, 64, 64, 64), (128, 64, 2, 2), dict(stride=2), ("patch",) * 3),
+    ((8, 64, 64, 64), (128, 64, 2, 2), dict(stride=2, padding=1), ("gemm", "gather", "gemm")),
+    ((8, 32, 56, 56), (32, 1, 2, 2), dict(stride=2, groups=32), ("depthwise",) * 3),
 ])
 def test_table(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)
@@ -52,6 +56,17 @@ def _spec_shape(x_shape, w_shape, **params):
 
     spec = make_spec(w_shape[2:], params.get("stride", 1), params.get("padding", 0), 1, 1, "zeros")
     return spec, check_shapes(spec, x_shape, w_shape)
+
+
+def test_non_overlapping_patches_plan_on_patch_also_transposed():
+    """A kernel as large as its stride with no padding: every pass, and the transposed layer's (U-Net's
+    2×2 stride-2 up-convolution), on the patches' 1×1 product; output_padding leaves rows no patch reads."""
+    for params in (dict(stride=2), dict(stride=2, output_padding=1)):
+        p = convscope.plan((8, 128, 32, 32), (128, 64, 2, 2), transposed=True, **params)
+        assert [c.algorithm for c in p] == ["patch"] * 3
+        assert "row 'patch'" in p.forward.reason and "2×2 patches as 256 channels" in p.forward.reason
+    p = convscope.plan((8, 3, 224, 224), (768, 3, 16, 16), stride=16)
+    assert "16×16 patches as 768 channels" in p.forward.reason
 
 
 def test_plan_reports_gemm_layouts():

@@ -47,6 +47,7 @@ CONFIGS = {
         ((3, 10, 9), (4, 3, 3, 3), dict(padding="same")),
         ((4, 9, 10), (6, 2, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
         ((3, 11, 9), (4, 3, 5, 5), dict(stride=2, padding=2, padding_mode="circular")),
+        ((4, 9, 8), (6, 2, 2, 2), dict(stride=2, groups=2)),
     ],
     3: [
         ((3, 5, 6, 5), (4, 3, 3, 3, 3), dict(padding=1)),

@@ -34,6 +34,7 @@ FEATURES = {
         ("no_bias", (3, 5), (3, 2, 4), dict(stride=2, padding=1, bias=False)),
         ("pointwise", (3, 5), (3, 2, 1), dict(stride=2)),
         ("upsample_k4_s2", (2, 8), (2, 3, 4), dict(stride=2, padding=1)),
+        ("patches", (2, 6), (2, 3, 2), dict(stride=2, output_padding=1)),
     ],
     2: [
         ("plain", (3, 5, 4), (3, 2, 3, 3), dict()),
@@ -49,6 +50,7 @@ FEATURES = {
         ("pointwise", (3, 4, 4), (3, 2, 1, 1), dict()),
         ("unet_2x2_s2", (4, 4, 5), (4, 2, 2, 2), dict(stride=2)),
         ("fcn_4x4_s2", (2, 5, 5), (2, 3, 4, 4), dict(stride=2, padding=1)),
+        ("patches_output_padding", (3, 3, 4), (3, 2, 2, 3), dict(stride=(2, 3), output_padding=(1, 2))),
     ],
     3: [
         ("plain", (2, 3, 3, 4), (2, 2, 2, 3, 2), dict()),
@@ -461,7 +463,7 @@ def test_plan_transposed_names_the_passes_of_the_adjoint_convolution(nd, x_shape
         assert getattr(planned, mine).algorithm == getattr(adjoint, theirs).algorithm
         assert getattr(adjoint, theirs).reason in getattr(planned, mine).reason
         assert f"adjoint convolution's {theirs.replace('_', '-')} pass" in getattr(planned, mine).reason
-    gemms = nd < 3 and {adjoint.forward.algorithm, adjoint.grad_weight.algorithm} <= {"gemm", "gather"}
+    gemms = nd < 3 and {adjoint.forward.algorithm, adjoint.grad_weight.algorithm} <= {"gemm", "gather", "patch"}
     for choice in (planned.grad_input, planned.grad_weight):      # the two gradients share one im2col
         assert ("from one im2col of grad_output" in choice.reason) == gemms
     forced = convscope.plan(x_shape, w_shape, transposed=True, algorithm="reference", **params)

@@ -12,6 +12,8 @@ row         condition                                       forward      grad_in
 fft-dw      one input channel per group, groups > 1,        fft          fft          fft
             kH·kW ≥ 289, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
+patch       kernel = stride, no padding, dilation 1         patch        patch        patch
+            (patches that do not overlap)
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 100
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
@@ -98,6 +100,10 @@ def _is_depthwise(spec, shape):
     return shape.groups > 1 and shape.in_per_group == 1
 
 
+def _is_patch(spec, shape):
+    return ALGORITHMS["patch"].needs(spec, shape) is None
+
+
 def _wins_winograd(spec, shape):
     return (ALGORITHMS["winograd"].needs(spec, shape) is None
             and shape.C >= WINOGRAD_MIN_CHANNELS and shape.out_channels >= WINOGRAD_MIN_CHANNELS
@@ -157,6 +163,9 @@ TABLE = (
         "FFT, whose cost does not grow with the kernel"),
     Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
         "one input channel per group: compiled multiply-adds per tap"),
+    Row("patch", _is_patch, ("patch", "patch", "patch"),
+        "kernel as large as its stride, no padding, dilation 1: the patches do not overlap, so the input "
+        "rearranged by patches (space to depth) makes it a 1×1 product, no im2col"),
     Row("wino", _wins_winograd, ("winograd", "winograd", "winograd"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
         f"{WINOGRAD_MIN_OUTPUT_PIXELS} output pixels: Winograd F(4×4, 3×3), 4× fewer multiplies"),

@@ -37,7 +37,8 @@ from . import gemm
 
 ERROR = "local"     # each gradient is rounded from the products it sums (see convscope.precision)
 
-GEMM_PASSES = ("gemm", "gather")   # the implementations whose forward and weight gradient are gemm's
+GEMM_PASSES = ("gemm", "gather", "patch")   # the implementations whose forward and weight gradient are gemm's
+                                            # (patch's: gemm's 1×1 products on the patches, gemm's im2col there)
 SHARED = "from one im2col of grad_output with the other gradient (gather.forward_and_grad_weight)"
 FOLD_BELOW = 400    # fold the batch into one product below this many grad_output pixels per sample (bench/README.md)
 
