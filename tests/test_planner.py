@@ -31,6 +31,7 @@ from oracle import assert_close
     ((8, 64, 64, 64), (128, 64, 2, 2), dict(stride=2), ("patch",) * 3),
     ((8, 64, 64, 64), (128, 64, 2, 2), dict(stride=2, padding=1), ("gemm", "gather", "gemm")),
     ((8, 32, 56, 56), (32, 1, 2, 2), dict(stride=2, groups=32), ("depthwise",) * 3),
+    ((4, 512, 1, 199), (512, 512, 1, 2), dict(stride=(1, 2)), ("gemm",) * 3),        # 1-d patches: gemm's
 ])
 def test_table(x_shape, w_shape, params, expected):
     p = convscope.plan(x_shape, w_shape, **params)

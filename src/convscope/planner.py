@@ -13,7 +13,7 @@ fft-dw      one input channel per group, groups > 1,        fft          fft    
             kH·kW ≥ 289, stride 1, dilation 1
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 patch       kernel = stride, no padding, dilation 1         patch        patch        patch
-            (patches that do not overlap)
+            (patches that do not overlap), 2-d (H > 1)
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 64 and C_out ≥ 64, H_out·W_out ≥ 100
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
@@ -101,7 +101,7 @@ def _is_depthwise(spec, shape):
 
 
 def _is_patch(spec, shape):
-    return ALGORITHMS["patch"].needs(spec, shape) is None
+    return ALGORITHMS["patch"].needs(spec, shape) is None and shape.H > 1
 
 
 def _wins_winograd(spec, shape):
@@ -164,7 +164,7 @@ TABLE = (
     Row("dw", _is_depthwise, ("depthwise", "depthwise", "depthwise"),
         "one input channel per group: compiled multiply-adds per tap"),
     Row("patch", _is_patch, ("patch", "patch", "patch"),
-        "kernel as large as its stride, no padding, dilation 1: the patches do not overlap, so the input "
+        "kernel as large as its stride, no padding, dilation 1, 2-d: the patches do not overlap, so the input "
         "rearranged by patches (space to depth) makes it a 1×1 product, no im2col"),
     Row("wino", _wins_winograd, ("winograd", "winograd", "winograd"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
