@@ -12,8 +12,8 @@ turns the convolution into a 1×1 one over ``C·kH·kW`` channels with the weigh
     ∂L/∂x[n, c, i·kH + u, j·kW + v] = ∂L/∂x_p[n, (c, u, v), i, j]   (depth to space; 0 in the rows
                                                                      and columns no patch reads)
 
-The products are :mod:`convscope.algorithms.pointwise`'s (gemm's 1×1 layouts); the depth-to-space
-scatter is a compiled kernel (:mod:`convscope.algorithms.kernels.patch`).  No im2col: the
+The products run on gemm's 1×1 layouts, as :mod:`convscope.algorithms.pointwise`'s do; the
+depth-to-space scatter is a compiled kernel (:mod:`convscope.algorithms.kernels.patch`).  No im2col: the
 rearranged input is the same size as the input.  Padding modes do not matter, there being no padding.
 """
 from __future__ import annotations
