@@ -8,7 +8,7 @@ Usage::
 
 For each layer and pass (forward, grad_input, grad_weight) it times the steps of
 :mod:`convscope.algorithms.winograd` apart: the input transform (compiled kernel), the 36 batched
-products (NumPy's BLAS), the output transform (compiled kernel; for grad_weight the transform of the
+products (BLAS, :func:`convscope.blas.stacked`), the output transform (compiled kernel; for grad_weight the transform of the
 output gradient and the kernel-gradient transform), and the whole pass, beside im2col GEMM and torch.
 Effective GFLOP/s count a direct convolution's 2·N·C·C_out·9·H_out·W_out FLOPs.  Each figure is the
 median of ``--repeat`` samples, each after 0.2 s of untimed calls of the same step.
@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
 
     import convscope
+    from convscope import blas
     from convscope.algorithms import gemm, winograd
     from convscope.algorithms.kernels import _numba
     from convscope.algorithms.kernels import winograd as kernels
@@ -83,10 +84,10 @@ def main(argv=None) -> int:
         flops = 2 * N * C * C * 9 * H * H
         th = tw = -(-H // 4)
         P = N * th * tw
-        V = np.empty((36, C, P), dtype=np.float32)
-        Z = np.empty((36, C, P), dtype=np.float32)
-        U = winograd.transform_weight(w)
-        M = np.matmul(U, V)
+        V = np.empty((36, P, C), dtype=np.float32)                     # channels last, as the path holds them
+        Z = np.empty((36, P, C), dtype=np.float32)
+        Ut = np.ascontiguousarray(winograd.transform_weight(w).transpose(0, 2, 1))   # (36, C_in, C_out)
+        M = np.empty((36, P, C), dtype=np.float32)
         out = np.empty_like(x)
         dU = np.empty((36, C, C), dtype=np.float32)
         xt, wt, bt, gt = (torch.from_numpy(a) for a in (x, w, b, g))
@@ -95,9 +96,9 @@ def main(argv=None) -> int:
             return timed(fn, args.repeat, clock) * 1e3
 
         steps = {
-            "forward": [("in", lambda: _numba.launch(kernels.input_tiles, x, 1, 1, th, tw, V)),
-                        ("products", lambda: np.matmul(U, V, out=M)),
-                        ("out", lambda: _numba.launch(kernels.output_tiles, M, b, th, tw, out)),
+            "forward": [("in", lambda: _numba.launch(kernels.input_tiles_last, x, 1, 1, th, tw, V)),
+                        ("products", lambda: blas.stacked(V, Ut, out=M)),
+                        ("out", lambda: _numba.launch(kernels.output_tiles_last, M, b, th, tw, out)),
                         ("wino", lambda: winograd.forward(x, w, b, spec, shape)),
                         ("gemm", lambda: gemm.forward(x, w, b, spec, shape)),
                         ("torch", lambda: F.conv2d(xt, wt, bt, 1, 1))],
@@ -105,9 +106,9 @@ def main(argv=None) -> int:
                            ("gemm", lambda: gemm.backward(g, None, w, spec, shape, (True, False))[0]),
                            ("torch", lambda: torch.ops.aten.convolution_backward(
                                gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]))],
-            "grad_weight": [("in", lambda: _numba.launch(kernels.input_tiles, x, 1, 1, th, tw, V)),
-                            ("out-grad", lambda: _numba.launch(kernels.gradient_tiles, g, th, tw, Z)),
-                            ("products", lambda: np.matmul(Z, V.transpose(0, 2, 1), out=dU)),
+            "grad_weight": [("in", lambda: _numba.launch(kernels.input_tiles_last, x, 1, 1, th, tw, V)),
+                            ("out-grad", lambda: _numba.launch(kernels.gradient_tiles_last, g, th, tw, Z)),
+                            ("products", lambda: blas.stacked(Z.transpose(0, 2, 1), V, out=dU)),
                             ("wino", lambda: winograd.grad_weight(g, x, spec, shape)),
                             ("gemm", lambda: gemm.backward(g, x, None, spec, shape, (False, True))[1]),
                             ("torch", lambda: torch.ops.aten.convolution_backward(

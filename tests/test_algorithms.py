@@ -54,6 +54,7 @@ CASES = [
     ((3, 9, 8), (4, 3, 2, 2), dict(stride=2)),                                     # patches, a row unread
     ((4, 6, 9), (6, 2, 2, 3), dict(stride=(2, 3), groups=2, padding_mode="reflect")),
     ((3, 8, 8), (5, 3, 4, 4), dict(stride=4, bias=False)),
+    ((3, 10, 9), (4, 3, 4, 4), dict(stride=2, padding=1)),                         # sub-pixel phases, odd width
 ]
 
 

@@ -29,6 +29,7 @@ LAYERS = [
     ("depthwise-large", (2, 34, 34), (2, 1, 3, 3), dict(padding=1, groups=2)),       # ≥ 1024 outputs
     ("depthwise-7x7", (2, 12, 12), (2, 1, 7, 7), dict(padding=3, groups=2)),
     ("2x2-stride2", (3, 9, 8), (4, 3, 2, 2), dict(stride=2)),                         # patches, a row unread
+    ("4x4-stride2", (3, 10, 9), (4, 3, 4, 4), dict(stride=2, padding=1)),             # sub-pixel phases
 ]
 REFERENCE_MAX_TAPS = 20_000          # the loops are slow: layers with more tap evaluations skip them
 

@@ -92,7 +92,8 @@ def test_every_algorithm_declares_itself():
         assert hasattr(impl.module, "forward") and (hasattr(impl.module, "backward") or (
             hasattr(impl.module, "grad_input") and hasattr(impl.module, "grad_weight"))), name
         assert "planner" not in inspect.getsource(impl.module).split('"""', 2)[-1], name
-    assert {n for n, impl in algorithms.ALGORITHMS.items() if impl.ERROR == "global"} == {"winograd", "fft", "ndwinograd"}
+    assert {n for n, impl in algorithms.ALGORITHMS.items() if impl.ERROR == "global"} == {"winograd", "fft", "ndwinograd",
+                                                                                             "subpixel"}
 
 
 def test_grad_passes_derived_from_backward(monkeypatch):

@@ -111,6 +111,8 @@ def test_every_layout_and_dtype(nd, layout, dtype):
 @pytest.mark.parametrize("case", [
     ("depthwise", FEATURES[2][7]), ("pointwise", FEATURES[2][9]), ("winograd", FEATURES[2][0]),
     ("fft", FEATURES[2][0]), ("ndgemm", FEATURES[2][3]), ("depthwise", FEATURES[1][8]),
+    ("subpixel", FEATURES[2][8]), ("subpixel", FEATURES[2][11]), ("subpixel", FEATURES[2][3]),
+    ("subpixel", FEATURES[1][11]),
 ], ids=lambda c: f"{c[0]}-{c[1][0]}")
 def test_the_planners_other_paths_serve_it(case):
     require_torch()

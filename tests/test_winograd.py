@@ -92,19 +92,14 @@ def _windows(x, top, left, th, tw):
 
 
 @pytest.mark.parametrize("top, left", [(1, 1), (0, 0), (2, 2), (-1, 3), (4, -2)])
-def test_kernels_match_the_kronecker_matrices(top, left):
-    """Each compiled transform equals its Kronecker-matrix statement (winograd.matrices) on windows
-    cut from a zero-extended copy: input Bᵀ⊗Bᵀ, output Aᵀ⊗Aᵀ (+ bias, cropped), gradient (Aᵀ⊗Aᵀ)ᵀ."""
+def test_channels_first_kernels_match_the_kronecker_matrices(top, left):
+    """The channels-first transforms (the 3-d path's) equal their Kronecker-matrix statements
+    (winograd.matrices): output Aᵀ⊗Aᵀ (+ bias, cropped), gradient (Aᵀ⊗Aᵀ)ᵀ."""
     from convscope.algorithms.kernels import winograd as kernels
 
-    rng = np.random.default_rng(5)
-    BB, _, AA = winograd.matrices(np.float64)
-    x = rng.standard_normal((2, 3, 9, 7))
+    rng = np.random.default_rng(5 + top)
+    _, _, AA = winograd.matrices(np.float64)
     th, tw = 3, 2
-    V = np.empty((36, 3, 2 * th * tw))
-    kernels.input_tiles(x, top, left, th, tw, V)
-    want = np.einsum("ts,cps->tcp", BB, _windows(x, top, left, th, tw))
-    np.testing.assert_allclose(V, want, rtol=0, atol=1e-10)
 
     M = rng.standard_normal((36, 4, 2 * th * tw))
     bias = rng.standard_normal(4)
@@ -120,6 +115,79 @@ def test_kernels_match_the_kronecker_matrices(top, left):
     g[:, :, :out.shape[2], :out.shape[3]] = out
     tiles = g.reshape(2, 4, th, 4, tw, 4).transpose(1, 0, 2, 4, 3, 5).reshape(4, 2 * th * tw, 16)
     np.testing.assert_allclose(Z, np.einsum("qt,opq->top", AA, tiles), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("top, left", [(1, 1), (0, 0), (2, 2), (-1, 3), (4, -2)])
+def test_channels_last_kernels_match_the_kronecker_matrices(top, left):
+    """The 2-d path's channels-last transforms, (36, P, channels), equal the same Kronecker-matrix
+    statements: input, output (+ bias, cropped), gradient, and the kernel transform G⊗G."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(6)
+    BB, GG, AA = winograd.matrices(np.float64)
+    x = rng.standard_normal((2, 3, 9, 7))
+    th, tw = 3, 2
+    V = np.empty((36, 2 * th * tw, 3))
+    assert kernels.input_tiles_last(x, top, left, th, tw, V) == 0
+    want = np.einsum("ts,cps->tpc", BB, _windows(x, top, left, th, tw))
+    np.testing.assert_allclose(V, want, rtol=0, atol=1e-10)
+
+    M = rng.standard_normal((36, 2 * th * tw, 4))
+    bias = rng.standard_normal(4)
+    out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3))          # partial tiles: cropped
+    assert kernels.output_tiles_last(M, bias, th, tw, out) == 0
+    Y = np.einsum("qt,tpo->opq", AA, M).reshape(4, 2, th, tw, 4, 4).transpose(1, 0, 2, 4, 3, 5)
+    Y = Y.reshape(2, 4, 4 * th, 4 * tw)[:, :, :out.shape[2], :out.shape[3]] + bias[:, None, None]
+    np.testing.assert_allclose(out, Y, rtol=0, atol=1e-10)
+
+    Z = np.empty((36, 2 * th * tw, 4))
+    assert kernels.gradient_tiles_last(out, th, tw, Z) == 0
+    g = np.zeros((2, 4, 4 * th, 4 * tw))
+    g[:, :, :out.shape[2], :out.shape[3]] = out
+    tiles = g.reshape(2, 4, th, 4, tw, 4).transpose(1, 0, 2, 4, 3, 5).reshape(4, 2 * th * tw, 16)
+    np.testing.assert_allclose(Z, np.einsum("qt,opq->tpo", AA, tiles), rtol=0, atol=1e-10)
+
+    w = rng.standard_normal((5, 3, 3, 3))
+    U = winograd.transform_weight_last(w)
+    np.testing.assert_allclose(U, np.einsum("tk,ock->tco", GG, w.reshape(5, 3, 9)), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_channels_last_transforms_count_rows_of_tiles_that_are_not_finite(value, dtype):
+    """The channels-last transforms return how many rows of tiles hold a value that is not finite,
+    among what they compute (input, output gradient) or write (output), overflow included; the values
+    themselves are unchanged by the check."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 7)).astype(dtype)
+    th, tw = 3, 2
+    V = np.empty((36, 2 * th * tw, 3), dtype=dtype)
+    assert kernels.input_tiles_last(x, 1, 1, th, tw, V) == 0
+    clean = V.copy()
+    x[1, 2, 8, 6] = value                                    # the last pixel: the last row of tiles reads it
+    x[0, 1, 4, 0] = value                                    # read by sample 0's rows of tiles 1 and 2
+    assert kernels.input_tiles_last(x, 1, 1, th, tw, V) == 4       # each pixel read by two rows of tiles
+    assert not np.isfinite(V[:, -1, 2]).all() and np.array_equal(V[:, :, 0], clean[:, :, 0])
+    huge = np.full_like(x, np.finfo(dtype).max / 2)          # finite values whose transforms overflow
+    assert kernels.input_tiles_last(huge, 1, 1, th, tw, V) == 2 * th
+
+    M = rng.standard_normal((36, 2 * th * tw, 4)).astype(dtype)
+    bias = rng.standard_normal(4).astype(dtype)
+    out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3), dtype=dtype)
+    assert kernels.output_tiles_last(M, bias, th, tw, out) == 0
+    M[:, th * tw, 3] = value                                 # the first tile of sample 1, channel 3
+    assert kernels.output_tiles_last(M, bias, th, tw, out) == 1
+    assert not np.isfinite(out[1, 3, :4, :4]).all() and np.isfinite(out[0]).all()
+    huge = np.full_like(M, np.finfo(dtype).max / 2)          # finite products whose sums overflow
+    assert kernels.output_tiles_last(huge, bias, th, tw, out) == 2 * th
+
+    g = rng.standard_normal((2, 4, 4 * th - 1, 4 * tw - 3)).astype(dtype)
+    Z = np.empty((36, 2 * th * tw, 4), dtype=dtype)
+    assert kernels.gradient_tiles_last(g, th, tw, Z) == 0
+    g[0, 2, -1, -1] = value
+    assert kernels.gradient_tiles_last(g, th, tw, Z) == 1
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])
@@ -144,21 +212,13 @@ def test_error_is_global():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
-def test_transforms_count_the_planes_that_are_not_finite(value, dtype):
-    """input_tiles and output_tiles return how many (sample, channel) planes of what they read and write
-    hold a value that is not finite; the transforms themselves are unchanged by the check."""
+def test_channels_first_transforms_count_the_planes_that_are_not_finite(value, dtype):
+    """output_tiles and gradient_tiles return how many (sample, channel) planes of what they write and
+    read hold a value that is not finite."""
     from convscope.algorithms.kernels import winograd as kernels
 
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((2, 3, 9, 7)).astype(dtype)
     th, tw = 3, 2
-    V = np.empty((36, 3, 2 * th * tw), dtype=dtype)
-    assert kernels.input_tiles(x, 1, 1, th, tw, V) == 0
-    clean = V.copy()
-    x[1, 2, 8, 6] = value                                    # the last pixel: a partial tile reads it
-    x[0, 1, 4, 0] = value
-    assert kernels.input_tiles(x, 1, 1, th, tw, V) == 2
-    assert not np.isfinite(V[:, 2, th * tw:]).all() and np.array_equal(V[:, 0], clean[:, 0])
 
     M = rng.standard_normal((36, 4, 2 * th * tw)).astype(dtype)
     bias = rng.standard_normal(4).astype(dtype)
@@ -285,3 +345,19 @@ def test_random_configurations_against_reference(data):
     ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
     for field in ("input", "weight", "bias"):
         assert_close(getattr(got, field), getattr(ref, field), field)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channels_last_input_transform_checks_rows_no_window_reads(dtype):
+    """With padding wider than the kernel reaches, some rows of x are read by no window of the output
+    asked for; the input transform still counts them, so that a pass that checked its input itself
+    vouches for all of it (the NaN-where-padding-meets rule of the weight gradient relies on that)."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    x = np.ones((1, 2, 12, 5), dtype=dtype)
+    th, tw = 1, 1                                            # one row of tiles: rows −2 … 3 of x read
+    V = np.empty((36, 1, 2), dtype=dtype)
+    assert kernels.input_tiles_last(x, 2, 0, th, tw, V) == 0
+    x[0, 1, 10, 3] = np.nan                                  # far below any window
+    assert kernels.input_tiles_last(x, 2, 0, th, tw, V) == 1
+    assert np.isfinite(V).all()

@@ -79,7 +79,7 @@ from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..threads import get_num_threads
 from ..workspace import get_workspace_limit, workspace_limit
-from . import depthwise, fft, gather, gemm, ndgemm, ndstack, ndwinograd, patch, pointwise, taps, winograd
+from . import depthwise, fft, gather, gemm, ndgemm, ndstack, ndwinograd, patch, pointwise, subpixel, taps, winograd
 
 
 PASSES = ("forward", "grad_input", "grad_weight")     # every pass an implementation may compute
@@ -130,7 +130,8 @@ class Algorithm:
         return "" if text is None else text(spec, shape, pass_)
 
 
-MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, ndstack, ndwinograd, gather, taps, patch)
+MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, ndstack, ndwinograd, gather, taps, patch,
+           subpixel)
 ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
               for module in MODULES}
 

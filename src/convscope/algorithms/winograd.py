@@ -9,17 +9,20 @@ with 36 multiplies instead of 144 (4× fewer; points 0, ±1, ±2)::
 Summed over input channels, the elementwise product becomes, for each of the
 T = 36 transform positions ``t``, one matrix product over channels::
 
-    U[t] = (G g Gᵀ)[t]          (C_out, C_in)       kernel transform (NumPy, G⊗G)
-    V[t] = (Bᵀ d B)[t]          (C_in, P)           input transform, P = N · tiles
-    M[t] = U[t] @ V[t]          (C_out, P)          one batched GEMM (T, C_out, C_in) @ (T, C_in, P)
+    U[t] = (G g Gᵀ)[t]          (C_in, C_out)       kernel transform (NumPy, G⊗G)
+    V[t] = (Bᵀ d B)[t]          (P, C_in)           input transform, P = N · tiles
+    M[t] = V[t] @ U[t]          (P, C_out)          one batched GEMM (T, P, C_in) @ (T, C_in, C_out)
     Y    = Aᵀ M A               (C_out, P, 4, 4)    output transform
 
-The input and output transforms are compiled kernels
-(:mod:`convscope.algorithms.kernels.winograd`): the input transform reads the
-unpadded input and supplies the zero padding itself (no padded copy), the
-output transform adds the bias and writes each tile into the output, cropping
-the partial tiles at the bottom and right.  The products run in BLAS.  Other
-padding modes pad first (:func:`convscope.padding.pad`).
+The arrays hold the channels last, so that the transforms, compiled kernels
+(:mod:`convscope.algorithms.kernels.winograd`, ``*_last``), run as vector
+operations along the channels: the input transform gathers each window
+across the channels from the unpadded NCHW input and supplies the zero
+padding itself (no padded copy, no transposed copy), the output transform
+adds the bias and writes each row of tiles into the NCHW output through a
+channels-last buffer, cropping the partial tiles at the bottom and right.
+The products run in BLAS.  Other padding modes pad first
+(:func:`convscope.padding.pad`).
 
 Grad-weight.  The output is linear in the kernel, so its adjoint gives
 ∂L/∂w = (G⊗G)ᵀ · Σ_tiles [(A⊗A) dy-tile] ⊙ V, the sum over tiles and samples
@@ -107,6 +110,18 @@ def matrices(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return _cache[key]
 
 
+def transform_weight_last(w):
+    """U = G g Gᵀ for every (input, output) channel pair, output channels last: (O, C, 3, 3) → (36, C, O),
+    the right-hand side of the 2-d path's products."""
+    from .kernels import _numba
+    from .kernels import winograd as kernels
+
+    O, C = w.shape[:2]
+    U = np.empty((_T, C, O), dtype=w.dtype)
+    _numba.launch(kernels.weight_tiles_last, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), U)   # (C, 3, 3, O)
+    return U
+
+
 def transform_weight(w):
     """U = G g Gᵀ for every (output, input) channel pair: (O, C, 3, 3) → (36, O, C)."""
     O, C = w.shape[:2]
@@ -119,15 +134,16 @@ def _tiles(Ho, Wo):
 
 
 def _input_transform(x, top, left, Ho, Wo):
-    """V (36, C, N·th·tw): the transformed 6×6 windows of x read from row −top, column −left, zeros
-    outside x, for an Ho × Wo correlation output; also (th, tw) and whether x is finite."""
+    """V (36, N·th·tw, C): the transformed 6×6 windows of x read from row −top, column −left, zeros
+    outside x, for an Ho × Wo correlation output, channels last; also (th, tw) and whether what the
+    windows read is finite."""
     from .kernels import _numba
     from .kernels import winograd as kernels
 
     N, C = x.shape[:2]
     th, tw = _tiles(Ho, Wo)
-    V = np.empty((_T, C, N * th * tw), dtype=x.dtype)
-    nonfinite = _numba.launch(kernels.input_tiles, np.ascontiguousarray(x), int(top), int(left), th, tw, V)
+    V = np.empty((_T, N * th * tw, C), dtype=x.dtype)
+    nonfinite = _numba.launch(kernels.input_tiles_last, np.ascontiguousarray(x), int(top), int(left), th, tw, V)
     return V, (th, tw), nonfinite == 0
 
 
@@ -136,7 +152,7 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
 
         out[n, o, h, q] = Σ_c Σ_uv x[n, c, h − top + u, q − left + v] · w[o, c, u, v] (+ bias[o])
 
-    for h < Ho, q < Wo: (N, O, Ho, Wo).  ``U`` is :func:`transform_weight` of ``w``, when already
+    for h < Ho, q < Wo: (N, O, Ho, Wo).  ``U`` is :func:`transform_weight_last` of ``w``, when already
     computed.  With ``finite_only``, None if x or the result holds a value that is not finite (the
     transforms check what they read and write, so no separate pass over either is needed).
     """
@@ -145,16 +161,16 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
 
     N = x.shape[0]
     O = w.shape[0]
-    V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, C, P)
+    V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, P, C)
     if finite_only and not finite:
         return None
     if U is None:
-        U = transform_weight(w)                                    # (36, O, C)
-    M = blas.stacked(U, V)                                         # (36, O, C) @ (36, C, P) → (36, O, P)
+        U = transform_weight_last(w)                               # (36, C, O)
+    M = blas.stacked(V, U)                                         # (36, P, C) @ (36, C, O) → (36, P, O)
     del V
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
-    nonfinite = _numba.launch(kernels.output_tiles, M, b, th, tw, out)
+    nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out)
     return None if finite_only and nonfinite else out
 
 
@@ -167,7 +183,7 @@ def forward(x, w, b, spec, shape, U=None, finite_only=False):
 
 def prepared_forward(w):
     """``forward`` with the kernel transform computed once, for running on many slices."""
-    U = transform_weight(w)
+    U = transform_weight_last(w)
     return lambda x, b, spec, shape, **options: forward(x, w, b, spec, shape, U=U, **options)
 
 
@@ -187,32 +203,37 @@ def grad_input(grad_out, w, spec, shape, finite_only=False):
 
 
 def grad_weight(grad_out, x, spec, shape, finite_only=False):
-    """∂L/∂w by the adjoint of the tile formula: with Z = (A⊗A) dy-tiles, (36, C_out, P),
+    """∂L/∂w by the adjoint of the tile formula (:func:`correlate3x3_weight`).  With ``finite_only``,
+    None if x or grad_out holds a value that is not finite."""
+    if spec.padding_mode == "zeros":
+        (pt, _), (pl, _) = spec.padding
+        return correlate3x3_weight(grad_out, x, pt, pl, finite_only=finite_only)
+    return correlate3x3_weight(grad_out, pad(x, spec), 0, 0, finite_only=finite_only)
+
+
+def correlate3x3_weight(grad_out, x, top, left, finite_only=False):
+    """∂L/∂w (O, C, 3, 3) of ``correlate3x3(x, w, top, left, Ho, Wo)`` for its output gradient
+    ``grad_out`` (N, O, Ho, Wo), by the adjoint of the tile formula: with Z = (A⊗A) dy-tiles,
+    (36, O, P),
 
         ∂L/∂w = (G⊗G)ᵀ · Σ_tiles Z[t] Vᵀ[t]
 
     the sum over tiles (and samples) running inside one batched product
-    (36, C_out, P) @ (36, P, C_in).  Outputs beyond H_out, W_out in partial tiles get zero
-    gradient, so they contribute nothing.  With ``finite_only``, None if x or grad_out holds a
-    value that is not finite.
+    (36, O, P) @ (36, P, C) (Z and V held channels last, (36, P, ·)).  Outputs beyond Ho, Wo in partial tiles get zero gradient, so they
+    contribute nothing.  With ``finite_only``, None if x or grad_out holds a value that is not finite.
     """
     from .kernels import _numba
     from .kernels import winograd as kernels
 
-    Ho, Wo = shape.H_out, shape.W_out
-    if spec.padding_mode == "zeros":
-        (pt, _), (pl, _) = spec.padding
-        V, (th, tw), finite = _input_transform(x, pt, pl, Ho, Wo)  # (36, C, P)
-    else:
-        V, (th, tw), finite = _input_transform(pad(x, spec), 0, 0, Ho, Wo)
+    N, O, Ho, Wo = grad_out.shape
+    V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, P, C)
     if finite_only and not finite:
         return None
-    N, O = grad_out.shape[:2]
-    Z = np.empty((_T, O, N * th * tw), dtype=grad_out.dtype)
-    nonfinite = _numba.launch(kernels.gradient_tiles, np.ascontiguousarray(grad_out), th, tw, Z)
+    Z = np.empty((_T, N * th * tw, O), dtype=grad_out.dtype)
+    nonfinite = _numba.launch(kernels.gradient_tiles_last, np.ascontiguousarray(grad_out), th, tw, Z)
     if finite_only and nonfinite:
         return None
-    dU = blas.stacked(Z, V.transpose(0, 2, 1))                     # (36, O, P) @ (36, P, C) → (36, O, C)
+    dU = blas.stacked(Z.transpose(0, 2, 1), V)                     # (36, O, P) @ (36, P, C) → (36, O, C)
     del Z, V
     C = dU.shape[2]
     GG = matrices(grad_out.dtype)[1]

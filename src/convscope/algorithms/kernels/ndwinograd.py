@@ -4,7 +4,7 @@ taps' stacked channels (numba), for :mod:`convscope.algorithms.ndwinograd`.
 A block of ``nb`` output planes ``i = a0, …, a0 + nb − 1`` reads, through depth tap ``τ``, the source
 plane ``p = i·s + τ·d − front`` (zeros outside ``0 ≤ p < D``).  :func:`stacked_input_tiles` transforms
 every source plane the block reads once (the 6 × 6 windows of :mod:`.winograd`'s tiles, zeros outside
-the plane, as its ``input_tiles``) and writes the transformed tiles to every (output plane, tap) that
+the plane, as its ``input_tiles_last``) and writes the transformed tiles to every (output plane, tap) that
 reads the plane, one row of the result after the other::
 
     VX[t, c·k_D + τ, ((n·nb + i − a0)·th + ti)·tw + tj] = (Bᵀ d B)[t]   of tile (ti, tj) of plane p

@@ -1,26 +1,38 @@
 """Winograd F(4×4, 3×3) tile transforms (numba), the parts of :mod:`convscope.algorithms.winograd`
-that are passes over memory; the 36 products between them stay with BLAS.
+(and :mod:`convscope.algorithms.ndwinograd`) that are passes over memory; the 36 products between them
+stay with BLAS.
 
 Tiles.  The correlation's output, Ho × Wo, is cut into th × tw tiles of 4 × 4 (the last ones
 partial); tile (i, j) of sample n is column ``p = (n·th + i)·tw + j`` of the transform arrays, and
 it reads the 6 × 6 window of the input whose top-left corner is input row ``4i − top``, column
 ``4j − left``.  Window cells outside the input are zeros: the padding is applied while reading, so
 no padded copy of the input exists.  The transform position ``t = 6k + l`` is row k, column l of
-the transformed 6 × 6 tile (the order of the Kronecker matrices in the algorithm module).
+the transformed 6 × 6 tile (the order of the Kronecker matrices in the algorithm module).  Each 2-D
+transform runs as two 1-D passes; the arithmetic constants are in the array's dtype (an integer
+literal would turn float32 arithmetic into float64).
 
-Each 2-D transform runs as two 1-D passes: down the columns of a strip of tiles (one row of tiles
-of one channel, contiguous along the strip's width), then across each tile of the strip.  The
-parallel loop runs over (sample, channel) pairs; the arithmetic constants are in the array's dtype
-(an integer literal would turn float32 arithmetic into float64).
+Channels last, (36, P, channels): the 2-d path's layout.  Every pass is a vector operation along the
+channels, unit stride and whole vectors however small the image; the parallel loop runs over rows of
+tiles.  They read and write the NCHW arrays themselves: the input and the output gradient gathered
+across channels, the output through a channels-last buffer of one row of tiles.
 
-* :func:`input_tiles`   V[t, c, p] = (Bᵀ d B)[t] for the window d of channel c   (input transform)
-* :func:`output_tiles`  y = Aᵀ M A + bias, scattered into the output, partial tiles cropped
-* :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
+* :func:`input_tiles_last`    V[t, p, c] = (Bᵀ d B)[t] for the window d of channel c  (input transform)
+* :func:`output_tiles_last`   y = Aᵀ M A + bias, written into the output, partial tiles cropped
+* :func:`gradient_tiles_last` Z[t, p, o] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
   zero beyond Ho, Wo (the adjoint of the output transform, for the weight gradient)
+* :func:`weight_tiles_last`   U[t, c, o] = (G g Gᵀ)[t] for the kernel g = w[o, c]
 
-Each returns how many (sample, channel) planes of what it read (input_tiles, gradient_tiles) or wrote
-(output_tiles) hold a NaN or ±Inf, counted as it goes (:func:`nonfinite_sum`), so that a caller that
-keeps only finite results needs no pass of its own over those arrays.
+Each returns how many rows of tiles hold a NaN or ±Inf among the values it computes or writes (the
+input transform: or among the input rows it owns), counted as it goes, so that a caller that keeps
+only finite results needs no pass of its own over those arrays.
+
+Channels first, (36, channels, P): the layout of the 3-d path's depth-stacked channels.  The parallel
+loop runs over (channel, sample) planes, channel-major so that a channel's rows of the array fill in
+turn; each returns how many planes of what it read (:func:`gradient_tiles`) or wrote
+(:func:`output_tiles`) hold a NaN or ±Inf (:func:`nonfinite_sum`).
+
+* :func:`output_tiles`   y = Aᵀ M A + bias for M (36, O, P)
+* :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t]
 """
 from __future__ import annotations
 
@@ -40,63 +52,15 @@ def nonfinite_sum(a, n):
 
 
 @njit(cache=True, parallel=True)
-def input_tiles(x, top, left, th, tw, V):
-    """V (36, C, N·th·tw) ← Bᵀ d B of every 6 × 6 window d of x (N, C, H, W), zeros outside x; returns
-    how many (sample, channel) planes of x hold a value that is not finite."""
-    N, C, H, W = x.shape
-    two, four, five = x.dtype.type(2), x.dtype.type(4), x.dtype.type(5)
-    width = 4 * tw + 2
-    q0 = min(max(left, 0), width)                       # window columns that lie on the input
-    q1 = max(min(left + W, width), q0)
-    nonfinite = np.zeros(N * C, dtype=np.int64)
-    for nc in prange(N * C):
-        n = nc // C
-        c = nc - n * C
-        win = np.zeros((6, width), dtype=x.dtype)       # the window rows; columns outside stay 0
-        s = np.empty((6, width), dtype=x.dtype)         # Bᵀ applied down the columns
-        for i in range(th):
-            for r in range(6):
-                h = 4 * i + r - top
-                if 0 <= h < H:
-                    for q in range(q0, q1):
-                        win[r, q] = x[n, c, h, q - left]
-                else:
-                    for q in range(q0, q1):
-                        win[r, q] = 0
-            for q in range(width):
-                d0, d1, d2, d3, d4, d5 = win[0, q], win[1, q], win[2, q], win[3, q], win[4, q], win[5, q]
-                s[0, q] = four * d0 - five * d2 + d4
-                s[1, q] = -four * (d1 + d2) + d3 + d4
-                s[2, q] = four * (d1 - d2) - d3 + d4
-                s[3, q] = two * (d3 - d1) - d2 + d4
-                s[4, q] = two * (d1 - d3) - d2 + d4
-                s[5, q] = four * d1 - five * d3 + d5
-            p0 = (n * th + i) * tw
-            for k in range(6):
-                t = 6 * k
-                for j in range(tw):
-                    q = 4 * j
-                    e0, e1, e2, e3, e4, e5 = s[k, q], s[k, q + 1], s[k, q + 2], s[k, q + 3], s[k, q + 4], s[k, q + 5]
-                    V[t, c, p0 + j] = four * e0 - five * e2 + e4
-                    V[t + 1, c, p0 + j] = -four * (e1 + e2) + e3 + e4
-                    V[t + 2, c, p0 + j] = four * (e1 - e2) - e3 + e4
-                    V[t + 3, c, p0 + j] = two * (e3 - e1) - e2 + e4
-                    V[t + 4, c, p0 + j] = two * (e1 - e3) - e2 + e4
-                    V[t + 5, c, p0 + j] = four * e1 - five * e3 + e5
-        nonfinite[nc] = nonfinite_sum(x[n, c].ravel(), H * W) != 0
-    return nonfinite.sum()
-
-
-@njit(cache=True, parallel=True)
 def output_tiles(M, bias, th, tw, out):
     """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, O, N·th·tw), cropped to Ho, Wo;
     returns how many (sample, channel) planes of out hold a value that is not finite."""
     N, O, Ho, Wo = out.shape
     two, four, eight = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
     nonfinite = np.zeros(N * O, dtype=np.int64)
-    for no in prange(N * O):
-        n = no // O
-        o = no - n * O
+    for on in prange(N * O):                            # channel-major
+        o = on // N
+        n = on - o * N
         b = bias[o]
         z = np.empty((4, 6, tw), dtype=out.dtype)       # Aᵀ applied down the columns
         row = np.empty(4 * tw, dtype=out.dtype)
@@ -122,7 +86,7 @@ def output_tiles(M, bias, th, tw, out):
                 for q in range(Wo):
                     out[n, o, h, q] = row[q]
                 seen += nonfinite_sum(row, Wo)
-        nonfinite[no] = seen != 0
+        nonfinite[on] = seen != 0
     return nonfinite.sum()
 
 
@@ -134,10 +98,10 @@ def gradient_tiles(g, th, tw, Z):
     two, four, eight = g.dtype.type(2), g.dtype.type(4), g.dtype.type(8)
     width = 4 * tw
     nonfinite = np.zeros(N * O, dtype=np.int64)
-    for no in prange(N * O):
-        n = no // O
-        o = no - n * O
-        nonfinite[no] = nonfinite_sum(g[n, o].ravel(), Ho * Wo) != 0
+    for on in prange(N * O):                            # channel-major
+        o = on // N
+        n = on - o * N
+        nonfinite[on] = nonfinite_sum(g[n, o].ravel(), Ho * Wo) != 0
         win = np.zeros((4, width), dtype=g.dtype)       # the tile rows; columns beyond Wo stay 0
         u = np.empty((6, width), dtype=g.dtype)         # A applied down the columns
         for i in range(th):
@@ -170,3 +134,218 @@ def gradient_tiles(g, th, tw, Z):
                     Z[t + 4, o, p0 + j] = e0 - two * e1 + four * e2 - eight * e3
                     Z[t + 5, o, p0 + j] = e3
     return nonfinite.sum()
+
+
+# --------------------------------------------------------------------------- channels last
+#
+# Rows outside the input read a clamped row times 0 (a value there that is not finite is in the input,
+# so the count makes the call fall back anyway); columns outside it are skipped.
+
+
+@njit(cache=True, parallel=True)
+def input_tiles_last(x, top, left, th, tw, V):
+    """V (36, N·th·tw, C) ← Bᵀ d B of every 6 × 6 window d of x (N, C, H, W), zeros outside x;
+    returns how many rows of tiles hold a transformed value that is not finite (an overflow, or a value
+    of x that is not finite) or own a row of x that holds one: row i of tiles owns the input rows from
+    its window's first on (the first row of tiles, the rows above too) up to the next one's, the last
+    all the rows below, so that every value of x is checked, read by a window or not."""
+    N, C, H, W = x.shape
+    two, four, five = x.dtype.type(2), x.dtype.type(4), x.dtype.type(5)
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    bad = np.zeros(N * th, dtype=np.int64)
+    for job in prange(N * th):
+        n = job // th
+        i = job - n * th
+        s = np.empty((6, 6, C), dtype=x.dtype)          # Bᵀ applied down the columns of one window
+        rows = np.empty(6, dtype=np.int64)
+        keep = np.empty(6, dtype=x.dtype)
+        for r in range(6):
+            h = 4 * i + r - top
+            rows[r] = min(max(h, 0), H - 1)
+            keep[r] = one if 0 <= h < H else zero
+        h0, h1, h2, h3, h4, h5 = rows[0], rows[1], rows[2], rows[3], rows[4], rows[5]
+        k0, k1, k2, k3, k4, k5 = keep[0], keep[1], keep[2], keep[3], keep[4], keep[5]
+        p0 = (n * th + i) * tw
+        seen = zero
+        for j in range(tw):
+            for e in range(6):
+                q = 4 * j + e - left
+                if 0 <= q < W:
+                    for c in range(C):
+                        d0 = x[n, c, h0, q] * k0
+                        d1 = x[n, c, h1, q] * k1
+                        d2 = x[n, c, h2, q] * k2
+                        d3 = x[n, c, h3, q] * k3
+                        d4 = x[n, c, h4, q] * k4
+                        d5 = x[n, c, h5, q] * k5
+                        s[0, e, c] = four * d0 - five * d2 + d4
+                        s[1, e, c] = -four * (d1 + d2) + d3 + d4
+                        s[2, e, c] = four * (d1 - d2) - d3 + d4
+                        s[3, e, c] = two * (d3 - d1) - d2 + d4
+                        s[4, e, c] = two * (d1 - d3) - d2 + d4
+                        s[5, e, c] = four * d1 - five * d3 + d5
+                else:
+                    for k in range(6):
+                        for c in range(C):
+                            s[k, e, c] = zero
+            p = p0 + j
+            for k in range(6):
+                t = 6 * k
+                for c in range(C):
+                    e0, e1, e2, e3, e4, e5 = s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c], s[k, 5, c]
+                    v0 = four * e0 - five * e2 + e4
+                    v1 = -four * (e1 + e2) + e3 + e4
+                    v2 = four * (e1 - e2) - e3 + e4
+                    v3 = two * (e3 - e1) - e2 + e4
+                    v4 = two * (e1 - e3) - e2 + e4
+                    v5 = four * e1 - five * e3 + e5
+                    V[t, p, c] = v0
+                    V[t + 1, p, c] = v1
+                    V[t + 2, p, c] = v2
+                    V[t + 3, p, c] = v3
+                    V[t + 4, p, c] = v4
+                    V[t + 5, p, c] = v5
+                    seen += (v0 - v0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (v5 - v5)
+        lo = 0 if i == 0 else min(max(4 * i - top, 0), H)
+        hi = H if i == th - 1 else min(max(4 * i + 4 - top, 0), H)
+        for c in range(C):
+            for h in range(lo, hi):
+                seen += nonfinite_sum(x[n, c, h], W)
+        bad[job] = seen != 0
+    return bad.sum()
+
+
+@njit(cache=True, parallel=True)
+def output_tiles_last(M, bias, th, tw, out):
+    """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, N·th·tw, O), cropped to Ho, Wo;
+    returns how many rows of tiles of out hold a value that is not finite."""
+    N, O, Ho, Wo = out.shape
+    two, four, eight = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
+    zero = out.dtype.type(0)
+    bad = np.zeros(N * th, dtype=np.int64)
+    for job in prange(N * th):
+        n = job // th
+        i = job - n * th
+        z = np.empty((4, 6, O), dtype=out.dtype)        # Aᵀ applied down the columns of one tile
+        rows = np.empty((4, 4 * tw, O), dtype=out.dtype)   # the row of tiles, channels last
+        p0 = (n * th + i) * tw
+        for j in range(tw):
+            p = p0 + j
+            for l in range(6):
+                for o in range(O):
+                    m0, m1, m2 = M[l, p, o], M[6 + l, p, o], M[12 + l, p, o]
+                    m3, m4, m5 = M[18 + l, p, o], M[24 + l, p, o], M[30 + l, p, o]
+                    z[0, l, o] = m0 + m1 + m2 + m3 + m4
+                    z[1, l, o] = m1 - m2 + two * (m3 - m4)
+                    z[2, l, o] = m1 + m2 + four * (m3 + m4)
+                    z[3, l, o] = m1 - m2 + eight * (m3 - m4) + m5
+            for k in range(4):
+                for o in range(O):
+                    b = bias[o]
+                    e0, e1, e2, e3, e4, e5 = z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o]
+                    rows[k, 4 * j, o] = e0 + e1 + e2 + e3 + e4 + b
+                    rows[k, 4 * j + 1, o] = e1 - e2 + two * (e3 - e4) + b
+                    rows[k, 4 * j + 2, o] = e1 + e2 + four * (e3 + e4) + b
+                    rows[k, 4 * j + 3, o] = e1 - e2 + eight * (e3 - e4) + e5 + b
+        seen = zero
+        for o in range(O):
+            for k in range(min(4, Ho - 4 * i)):
+                h = 4 * i + k
+                for q in range(Wo):
+                    v = rows[k, q, o]
+                    out[n, o, h, q] = v
+                    seen += v - v
+        bad[job] = seen != 0
+    return bad.sum()
+
+
+@njit(cache=True, parallel=True)
+def gradient_tiles_last(g, th, tw, Z):
+    """Z (36, N·th·tw, O) ← A t Aᵀ of every 4 × 4 tile t of g (N, O, Ho, Wo), zeros beyond Ho, Wo;
+    returns how many rows of tiles hold a transformed value that is not finite."""
+    N, O, Ho, Wo = g.shape
+    two, four, eight = g.dtype.type(2), g.dtype.type(4), g.dtype.type(8)
+    zero, one = g.dtype.type(0), g.dtype.type(1)
+    bad = np.zeros(N * th, dtype=np.int64)
+    for job in prange(N * th):
+        n = job // th
+        i = job - n * th
+        u = np.empty((6, 4, O), dtype=g.dtype)          # A applied down the columns of one tile
+        rows = np.empty(4, dtype=np.int64)
+        keep = np.empty(4, dtype=g.dtype)
+        for k in range(4):
+            h = 4 * i + k
+            rows[k] = min(h, Ho - 1)
+            keep[k] = one if h < Ho else zero
+        h0, h1, h2, h3 = rows[0], rows[1], rows[2], rows[3]
+        k0, k1, k2, k3 = keep[0], keep[1], keep[2], keep[3]
+        p0 = (n * th + i) * tw
+        seen = zero
+        for j in range(tw):
+            for e in range(4):
+                q = 4 * j + e
+                if q < Wo:
+                    for o in range(O):
+                        g0 = g[n, o, h0, q] * k0
+                        g1 = g[n, o, h1, q] * k1
+                        g2 = g[n, o, h2, q] * k2
+                        g3 = g[n, o, h3, q] * k3
+                        u[0, e, o] = g0
+                        u[1, e, o] = g0 + g1 + g2 + g3
+                        u[2, e, o] = g0 - g1 + g2 - g3
+                        u[3, e, o] = g0 + two * g1 + four * g2 + eight * g3
+                        u[4, e, o] = g0 - two * g1 + four * g2 - eight * g3
+                        u[5, e, o] = g3
+                else:
+                    for r in range(6):
+                        for o in range(O):
+                            u[r, e, o] = zero
+            p = p0 + j
+            for r in range(6):
+                t = 6 * r
+                for o in range(O):
+                    e0, e1, e2, e3 = u[r, 0, o], u[r, 1, o], u[r, 2, o], u[r, 3, o]
+                    v1 = e0 + e1 + e2 + e3
+                    v2 = e0 - e1 + e2 - e3
+                    v3 = e0 + two * e1 + four * e2 + eight * e3
+                    v4 = e0 - two * e1 + four * e2 - eight * e3
+                    Z[t, p, o] = e0
+                    Z[t + 1, p, o] = v1
+                    Z[t + 2, p, o] = v2
+                    Z[t + 3, p, o] = v3
+                    Z[t + 4, p, o] = v4
+                    Z[t + 5, p, o] = e3
+                    seen += (e0 - e0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (e3 - e3)
+        bad[job] = seen != 0
+    return bad.sum()
+
+
+@njit(cache=True, parallel=True)
+def weight_tiles_last(wt, U):
+    """U (36, C, O) ← G g Gᵀ of every 3 × 3 kernel g = wt[c, :, :, o] of the weight held as
+    wt (C, 3, 3, O), vectorised along the output channels (G's rows: 1/4·e₀; −1/6·(1, 1, 1); −1/6·(1, −1, 1); (1/24, 1/12, 1/6);
+    (1/24, −1/12, 1/6); e₂)."""
+    C, O = wt.shape[0], wt.shape[3]
+    dt = wt.dtype.type
+    q, s6, s12, s24 = dt(0.25), dt(1.0 / 6.0), dt(1.0 / 12.0), dt(1.0 / 24.0)
+    for c in prange(C):
+        a = np.empty((6, 3, O), dtype=wt.dtype)         # G applied down the kernel's columns
+        for j in range(3):
+            for o in range(O):
+                g0, g1, g2 = wt[c, 0, j, o], wt[c, 1, j, o], wt[c, 2, j, o]
+                a[0, j, o] = q * g0
+                a[1, j, o] = -s6 * (g0 + g1 + g2)
+                a[2, j, o] = -s6 * (g0 - g1 + g2)
+                a[3, j, o] = s24 * g0 + s12 * g1 + s6 * g2
+                a[4, j, o] = s24 * g0 - s12 * g1 + s6 * g2
+                a[5, j, o] = g2
+        for k in range(6):
+            t = 6 * k
+            for o in range(O):
+                e0, e1, e2 = a[k, 0, o], a[k, 1, o], a[k, 2, o]
+                U[t, c, o] = q * e0
+                U[t + 1, c, o] = -s6 * (e0 + e1 + e2)
+                U[t + 2, c, o] = -s6 * (e0 - e1 + e2)
+                U[t + 3, c, o] = s24 * e0 + s12 * e1 + s6 * e2
+                U[t + 4, c, o] = s24 * e0 - s12 * e1 + s6 * e2
+                U[t + 5, c, o] = e2
