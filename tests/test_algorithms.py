@@ -55,6 +55,8 @@ CASES = [
     ((4, 6, 9), (6, 2, 2, 3), dict(stride=(2, 3), groups=2, padding_mode="reflect")),
     ((3, 8, 8), (5, 3, 4, 4), dict(stride=4, bias=False)),
     ((3, 10, 9), (4, 3, 4, 4), dict(stride=2, padding=1)),                         # sub-pixel phases, odd width
+    ((3, 11, 10), (5, 3, 3, 3), dict(stride=2, padding=1)),
+    ((2, 12, 13), (3, 2, 8, 8), dict(stride=4, padding=2, bias=False)),
 ]
 
 

@@ -37,6 +37,7 @@ CONFIGS = {
         ((4, 12), (6, 2, 3), dict(stride=2, padding=2, dilation=2, groups=2, padding_mode="circular")),
         ((4, 9), (4, 1, 3), dict(padding="same", groups=4, padding_mode="reflect")),
         ((3, 8), (5, 3, 1), dict(stride=2)),
+        ((3, 12), (4, 3, 4), dict(stride=2, padding=1)),
     ],
     2: [
         ((3, 7, 8), (4, 3, 1, 1), {}),
@@ -48,6 +49,7 @@ CONFIGS = {
         ((4, 9, 10), (6, 2, 3, 5), dict(stride=(2, 1), padding=(1, 2), dilation=(2, 1), groups=2)),
         ((3, 11, 9), (4, 3, 5, 5), dict(stride=2, padding=2, padding_mode="circular")),
         ((4, 9, 8), (6, 2, 2, 2), dict(stride=2, groups=2)),
+        ((3, 10, 9), (4, 3, 4, 4), dict(stride=2, padding=1, padding_mode="reflect")),
     ],
     3: [
         ((3, 5, 6, 5), (4, 3, 3, 3, 3), dict(padding=1)),

@@ -11,13 +11,14 @@ With ``ndstack``'s stacking ``X[(n, i), (c, τ)] = x̃_D[n, c, i·s_D + τ·d_D]
 depth plane alone, so the transformed tiles of ``X`` are those of the planes it copies::
 
     V_X[t, (c, τ), (n, i, tile)] = (Bᵀ d B)[t] of the tile of plane i·s_D + τ·d_D − p_D of x
-    M[t] = U[t] @ V_X[t]          U = G W2 Gᵀ, (36, C_out, C·k_D)
+    M[t] = V_X[t]ᵀ @ U[t]         U = G W2 Gᵀ, (36, C·k_D, C_out); M (36, P, C_out), channels last
     y[n, :, i] = Aᵀ M A           over the tiles of (n, i)
 
 :func:`convscope.algorithms.kernels.ndwinograd.stacked_input_tiles` transforms every plane once and
 writes it where each tap reads it (no stacked copy, no plane transformed ``k_D`` times, zeros where a
-tap reads the depth padding); the products run in BLAS and the output transform
-(:mod:`convscope.algorithms.kernels.winograd`) writes each output plane in place.  A block of output
+tap reads the depth padding); the products run in BLAS, V_X read transposed, and the output transform
+(:mod:`convscope.algorithms.kernels.winograd`, channels last as the 2-d path's) writes each output
+plane in place.  A block of output
 planes at a time, as many as ``BLOCK_BYTES`` and the workspace limit hold.
 
 Backward
@@ -190,7 +191,7 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks, finite_o
     planes, Ho, Wo = out_spatial
     th, tw = winograd._tiles(Ho, Wo)
     T = th * tw
-    U = winograd.transform_weight(w2)                                      # (36, O, C·k_D)
+    U = winograd.transform_weight_last(w2)                                 # (36, C·k_D, O)
     b = np.zeros(O, dtype=src.dtype) if bias is None else np.ascontiguousarray(bias, dtype=src.dtype)
     out = np.empty((N, O, planes, Ho, Wo), dtype=src.dtype)
     VX_all, M_all = _Scratch(src.dtype), _Scratch(src.dtype)
@@ -200,9 +201,10 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks, finite_o
         nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, src, *offsets, s, d, kD, a, nb, th, tw, VX)
         if finite_only and nonfinite:
             return None
-        M = blas.stacked(U, VX, out=M_all.take((36, O, N * nb * T)))   # (36, O, C·k_D) @ (36, C·k_D, P) → (36, O, P)
+        # (36, P, C·k_D) @ (36, C·k_D, O) → (36, P, O): the products channels last, for the output transform
+        M = blas.stacked(VX.transpose(0, 2, 1), U, out=M_all.take((36, N * nb * T, O)))
         for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
-            nonfinite = _numba.launch(kernels.output_tiles, M[:, :, n * nb * T:(n + 1) * nb * T], b, th, tw,
+            nonfinite = _numba.launch(kernels.output_tiles_last, M[:, n * nb * T:(n + 1) * nb * T], b, th, tw,
                                       out[n, :, a:c].transpose(1, 0, 2, 3))
             if finite_only and nonfinite:
                 return None
@@ -286,13 +288,14 @@ def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
         VX = VX_all.take((36, C * kD, N * nb * T))
         nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0],
                                   spec.dilation[0], kD, a, nb, th, tw, VX)
-        Z = Z_all.take((36, O, N * nb * T))
+        Z = Z_all.take((36, N * nb * T, O))                               # channels last
         for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
-            nonfinite += _numba.launch(kernels.gradient_tiles, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th, tw,
-                                       Z[:, :, n * nb * T:(n + 1) * nb * T])
+            nonfinite += _numba.launch(kernels.gradient_tiles_last, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th,
+                                       tw, Z[:, n * nb * T:(n + 1) * nb * T])
         if finite_only and nonfinite:
             return None
-        blas.stacked(Z, VX.transpose(0, 2, 1), out=dU, accumulate=True)    # (36, O, P) @ (36, P, C·k_D), Σ over blocks
+        # (36, O, P) @ (36, P, C·k_D), Σ over blocks
+        blas.stacked(Z.transpose(0, 2, 1), VX.transpose(0, 2, 1), out=dU, accumulate=True)
     GG = winograd.matrices(grad_out.dtype)[1]
     dw9 = GG.T @ dU.reshape(36, O * C * kD)                                  # (9, 36) @ (36, O·C·k_D) → (9, …)
     dw = np.ascontiguousarray(dw9.T).reshape((O, C) + tuple(spec.kernel_size))  # (O·C·k_D, 9) → (O, C, k_D, 3, 3)

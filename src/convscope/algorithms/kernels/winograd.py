@@ -1,6 +1,6 @@
 """Winograd F(4×4, 3×3) tile transforms (numba), the parts of :mod:`convscope.algorithms.winograd`
-(and :mod:`convscope.algorithms.ndwinograd`) that are passes over memory; the 36 products between them
-stay with BLAS.
+(and of :mod:`convscope.algorithms.ndwinograd`'s output side) that are passes over memory; the 36
+products between them stay with BLAS.
 
 Tiles.  The correlation's output, Ho × Wo, is cut into th × tw tiles of 4 × 4 (the last ones
 partial); tile (i, j) of sample n is column ``p = (n·th + i)·tw + j`` of the transform arrays, and
@@ -11,7 +11,7 @@ the transformed 6 × 6 tile (the order of the Kronecker matrices in the algorith
 transform runs as two 1-D passes; the arithmetic constants are in the array's dtype (an integer
 literal would turn float32 arithmetic into float64).
 
-Channels last, (36, P, channels): the 2-d path's layout.  Every pass is a vector operation along the
+The arrays hold the channels last, (36, P, channels).  Every pass is a vector operation along the
 channels, unit stride and whole vectors however small the image; the parallel loop runs over rows of
 tiles.  They read and write the NCHW arrays themselves: the input and the output gradient gathered
 across channels, the output through a channels-last buffer of one row of tiles.
@@ -25,14 +25,6 @@ across channels, the output through a channels-last buffer of one row of tiles.
 Each returns how many rows of tiles hold a NaN or ±Inf among the values it computes or writes (the
 input transform: or among the input rows it owns), counted as it goes, so that a caller that keeps
 only finite results needs no pass of its own over those arrays.
-
-Channels first, (36, channels, P): the layout of the 3-d path's depth-stacked channels.  The parallel
-loop runs over (channel, sample) planes, channel-major so that a channel's rows of the array fill in
-turn; each returns how many planes of what it read (:func:`gradient_tiles`) or wrote
-(:func:`output_tiles`) hold a NaN or ±Inf (:func:`nonfinite_sum`).
-
-* :func:`output_tiles`   y = Aᵀ M A + bias for M (36, O, P)
-* :func:`gradient_tiles` Z[t, o, p] = (A g Aᵀ)[t]
 """
 from __future__ import annotations
 
@@ -51,93 +43,6 @@ def nonfinite_sum(a, n):
     return z
 
 
-@njit(cache=True, parallel=True)
-def output_tiles(M, bias, th, tw, out):
-    """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, O, N·th·tw), cropped to Ho, Wo;
-    returns how many (sample, channel) planes of out hold a value that is not finite."""
-    N, O, Ho, Wo = out.shape
-    two, four, eight = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
-    nonfinite = np.zeros(N * O, dtype=np.int64)
-    for on in prange(N * O):                            # channel-major
-        o = on // N
-        n = on - o * N
-        b = bias[o]
-        z = np.empty((4, 6, tw), dtype=out.dtype)       # Aᵀ applied down the columns
-        row = np.empty(4 * tw, dtype=out.dtype)
-        seen = out.dtype.type(0)
-        for i in range(th):
-            p0 = (n * th + i) * tw
-            for l in range(6):
-                for j in range(tw):
-                    m0, m1, m2 = M[l, o, p0 + j], M[6 + l, o, p0 + j], M[12 + l, o, p0 + j]
-                    m3, m4, m5 = M[18 + l, o, p0 + j], M[24 + l, o, p0 + j], M[30 + l, o, p0 + j]
-                    z[0, l, j] = m0 + m1 + m2 + m3 + m4
-                    z[1, l, j] = m1 - m2 + two * (m3 - m4)
-                    z[2, l, j] = m1 + m2 + four * (m3 + m4)
-                    z[3, l, j] = m1 - m2 + eight * (m3 - m4) + m5
-            for k in range(min(4, Ho - 4 * i)):
-                h = 4 * i + k
-                for j in range(tw):
-                    e0, e1, e2, e3, e4, e5 = z[k, 0, j], z[k, 1, j], z[k, 2, j], z[k, 3, j], z[k, 4, j], z[k, 5, j]
-                    row[4 * j] = e0 + e1 + e2 + e3 + e4 + b
-                    row[4 * j + 1] = e1 - e2 + two * (e3 - e4) + b
-                    row[4 * j + 2] = e1 + e2 + four * (e3 + e4) + b
-                    row[4 * j + 3] = e1 - e2 + eight * (e3 - e4) + e5 + b
-                for q in range(Wo):
-                    out[n, o, h, q] = row[q]
-                seen += nonfinite_sum(row, Wo)
-        nonfinite[on] = seen != 0
-    return nonfinite.sum()
-
-
-@njit(cache=True, parallel=True)
-def gradient_tiles(g, th, tw, Z):
-    """Z (36, O, N·th·tw) ← A t Aᵀ of every 4 × 4 tile t of g (N, O, Ho, Wo), zeros beyond Ho, Wo;
-    returns how many (sample, channel) planes of g hold a value that is not finite."""
-    N, O, Ho, Wo = g.shape
-    two, four, eight = g.dtype.type(2), g.dtype.type(4), g.dtype.type(8)
-    width = 4 * tw
-    nonfinite = np.zeros(N * O, dtype=np.int64)
-    for on in prange(N * O):                            # channel-major
-        o = on // N
-        n = on - o * N
-        nonfinite[on] = nonfinite_sum(g[n, o].ravel(), Ho * Wo) != 0
-        win = np.zeros((4, width), dtype=g.dtype)       # the tile rows; columns beyond Wo stay 0
-        u = np.empty((6, width), dtype=g.dtype)         # A applied down the columns
-        for i in range(th):
-            for k in range(4):
-                h = 4 * i + k
-                if h < Ho:
-                    for q in range(Wo):
-                        win[k, q] = g[n, o, h, q]
-                else:
-                    for q in range(Wo):
-                        win[k, q] = 0
-            for q in range(width):
-                g0, g1, g2, g3 = win[0, q], win[1, q], win[2, q], win[3, q]
-                u[0, q] = g0
-                u[1, q] = g0 + g1 + g2 + g3
-                u[2, q] = g0 - g1 + g2 - g3
-                u[3, q] = g0 + two * g1 + four * g2 + eight * g3
-                u[4, q] = g0 - two * g1 + four * g2 - eight * g3
-                u[5, q] = g3
-            p0 = (n * th + i) * tw
-            for r in range(6):
-                t = 6 * r
-                for j in range(tw):
-                    q = 4 * j
-                    e0, e1, e2, e3 = u[r, q], u[r, q + 1], u[r, q + 2], u[r, q + 3]
-                    Z[t, o, p0 + j] = e0
-                    Z[t + 1, o, p0 + j] = e0 + e1 + e2 + e3
-                    Z[t + 2, o, p0 + j] = e0 - e1 + e2 - e3
-                    Z[t + 3, o, p0 + j] = e0 + two * e1 + four * e2 + eight * e3
-                    Z[t + 4, o, p0 + j] = e0 - two * e1 + four * e2 - eight * e3
-                    Z[t + 5, o, p0 + j] = e3
-    return nonfinite.sum()
-
-
-# --------------------------------------------------------------------------- channels last
-#
 # Rows outside the input read a clamped row times 0 (a value there that is not finite is in the input,
 # so the count makes the call fall back anyway); columns outside it are skipped.
 
