@@ -43,6 +43,19 @@ def nonfinite_sum(a, n):
     return z
 
 
+@njit(cache=True, inline="always")
+def _store_six(A, t, p, c, v0, v1, v2, v3, v4, v5):
+    """A[t + m, p, c] ← v_m for the six positions of one transformed row; returns the sum of v − v
+    (NaN if one of them is not finite)."""
+    A[t, p, c] = v0
+    A[t + 1, p, c] = v1
+    A[t + 2, p, c] = v2
+    A[t + 3, p, c] = v3
+    A[t + 4, p, c] = v4
+    A[t + 5, p, c] = v5
+    return (v0 - v0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (v5 - v5)
+
+
 # Rows outside the input read a clamped row times 0 (a value there that is not finite is in the input,
 # so the count makes the call fall back anyway); columns outside it are skipped.
 
@@ -104,13 +117,7 @@ def input_tiles_last(x, top, left, th, tw, V):
                     v3 = two * (e3 - e1) - e2 + e4
                     v4 = two * (e1 - e3) - e2 + e4
                     v5 = four * e1 - five * e3 + e5
-                    V[t, p, c] = v0
-                    V[t + 1, p, c] = v1
-                    V[t + 2, p, c] = v2
-                    V[t + 3, p, c] = v3
-                    V[t + 4, p, c] = v4
-                    V[t + 5, p, c] = v5
-                    seen += (v0 - v0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (v5 - v5)
+                    seen += _store_six(V, t, p, c, v0, v1, v2, v3, v4, v5)
         lo = 0 if i == 0 else min(max(4 * i - top, 0), H)
         hi = H if i == th - 1 else min(max(4 * i + 4 - top, 0), H)
         for c in range(C):
@@ -214,13 +221,7 @@ def gradient_tiles_last(g, th, tw, Z):
                     v2 = e0 - e1 + e2 - e3
                     v3 = e0 + two * e1 + four * e2 + eight * e3
                     v4 = e0 - two * e1 + four * e2 - eight * e3
-                    Z[t, p, o] = e0
-                    Z[t + 1, p, o] = v1
-                    Z[t + 2, p, o] = v2
-                    Z[t + 3, p, o] = v3
-                    Z[t + 4, p, o] = v4
-                    Z[t + 5, p, o] = e3
-                    seen += (e0 - e0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (e3 - e3)
+                    seen += _store_six(Z, t, p, o, e0, v1, v2, v3, v4, e3)
         bad[job] = seen != 0
     return bad.sum()
 
