@@ -18,8 +18,8 @@ depth plane alone, so the transformed tiles of ``X`` are those of the planes it 
 writes it where each tap reads it (no stacked copy, no plane transformed ``k_D`` times, zeros where a
 tap reads the depth padding); the products run in BLAS, V_X read transposed, and the output transform
 (:mod:`convscope.algorithms.kernels.winograd`, channels last as the 2-d path's) writes each output
-plane in place.  A block of output
-planes at a time, as many as ``BLOCK_BYTES`` and the workspace limit hold.
+plane in place.  A block of output planes at a time, as many as ``BLOCK_BYTES`` and the workspace
+limit hold.
 
 Backward
 --------

@@ -9,7 +9,7 @@ with 36 multiplies instead of 144 (4× fewer; points 0, ±1, ±2)::
 Summed over input channels, the elementwise product becomes, for each of the
 T = 36 transform positions ``t``, one matrix product over channels::
 
-    U[t] = (G g Gᵀ)[t]          (C_in, C_out)       kernel transform (NumPy, G⊗G)
+    U[t] = (G g Gᵀ)[t]          (C_in, C_out)       kernel transform (compiled, G⊗G)
     V[t] = (Bᵀ d B)[t]          (P, C_in)           input transform, P = N · tiles
     M[t] = V[t] @ U[t]          (P, C_out)          one batched GEMM (T, P, C_in) @ (T, C_in, C_out)
     Y    = Aᵀ M A               (C_out, P, 4, 4)    output transform
@@ -218,8 +218,8 @@ def correlate3x3_weight(grad_out, x, top, left, finite_only=False):
 
         ∂L/∂w = (G⊗G)ᵀ · Σ_tiles Z[t] Vᵀ[t]
 
-    the sum over tiles (and samples) running inside one batched product
-    (36, O, P) @ (36, P, C) (Z and V held channels last, (36, P, ·)).  Outputs beyond Ho, Wo in partial tiles get zero gradient, so they
+    the sum over tiles (and samples) running inside one batched product (36, O, P) @ (36, P, C), Z and V
+    held channels last, (36, P, ·).  Outputs beyond Ho, Wo in partial tiles get zero gradient, so they
     contribute nothing.  With ``finite_only``, None if x or grad_out holds a value that is not finite.
     """
     from .kernels import _numba
