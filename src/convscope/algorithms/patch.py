@@ -51,11 +51,23 @@ def _inner(spec, shape):
     return flat, shape._replace(C=shape.C * kH * kW, H=shape.H_out, W=shape.W_out)
 
 
+def space_to_depth(x, kH, kW, rows, cols):
+    """x (N, C, H, W) by its kH × kW blocks as channels, (N, C·kH·kW, rows, cols), channel order
+    (c, u, v): x cropped, or zero-extended, to rows·kH × cols·kW first."""
+    N, C, H, W = x.shape
+    x = x[:, :, :rows * kH, :cols * kW]                                # a view: cropped where x is larger
+    if x.shape[2:] != (rows * kH, cols * kW):
+        full = np.zeros((N, C, rows * kH, cols * kW), dtype=x.dtype)
+        full[:, :, :x.shape[2], :x.shape[3]] = x
+        x = full
+    out = np.empty((N, C, kH, kW, rows, cols), dtype=x.dtype)
+    np.copyto(out, x.reshape(N, C, rows, kH, cols, kW).transpose(0, 1, 3, 5, 2, 4))
+    return out.reshape(N, C * kH * kW, rows, cols)
+
+
 def _patches(x, spec, shape):
     """x_p (N, C·kH·kW, H_out, W_out): space to depth."""
-    (kH, kW), N, C, Ho, Wo = spec.kernel_size, shape.N, shape.C, shape.H_out, shape.W_out
-    xp = x[:, :, :Ho * kH, :Wo * kW].reshape(N, C, Ho, kH, Wo, kW).transpose(0, 1, 3, 5, 2, 4)
-    return np.ascontiguousarray(xp).reshape(N, C * kH * kW, Ho, Wo)
+    return space_to_depth(x, *spec.kernel_size, shape.H_out, shape.W_out)
 
 
 def _unpatch(dxp, spec, shape):

@@ -36,7 +36,7 @@ import functools
 import numpy as np
 
 from ..padding import fold, pad
-from . import winograd
+from . import patch, winograd
 
 ERROR = "global"    # Winograd's tiles (see convscope.algorithms.winograd)
 FINITE_ONLY = True  # each pass(..., finite_only=True) is None when what it reads or writes is not finite
@@ -93,20 +93,14 @@ def _zero_padded(spec):
 
 
 def _padded_shape(spec, shape):
-    (pt, pb), (pl, pr) = spec.padding
-    return shape._replace(H=shape.H + pt + pb, W=shape.W + pl + pr)
+    H, W = spec.padded_size((shape.H, shape.W))
+    return shape._replace(H=H, W=W)
 
 
 def _axes(spec):
     (kH, kW), (sH, sW), ((pt, _), (pl, _)) = spec.kernel_size, spec.stride, spec.padding
     rows, cols = phases(kH, sH, pt), phases(kW, sW, pl)
     return None if rows is None or cols is None else (rows, cols)
-
-
-def taps_per_pixel(spec) -> float:
-    """The direct sum's taps per input-gradient pixel, (kH/sH)·(kW/sW)."""
-    (kH, kW), (sH, sW) = spec.kernel_size, spec.stride
-    return kH * kW / (sH * sW)
 
 
 def _extent(spec, shape):
@@ -149,23 +143,9 @@ def _weight_taps(dw3, spec, O, C):
     return np.ascontiguousarray(picked.transpose(3, 2, 0, 1))
 
 
-def _flipped(w3):
-    """Qᵀ's weight: W₃ rotated by 180° with its channel axes swapped, (C_out, C·sH·sW, 3, 3)."""
-    return np.ascontiguousarray(w3[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-
-
 def _space_to_depth(x, spec, shape):
     """S(x) (N, C·sH·sW, A_H, A_W): x zero-extended to A_H·sH × A_W·sW, its phases as channels."""
-    (sH, sW) = spec.stride
-    Ah, Aw = _extent(spec, shape)
-    N, C, H, W = x.shape
-    if (Ah * sH, Aw * sW) != (H, W):
-        full = np.zeros((N, C, Ah * sH, Aw * sW), dtype=x.dtype)
-        full[:, :, :H, :W] = x
-        x = full
-    out = np.empty((N, C, sH, sW, Ah, Aw), dtype=x.dtype)
-    np.copyto(out, x.reshape(N, C, Ah, sH, Aw, sW).transpose(0, 1, 3, 5, 2, 4))
-    return out.reshape(N, C * sH * sW, Ah, Aw)
+    return patch.space_to_depth(x, *spec.stride, *_extent(spec, shape))
 
 
 def _depth_to_space(z, spec, shape):
@@ -188,7 +168,7 @@ def forward(x, w, b, spec, shape, finite_only=False):
         return forward(pad(x, spec), w, b, spec.unpadded(), _padded_shape(spec, shape), finite_only)
     (top_h, _), (top_w, _) = _axes(spec)
     s = _space_to_depth(x, spec, shape)
-    return winograd.correlate3x3(s, _flipped(phase_weight(w, spec)), 2 - top_h, 2 - top_w, shape.H_out,
+    return winograd.correlate3x3(s, winograd.flipped(phase_weight(w, spec)), 2 - top_h, 2 - top_w, shape.H_out,
                                  shape.W_out, bias=b, finite_only=finite_only)
 
 

@@ -187,11 +187,17 @@ def prepared_forward(w):
     return lambda x, b, spec, shape, **options: forward(x, w, b, spec, shape, U=U, **options)
 
 
+def flipped(w):
+    """The kernel of the input gradient's correlation: w rotated by 180° with its channel axes swapped,
+    (C_out, C, 3, 3) → (C, C_out, 3, 3)."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
 def grad_input(grad_out, w, spec, shape, finite_only=False):
     """∂L/∂x; with ``finite_only``, None if grad_out or ∂L/∂x holds a value that is not finite."""
     from . import all_finite
 
-    wr = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))   # (C_out, C, 3, 3) → (C, C_out, 3, 3)
+    wr = flipped(w)
     (pt, pb), (pl, pr) = spec.padding
     if spec.padding_mode == "zeros":                                # the interior of x̃ only
         return correlate3x3(grad_out, wr, 2 - pt, 2 - pl, shape.H, shape.W, finite_only=finite_only)
