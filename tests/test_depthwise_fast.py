@@ -263,3 +263,105 @@ def test_flat_property_against_the_reference(c, m, h, w_, dh, dw, ph, pw, stride
     ref = convscope.conv2d_backward(g, x, w, **params)
     assert_close(dx, ref.input, "grad_input")
     assert_close(dwt, ref.weight, "grad_weight")
+
+
+# ((C, H, W), weight shape, params) served by the flat kernels' channel runs: stride 1, multiplier 1, small
+# planes, enough channels that a run spans several planes and the channels fill several blocks
+CHANNEL_RUN_CASES = [
+    ((24, 7, 7), (24, 1, 3, 3), dict(padding=1, groups=24)),
+    ((20, 5, 9), (20, 1, 3, 3), dict(padding="same", dilation=2, groups=20)),
+    ((18, 6, 4), (18, 1, 3, 3), dict(padding=(2, 1), dilation=(2, 1), groups=18, bias=False)),
+    ((16, 1, 1), (16, 1, 3, 3), dict(padding=1, groups=16)),                        # every tap wraps but one
+    ((30, 2, 17), (30, 1, 3, 3), dict(padding=1, groups=30)),
+]
+
+
+def _channel_blocks(x, w, params):
+    spec = make_spec((3, 3), 1, params["padding"], params.get("dilation", 1), params["groups"], "zeros")
+    shape = check_shapes(spec, x.shape, w.shape)
+    return [depthwise.channel_block(spec, shape, p) for p in ("forward", "grad_input", "grad_weight")]
+
+
+@pytest.mark.parametrize("case", CHANNEL_RUN_CASES, ids=[f"c{i}" for i in range(len(CHANNEL_RUN_CASES))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_channel_runs_match_the_reference_and_torch(case, dtype):
+    x, w, b, params = case_arrays(case, "batched", dtype, seed=3)
+    with convscope.num_threads(2):
+        forward, grad_input, grad_weight = _channel_blocks(x, w, params)
+        assert forward > 1 and grad_input == forward and grad_weight == 0, (forward, grad_input, grad_weight)
+        assert x.shape[1] > forward, "one block holds every channel"
+        want = convscope.conv2d(x, w, b, algorithm="reference", **params)
+        assert_close(convscope.conv2d(x, w, b, algorithm="depthwise", **params), want, "forward")
+        g = np.random.default_rng(5).standard_normal(want.shape).astype(dtype)
+        got = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+        ref = convscope.conv2d_backward(g, x, w, algorithm="reference", **params)
+        assert_close(got.input, ref.input, "input")
+        check_against_torch(x, w, b, algorithm="depthwise", **params)
+
+
+@pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
+@pytest.mark.parametrize("spot", ["first", "inside", "edge", "last"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_channel_runs_put_nonfinite_values_where_torch_does(where, spot, value):
+    """One NaN or Inf in the array's first plane (computed exactly), inside a run (the block's planes are
+    computed again), at the end of a plane's row next to the following plane in the same run, or in the
+    array's last plane: only the outputs (and gradients) whose windows hold it may change."""
+    case = ((24, 5, 6), (24, 1, 3, 3), dict(padding=1, groups=24))
+    x, w, b, params = case_arrays(case, "batched", np.float32, seed=7)
+    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    g = np.random.default_rng(8).standard_normal(y.shape).astype(np.float32)
+    index = {"first": (0, 0, 0, 0), "inside": (1, 9, 2, 3), "edge": (0, 10, -1, -1), "last": (-1, -1, -1, -1)}[spot]
+    if where == "input":
+        x[index] = value
+    elif where == "weight":
+        w[index[1], 0, index[2] % 3, index[3] % 3] = value
+    else:
+        g[index] = value
+    out, (dx, dw, db) = torch_native_conv2d(x, w, b, g, **params)
+    with convscope.num_threads(2):
+        assert depthwise.channel_block(*_spec_shape(x, w, params)) > 1
+        assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="depthwise", **params), out, "forward")
+        grads = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
+    for field, want in zip(grads._fields, (dx, dw, db)):
+        assert_same_nonfinite(getattr(grads, field), want, f"grad {field}")
+
+
+def _spec_shape(x, w, params):
+    spec = make_spec((3, 3), 1, params["padding"], 1, params["groups"], "zeros")
+    return spec, check_shapes(spec, x.shape, w.shape)
+
+
+def test_channel_runs_only_for_small_planes():
+    def shape_of(C, H, stride=1, m=1):
+        spec = make_spec((3, 3), stride, 1, 1, C, "zeros")
+        return spec, check_shapes(spec, (8, C, H, H), (C * m, 1, 3, 3))
+
+    with convscope.num_threads(2):
+        assert depthwise.channel_block(*shape_of(960, 7)) == depthwise.CHANNEL_RUN_VALUES // 49
+        assert depthwise.channel_block(*shape_of(576, 14), "grad_input") == depthwise.CHANNEL_RUN_VALUES // 196
+        assert depthwise.channel_block(*shape_of(6, 7)) == 2                     # two blocks per thread
+        assert depthwise.channel_block(*shape_of(192, 28)) == 0                  # large planes: one run each
+        assert depthwise.channel_block(*shape_of(960, 7), "grad_weight") == 0
+        assert depthwise.channel_block(*shape_of(960, 7, m=2)) == 0
+        assert depthwise.channel_block(*shape_of(576, 14, stride=2)) == 0
+        assert "over 83 channels' planes" in depthwise.describe(*shape_of(960, 7), "forward")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=st.integers(4, 12), h=st.integers(1, 8), w_=st.integers(1, 8), dh=st.integers(1, 2),
+       dw=st.integers(1, 2), n=st.integers(1, 3), seed=st.integers(0, 99))
+def test_channel_runs_property_against_the_reference(c, h, w_, dh, dw, n, seed):
+    """Random stride-1 'same' depthwise 3×3 layers with small planes against the reference loops, float64."""
+    spec = make_spec((3, 3), 1, (dh, dw), (dh, dw), c, "zeros")
+    shape = check_shapes(spec, (n, c, h, w_), (c, 1, 3, 3))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, h, w_))
+    w = rng.standard_normal((c, 1, 3, 3))
+    b = rng.standard_normal(c)
+    params = dict(padding=(dh, dw), dilation=(dh, dw), groups=c, algorithm="reference")
+    with convscope.num_threads(2):
+        assert depthwise.channel_block(spec, shape) >= 1
+        assert_close(depthwise.forward(x, w, b, spec, shape), convscope.conv2d(x, w, b, **params), "forward")
+        g = rng.standard_normal((n, c, h, w_))
+        dx, _ = depthwise.backward(g, x, w, spec, shape, (True, False))
+    assert_close(dx, convscope.conv2d_backward(g, x, w, **params).input, "grad_input")

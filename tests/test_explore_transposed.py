@@ -19,7 +19,7 @@ import convscope
 from convscope.explore import element, layer_data, write_page
 from convscope.explore.data import decode
 from convscope.explore.server import command_line, make_server
-from oracle import torch_conv2d, torch_conv_transpose2d, torch_landings
+from oracle import assert_close, torch_conv2d, torch_conv_transpose2d, torch_landings
 
 from browser import launch_browser
 from test_explore_browser import open_page
@@ -60,7 +60,10 @@ def test_element_views_are_torch_numbers_both_ways(config):
     d = layer_data(**config)
     x, w, b, out = arrays(d)
     p = params(d["config"])
-    np.testing.assert_array_equal(out, torch_conv_transpose2d(x, w, b, **p))
+    if config.get("integers"):              # small integers: every order of the sums gives the same number
+        np.testing.assert_array_equal(out, torch_conv_transpose2d(x, w, b, **p))
+    else:                                   # float32 sums: torch's order depends on the CPU's kernels
+        assert_close(out, torch_conv_transpose2d(x, w, b, **p), "output")
     assert tuple(d["shape"]["output_hw"]) == out.shape[1:]
     landings = torch_landings(x.shape[1:], w.shape[2:], **{k: v for k, v in p.items() if k != "groups"})
     O, Ho, Wo = out.shape

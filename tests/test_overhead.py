@@ -60,6 +60,30 @@ def test_bad_call_raises_the_same_message_every_time():
         convscope.conv2d(X[:, :, :2], W)                   # then a bad one of the same spec
 
 
+def test_a_remembered_binding_checks_what_it_did_not_see():
+    """bind answers a call from memory only when its arrays' shapes and dtypes and its arguments are those
+    of a call it checked: the arrays are the new call's, and every other call is checked afresh."""
+    gy = np.ones((2, 4, 4, 4), np.float32)
+    first = spec.bind(2, grad_output=gy, input=X, weight=W, order=("grad_output", "input", "weight"))
+    x2, w2 = X + 1, W * 2
+    again = spec.bind(2, grad_output=gy, input=x2, weight=w2, order=("grad_output", "input", "weight"))
+    assert again.input is x2 and again.weight is w2 and again.grad_output is gy and again.bias is None
+    assert (again.spec, again.shape, again.dtype, again.batched) == (first.spec, first.shape, first.dtype, first.batched)
+    with pytest.raises(ValueError, match="grad_output"):
+        spec.bind(2, grad_output=np.ones((2, 4, 4, 5), np.float32), input=X, weight=W)
+    with pytest.raises(TypeError, match="same dtype"):
+        spec.bind(2, grad_output=gy, input=X, weight=W.astype(np.float64))
+    convscope.conv2d(X, W, stride=1)
+    for _ in range(2):
+        with pytest.raises(TypeError, match=re.escape("stride must be an int or a pair of ints, got True (bool)")):
+            convscope.conv2d(X, W, stride=True)
+    assert convscope.conv2d(X, W, bias=np.ones(4, np.float32)).shape == (2, 4, 4, 4)
+    with pytest.raises(ValueError, match="bias"):
+        convscope.conv2d(X, W, bias=np.ones(5, np.float32))
+    import torch
+    assert np.array_equal(convscope.conv2d(torch.from_numpy(X), W), convscope.conv2d(X, W))
+
+
 def test_a_callers_list_changed_after_a_call_does_not_change_the_cache():
     kernel, stride = [3, 3], [2, 1]
     first = make_spec(kernel, stride)
@@ -193,6 +217,7 @@ def test_repeated_calls_do_not_rerun_the_expensive_steps(monkeypatch, counted_de
         monkeypatch.setattr(module, name, counted)
     spec._cached_spec.cache_clear()
     spec._cached_shapes.cache_clear()
+    spec._BOUND.clear()
     x, w = np.ones((1, 5, 3, 3), np.float32), np.ones((7, 5, 1, 1), np.float32)
     gy = np.ones((1, 7, 3, 3), np.float32)
     convscope.conv2d(x, w, stride=1)

@@ -723,6 +723,11 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     arrays' kinds and dtypes, the input's rank, the spec (from the weight's kernel
     size), the shapes, grad_output's shape.
     """
+    key = _bind_key(ndim, (input, weight, bias, grad_output), input_size, weight_size,
+                    (stride, padding, dilation, groups, padding_mode), order, size_names)
+    bound = _BOUND.get(key) if key is not None else None
+    if bound is not None:
+        return ConvCall(*bound, *(None if a is _NO_ARRAY else a for a in (input, weight, bias, grad_output)))
     ndim = check_ndim(ndim)
     if input_size is not _NO_ARRAY:
         axes = ", ".join(AXIS_LETTERS[ndim])
@@ -744,7 +749,36 @@ def bind(ndim: int, *, input=_NO_ARRAY, weight=_NO_ARRAY, bias=_NO_ARRAY, grad_o
     call = ConvCall(spec, shape, dtype, batched, x, w, b, gy)
     if gy is not None:
         check_grad_output_shape(gy.shape, call.caller_output_shape())
+    if key is not None:
+        if len(_BOUND) >= _BOUND_SIZE:
+            _BOUND.clear()
+        _BOUND[key] = (spec, shape, dtype, batched)
     return call
+
+
+# bind's answers for calls whose arrays are ndarrays of a supported dtype and whose other arguments are
+# plain (:func:`_plain_key`): what the checks depend on (shapes, dtypes, arguments) → (spec, shape,
+# dtype, batched); a call that raises is never remembered, so it raises again
+_BOUND: dict = {}
+_BOUND_SIZE = 1024
+
+
+def _bind_key(ndim, arrays, input_size, weight_size, arguments, order, size_names) -> tuple | None:
+    """What :func:`bind`'s checks read of a call, or None when that is not only shapes, dtypes and plain
+    arguments (another kind of array, a size or an argument that is not plain)."""
+    parts = []
+    for a in arrays:
+        if a is _NO_ARRAY or a is None:
+            parts.append(a is None)
+        elif type(a) is np.ndarray and a.dtype in SUPPORTED_DTYPES:
+            parts.append((a.shape, a.dtype))
+        else:
+            return None
+    sizes = _plain_key(tuple(v for v in (input_size, weight_size) if v is not _NO_ARRAY))
+    plain = _plain_key(arguments)
+    if sizes is None or plain is None or type(ndim) is not int:
+        return None
+    return (ndim, *parts, input_size is _NO_ARRAY, sizes, plain, order, size_names)
 
 
 # --------------------------------------------------------------------------- transposed convolutions

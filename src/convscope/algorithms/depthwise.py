@@ -23,7 +23,9 @@ times to multiply it by 1×(kH·kW) matrices).  The three passes are numba kerne
 * *flat*: 3×3, zero padding, stride 1 with outputs the input's size or (forward) stride 2: each
   (sample, channel) plane read in place as one flat run per tap, the taps that wrap past a row's or
   the plane's edge multiplied by a mask of zeros, a plane whose result is not finite computed again
-  tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight).
+  tap by tap (forward, grad-input as the forward of the rotated kernel with multiplier 1, grad-weight);
+  with stride 1, multiplier 1 and small planes (:func:`channel_block`), one run spans several channels'
+  planes, each tap's weights and mask laid out along it once per block of channels.
 
 Backward, the adjoints of the same sum:
 
@@ -51,6 +53,8 @@ BLOCK = 16                 # channels per block of the channel-block kernels
 BLOCKS_BELOW_WIDTH = 8     # channel blocks below 8 outputs wide, stride 1 (7²: planes 1.2–1.3× slower; 14²: 0.8×)
 FLAT_STRIDE2_MAX_VALUES = 56 * 56   # the flat stride-2 forward up to 56² planes (112²: the planes 0.9× its time)
 PLANE_MAX_VALUES = 1 << 17  # planes up to 131,072 scratch values per plane (112²: rows 1.1–1.5× slower)
+CHANNEL_RUN_MAX_VALUES = 16 * 16   # several channels' planes per flat run up to 16² (7²–14²: 0.45–0.8×; 28²: 1.2×)
+CHANNEL_RUN_VALUES = 4096          # outputs per channel run (its weights and masks: 10 values each)
 
 
 def needs(spec, shape):
@@ -89,6 +93,18 @@ def _flat(spec, shape, pass_) -> bool:
             and (pass_ != "grad_input" or shape.out_per_group == 1))
 
 
+def channel_block(spec, shape, pass_="forward") -> int:
+    """Channels per run of the flat kernels that run several channels' planes at once (stride 1,
+    multiplier 1, planes up to :data:`CHANNEL_RUN_MAX_VALUES`), or 0 where each plane is its own run."""
+    from ..threads import get_num_threads
+
+    HW = shape.H * shape.W
+    if (pass_ == "grad_weight" or spec.stride != (1, 1) or shape.out_per_group != 1 or HW > CHANNEL_RUN_MAX_VALUES
+            or layout(spec, shape, pass_) != "flat"):
+        return 0
+    return max(1, min(CHANNEL_RUN_VALUES // HW, -(-shape.C // (2 * get_num_threads()))))   # two blocks per thread
+
+
 def layout(spec, shape, pass_="forward") -> str:
     """``"flat"``, ``"blocks"``, ``"planes"`` or ``"rows"``: the kernels that run ``pass_``."""
     if _flat(spec, shape, pass_):
@@ -105,6 +121,9 @@ _DESCRIPTIONS = {"blocks": "channel blocks, channels last", "rows": "rows",
 
 
 def describe(spec, shape, pass_) -> str:
+    per_block = channel_block(spec, shape, pass_)
+    if per_block:
+        return f"(sample, channel) planes read in place, one flat run per tap over {per_block} channels' planes"
     return _DESCRIPTIONS[layout(spec, shape, pass_)]
 
 
@@ -146,7 +165,11 @@ def forward(x, w, b, spec, shape):
     bias = np.zeros(Co, dtype=x.dtype) if b is None else np.ascontiguousarray(b)
     lay = layout(spec, shape)
     w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # (C·m, 1, kH, kW) → (C·m, kH, kW)
-    if lay == "flat":
+    per_block = channel_block(spec, shape) if lay == "flat" else 0
+    if per_block:
+        _numba.launch(kernels.forward_flat_channels, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
+                      *spec.dilation, pt, pl, True, per_block)
+    elif lay == "flat":
         _numba.launch(kernels.forward_flat, xs.reshape(-1), w3, bias, out, shape.H, shape.W,  # (N·C·H·W,)
                       spec.stride[0], *spec.dilation, pt, pl, shape.out_per_group, True, _chunks(shape))
     elif lay == "blocks":
@@ -177,11 +200,16 @@ def backward(grad_out, x, w, spec, shape, mask):
         args = _args(spec, pt, pl) if zeros else _args(spec, 0, 0)
         w3 = np.ascontiguousarray(w.reshape(Co, kH, kW))                          # → (C·m, kH, kW)
         lay = layout(spec, shape, "grad_input")
+        per_block = channel_block(spec, shape, "grad_input") if lay == "flat" else 0
         if N and lay == "flat":
             # the forward of grad_output with the kernel rotated by 180° and the padding mirrored
             w_rot = np.ascontiguousarray(w3[:, ::-1, ::-1])
-            _numba.launch(kernels.forward_flat, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,  # (N·C·H·W,)
-                          shape.H, shape.W, 1, *spec.dilation, pb, pr, 1, False, _chunks(shape))
+            if per_block:
+                _numba.launch(kernels.forward_flat_channels, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,
+                              shape.H, shape.W, *spec.dilation, pb, pr, False, per_block)    # (N·C·H·W,)
+            else:
+                _numba.launch(kernels.forward_flat, g.reshape(-1), w_rot, np.zeros(C, dtype=dtype), dx,  # (N·C·H·W,)
+                              shape.H, shape.W, 1, *spec.dilation, pb, pr, 1, False, _chunks(shape))
         elif N and lay == "blocks":
             _numba.launch(kernels.grad_input_blocks, g, _repeated(w, shape, spec), target, *args)
         elif N and lay == "planes" and np.isfinite(w3).all():
@@ -236,6 +264,7 @@ def workspace(pass_, spec, shape, itemsize):
     if lay == "flat":
         total += 6 * shape.H * shape.W + (Co * kH * kW + C if pass_ == "grad_input" else 0)   # masks; rotated kernel, zero bias
         total += get_num_threads() * shape.H * shape.W if spec.stride != (1, 1) else 0       # each thread's grid row
+        total += get_num_threads() * 10 * channel_block(spec, shape, pass_) * shape.H * shape.W   # a run's weights, biases
     elif lay == "planes":
         total += get_num_threads() * 2 * _plane_values(spec, shape)
     elif lay == "blocks":

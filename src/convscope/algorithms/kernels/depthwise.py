@@ -907,6 +907,77 @@ def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks
                             row[j] = src[j]
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _channel_run(dst, E, xf, b0, b1, b2, dW, wm, bv, e0, zero):
+    """dst[e] = bv[e0 + e] + Σ_t wm[t, e0 + e] · xf[b_u + e + v·dW] for e < E (tap t = 3u + v, its mask
+    and the plane's weight in wm); returns Σ dst · 0 (0 when every value is finite, else NaN)."""
+    x00, x01, x02 = xf[b0:], xf[b0 + dW:], xf[b0 + 2 * dW:]
+    x10, x11, x12 = xf[b1:], xf[b1 + dW:], xf[b1 + 2 * dW:]
+    x20, x21, x22 = xf[b2:], xf[b2 + dW:], xf[b2 + 2 * dW:]
+    m0, m1, m2, m3, m4 = wm[0, e0:], wm[1, e0:], wm[2, e0:], wm[3, e0:], wm[4, e0:]
+    m5, m6, m7, m8, bb = wm[5, e0:], wm[6, e0:], wm[7, e0:], wm[8, e0:], bv[e0:]
+    check = zero
+    for e in range(E):
+        v = bb[e] + (m0[e] * x00[e] + m1[e] * x01[e] + m2[e] * x02[e]
+                     + m3[e] * x10[e] + m4[e] * x11[e] + m5[e] * x12[e]
+                     + m6[e] * x20[e] + m7[e] * x21[e] + m8[e] * x22[e])
+        dst[e] = v
+        check += v * zero
+    return check
+
+
+@njit(**_FLAGS)
+def forward_flat_channels(xf, w, b, out, H, W, dH, dW, pt, pl, pad_products, per_block):
+    """out (N, C, H, W) from the flat x (N·C·H·W,), w (C, 3, 3), b (C,): the flat kernel's sum (stride 1,
+    multiplier 1, outputs the input's size) run over ``per_block`` consecutive channels' planes at once,
+    so that small planes still give long loops.  A block's weights, each multiplied by its tap's mask
+    (with ``pad_products``: w · 0 in the border, NaN for a non-finite weight, as torch's; else 0), and its
+    biases are laid out along the block's outputs once, in wm (9, per_block·H·W) and bv, and serve every
+    sample; the blocks are the parallel items.  Planes whose reads would leave the array, and a block's
+    planes whose result is not finite, are computed again exactly (:func:`_exact_plane`)."""
+    N, C = out.shape[0], out.shape[1]
+    HW = H * W
+    rows, cols = _flat_masks(H, W, H, W, 1, dH, dW, pt, pl, w[0, 0, :1])
+    o0, o1, o2 = -pt * W - pl, (dH - pt) * W - pl, (2 * dH - pt) * W - pl      # tap (u, 0)'s offset
+    lo, hi = o0, HW - 1 + o2 + 2 * dW
+    total = xf.shape[0]
+    outf = out.reshape(-1)
+    zero = np.zeros(1, dtype=xf.dtype)[0]
+    nb = -(-C // per_block)
+    for t in prange(nb):
+        c0 = t * per_block
+        c1 = min(C, c0 + per_block)
+        wm = np.empty((9, (c1 - c0) * HW), dtype=xf.dtype)
+        bv = np.empty((c1 - c0) * HW, dtype=xf.dtype)
+        for c in range(c0, c1):
+            e0 = (c - c0) * HW
+            for u in range(3):
+                for v in range(3):
+                    wt, row, ru, cv = w[c, u, v], wm[u * 3 + v, e0:e0 + HW], rows[u], cols[v]
+                    for k in range(HW):
+                        inside = ru[k] * cv[k]
+                        row[k] = inside * wt if pad_products else (wt if inside != 0 else zero)
+            for k in range(HW):
+                bv[e0 + k] = b[c]
+        for n in range(N):
+            p0, p1 = c0, c1                        # the block's planes whose reads stay in the array
+            while p0 < p1 and (n * C + p0) * HW + lo < 0:
+                p0 += 1
+            while p1 > p0 and (n * C + p1 - 1) * HW + hi >= total:
+                p1 -= 1
+            done0 = done1 = c0                     # the planes the run computed, all finite
+            if p1 > p0:
+                base, e0 = (n * C + p0) * HW, (p0 - c0) * HW
+                check = _channel_run(outf[base:], (p1 - p0) * HW, xf, base + o0, base + o1, base + o2, dW,
+                                     wm, bv, e0, zero)
+                if check == 0:
+                    done0, done1 = p0, p1
+            for c in range(c0, c1):
+                if not done0 <= c < done1:
+                    _exact_plane(xf, (n * C + c) * HW, H, W, 1, w[c], b[c], dH, dW, pt, pl, pad_products,
+                                 out[n, c])
+
+
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _exact_dots(gf, gbase, xf, xbase, H, W, dH, dW, pt, pl, acc):
     """acc[u·3 + v] += Σ_e g[e] · x̃[tap (u, v) of e], the border's zeros included (g · 0: an
