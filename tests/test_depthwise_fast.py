@@ -196,6 +196,22 @@ def test_flat_match_the_reference_and_torch(case, dtype):
     check_against_torch(x, w, b, algorithm="depthwise", **params)
 
 
+def _with_one_nonfinite(case, seeds, where, index, value):
+    """(x, w, b, grad_output, params, torch's native output and gradients) for a float32 case with
+    ``value`` at ``index`` of the input or grad_output (the weight: at its channel index[1], tap
+    (index[2] % 3, index[3] % 3))."""
+    x, w, b, params = case_arrays(case, "batched", np.float32, seed=seeds[0])
+    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
+    g = np.random.default_rng(seeds[1]).standard_normal(y.shape).astype(np.float32)
+    if where == "input":
+        x[index] = value
+    elif where == "weight":
+        w[index[1], 0, index[2] % 3, index[3] % 3] = value
+    else:
+        g[index] = value
+    return x, w, b, g, params, torch_native_conv2d(x, w, b, g, **params)
+
+
 @pytest.mark.parametrize("where", ["input", "weight", "grad_output"])
 @pytest.mark.parametrize("spot", ["first", "edge", "last"])
 @pytest.mark.parametrize("stride, value", [(1, np.nan), (1, np.inf), (2, np.inf)])
@@ -204,17 +220,8 @@ def test_flat_put_nonfinite_values_where_torch_does(where, spot, stride, value):
     next row wrap onto it), or in the last plane's corner: only the outputs (and gradients) whose
     windows hold it may change."""
     case = ((4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4, stride=stride))
-    x, w, b, params = case_arrays(case, "batched", np.float32, seed=4)
-    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
-    g = np.random.default_rng(6).standard_normal(y.shape).astype(np.float32)
     index = {"first": (0, 0, 0, 0), "edge": (1, 2, 2, -1), "last": (-1, -1, -1, -1)}[spot]
-    if where == "input":
-        x[index] = value
-    elif where == "weight":
-        w[index[1], 0, index[2] % 3, index[3] % 3] = value
-    else:
-        g[index] = value
-    out, (dx, dw, db) = torch_native_conv2d(x, w, b, g, **params)
+    x, w, b, g, params, (out, (dx, dw, db)) = _with_one_nonfinite(case, (4, 6), where, index, value)
     assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="depthwise", **params), out, "forward")
     grads = convscope.conv2d_backward(g, x, w, algorithm="depthwise", **params)
     for field, want in zip(grads._fields, (dx, dw, db)):
@@ -307,17 +314,8 @@ def test_channel_runs_put_nonfinite_values_where_torch_does(where, spot, value):
     computed again), at the end of a plane's row next to the following plane in the same run, or in the
     array's last plane: only the outputs (and gradients) whose windows hold it may change."""
     case = ((24, 5, 6), (24, 1, 3, 3), dict(padding=1, groups=24))
-    x, w, b, params = case_arrays(case, "batched", np.float32, seed=7)
-    y = convscope.conv2d(x, w, b, algorithm="reference", **params)
-    g = np.random.default_rng(8).standard_normal(y.shape).astype(np.float32)
     index = {"first": (0, 0, 0, 0), "inside": (1, 9, 2, 3), "edge": (0, 10, -1, -1), "last": (-1, -1, -1, -1)}[spot]
-    if where == "input":
-        x[index] = value
-    elif where == "weight":
-        w[index[1], 0, index[2] % 3, index[3] % 3] = value
-    else:
-        g[index] = value
-    out, (dx, dw, db) = torch_native_conv2d(x, w, b, g, **params)
+    x, w, b, g, params, (out, (dx, dw, db)) = _with_one_nonfinite(case, (7, 8), where, index, value)
     with convscope.num_threads(2):
         assert depthwise.channel_block(*_spec_shape(x, w, params)) > 1
         assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="depthwise", **params), out, "forward")
