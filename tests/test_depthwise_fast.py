@@ -136,13 +136,15 @@ def test_plane_geometry_and_index_maps():
     assert (kernels._plane_index(8, 8, 7, 7, 4, 2, 2, 0, 0, 48, 192) == 192).sum() == 15   # row 7, column 7
 
 
+def shape_of(c, hw, stride=1, m=1):
+    """(spec, shape) of a batch-8 depthwise 3×3 layer, padding 1, with c channels of hw², multiplier m."""
+    spec = make_spec((3, 3), stride, 1, 1, c, "zeros")
+    return spec, check_shapes(spec, (8, c, hw, hw), (c * m, 1, 3, 3))
+
+
 def test_layout_choice():
     """Channel blocks for 7² stride-1 forward and grad_input (multiplier 1), planes for grad_weight and
     the rest, rows beyond the planes' size; plan() names them."""
-    def shape_of(c, hw, stride=1, m=1):
-        spec = make_spec((3, 3), stride, 1, 1, c, "zeros")
-        return spec, check_shapes(spec, (8, c, hw, hw), (c * m, 1, 3, 3))
-
     assert depthwise.layout(*shape_of(960, 7)) == "flat"
     assert depthwise.layout(*shape_of(960, 7), "grad_weight") == "flat"
     assert depthwise.layout(*shape_of(960, 7, m=2)) == "flat"
@@ -171,11 +173,15 @@ FLAT_CASES = [
 ]
 
 
-def _flat_layouts(x, w, params):
+def _spec_shape(x, w, params):
+    """(spec, shape) of a 3×3 zero-padded case's arrays and params."""
     spec = make_spec((3, 3), params.get("stride", 1), params["padding"], params.get("dilation", 1),
                      params["groups"], "zeros")
-    shape = check_shapes(spec, x.shape, w.shape)
-    return [depthwise.layout(spec, shape, p) for p in ("forward", "grad_input", "grad_weight")]
+    return spec, check_shapes(spec, x.shape, w.shape)
+
+
+def _flat_layouts(x, w, params):
+    return [depthwise.layout(*_spec_shape(x, w, params), p) for p in ("forward", "grad_input", "grad_weight")]
 
 
 @pytest.mark.parametrize("case", FLAT_CASES, ids=[f"f{i}" for i in range(len(FLAT_CASES))])
@@ -284,9 +290,7 @@ CHANNEL_RUN_CASES = [
 
 
 def _channel_blocks(x, w, params):
-    spec = make_spec((3, 3), 1, params["padding"], params.get("dilation", 1), params["groups"], "zeros")
-    shape = check_shapes(spec, x.shape, w.shape)
-    return [depthwise.channel_block(spec, shape, p) for p in ("forward", "grad_input", "grad_weight")]
+    return [depthwise.channel_block(*_spec_shape(x, w, params), p) for p in ("forward", "grad_input", "grad_weight")]
 
 
 @pytest.mark.parametrize("case", CHANNEL_RUN_CASES, ids=[f"c{i}" for i in range(len(CHANNEL_RUN_CASES))])
@@ -324,16 +328,7 @@ def test_channel_runs_put_nonfinite_values_where_torch_does(where, spot, value):
         assert_same_nonfinite(getattr(grads, field), want, f"grad {field}")
 
 
-def _spec_shape(x, w, params):
-    spec = make_spec((3, 3), 1, params["padding"], 1, params["groups"], "zeros")
-    return spec, check_shapes(spec, x.shape, w.shape)
-
-
 def test_channel_runs_only_for_small_planes():
-    def shape_of(C, H, stride=1, m=1):
-        spec = make_spec((3, 3), stride, 1, 1, C, "zeros")
-        return spec, check_shapes(spec, (8, C, H, H), (C * m, 1, 3, 3))
-
     with convscope.num_threads(2):
         assert depthwise.channel_block(*shape_of(960, 7)) == depthwise.CHANNEL_RUN_VALUES // 49
         assert depthwise.channel_block(*shape_of(576, 14), "grad_input") == depthwise.CHANNEL_RUN_VALUES // 196
