@@ -290,14 +290,24 @@ def usable_cores() -> int:
 
 
 def cpu_model() -> str:
+    """The CPU's model name, with its family, model and widest vector extension (a name such as
+    "AMD EPYC" covers several generations, which rank the algorithms differently)."""
+    facts = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                facts.setdefault(key.strip(), value.strip())
+                if key.strip() == "flags":
+                    break
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = facts.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" not in facts:
+        return name
+    flags = facts.get("flags", "").split()
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name} (family {facts['cpu family']} model {facts.get('model', '?')}, {vector})"
 
 
 def memory_gib() -> float | None:
@@ -329,6 +339,9 @@ def numpy_blas() -> str:
                 break
     except ImportError:
         extra = _openblas_via_ctypes()
+    forced = [f"{v}={os.environ[v]} in the environment" for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+              if v in os.environ]
+    extra += forced
     return " ".join(x for x in [name, version] if x) + (f" ({', '.join(extra)})" if extra else "")
 
 

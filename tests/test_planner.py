@@ -24,7 +24,8 @@ from oracle import assert_close
     ((8, 16, 56, 56), (16, 16, 3, 3), dict(padding=1), ("winograd",) * 3),
     ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), ("gemm",) * 3),               # too few channels
     ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm", "gather", "gemm")),
-    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("gemm",) * 3),
+    ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("direct", "gemm", "gemm")),   # the stem
+    ((8, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), ("gemm",) * 3),
     ((8, 64, 56, 56), (64, 32, 3, 3), dict(padding=1, groups=2), ("gemm",) * 3),
     ((8, 16, 64, 64), (16, 16, 15, 15), dict(padding=7), ("fft",) * 3),
     ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), ("fft",) * 3),
@@ -48,7 +49,7 @@ def test_plan_reports_the_fft_estimate():
     assert re.search(r"row 'fft': .*; scipy\.fft, \d workers?, 64×64 grid; estimated [\d.]+ ms against "
                      r"gemm's [\d.]+ ms for the three passes$", fft.forward.reason)
     stem = convscope.plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
-    assert re.search(r"; FFT estimated ([\d.]+) ms against gemm's ([\d.]+) ms", stem.forward.reason)
+    assert re.search(r"; FFT estimated ([\d.]+) ms against gemm's ([\d.]+) ms", stem.grad_weight.reason)
     fft_ms, gemm_ms = planner.cost_ms(*_spec_shape((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3))
     assert fft_ms > 5 * gemm_ms
 
@@ -73,7 +74,7 @@ def test_non_overlapping_patches_plan_on_patch_also_transposed():
 
 def test_plan_reports_gemm_layouts():
     stem = convscope.plan((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3)
-    assert "4 stride phases" in stem.forward.reason and "per sample" in stem.forward.reason
+    assert "4 stride phases" in stem.grad_weight.reason and "per sample" in stem.grad_weight.reason
     small = convscope.plan((8, 512, 14, 14), (512, 512, 3, 3), stride=2, padding=1)
     assert "batch folded (H_out·W_out = 49)" in small.forward.reason
 
@@ -81,7 +82,9 @@ def test_plan_reports_gemm_layouts():
 def test_every_table_name_is_registered():
     assert set(planner.NAMES) == set(algorithms.ALGORITHMS)
     for row in planner.TABLE:
-        assert set(row.choice) <= set(planner.NAMES)
+        assert set(row.choice) - {None} <= set(planner.NAMES)
+        assert row.choice[0] is not None            # a row that holds decides the forward
+    assert all(planner.TABLE[-1].choice)            # the last row decides every pass
 
 
 def test_every_algorithm_declares_itself():
@@ -254,7 +257,7 @@ def test_tuning_measures_once_and_remembers(tuning, monkeypatch):
     monkeypatch.setattr(module, "_best_ms", lambda run: timed.append(run) or original(run))
     p = convscope.plan(*TINY, padding=1)
     candidates = planner.candidates(*_spec_shape(*TINY, padding=1))
-    assert set(candidates) == {"gemm", "winograd", "fft", "gather"}
+    assert set(candidates) == {"gemm", "winograd", "fft", "gather", "direct"}
     assert len(timed) == 3 * len(candidates)
     for pass_ in planner.PASSES:
         choice = getattr(p, pass_)

@@ -10,6 +10,8 @@ is just the interior slice.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .geometry import source_map
@@ -28,7 +30,11 @@ def pad(x: np.ndarray, spec) -> np.ndarray:
         out = np.empty(x.shape[:-nd] + spec.padded_size(sizes), dtype=x.dtype)
         return pad_into(out, x, tuple(p0 for p0, _ in spec.padding))
     maps = [source_map(n, p0, p1, spec.padding_mode) for n, (p0, p1) in zip(sizes, spec.padding)]
-    return x[(Ellipsis,) + np.ix_(*maps)]                # (…, *padded sizes), every entry a real pixel
+    # every entry a real pixel: one gather of the flattened axes, which gives a C-contiguous result
+    # (indexing with np.ix_ behind an Ellipsis lays the leading axes out innermost)
+    flat = np.ravel_multi_index(np.ix_(*maps), sizes)                 # (*padded sizes) → index into (…, Π sizes)
+    lead = x.shape[:-nd]
+    return np.take(x.reshape(lead + (math.prod(sizes),)), flat.ravel(), axis=-1).reshape(lead + flat.shape)
 
 
 def pad_into(dst: np.ndarray, src: np.ndarray, before: tuple) -> np.ndarray:

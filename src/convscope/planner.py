@@ -14,6 +14,9 @@ fft-dw      one input channel per group, groups > 1,        fft          fft    
 dw          one input channel per group, groups > 1         depthwise    depthwise    depthwise
 patch       kernel = stride, no padding, dilation 1         patch        patch        patch
             (patches that do not overlap), 2-d (H > 1)
+direct      kH·kW ≥ 25, ≤ 64 input channels per group,      direct       (below)      (below)
+            2-d (H > 1); where FFT could serve (the fft
+            row's bounds), kH·kW ≤ 81 and ≤ 32 channels
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 16 and C_out ≥ 16, H_out·W_out ≥ 100
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
@@ -32,6 +35,9 @@ What each implementation can serve, its cost model and its layouts are declared 
 module (see :mod:`convscope.algorithms`): this module only reads them.  The thresholds
 were measured on the project's machines; ``bench/README.md`` tells how, and
 ``bench/fit_cost_model.py`` re-fits the FFT and gemm cost models.
+
+A row whose choice for a pass is "(below)" decides only the other passes: that pass takes the first row
+below it that holds and names one (the ``direct`` forward's gradients are FFT's or gemm's).
 
 An explicit ``algorithm='name'`` forces that implementation for every pass.  A
 configuration the implementation cannot compute raises ValueError naming
@@ -85,6 +91,10 @@ GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 inpu
                                       # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
 TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
 TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
+DIRECT_MIN_TAPS = 25                  # forward as direct sums from 5×5 kernels (3×3 at 1–4 channels: 1.2–2.1× gemm's time)
+DIRECT_MAX_CHANNELS = 64              # up to 64 input channels per group (7×7 dilated at 64: 0.48× gemm's time)
+DIRECT_MAX_TAPS_BESIDE_FFT = 81       # where FFT could serve: up to 9×9 (11×11 at 16 channels, 21×21 at 3: 1.4–1.5× FFT's)
+DIRECT_MAX_CHANNELS_BESIDE_FFT = 32   # and 32 channels per group (7×7 and 9×9 at 64: 1.4–2.6× FFT's; 5×5 at 32: 0.78×)
 TAPS_FEW_MIN_OUTPUTS = 1 << 18        # 1-d forward as direct sums (taps.DIRECT_MAX_ROWS) from 2¹⁸ outputs (N·C_out·W_out;
                                       # 66K: 2.7× gemm's time, 255K–6.5M: 0.29–0.79×)
 
@@ -142,6 +152,13 @@ def _sums_few_taps(spec, shape) -> bool:
             and shape.N * shape.out_channels * shape.W_out >= TAPS_FEW_MIN_OUTPUTS)
 
 
+def _sums_directly(spec, shape) -> bool:
+    taps = spec.kernel_size[0] * spec.kernel_size[1]
+    return (shape.H > 1 and taps >= DIRECT_MIN_TAPS and shape.in_per_group <= DIRECT_MAX_CHANNELS
+            and (not _fft_candidate(spec, shape) or (taps <= DIRECT_MAX_TAPS_BESIDE_FFT
+                                                      and shape.in_per_group <= DIRECT_MAX_CHANNELS_BESIDE_FFT)))
+
+
 def _wins_fft_depthwise(spec, shape) -> bool:
     kH, kW = spec.kernel_size
     return (_is_depthwise(spec, shape) and kH * kW >= FFT_DEPTHWISE_MIN_TAPS and spec.stride == (1, 1)
@@ -166,6 +183,10 @@ TABLE = (
     Row("patch", _is_patch, ("patch", "patch", "patch"),
         "kernel as large as its stride, no padding, dilation 1, 2-d: the patches do not overlap, so the input "
         "rearranged by patches (space to depth) makes it a 1×1 product, no im2col"),
+    Row("direct", _sums_directly, ("direct", None, None),
+        f"kH·kW ≥ {DIRECT_MIN_TAPS}, ≤ {DIRECT_MAX_CHANNELS} input channels per group, 2-d (where FFT could "
+        f"serve, ≤ {DIRECT_MAX_TAPS_BESIDE_FFT} taps and ≤ {DIRECT_MAX_CHANNELS_BESIDE_FFT} channels): the forward "
+        "as direct sums over the input's stride phases, no im2col"),
     Row("wino", _wins_winograd, ("winograd", "winograd", "winograd"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
         f"{WINOGRAD_MIN_OUTPUT_PIXELS} output pixels: Winograd F(4×4, 3×3), 4× fewer multiplies"),
@@ -294,11 +315,14 @@ def _decide(spec, shape, algorithm, dtype, precision) -> Plan:
         elif measured is not None:
             name, reason, source = measured[pass_]["algorithm"], tuning.reason(measured, pass_), "measured"
         else:
-            name, reason, source = auto.choice[i], f"row {auto.name!r}: {auto.why}", "table"
+            row = auto if auto.choice[i] is not None else \
+                next(r for r in TABLE[TABLE.index(auto) + 1:] if r.choice[i] is not None and r.condition(spec, shape))
+            name, reason, source = row.choice[i], f"row {row.name!r}: {row.why}", "table"
             if local_only and ALGORITHMS[name].ERROR != "local":
-                row = next(r for r in TABLE if r.condition(spec, shape) and ALGORITHMS[r.choice[i]].ERROR == "local")
-                name, reason = row.choice[i], (f"row {row.name!r}: {row.why}; conv precision 'highest' keeps to "
-                                               f"paths whose error is local (row {auto.name!r} would choose {auto.choice[i]})")
+                local = next(r for r in TABLE if r.choice[i] is not None and r.condition(spec, shape)
+                             and ALGORITHMS[r.choice[i]].ERROR == "local")
+                name, reason = local.choice[i], (f"row {local.name!r}: {local.why}; conv precision 'highest' keeps to "
+                                                 f"paths whose error is local (row {row.name!r} would choose {row.choice[i]})")
         choices.append(Choice(name, reason, source))
     return Plan(*choices)
 

@@ -79,7 +79,7 @@ from ..geometry import spec_tap_sources
 from ..padding import fold, pad
 from ..threads import get_num_threads
 from ..workspace import get_workspace_limit, workspace_limit
-from . import depthwise, fft, gather, gemm, ndgemm, ndstack, ndwinograd, patch, pointwise, subpixel, taps, winograd
+from . import depthwise, direct, fft, gather, gemm, ndgemm, ndstack, ndwinograd, patch, pointwise, subpixel, taps, winograd
 
 
 PASSES = ("forward", "grad_input", "grad_weight")     # every pass an implementation may compute
@@ -131,7 +131,7 @@ class Algorithm:
 
 
 MODULES = (gemm, reference, pointwise, depthwise, winograd, fft, ndgemm, ndstack, ndwinograd, gather, taps, patch,
-           subpixel)
+           subpixel, direct)
 ALGORITHMS = {module.__name__.rsplit(".", 1)[1]: Algorithm(module.__name__.rsplit(".", 1)[1], module)
               for module in MODULES}
 
