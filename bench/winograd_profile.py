@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         steps = {
             "forward": [("in", lambda: _numba.launch(kernels.input_tiles_last, x, 1, 1, th, tw, V)),
                         ("products", lambda: blas.stacked(V, Ut, out=M)),
-                        ("out", lambda: _numba.launch(kernels.output_tiles_last, M, b, th, tw, out)),
+                        ("out", lambda: _numba.launch(kernels.output_tiles_last, M, b, th, tw, out[:, :, None], 0, 1)),
                         ("wino", lambda: winograd.forward(x, w, b, spec, shape)),
                         ("gemm", lambda: gemm.forward(x, w, b, spec, shape)),
                         ("torch", lambda: F.conv2d(xt, wt, bt, 1, 1))],
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
                            ("torch", lambda: torch.ops.aten.convolution_backward(
                                gt, xt, wt, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [True, False, False]))],
             "grad_weight": [("in", lambda: _numba.launch(kernels.input_tiles_last, x, 1, 1, th, tw, V)),
-                            ("out-grad", lambda: _numba.launch(kernels.gradient_tiles_last, g, th, tw, Z)),
+                            ("out-grad", lambda: _numba.launch(kernels.gradient_tiles_last, g[:, :, None], 0, 1, th, tw, Z)),
                             ("products", lambda: blas.stacked(Z.transpose(0, 2, 1), V, out=dU)),
                             ("wino", lambda: winograd.grad_weight(g, x, spec, shape)),
                             ("gemm", lambda: gemm.backward(g, x, None, spec, shape, (False, True))[1]),

@@ -110,13 +110,13 @@ def test_kernels_match_the_kronecker_matrices(top, left):
     M = rng.standard_normal((36, 2 * th * tw, 4))
     bias = rng.standard_normal(4)
     out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3))          # partial tiles: cropped
-    assert kernels.output_tiles_last(M, bias, th, tw, out) == 0
+    assert kernels.output_tiles_last(M, bias, th, tw, out[:, :, None], 0, 1) == 0
     Y = np.einsum("qt,tpo->opq", AA, M).reshape(4, 2, th, tw, 4, 4).transpose(1, 0, 2, 4, 3, 5)
     Y = Y.reshape(2, 4, 4 * th, 4 * tw)[:, :, :out.shape[2], :out.shape[3]] + bias[:, None, None]
     np.testing.assert_allclose(out, Y, rtol=0, atol=1e-10)
 
     Z = np.empty((36, 2 * th * tw, 4))
-    assert kernels.gradient_tiles_last(out, th, tw, Z) == 0
+    assert kernels.gradient_tiles_last(out[:, :, None], 0, 1, th, tw, Z) == 0
     g = np.zeros((2, 4, 4 * th, 4 * tw))
     g[:, :, :out.shape[2], :out.shape[3]] = out
     tiles = g.reshape(2, 4, th, 4, tw, 4).transpose(1, 0, 2, 4, 3, 5).reshape(4, 2 * th * tw, 16)
@@ -125,6 +125,35 @@ def test_kernels_match_the_kronecker_matrices(top, left):
     w = rng.standard_normal((5, 3, 3, 3))
     U = winograd.transform_weight_last(w)
     np.testing.assert_allclose(U, np.einsum("tk,ock->tco", GG, w.reshape(5, 3, 9)), rtol=0, atol=1e-12)
+
+
+def test_output_and_gradient_transforms_on_a_block_of_depth_planes():
+    """On (N, O, D, H, W) arrays the output and gradient transforms serve the planes a to a + nb of
+    every sample, tile ((n·nb + d)·th + i)·tw + j of M and Z being tile (i, j) of plane a + d of
+    sample n: each plane is what the 2-d call gives on its own tiles, and the other planes are left
+    as they were."""
+    from convscope.algorithms.kernels import winograd as kernels
+
+    rng = np.random.default_rng(8)
+    th, tw, T, nb, a = 3, 2, 6, 2, 1
+    Ho, Wo = 4 * th - 1, 4 * tw - 3
+    M = rng.standard_normal((36, 2 * nb * T, 4))
+    bias = rng.standard_normal(4)
+    out = np.full((2, 4, 4, Ho, Wo), np.nan)
+    assert kernels.output_tiles_last(M, bias, th, tw, out, a, nb) == 0
+    g = rng.standard_normal((2, 4, 4, Ho, Wo))
+    Z = np.empty((36, 2 * nb * T, 4))
+    assert kernels.gradient_tiles_last(g, a, nb, th, tw, Z) == 0
+    for n in range(2):
+        for d in range(nb):
+            tiles = slice((n * nb + d) * T, (n * nb + d + 1) * T)
+            alone = np.empty((1, 4, 1, Ho, Wo))
+            kernels.output_tiles_last(np.ascontiguousarray(M[:, tiles]), bias, th, tw, alone, 0, 1)
+            np.testing.assert_array_equal(out[n, :, a + d], alone[0, :, 0])
+            Z1 = np.empty((36, T, 4))
+            kernels.gradient_tiles_last(np.ascontiguousarray(g[n:n + 1, :, a + d:a + d + 1]), 0, 1, th, tw, Z1)
+            np.testing.assert_array_equal(Z[:, tiles], Z1)
+    assert np.isnan(out[:, :, 0]).all() and np.isnan(out[:, :, a + nb:]).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -151,18 +180,18 @@ def test_channels_last_transforms_count_rows_of_tiles_that_are_not_finite(value,
     M = rng.standard_normal((36, 2 * th * tw, 4)).astype(dtype)
     bias = rng.standard_normal(4).astype(dtype)
     out = np.empty((2, 4, 4 * th - 1, 4 * tw - 3), dtype=dtype)
-    assert kernels.output_tiles_last(M, bias, th, tw, out) == 0
+    assert kernels.output_tiles_last(M, bias, th, tw, out[:, :, None], 0, 1) == 0
     M[:, th * tw, 3] = value                                 # the first tile of sample 1, channel 3
-    assert kernels.output_tiles_last(M, bias, th, tw, out) == 1
+    assert kernels.output_tiles_last(M, bias, th, tw, out[:, :, None], 0, 1) == 1
     assert not np.isfinite(out[1, 3, :4, :4]).all() and np.isfinite(out[0]).all()
     huge = np.full_like(M, np.finfo(dtype).max / 2)          # finite products whose sums overflow
-    assert kernels.output_tiles_last(huge, bias, th, tw, out) == 2 * th
+    assert kernels.output_tiles_last(huge, bias, th, tw, out[:, :, None], 0, 1) == 2 * th
 
     g = rng.standard_normal((2, 4, 4 * th - 1, 4 * tw - 3)).astype(dtype)
     Z = np.empty((36, 2 * th * tw, 4), dtype=dtype)
-    assert kernels.gradient_tiles_last(g, th, tw, Z) == 0
+    assert kernels.gradient_tiles_last(g[:, :, None], 0, 1, th, tw, Z) == 0
     g[0, 2, -1, -1] = value
-    assert kernels.gradient_tiles_last(g, th, tw, Z) == 1
+    assert kernels.gradient_tiles_last(g[:, :, None], 0, 1, th, tw, Z) == 1
 
 
 @pytest.mark.parametrize("mode", ["zeros", "reflect"])

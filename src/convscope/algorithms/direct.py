@@ -74,8 +74,9 @@ def forward(x, w, b, spec, shape):
     ph = np.empty((N, C, sH, sW, Hq, Wq), dtype=x.dtype)
     _numba.launch(kernels.split_phases, xs, ph, sH, sW, pt, pl)
     chan, plane, start = _taps(spec, shape)
-    bias = np.empty(0, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
-    wm = np.ascontiguousarray(w.reshape(shape.groups, shape.out_per_group, -1), dtype=x.dtype)
+    # copies (a few KiB): a read-only weight or bias would otherwise need a kernel compiled of its own
+    bias = np.empty(0, x.dtype) if b is None else np.array(b, dtype=x.dtype)
+    wm = np.array(w.reshape(shape.groups, shape.out_per_group, -1), dtype=x.dtype)
     _numba.launch(kernels.forward, ph.reshape(N, C, sH * sW, Hq * Wq), wm, bias, out, chan, plane, start, Wq,
                   BLOCK)
     return out

@@ -203,11 +203,9 @@ def _correlate(src, w2, s, d, offsets, out_spatial, bias, plane_blocks, finite_o
             return None
         # (36, P, C·k_D) @ (36, C·k_D, O) → (36, P, O): the products channels last, for the output transform
         M = blas.stacked(VX.transpose(0, 2, 1), U, out=M_all.take((36, N * nb * T, O)))
-        for n in range(N):                                                 # out[n, :, a:c] as (nb, O, H', W')
-            nonfinite = _numba.launch(kernels.output_tiles_last, M[:, n * nb * T:(n + 1) * nb * T], b, th, tw,
-                                      out[n, :, a:c].transpose(1, 0, 2, 3))
-            if finite_only and nonfinite:
-                return None
+        nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out, a, nb)   # out[:, :, a:c]
+        if finite_only and nonfinite:
+            return None
     return out
 
 
@@ -281,6 +279,7 @@ def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
     th, tw = winograd._tiles(*shape.out_spatial[1:])
     T = th * tw
     src, front, top, left = _source(x, spec)
+    g = np.ascontiguousarray(grad_out)
     dU = np.zeros((36, O, C * kD), dtype=grad_out.dtype)
     VX_all, Z_all = _Scratch(x.dtype), _Scratch(grad_out.dtype)
     for a, c in blocks("grad_weight", spec, shape, x.dtype.itemsize):
@@ -289,9 +288,7 @@ def _stacked_grad_weight(grad_out, x, spec, shape, finite_only=False):
         nonfinite = _numba.launch(nd_kernels.stacked_input_tiles, src, front, top, left, spec.stride[0],
                                   spec.dilation[0], kD, a, nb, th, tw, VX)
         Z = Z_all.take((36, N * nb * T, O))                               # channels last
-        for n in range(N):                                                 # grad_out[n, :, a:c] as (nb, O, Ho, Wo)
-            nonfinite += _numba.launch(kernels.gradient_tiles_last, grad_out[n, :, a:c].transpose(1, 0, 2, 3), th,
-                                       tw, Z[:, n * nb * T:(n + 1) * nb * T])
+        nonfinite += _numba.launch(kernels.gradient_tiles_last, g, a, nb, th, tw, Z)   # g[:, :, a:c]
         if finite_only and nonfinite:
             return None
         # (36, O, P) @ (36, P, C·k_D), Σ over blocks

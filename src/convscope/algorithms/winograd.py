@@ -170,7 +170,7 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
     del V
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
-    nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out)
+    nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out[:, :, None], 0, 1)
     return None if finite_only and nonfinite else out
 
 
@@ -236,7 +236,8 @@ def correlate3x3_weight(grad_out, x, top, left, finite_only=False):
     if finite_only and not finite:
         return None
     Z = np.empty((_T, N * th * tw, O), dtype=grad_out.dtype)
-    nonfinite = _numba.launch(kernels.gradient_tiles_last, np.ascontiguousarray(grad_out), th, tw, Z)
+    nonfinite = _numba.launch(kernels.gradient_tiles_last, np.ascontiguousarray(grad_out)[:, :, None], 0, 1, th,
+                              tw, Z)
     if finite_only and nonfinite:
         return None
     dU = blas.stacked(Z.transpose(0, 2, 1), V)                     # (36, O, P) @ (36, P, C) → (36, O, C)

@@ -128,19 +128,22 @@ def input_tiles_last(x, top, left, th, tw, V):
 
 
 @njit(cache=True, parallel=True)
-def output_tiles_last(M, bias, th, tw, out):
-    """out (N, O, Ho, Wo) ← Aᵀ M A + bias[o] for every tile of M (36, N·th·tw, O), cropped to Ho, Wo;
-    returns how many rows of tiles of out hold a value that is not finite."""
-    N, O, Ho, Wo = out.shape
+def output_tiles_last(M, bias, th, tw, out, a, nb):
+    """out[:, :, a:a + nb] (of out (N, O, D, Ho, Wo)) ← Aᵀ M A + bias[o] for every tile of
+    M (36, N·nb·th·tw, O), cropped to Ho, Wo (tile ((n·nb + d)·th + i)·tw + j is tile (i, j) of
+    plane a + d of sample n; a 2-d output is out[:, :, None] with a = 0, nb = 1); returns how many rows
+    of tiles of out hold a value that is not finite."""
+    N, O, _, Ho, Wo = out.shape
     two, four, eight = out.dtype.type(2), out.dtype.type(4), out.dtype.type(8)
     zero = out.dtype.type(0)
-    bad = np.zeros(N * th, dtype=np.int64)
-    for job in prange(N * th):
-        n = job // th
-        i = job - n * th
+    bad = np.zeros(N * nb * th, dtype=np.int64)
+    for job in prange(N * nb * th):
+        i = job % th
+        d = (job // th) % nb
+        n = job // (th * nb)
         z = np.empty((4, 6, O), dtype=out.dtype)        # Aᵀ applied down the columns of one tile
         rows = np.empty((4, 4 * tw, O), dtype=out.dtype)   # the row of tiles, channels last
-        p0 = (n * th + i) * tw
+        p0 = job * tw
         for j in range(tw):
             p = p0 + j
             for l in range(6):
@@ -165,23 +168,25 @@ def output_tiles_last(M, bias, th, tw, out):
                 h = 4 * i + k
                 for q in range(Wo):
                     v = rows[k, q, o]
-                    out[n, o, h, q] = v
+                    out[n, o, a + d, h, q] = v
                     seen += v - v
         bad[job] = seen != 0
     return bad.sum()
 
 
 @njit(cache=True, parallel=True)
-def gradient_tiles_last(g, th, tw, Z):
-    """Z (36, N·th·tw, O) ← A t Aᵀ of every 4 × 4 tile t of g (N, O, Ho, Wo), zeros beyond Ho, Wo;
-    returns how many rows of tiles hold a transformed value that is not finite."""
-    N, O, Ho, Wo = g.shape
+def gradient_tiles_last(g, a, nb, th, tw, Z):
+    """Z (36, N·nb·th·tw, O) ← A t Aᵀ of every 4 × 4 tile t of the planes a to a + nb of g (N, O, D, Ho, Wo),
+    zeros beyond Ho, Wo, in :func:`output_tiles_last`'s order of tiles (a 2-d g is g[:, :, None] with
+    a = 0, nb = 1); returns how many rows of tiles hold a transformed value that is not finite."""
+    N, O, _, Ho, Wo = g.shape
     two, four, eight = g.dtype.type(2), g.dtype.type(4), g.dtype.type(8)
     zero, one = g.dtype.type(0), g.dtype.type(1)
-    bad = np.zeros(N * th, dtype=np.int64)
-    for job in prange(N * th):
-        n = job // th
-        i = job - n * th
+    bad = np.zeros(N * nb * th, dtype=np.int64)
+    for job in prange(N * nb * th):
+        i = job % th
+        dd = a + (job // th) % nb
+        n = job // (th * nb)
         u = np.empty((6, 4, O), dtype=g.dtype)          # A applied down the columns of one tile
         rows = np.empty(4, dtype=np.int64)
         keep = np.empty(4, dtype=g.dtype)
@@ -191,17 +196,17 @@ def gradient_tiles_last(g, th, tw, Z):
             keep[k] = one if h < Ho else zero
         h0, h1, h2, h3 = rows[0], rows[1], rows[2], rows[3]
         k0, k1, k2, k3 = keep[0], keep[1], keep[2], keep[3]
-        p0 = (n * th + i) * tw
+        p0 = job * tw
         seen = zero
         for j in range(tw):
             for e in range(4):
                 q = 4 * j + e
                 if q < Wo:
                     for o in range(O):
-                        g0 = g[n, o, h0, q] * k0
-                        g1 = g[n, o, h1, q] * k1
-                        g2 = g[n, o, h2, q] * k2
-                        g3 = g[n, o, h3, q] * k3
+                        g0 = g[n, o, dd, h0, q] * k0
+                        g1 = g[n, o, dd, h1, q] * k1
+                        g2 = g[n, o, dd, h2, q] * k2
+                        g3 = g[n, o, dd, h3, q] * k3
                         u[0, e, o] = g0
                         u[1, e, o] = g0 + g1 + g2 + g3
                         u[2, e, o] = g0 - g1 + g2 - g3
