@@ -15,7 +15,7 @@ import pytest
 import convscope
 from convscope import algorithms
 from convscope.spec import bind
-from oracle import assert_close, assert_same_nonfinite, check_against_torch, peak_bytes, require_torch, \
+from oracle import assert_close, assert_same_nonfinite, check_against_torch, peak_bytes, random_case, require_torch, \
     torch_native_conv2d
 
 require_torch()
@@ -37,11 +37,7 @@ CASES = [
 
 
 def _arrays(chw, w_shape, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((2,) + chw).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
-    return x, w, b
+    return random_case(np.random.default_rng(seed), (2,) + chw, w_shape, dtype)
 
 
 def _flat_outputs(chw, w_shape, params):

@@ -15,7 +15,7 @@ columns ``j ≥ W_out`` of a row are computed and dropped.  So for tap ``r = (c�
     out[n, g·Og + o, i, j] = bias[g·Og + o] + Σ_r w[g, o, r] · ph[n, g·Cg + chan[r], plane[r]][start[r] + i·Wq + j]
 
 `forward` takes the flat outputs in blocks of ``block``, four output channels at a time, the
-taps four at a time (as :mod:`convscope.algorithms.kernels.taps` does): each value read from a phase
+taps four at a time (:func:`convscope.algorithms.kernels.taps.four_taps`): each value read from a phase
 serves four outputs, and each partial sum is read and written once per four taps.  Every term is summed
 (padding cells are real zeros), so NaN and ±Inf land where the definition puts them.
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import njit, prange
+from .taps import four_taps, one_tap
 
 
 @njit(cache=True, parallel=True)
@@ -94,27 +95,12 @@ def forward(ph, w, bias, out, chan, plane, start, Wq, block):
                 x2 = xg[c0 + chan[r + 2], plane[r + 2], s:s + width]
                 s = start[r + 3] + p0
                 x3 = xg[c0 + chan[r + 3], plane[r + 3], s:s + width]
-                w00, w01, w02, w03 = wg[o0, r], wg[o0, r + 1], wg[o0, r + 2], wg[o0, r + 3]
-                w10, w11, w12, w13 = wg[o0 + 1, r], wg[o0 + 1, r + 1], wg[o0 + 1, r + 2], wg[o0 + 1, r + 3]
-                w20, w21, w22, w23 = wg[o0 + 2, r], wg[o0 + 2, r + 1], wg[o0 + 2, r + 2], wg[o0 + 2, r + 3]
-                w30, w31, w32, w33 = wg[o0 + 3, r], wg[o0 + 3, r + 1], wg[o0 + 3, r + 2], wg[o0 + 3, r + 3]
-                for j in range(width):
-                    v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
-                    a0[j] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
-                    a1[j] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
-                    a2[j] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
-                    a3[j] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+                four_taps(a0, a1, a2, a3, x0, x1, x2, x3, wg, o0, r, width)
                 r += 4
             while r < R:
                 s = start[r] + p0
                 x0 = xg[c0 + chan[r], plane[r], s:s + width]
-                w00, w10, w20, w30 = wg[o0, r], wg[o0 + 1, r], wg[o0 + 2, r], wg[o0 + 3, r]
-                for j in range(width):
-                    v0 = x0[j]
-                    a0[j] += w00 * v0
-                    a1[j] += w10 * v0
-                    a2[j] += w20 * v0
-                    a3[j] += w30 * v0
+                one_tap(a0, a1, a2, a3, x0, wg, o0, r, width)
                 r += 1
         else:                                           # the last 1 to 3 output channels, one at a time
             for k in range(count):

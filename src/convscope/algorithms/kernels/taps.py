@@ -21,6 +21,34 @@ from ._numba import njit, prange
 BLOCK = 1024    # output columns per task
 
 
+@njit(cache=True, inline="always", fastmath={"contract"})
+def four_taps(a0, a1, a2, a3, x0, x1, x2, x3, wg, o0, r, width):
+    """a_k[j] += Σ_t wg[o0 + k, r + t] · x_t[j] for the four outputs k and the four taps t: each value
+    read serves four outputs, each partial sum is read and written once (also the direct path's)."""
+    w00, w01, w02, w03 = wg[o0, r], wg[o0, r + 1], wg[o0, r + 2], wg[o0, r + 3]
+    w10, w11, w12, w13 = wg[o0 + 1, r], wg[o0 + 1, r + 1], wg[o0 + 1, r + 2], wg[o0 + 1, r + 3]
+    w20, w21, w22, w23 = wg[o0 + 2, r], wg[o0 + 2, r + 1], wg[o0 + 2, r + 2], wg[o0 + 2, r + 3]
+    w30, w31, w32, w33 = wg[o0 + 3, r], wg[o0 + 3, r + 1], wg[o0 + 3, r + 2], wg[o0 + 3, r + 3]
+    for j in range(width):
+        v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
+        a0[j] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
+        a1[j] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
+        a2[j] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
+        a3[j] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+
+
+@njit(cache=True, inline="always", fastmath={"contract"})
+def one_tap(a0, a1, a2, a3, x0, wg, o0, r, width):
+    """a_k[j] += wg[o0 + k, r] · x0[j] for the four outputs k: a tap left over from the fours."""
+    w00, w10, w20, w30 = wg[o0, r], wg[o0 + 1, r], wg[o0 + 2, r], wg[o0 + 3, r]
+    for j in range(width):
+        v0 = x0[j]
+        a0[j] += w00 * v0
+        a1[j] += w10 * v0
+        a2[j] += w20 * v0
+        a3[j] += w30 * v0
+
+
 @njit(cache=True, parallel=True, fastmath={"contract"})
 def row_sums(src, rows, offs, w, bias, out):
     """out (N, C_out, H_out, W_out) ← bias + Σ_r w[g, o, r] · src[n, g, rows[r], i, offs[r] + j] (module
@@ -74,24 +102,9 @@ def row_sums(src, rows, offs, w, bias, out):
             x1 = plane[rows[r + 1], i, j0 + offs[r + 1]:j0 + offs[r + 1] + width]
             x2 = plane[rows[r + 2], i, j0 + offs[r + 2]:j0 + offs[r + 2] + width]
             x3 = plane[rows[r + 3], i, j0 + offs[r + 3]:j0 + offs[r + 3] + width]
-            w00, w01, w02, w03 = wg[o0, r], wg[o0, r + 1], wg[o0, r + 2], wg[o0, r + 3]
-            w10, w11, w12, w13 = wg[o0 + 1, r], wg[o0 + 1, r + 1], wg[o0 + 1, r + 2], wg[o0 + 1, r + 3]
-            w20, w21, w22, w23 = wg[o0 + 2, r], wg[o0 + 2, r + 1], wg[o0 + 2, r + 2], wg[o0 + 2, r + 3]
-            w30, w31, w32, w33 = wg[o0 + 3, r], wg[o0 + 3, r + 1], wg[o0 + 3, r + 2], wg[o0 + 3, r + 3]
-            for j in range(width):
-                v0, v1, v2, v3 = x0[j], x1[j], x2[j], x3[j]
-                a0[j] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3
-                a1[j] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3
-                a2[j] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3
-                a3[j] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3
+            four_taps(a0, a1, a2, a3, x0, x1, x2, x3, wg, o0, r, width)
             r += 4
         while r < R:
             x0 = plane[rows[r], i, j0 + offs[r]:j0 + offs[r] + width]
-            w00, w10, w20, w30 = wg[o0, r], wg[o0 + 1, r], wg[o0 + 2, r], wg[o0 + 3, r]
-            for j in range(width):
-                v0 = x0[j]
-                a0[j] += w00 * v0
-                a1[j] += w10 * v0
-                a2[j] += w20 * v0
-                a3[j] += w30 * v0
+            one_tap(a0, a1, a2, a3, x0, wg, o0, r, width)
             r += 1
