@@ -15,6 +15,7 @@ gemm's (:func:`convscope.algorithms.gemm.backward`).
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -109,8 +110,7 @@ def workspace(pass_, spec, shape, itemsize):
         return gemm.workspace(pass_, spec, shape, itemsize)
     Hq, Wq = _planes(spec, shape)
     sH, sW = spec.stride
-    (pt, pb), (pl, pr) = spec.padding
     phases = shape.N * shape.C * sH * sW * Hq * Wq
-    padded = 0 if spec.padding_mode == "zeros" else shape.N * shape.C * (shape.H + pt + pb) * (shape.W + pl + pr)
+    padded = 0 if spec.padding_mode == "zeros" else shape.N * shape.C * math.prod(spec.padded_size(shape.spatial))
     out = shape.N * shape.out_channels * shape.H_out * shape.W_out
     return (phases + padded + out + get_num_threads() * 4 * BLOCK) * itemsize
