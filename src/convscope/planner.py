@@ -295,12 +295,6 @@ def _decided(spec, shape, algorithm, dtype, precision, limit, threads, tuning_st
         return _decide(spec, shape, algorithm, dtype, precision)
 
 
-def _first_row(spec, shape, i, admits=lambda name: True) -> Row:
-    """The first row of the table that holds and names an algorithm for pass ``i`` that ``admits``
-    accepts (a row whose choice is None, "(below)", leaves the pass to the rows after it)."""
-    return next(r for r in TABLE if r.choice[i] is not None and admits(r.choice[i]) and r.condition(spec, shape))
-
-
 def _decide(spec, shape, algorithm, dtype, precision) -> Plan:
     if algorithm is not None:
         _check_dims(algorithm, spec)
@@ -310,6 +304,7 @@ def _decide(spec, shape, algorithm, dtype, precision) -> Plan:
         problem = ALGORITHMS[algorithm].needs(spec, shape)
         if problem is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot compute this convolution: it needs {problem}")
+    auto = next(row for row in TABLE if row.condition(spec, shape))
     local_only = algorithm is None and precision == "highest"
     tuned = algorithm is None and not local_only and tuning.get_tuning()
     measured = tuning.measured(spec, shape, dtype) if tuned else None
@@ -320,10 +315,12 @@ def _decide(spec, shape, algorithm, dtype, precision) -> Plan:
         elif measured is not None:
             name, reason, source = measured[pass_]["algorithm"], tuning.reason(measured, pass_), "measured"
         else:
-            row = _first_row(spec, shape, i)
+            row = auto if auto.choice[i] is not None else \
+                next(r for r in TABLE[TABLE.index(auto) + 1:] if r.choice[i] is not None and r.condition(spec, shape))
             name, reason, source = row.choice[i], f"row {row.name!r}: {row.why}", "table"
             if local_only and ALGORITHMS[name].ERROR != "local":
-                local = _first_row(spec, shape, i, lambda name: ALGORITHMS[name].ERROR == "local")
+                local = next(r for r in TABLE if r.choice[i] is not None and r.condition(spec, shape)
+                             and ALGORITHMS[r.choice[i]].ERROR == "local")
                 name, reason = local.choice[i], (f"row {local.name!r}: {local.why}; conv precision 'highest' keeps to "
                                                  f"paths whose error is local (row {row.name!r} would choose {row.choice[i]})")
         choices.append(Choice(name, reason, source))
