@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 import os
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 import convscope
-from bench_conv import MALLOC_MODES, configure_malloc, sample, threading_layer   # the 2-d bench's sampling and allocator setting (bench/ is the script's directory)
+from bench_conv import MALLOC_MODES, configure_malloc, cpu_model, sample, threading_layer   # the 2-d bench's sampling and allocator setting (bench/ is the script's directory)
 
 MIN_SAMPLE = 0.02   # seconds of timed calls per sample
 
@@ -69,14 +68,6 @@ TRANSPOSED = [
     ("tr.unet.up", (8, 128, 32, 32), (128, 64, 2, 2), dict(stride=2), 1),
     ("tr.fcn.up2", (8, 21, 16, 16), (21, 21, 4, 4), dict(stride=2, bias=False), 1),
 ]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _cpu_sample(fn, min_sample: float) -> float:
@@ -203,7 +194,7 @@ def main(argv=None):
         f"- command: `python bench/bench_nd.py --repeat {args.repeat}{' --transposed' if args.transposed else ''}"
         f"{' --layers ' + ' '.join(args.layers) if args.layers else ''}"
         f"{' --cpu-time' if args.cpu_time else ''}{'' if args.malloc == 'reuse' else ' --malloc ' + args.malloc}`",
-        f"- CPU: {_cpu_model()}, torch {torch.__version__} "
+        f"- CPU: {cpu_model()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}, numba's {threading_layer()} threading layer",
         f"- float32, {args.repeat} interleaved samples per pass (median), "
         + ("process CPU time, one thread each" if args.cpu_time else f"{args.handover} s handover") + f", {malloc}",
