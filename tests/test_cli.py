@@ -111,6 +111,17 @@ def test_explain_grad_from_files_matches_the_library(arrays, wrt, at, cli_at):
     assert expected.value == component[at]
 
 
+def test_explain_takes_negative_indices_after_at_as_numpy_does(capsys):
+    assert cli.main(["explain", "--input", "2x4x4", "--seed", "3", "--at", "-1,0"]) == 0
+    spaced = capsys.readouterr().out
+    assert cli.main(["explain", "--input", "2x4x4", "--seed", "3", "--at=-1,0"]) == 0
+    attached = capsys.readouterr().out
+    assert cli.main(["explain", "--input", "2x4x4", "--seed", "3", "--at", "1,0"]) == 0
+    positive = capsys.readouterr().out
+    assert spaced.startswith("out[0, 1, 0] = ")            # -1: the last of the output's 2 rows
+    assert spaced == attached == positive
+
+
 def test_explain_missing_leading_indices_are_zero_and_random_input_is_seeded():
     a = run("explain", "--input", "3x5x5", "--seed", "3", "--at", "1,2")
     b = run("explain", "--input", "3x5x5", "--seed", "3", "--at", "0,1,2")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import stat
 import sys
@@ -306,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_transposed_options(ex, "a transposed convolution (conv_transpose2d): the weight is (C_in, out_channels/groups, "
                                 "kH, kW); the output is explained in its scatter and gather views")
     ex.add_argument("--at", default=None,
-                    help="the element, comma-separated; missing leading indices are 0. Output: [n,]o,i,j "
+                    help="the element, comma-separated; missing leading indices are 0, negative ones count from "
+                         "the end. Output: [n,]o,i,j "
                          "(--dims 1: [n,]o,i; --dims 3: [n,]o,t,i,j); --grad input: [n,]c,h,w; --grad weight: "
                          "o,c,u,v; --grad bias: o (default: all 0)")
     ex.add_argument("--grad", choices=("input", "weight", "bias"), help="explain a gradient element instead")
@@ -864,8 +866,24 @@ def _output_failed(exc: OutputError) -> int:
     return 2
 
 
+_INDEX_LIST = re.compile(r"^-\d+(,-?\d+)*$")
+
+
+def _negative_indices_attached(argv: list[str]) -> list[str]:
+    """argv with ``--at -1,0`` written ``--at=-1,0``: argparse takes a value that starts with '-' and is
+    not a plain negative number for an option, so negative indices need the '=' form."""
+    out = []
+    for arg in argv:
+        if out and out[-1] == "--at" and _INDEX_LIST.match(arg):
+            out[-1] = f"--at={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def _main(argv: list[str] | None) -> int:
     try:
+        argv = _negative_indices_attached(sys.argv[1:] if argv is None else list(argv))
         args = build_parser().parse_args(argv)
         if args.command in (None, "demo"):
             _write(demo_text())
