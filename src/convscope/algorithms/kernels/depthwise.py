@@ -741,8 +741,9 @@ def _dots9(G, P, ph, off, rows, length, pitch, acc, zero):
 @njit(**_FLAGS)
 def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     """dw (C·m, kH, kW), overwritten, from g (N, C·m, Ho, Wo) and x (N, C, H, W); the channels in
-    ``chunks`` parallel chunks.  A plane of x holding NaN or ±Inf runs over its real output columns
-    only (the flat runs would multiply it by the unused columns' zeros)."""
+    ``chunks`` parallel chunks.  Each plane's sums run flat, over the unused columns' zeros too; a plane
+    whose sums are not finite is summed again over its real output columns only (the flat run multiplies
+    a NaN or ±Inf of x by those zeros, which the real sums may not)."""
     N, C, H, W = x.shape
     Co, kH, kW = dw.shape
     Ho, Wo = g.shape[2], g.shape[3]
@@ -755,6 +756,7 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
         Pf = P.ravel()
         G = np.zeros(L + _VEC, dtype=x.dtype)
         acc = np.empty(T, dtype=np.float64)
+        part = np.empty(T, dtype=np.float64)
         lo, hi = _chunk(t, chunks, C)
         for c in range(lo, hi):
             for k in range(m):
@@ -763,28 +765,35 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                 for n in range(N):
                     if indexed:
                         xp, gp = x[n, c].ravel(), g[n, o].ravel()
-                        bad = zero
-                        for e in range(H * W):            # apart from the scatter, so that it vectorises
-                            bad += xp[e] * 0
                         for e in range(H * W):
                             Pf[xin[e]] = xp[e]
                         for e in range(Ho * Wo):
                             G[gin[e]] = gp[e]
                     else:
-                        bad = _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, True, zero)
+                        _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
                         for i in range(Ho):
                             row, dst = g[n, o, i], G[i * Wq:]
                             for j in range(Wo):
                                 dst[j] = row[j]
-                    rows, length = (Ho, Wo) if bad != 0 else (1, L)
-                    if kH == 3 and kW == 3:
-                        _dots9(G, P, ph, off, rows, length, Wq, acc, zero)
-                    elif kW == 3:
-                        for e in range(0, T, 3):
-                            _dots(G, P, ph, off, e, 3, rows, length, Wq, acc, zero)
-                    else:
+                    rows, length, exact = 1, L, False
+                    while True:
+                        part[:] = 0
+                        if kH == 3 and kW == 3:
+                            _dots9(G, P, ph, off, rows, length, Wq, part, zero)
+                        elif kW == 3:
+                            for e in range(0, T, 3):
+                                _dots(G, P, ph, off, e, 3, rows, length, Wq, part, zero)
+                        else:
+                            for e in range(T):
+                                _dots(G, P, ph, off, e, 1, rows, length, Wq, part, zero)
+                        check = 0.0
                         for e in range(T):
-                            _dots(G, P, ph, off, e, 1, rows, length, Wq, acc, zero)
+                            check += part[e] * 0.0
+                        if check == 0 or exact:
+                            break
+                        rows, length, exact = Ho, Wo, True      # not finite: the real columns only
+                    for e in range(T):
+                        acc[e] += part[e]
                 wo = dw[o].ravel()
                 for e in range(T):
                     wo[e] = acc[e]
