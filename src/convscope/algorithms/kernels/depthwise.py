@@ -872,6 +872,29 @@ def _flat_run(dst, K, step, wo, xf, b0, b1, b2, dW, rows, cols, bias, zero):
     return check
 
 
+@njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _flat_run_stride2(dst, K, wo, xf, b0, b1, b2, rows, cols, bias, zero):
+    """:func:`_flat_run` with step 2 and dilation 1: each tap row read as one view, its three taps at
+    ``2k``, ``2k + 1`` and ``2k + 2``, so that the loads form pairs the loop vectorises
+    (``bench/README.md``, "Depthwise, small layers")."""
+    mr0, mr1, mr2 = rows[0], rows[1], rows[2]
+    mc0, mc1, mc2 = cols[0], cols[1], cols[2]
+    w00, w01, w02 = wo[0, 0], wo[0, 1], wo[0, 2]
+    w10, w11, w12 = wo[1, 0], wo[1, 1], wo[1, 2]
+    w20, w21, w22 = wo[2, 0], wo[2, 1], wo[2, 2]
+    x0, x1, x2 = xf[b0:], xf[b1:], xf[b2:]
+    check = zero
+    for e in range(K):
+        f = 2 * e
+        r0 = mc0[e] * (w00 * x0[f]) + mc1[e] * (w01 * x0[f + 1]) + mc2[e] * (w02 * x0[f + 2])
+        r1 = mc0[e] * (w10 * x1[f]) + mc1[e] * (w11 * x1[f + 1]) + mc2[e] * (w12 * x1[f + 2])
+        r2 = mc0[e] * (w20 * x2[f]) + mc1[e] * (w21 * x2[f + 1]) + mc2[e] * (w22 * x2[f + 2])
+        v = bias + (mr0[e] * r0 + mr1[e] * r1 + mr2[e] * r2)
+        dst[e] = v
+        check += v * zero
+    return check
+
+
 @njit(**_FLAGS)
 def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks):
     """out (N, C·m, Ho, Wo) from the flat x (N·C·H·W,), w (C·m, 3, 3), b (C·m,); stride s = 1 with
@@ -906,7 +929,12 @@ def forward_flat(xf, w, b, out, H, W, s, dH, dW, pt, pl, m, pad_products, chunks
                 if s == 1:          # (a literal step in each call, so that the loop vectorises)
                     check = _flat_run(dst, K, 1, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
                 else:
-                    check = _flat_run(dst, K, 2, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias, zero)
+                    if dW == 1:     # the three taps of a row as one run's consecutive values
+                        check = _flat_run_stride2(dst, K, wo, xf, base + o0, base + o1, base + o2, rows, cols, bias,
+                                                  zero)
+                    else:
+                        check = _flat_run(dst, K, 2, wo, xf, base + o0, base + o1, base + o2, dW, rows, cols, bias,
+                                          zero)
                 if check != 0:
                     _exact_plane(xf, base, H, W, s, wo, bias, dH, dW, pt, pl, pad_products, out[n, o])
                 elif s != 1:
