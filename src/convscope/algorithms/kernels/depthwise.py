@@ -393,25 +393,18 @@ def _taps(kH, kW, sH, sW, dH, dW, pitch):
 
 
 @njit(cache=True, fastmath={"reassoc", "contract"})
-def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check, zero):
+def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl):
     """P[phase of (p, q), flat (p div sH, q div sW)] = src[p − pt, q − pl] for the rows p < Hn and
-    columns q < Wn the outputs read; the rest of P is left as it is (zero).  With ``check``, returns
-    Σ src·0 over what it copied: 0 when those values are finite, NaN otherwise (else 0)."""
+    columns q < Wn the outputs read; the rest of P is left as it is (zero)."""
     H, W = src.shape
     r1, s1 = min(H, Hn - pt), min(W, Wn - pl)
-    bad = zero
     for r in range(r1):
         p = r + pt
         row = src[r]
         if sW == 1:
             dst = P[(p % sH) * sW, (p // sH) * Wq + pl:]
-            if check:
-                for s in range(s1):
-                    dst[s] = row[s]
-                    bad += row[s] * 0
-            else:
-                for s in range(s1):
-                    dst[s] = row[s]
+            for s in range(s1):
+                dst[s] = row[s]
         else:
             for b in range(sW):
                 q0 = pl + (b - pl) % sW                       # the first column q ≥ pl of phase b
@@ -426,10 +419,6 @@ def _load_plane(src, P, Hn, Wn, Wq, sH, sW, pt, pl, check, zero):
                 else:
                     for t in range((s1 - s0 + sW - 1) // sW):
                         dst[t] = part[t * sW]
-            if check:
-                for s in range(s1):
-                    bad += row[s] * 0
-    return bad
 
 
 @njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
@@ -523,7 +512,6 @@ def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
     Ho, Wo = out.shape[2], out.shape[3]
     Hn, Wn, Hq, Wq, _, _ = geo
     L, ph, off, plen, indexed, xin, yout = _input_planes(H, W, Ho, Wo, kH, kW, sH, sW, dH, dW, pt, pl, geo)
-    zero = np.zeros(1, dtype=x.dtype)[0]
     for t in prange(chunks):
         P = np.zeros((sH * sW + 1, plen), dtype=x.dtype)
         Pf = P.ravel()
@@ -536,7 +524,7 @@ def forward_planes(x, w, b, out, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                 for e in range(H * W):
                     Pf[xin[e]] = xp[e]
             else:
-                _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
+                _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl)
             for k in range(m):
                 o = c * m + k
                 wt = w[o].ravel()
@@ -770,7 +758,7 @@ def grad_weight_planes(g, x, dw, sH, sW, dH, dW, pt, pl, m, geo, chunks):
                         for e in range(Ho * Wo):
                             G[gin[e]] = gp[e]
                     else:
-                        _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl, False, zero)
+                        _load_plane(x[n, c], P, Hn, Wn, Wq, sH, sW, pt, pl)
                         for i in range(Ho):
                             row, dst = g[n, o, i], G[i * Wq:]
                             for j in range(Wo):
