@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import njit, prange
+from ._numba import columns as _columns, njit, prange
 from .taps import four_taps, one_tap
 
 
@@ -47,9 +47,8 @@ def split_phases(x, ph, sH, sW, pt, pl):
                         dst[q] = zero
                     continue
                 src = x[n, c, r]
-                # columns q·sW + b − pl inside [0, W): q in [q0, q1)
-                q0 = min(Wq, max(0, (pl - b + sW - 1) // sW))
-                q1 = max(q0, min(Wq, (W - 1 + pl - b) // sW + 1))
+                q0, q1 = _columns(b - pl, sW, W, Wq)         # columns q·sW + b − pl inside [0, W)
+                q0, q1 = min(q0, Wq), min(q1, Wq)
                 for q in range(q0):
                     dst[q] = zero
                 for q in range(q0, q1):
