@@ -201,6 +201,41 @@ def test_stacked_runs_batched_calls_over_leading_axes(monkeypatch):
     assert calls == [] or convscope.get_num_threads() == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("a_shape, b_shape", [
+    ((8, 3000), (3000, 40)),             # few rows over a long inner axis: column-major
+    ((1, 8, 3000), (1, 3000, 40)),       # a stack of one (a weight gradient, batch folded)
+    ((4, 2, 8, 1500), (4, 2, 1500, 40)),  # per sample and group
+    ((2, 8, 1500), (1500, 40)),           # broadcast: one matrix shared
+    ((40, 3000), (3000, 8)),             # more rows than columns: NumPy's matmul
+    ((8, 300), (300, 40)),               # a short inner axis: NumPy's matmul
+])
+def test_few_rows_matches_numpy(library, monkeypatch, dtype, a_shape, b_shape):
+    """Few rows run column-major (with the size threshold lowered so that these small products take that
+    path), the rest as NumPy's matmul; both match NumPy on copies, and the operands are not touched."""
+    monkeypatch.setattr(blas, "FEW_ROWS_FROM", 1)
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal(a_shape).astype(dtype)
+    b = np.swapaxes(rng.standard_normal(b_shape[:-2] + b_shape[:-3:-1]).astype(dtype), -1, -2)   # a transposed view
+    a[(0,) * (a.ndim - 1) + (5,)] = np.nan
+    b[(0,) * (b.ndim - 2) + (7, 3)] = np.inf
+    a0, b0 = a.copy(), b.copy()
+    swapped = []
+    real = blas.stacked
+    monkeypatch.setattr(blas, "stacked", lambda x, y, *args, **kw: (swapped.append(1), real(x, y, *args, **kw))[1])
+    with np.errstate(invalid="ignore"):
+        out = blas.few_rows(a, b)
+        expected = np.matmul(a0, b0)
+    assert bool(swapped) == (a_shape[-2] < b_shape[-1] and a_shape[-1] >= blas.FEW_ROWS_INNER)
+    assert out.shape == expected.shape
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * a_shape[-1])
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    np.testing.assert_array_equal(np.isinf(out), np.isinf(expected))
+    np.testing.assert_array_equal(a, a0)
+    np.testing.assert_array_equal(b, b0)
+
+
 # Layers whose products are above BATCHED_ABOVE and TAPS' sums, so that each path's BLAS calls
 # (batched products, products that add into their output) run; against torch, float64, all gradients.
 LARGE_LAYERS = [

@@ -8,6 +8,8 @@ stacks of products shared among BLAS's threads.
 * :func:`stacked`: ``a @ b`` over stacks (NumPy's broadcasting), each stack one
   ``cblas_?gemm_batch_strided`` call that gives each BLAS thread whole products (Winograd's 36, a
   batch's samples), where ``matmul`` runs the products one after the other, each split over the threads.
+* :func:`few_rows`: ``a @ b`` for a product with few rows over a long inner axis (a weight gradient's
+  output channels × taps, summed over the pixels), which OpenBLAS computes faster written column-major.
 
 The library is the OpenBLAS that NumPy's wheels ship, found once from the libraries the process has
 loaded, and the calls run on the arrays' own memory, strided views included, with no copy.  Where
@@ -164,6 +166,25 @@ def gemm(a, b, out, accumulate=False):
     else:
         np.matmul(a, b, out=out)
     return result
+
+
+FEW_ROWS = 128          # products with at most this many rows (fewer than columns) ...
+FEW_ROWS_INNER = 1024   # ... over an inner axis at least this long ...
+FEW_ROWS_FROM = 1 << 21  # ... and at least this many multiply-adds run column-major (bench/README.md)
+
+
+def few_rows(a, b):
+    """``a @ b`` for 2-d matrices or stacks of them (NumPy's broadcasting of the leading axes).
+
+    When each product has at most :data:`FEW_ROWS` rows, fewer than its columns, an inner axis of at
+    least :data:`FEW_ROWS_INNER` and :data:`FEW_ROWS_FROM` multiply-adds, it is computed column-major, as ``(bᵀ @ aᵀ)ᵀ`` (:func:`stacked`), and
+    the result is that transposed view; otherwise it is NumPy's ``matmul``.  Each output is the same
+    row times column, so NaN and ±Inf land as they do in ``matmul``.
+    """
+    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    if not (M <= FEW_ROWS and M < N and K >= FEW_ROWS_INNER and M * N * K >= FEW_ROWS_FROM):
+        return np.matmul(a, b)
+    return np.swapaxes(stacked(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2)), -1, -2)
 
 
 def _batch_stride(m, itemsize):

@@ -141,12 +141,12 @@ def forward_and_grad_weight(x, w, grad_out, spec, shape):
             np.copyto(out, out_t.transpose(2, 0, 1, 3))                 # (G, Cog, N, L) → (N, G, Cog, L)
         gf = np.empty((G, Cog, N, L), dtype=x.dtype)
         np.copyto(gf, grad_out.reshape(N, G, Cog, L).transpose(1, 2, 0, 3))             # (N, G, Cog, L) → (G, Cog, N, L)
-        dw = np.matmul(gf.reshape(G, Cog, N * L), cols.transpose(0, 2, 1))             # (G, Cog, K): Σ_n inside
+        dw = blas.few_rows(gf.reshape(G, Cog, N * L), cols.transpose(0, 2, 1))         # (G, Cog, K): Σ_n inside
     else:
         cols = gemm.im2col(x, spec, shape)                              # (N, G, K, L)
         out = blas.stacked(wm, cols)                                    # (N, G, C_out/G, L)
         g = grad_out.reshape(N, G, Cog, L)
-        dw = blas.stacked(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)    # (N, G, Cog, K) → (G, Cog, K)
+        dw = blas.few_rows(g, cols.transpose(0, 1, 3, 2)).sum(axis=0)   # (N, G, Cog, K) → (G, Cog, K)
     return (out.reshape(N, shape.out_channels, shape.H_out, shape.W_out),
             dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size))
 

@@ -412,7 +412,7 @@ def backward(grad_out, x, w, spec, shape, mask):
             dx = col2im(blas.stacked(wt, gym), spec, shape)           # dcols (N, G, K, L)
         if want_dw:
             cols = im2col(x, spec, shape)                             # (N, G, K, L)
-            per_sample = blas.stacked(gym, cols.transpose(0, 1, 3, 2))   # (N, G, C_out/G, K)
+            per_sample = blas.few_rows(gym, cols.transpose(0, 1, 3, 2))  # (N, G, C_out/G, K)
             dw = per_sample.sum(axis=0)                               # (G, C_out/G, K)
     else:
         gyf = _grad_matrix_folded(grad_out, shape)                    # (G, C_out/G, N·L), shared
@@ -421,7 +421,7 @@ def backward(grad_out, x, w, spec, shape, mask):
             dx = col2im_folded(np.matmul(wt, gyf), spec, shape)       # dcols (G, K, N·L)
         if want_dw:
             cols = im2col_folded(x, spec, shape)                      # (G, K, N·L)
-            dw = np.matmul(gyf, cols.transpose(0, 2, 1))              # (G, C_out/G, K): Σ_n inside
+            dw = blas.few_rows(gyf, cols.transpose(0, 2, 1))           # (G, C_out/G, K): Σ_n inside
     if dw is not None:
         dw = dw.reshape(shape.out_channels, shape.in_per_group, *spec.kernel_size)
     return dx, dw

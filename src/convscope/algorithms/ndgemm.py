@@ -32,6 +32,7 @@ import itertools
 
 import numpy as np
 
+from .. import blas
 from ..padding import fold, pad
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
@@ -139,7 +140,7 @@ def grad_weight(grad_out, x, spec, shape):
         colsT = cols.transpose(1, 0, 3, 2).reshape(G, N * L, K)                        # → (G, N·L, K)
         gy = _grouped_grad(grad_out, shape, a, b).transpose(1, 2, 0, 3).reshape(G, Og, N * L)
         # (N, G, Og, L) → (G, Og, N, L) → (G, Og, N·L)
-        dw += np.matmul(gy, colsT)                              # (G, Og, N·L) @ (G, N·L, K) → (G, Og, K)
+        dw += blas.few_rows(gy, colsT)                          # (G, Og, N·L) @ (G, N·L, K) → (G, Og, K)
     return dw.reshape((shape.out_channels, shape.in_per_group) + tuple(spec.kernel_size))
 
 

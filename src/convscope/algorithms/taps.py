@@ -202,7 +202,7 @@ def grad_weight(grad_out, x, spec, shape):
         gy = grad_out[:, og].transpose(0, 2, 1, 3)                       # (N, Og, H_out, W_out) → (N, H_out, Og, W_out)
         for q, r0, ts in runs:
             v = _window(ph, g, r0, len(ts), q, shape).transpose(0, 2, 3, 1)   # (N, H_out, W_out, n·Cg)
-            part = blas.stacked(gy, v).sum(axis=(0, 1))                  # (N, H_out, Og, n·Cg) → (Og, n·Cg)
+            part = blas.few_rows(gy, v).sum(axis=(0, 1))                 # (N, H_out, Og, n·Cg) → (Og, n·Cg)
             dw[og, ts] = part.reshape(Og, len(ts), Cg)
     return np.ascontiguousarray(dw.transpose(0, 2, 1)[:, :, None, :])     # (C_out, k, Cg) → (C_out, Cg, 1, k)
 
