@@ -200,6 +200,39 @@ def test_output_mask_computes_only_what_is_asked():
                 assert np.array_equal(got, whole)
 
 
+@pytest.mark.parametrize("limit_samples", [1, 3, None])
+def test_shared_backward_in_slices_of_the_batch(monkeypatch, limit_samples):
+    """The backward's two gradients from one im2col (gather.forward_and_grad_weight) run on slices of the
+    batch when the whole batch exceeds the workspace limit, and the whole batch at once otherwise; the
+    gradients match torch's either way."""
+    from oracle import torch_conv_transpose_nd
+    from convscope.algorithms import gather
+    from convscope.spec import bind_transpose
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 6, 9, 8))
+    w = rng.standard_normal((6, 4, 4, 4))
+    params = dict(stride=2, padding=1)
+    g = rng.standard_normal(convscope.conv_transpose2d(x, w, **params).shape)
+    calls = []
+    real = gather.forward_and_grad_weight
+    monkeypatch.setattr(gather, "forward_and_grad_weight",
+                        lambda *a, **k: (calls.append(a[0].shape[0]), real(*a, **k))[1])
+    call = bind_transpose(2, grad_output=g, input=x, weight=w, stride=2, padding=1, output_padding=0, groups=1,
+                          dilation=1, order=("grad_output", "input", "weight"))
+    spec, shape = call.conv.spec, call.conv.shape
+    per_sample = gather.shared_workspace(spec, shape._replace(N=1), 8)
+    limit = 1 << 40 if limit_samples is None else limit_samples * per_sample
+    with convscope.workspace_limit(limit):
+        dx, dw, db = convscope.conv_transpose2d_backward(g, x, w, **params)
+    assert calls == ([7] if limit_samples is None else [limit_samples] * (7 // limit_samples)
+                     + ([7 % limit_samples] if 7 % limit_samples else []))
+    _, (tdx, tdw, tdb) = torch_conv_transpose_nd(x, w, None, g, **params)
+    np.testing.assert_allclose(dx, tdx, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dw, tdw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(db, tdb, rtol=1e-10, atol=1e-10)
+
+
 # --------------------------------------------------------------------------- output sizes
 
 
