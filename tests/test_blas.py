@@ -212,7 +212,7 @@ def test_stacked_runs_batched_calls_over_leading_axes(monkeypatch):
 ])
 def test_few_rows_matches_numpy(library, monkeypatch, dtype, a_shape, b_shape):
     """Few rows run column-major (with the size threshold lowered so that these small products take that
-    path), the rest as NumPy's matmul; both match NumPy on copies, and the operands are not touched."""
+    path), the rest as ``stacked``; both match NumPy on copies, and the operands are not touched."""
     monkeypatch.setattr(blas, "FEW_ROWS_FROM", 1)
     rng = np.random.default_rng(11)
     a = rng.standard_normal(a_shape).astype(dtype)
@@ -222,11 +222,12 @@ def test_few_rows_matches_numpy(library, monkeypatch, dtype, a_shape, b_shape):
     a0, b0 = a.copy(), b.copy()
     swapped = []
     real = blas.stacked
-    monkeypatch.setattr(blas, "stacked", lambda x, y, *args, **kw: (swapped.append(1), real(x, y, *args, **kw))[1])
+    monkeypatch.setattr(blas, "stacked",               # column-major: b's transpose is the first operand
+                        lambda x, y, *args, **kw: (swapped.append(np.shares_memory(x, b)), real(x, y, *args, **kw))[1])
     with np.errstate(invalid="ignore"):
         out = blas.few_rows(a, b)
         expected = np.matmul(a0, b0)
-    assert bool(swapped) == (a_shape[-2] < b_shape[-1] and a_shape[-1] >= blas.FEW_ROWS_INNER)
+    assert swapped == [a_shape[-2] < b_shape[-1] and a_shape[-1] >= blas.FEW_ROWS_INNER]
     assert out.shape == expected.shape
     tol = 1e-12 if dtype == np.float64 else 1e-4
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * a_shape[-1])

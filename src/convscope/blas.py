@@ -174,16 +174,17 @@ FEW_ROWS_FROM = 1 << 21  # ... and at least this many multiply-adds run column-m
 
 
 def few_rows(a, b):
-    """``a @ b`` for 2-d matrices or stacks of them (NumPy's broadcasting of the leading axes).
+    """``a @ b`` for 2-d matrices or stacks of them, as :func:`stacked` computes it, except for products
+    with few rows over a long inner axis.
 
-    When each product has at most :data:`FEW_ROWS` rows, fewer than its columns, an inner axis of at
-    least :data:`FEW_ROWS_INNER` and :data:`FEW_ROWS_FROM` multiply-adds, it is computed column-major, as ``(bᵀ @ aᵀ)ᵀ`` (:func:`stacked`), and
-    the result is that transposed view; otherwise it is NumPy's ``matmul``.  Each output is the same
-    row times column, so NaN and ±Inf land as they do in ``matmul``.
+    When each product has at most :data:`FEW_ROWS` rows, fewer than its columns, an inner axis of at least
+    :data:`FEW_ROWS_INNER` and :data:`FEW_ROWS_FROM` multiply-adds, it is computed column-major, as
+    ``(bᵀ @ aᵀ)ᵀ``, and the result is that transposed view.  Each output is the same row times column,
+    so NaN and ±Inf land as they do in ``matmul``.
     """
     M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
     if not (M <= FEW_ROWS and M < N and K >= FEW_ROWS_INNER and M * N * K >= FEW_ROWS_FROM):
-        return np.matmul(a, b)
+        return stacked(a, b)
     return np.swapaxes(stacked(np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2)), -1, -2)
 
 
