@@ -218,8 +218,8 @@ def test_shared_backward_in_slices_of_the_batch(monkeypatch, limit_samples):
     real = gather.forward_and_grad_weight
     monkeypatch.setattr(gather, "forward_and_grad_weight",
                         lambda *a, **k: (calls.append(a[0].shape[0]), real(*a, **k))[1])
-    call = bind_transpose(2, grad_output=g, input=x, weight=w, stride=2, padding=1, output_padding=0, groups=1,
-                          dilation=1, order=("grad_output", "input", "weight"))
+    call = bind_transpose(2, grad_output=g, input=x, weight=w, output_padding=0, groups=1, dilation=1,
+                          order=("grad_output", "input", "weight"), **params)
     spec, shape = call.conv.spec, call.conv.shape
     per_sample = gather.shared_workspace(spec, shape._replace(N=1), 8)
     limit = 1 << 40 if limit_samples is None else limit_samples * per_sample
