@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import convscope
-from convscope.algorithms import gemm
+from convscope.algorithms import gemm, pointwise
 from oracle import require_torch, assert_close
 
 CONFIGS = [
@@ -112,3 +112,42 @@ def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
     b = rng.standard_normal(6).astype(dtype)
     check_against_torch(x, w, b, algorithm="gemm", stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2,
                         padding_mode=mode)
+
+
+@pytest.mark.parametrize("out_channels", [3, 16], ids=["narrow", "wide"])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pointwise_forward_starts_from_the_bias(out_channels, stride, dtype, monkeypatch):
+    """The per-sample 1×1 forward writes the bias first and adds the product to it (BLAS's β = 1), whole
+    or in slices of the batch written in place; NaN and ±Inf in the bias or the input land as torch's."""
+    require_torch()
+    from oracle import assert_same_nonfinite, torch_conv2d
+
+    monkeypatch.setattr(gemm, "FOLD_BELOW_1X1_FORWARD", NEVER)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 6, 11, 12)).astype(dtype)
+    w = rng.standard_normal((out_channels, 6, 1, 1)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype)
+    b[1], b[2] = np.inf, np.nan
+    x[0, 2, 4, 6], x[2, 5, 10, 0] = -np.inf, np.nan
+    x_before, b_before = x.copy(), b.copy()
+    expected, _ = torch_conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None,
+                               stride=stride)
+    whole = convscope.conv2d(x, w, b, stride=stride)
+    calls, forward = [], gemm.forward
+    monkeypatch.setattr(gemm, "forward", lambda *a, **k: calls.append(k.get("out")) or forward(*a, **k))
+    spec = convscope.spec.make_spec((1, 1), stride=stride)
+    shape = convscope.spec.check_shapes(spec, x[:1].shape, w.shape)
+    per_sample = pointwise.workspace("forward", spec, shape, x.itemsize)
+    with convscope.workspace_limit(per_sample):                      # slices of one sample
+        sliced = convscope.conv2d(x, w, b, stride=stride)               # pointwise: each slice's result copied
+        assert len(calls) == 3 and not any(out is not None for out in calls)
+        into = convscope.conv2d(x, w, b, stride=stride, algorithm="gemm")  # gemm: each written in place
+        assert len(calls) == 6 and all(out is not None for out in calls[3:])
+    for got in (whole, sliced, into):
+        assert got.dtype == dtype
+        assert_same_nonfinite(got, expected.astype(dtype), "forward")
+    np.testing.assert_array_equal(whole, sliced)
+    np.testing.assert_array_equal(whole, into)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(b, b_before)

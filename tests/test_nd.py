@@ -454,3 +454,32 @@ def test_ndgemm_serves_2d_convolutions_too(mode):
     check_against_torch(x, w, b, algorithm="ndgemm", padding_mode=mode, **params)
     with convscope.workspace_limit(4096):
         check_against_torch(x, w, b, algorithm="ndgemm", padding_mode=mode, **params)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_ndgemm_writes_each_block_of_planes_into_the_output(dtype, monkeypatch):
+    """ndgemm's forward adds each block of output planes' product to the bias in place, one plane a
+    block as well as all at once, with NaN and ±Inf from the bias and the input where torch puts them."""
+    require_torch()
+    from oracle import assert_same_nonfinite, torch_conv_nd
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 5, 6, 7)).astype(dtype)
+    w = rng.standard_normal((6, 2, 2, 3, 2)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    b[4] = -np.inf
+    x[1, 3, 2, 2, 2] = np.nan
+    params = dict(stride=(1, 2, 1), padding=(1, 0, 1), groups=2)
+    expected, _ = torch_conv_nd(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64), None, **params)
+    whole = convscope.conv3d(x, w, b, algorithm="ndgemm", **params)
+    monkeypatch.setattr(algorithms.ndgemm, "BLOCK_BYTES", 1)                        # one output plane a block
+    call = bind(3, input=x, weight=w, bias=b, **params, order=("input", "weight", "bias"))
+    assert len(algorithms.ndgemm._planes(call.spec, call.shape, x.itemsize)) == call.shape.out_spatial[0]
+    blocks = convscope.conv3d(x, w, b, algorithm="ndgemm", **params)
+    for got in (whole, blocks):
+        assert got.dtype == dtype and got.flags.c_contiguous
+        assert_same_nonfinite(got, expected.astype(dtype), "forward")
+    np.testing.assert_array_equal(whole, blocks)
+    no_bias, _ = torch_conv_nd(x.astype(np.float64), w.astype(np.float64), None, None, **params)
+    assert_same_nonfinite(convscope.conv3d(x, w, None, algorithm="ndgemm", **params), no_bias.astype(dtype),
+                          "forward without bias")

@@ -354,13 +354,13 @@ def _grad_matrix_folded(grad_out, shape):
 
 
 def _bias_in_product(spec, shape) -> bool:
-    """Whether the per-sample forward adds the bias through a row of ones in cols.
+    """Whether the per-sample forward adds the bias through a row of ones in cols (else the output
+    starts as the bias and the product is added to it).
 
-    im2col copies anyway, so the extra row is free; a 1×1 kernel would need a copy of the
-    input, which costs less than a pass over the output only when the output is at least
-    twice as large (C_out ≥ 2·C).
+    im2col copies anyway, so the extra row is free; a 1×1 kernel reads the input in place, and
+    BLAS's ``C = A·B + C`` adds the product to the bias at no cost beyond ``C = A·B``'s.
     """
-    return not _is_pointwise(spec) or shape.out_channels >= 2 * shape.C
+    return not _is_pointwise(spec)
 
 
 def forward(x, w, b, spec, shape, out=None):
@@ -375,9 +375,12 @@ def forward(x, w, b, spec, shape, out=None):
             wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
             out = blas.stacked(wb, im2col(x, spec, shape, ones_row=True), into)   # (N, G, C_out/G, L)
             return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
-        out = blas.stacked(wm, im2col(x, spec, shape), into)        # (N, G, C_out/G, L)
-        if b is not None:
-            out += b.reshape(G, Cog, 1)                             # (C_out,) → (G, C_out/G, 1): rows of L
+        if b is None:
+            out = blas.stacked(wm, im2col(x, spec, shape), into)    # (N, G, C_out/G, L)
+        else:
+            out = np.empty((N, G, Cog, L), dtype=x.dtype) if into is None else into
+            out[...] = b.reshape(G, Cog, 1)                         # (C_out,) → (G, C_out/G, 1): rows of L
+            blas.stacked(wm, im2col(x, spec, shape), out, accumulate=True)   # out = b + W @ cols
         return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)
     out_t = np.matmul(_weight_matrix(w, shape), cols)               # (G, C_out/G, N·L)

@@ -110,11 +110,14 @@ def forward(x, w, b, spec, shape):
     xp = pad(x, spec)                                           # (N, C, *padded)
     wg = _grouped_weight(w, shape)[None]                        # (1, G, Og, K)
     out = np.empty((N, shape.out_channels) + tuple(shape.out_spatial), dtype=x.dtype)
-    for a, c in _planes(spec, shape, x.dtype.itemsize):
-        part = np.matmul(wg, _vol2col(xp, spec, shape, a, c))  # (1, G, Og, K) @ (N, G, K, L) → (N, G, Og, L)
-        out[:, :, a:c] = part.reshape((N, shape.out_channels, c - a) + tuple(shape.out_spatial[1:]))
     if b is not None:
-        out += b.reshape((-1,) + (1,) * spec.ndim)
+        out[...] = b.reshape((-1,) + (1,) * spec.ndim)         # the products are added to the bias
+    for a, c in _planes(spec, shape, x.dtype.itemsize):
+        G, _, L = _sizes(spec, shape, c - a)
+        block = out[:, :, a:c]                                  # (N, C_out, c−a, *out[1:]) view
+        block.shape = (N, G, shape.out_per_group, L)            # (N, G, Og, L_block), still a view
+        # (1, G, Og, K) @ (N, G, K, L) into the block, added to the bias there
+        blas.stacked(wg, _vol2col(xp, spec, shape, a, c), block, accumulate=b is not None)
     return out
 
 
