@@ -353,7 +353,7 @@ def _grad_matrix_folded(grad_out, shape):
     return _to_folded(grad_out, shape.N, shape.groups, shape.out_per_group, shape.H_out * shape.W_out)
 
 
-def _bias_in_product(spec, shape) -> bool:
+def _bias_in_product(spec) -> bool:
     """Whether the per-sample forward adds the bias through a row of ones in cols (else the output
     starts as the bias and the product is added to it).
 
@@ -370,7 +370,7 @@ def forward(x, w, b, spec, shape, out=None):
     into = None if out is None else out.reshape(N, G, Cog, L)      # a view: out is C-contiguous
     if not batch_folded(spec, shape, backward=False):
         wm = _weight_matrix(w, shape)                               # (G, C_out/G, K)
-        if b is not None and _bias_in_product(spec, shape):
+        if b is not None and _bias_in_product(spec):
             # [W | b] @ [cols; 1]: the bias is added inside the product, not in a pass over out
             wb = np.concatenate([wm, b.reshape(G, Cog, 1)], axis=2)  # (G, C_out/G, K + 1)
             out = blas.stacked(wb, im2col(x, spec, shape, ones_row=True), into)   # (N, G, C_out/G, L)
