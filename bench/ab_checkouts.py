@@ -4,7 +4,8 @@ own process, in alternating rounds.
 A change to a fast path is measured by the code before and after it, not by two bench runs against
 torch, whose own times move between runs.  Each round starts one process per checkout (the order
 alternates), and each process imports that checkout's ``src`` and times ``conv2d`` and ``conv2d`` +
-``conv2d_backward`` on every layer (a warm-up, then the median of the calls in a fixed time).  The
+``conv2d_backward`` on every layer with that checkout's bench_conv (its arrays, calls and samples:
+untimed calls for ``--handover`` seconds, then timed ones; the median of ``--repeat`` samples).  The
 ratio new ÷ old is taken per round, and its median over the rounds is reported with its range.
 
     git worktree add /tmp/old HEAD~1
@@ -17,13 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 
-def _time_layers(root: str, names: list, warmup: float, budget: float) -> dict:
-    """In a worker process: {layer: (forward ms, forward + backward ms)} for the checkout at ``root``."""
+def _time_layers(root: str, names: list, repeat: int, handover: float, min_sample: float) -> dict:
+    """In a worker process: {layer: (forward ms, forward + backward ms)} for the checkout at ``root``,
+    each the median of ``repeat`` of bench_conv's samples of its convscope calls."""
     sys.path.insert(0, os.path.join(root, "src"))
     import numpy as np
     import convscope
@@ -35,36 +38,22 @@ def _time_layers(root: str, names: list, warmup: float, budget: float) -> dict:
     import bench_conv
 
     bench_conv.configure_malloc("reuse")
+    threads = bench_conv.usable_cores()
+    bench_conv.prepare("convscope", threads)
     layers = {layer.name: layer for layer in bench_conv.LAYERS}
     rng = np.random.default_rng(0)
-
-    def median_ms(fn):
-        end = time.perf_counter() + warmup
-        while time.perf_counter() < end:
-            fn()
-        samples, end = [], time.perf_counter() + budget
-        while time.perf_counter() < end or len(samples) < 5:
-            t0 = time.perf_counter()
-            fn()
-            samples.append(time.perf_counter() - t0)
-        return float(np.median(samples)) * 1e3
-
     result = {}
     for name in names:
-        layer = layers[name]
-        x = rng.standard_normal((layer.N, layer.C_in, layer.H, layer.W), dtype=np.float32)
-        w = rng.standard_normal((layer.C_out, layer.C_in // layer.groups, layer.kH, layer.kW), dtype=np.float32)
-        b = rng.standard_normal(layer.C_out, dtype=np.float32)
-        kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
-        g = rng.standard_normal(convscope.conv2d(x, w, b, **kw).shape, dtype=np.float32)
-        result[name] = (median_ms(lambda: convscope.conv2d(x, w, b, **kw)),
-                        median_ms(lambda: (convscope.conv2d(x, w, b, **kw), convscope.conv2d_backward(g, x, w, **kw))))
+        calls = bench_conv.build("convscope", layers[name], bench_conv.layer_arrays(layers[name], rng), threads)
+        result[name] = tuple(
+            1e3 * statistics.median(bench_conv.sample(calls.run[p], handover, min_sample) for _ in range(repeat))
+            for p in ("fwd", "fb"))
     return result
 
 
 def _run(root, names, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", root, "--layers", *names,
-           "--warmup", str(args.warmup), "--budget", str(args.budget)]
+           "--repeat", str(args.repeat), "--handover", str(args.handover), "--min-sample", str(args.min_sample)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"the worker for {root} failed:\n{done.stderr.strip()}")
@@ -77,17 +66,19 @@ def main(argv=None) -> int:
     ap.add_argument("new", nargs="?", help="the checkout after it")
     ap.add_argument("--layers", nargs="+", metavar="NAME", help="bench_conv layer names (default: its targets)")
     ap.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
-    ap.add_argument("--warmup", type=float, default=0.15, metavar="S", help="untimed calls first, seconds")
-    ap.add_argument("--budget", type=float, default=0.25, metavar="S", help="timed calls per layer, seconds")
+    ap.add_argument("--repeat", type=int, default=3, help="samples per layer, pass and round (median; default 3)")
+    ap.add_argument("--handover", type=float, default=0.2, metavar="S", help="untimed calls before each sample")
+    ap.add_argument("--min-sample", type=float, default=0.02, metavar="S", help="timed calls per sample, seconds")
     ap.add_argument("--worker", metavar="ROOT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        print(json.dumps(_time_layers(args.worker, args.layers, args.warmup, args.budget)))
+        print(json.dumps(_time_layers(args.worker, args.layers, args.repeat, args.handover, args.min_sample)))
         return 0
     if not (args.old and args.new):
         ap.error("give the two checkouts, old then new")
-    if args.rounds < 1:
-        ap.error(f"--rounds must be at least 1, got {args.rounds}")
+    for option in ("rounds", "repeat"):
+        if getattr(args, option) < 1:
+            ap.error(f"--{option} must be at least 1, got {getattr(args, option)}")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import bench_conv
 
@@ -106,8 +97,8 @@ def main(argv=None) -> int:
     print(f"new ÷ old, median of {args.rounds} rounds (range), forward and forward + backward")
     for n in names:
         fwd, fb = sorted(p[0] for p in ratios[n]), sorted(p[1] for p in ratios[n])
-        med = lambda v: (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
-        print(f"{n:26s} fwd {med(fwd):.2f} ({fwd[0]:.2f}–{fwd[-1]:.2f})   f+b {med(fb):.2f} ({fb[0]:.2f}–{fb[-1]:.2f})")
+        print(f"{n:26s} fwd {statistics.median(fwd):.2f} ({fwd[0]:.2f}–{fwd[-1]:.2f})   "
+              f"f+b {statistics.median(fb):.2f} ({fb[0]:.2f}–{fb[-1]:.2f})")
     return 0
 
 
