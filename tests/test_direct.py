@@ -22,7 +22,13 @@ require_torch()
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
 
-BLOCK = algorithms.direct.BLOCK
+
+def _lanes(dtype):
+    """Flat outputs per block of the kernel (its module docstring)."""
+    from convscope.algorithms.kernels._numba import REGISTER_BYTES
+
+    return REGISTER_BYTES // np.dtype(dtype).itemsize
+
 
 # (C, H, W), weight (C_out, C/groups, kH, kW), params: batch 2
 CASES = [
@@ -32,7 +38,9 @@ CASES = [
     ((1, 40, 40), (7, 1, 5, 5), dict(padding=2)),                                   # a grey image, 7 channels
     ((3, 37, 31), (5, 3, 2, 2), dict(stride=3, padding=1, padding_mode="replicate")),  # phases no tap reads
     ((2, 33, 36), (4, 2, 4, 4), dict(padding="same", padding_mode="circular")),     # even kernel: 'same' split
-    ((3, 9, 11), (3, 3, 3, 3), dict(stride=2, dilation=2, padding=2)),              # one block, 3 channels
+    ((3, 9, 11), (3, 3, 3, 3), dict(stride=2, dilation=2, padding=2)),              # 3 channels
+    ((2, 23, 29), (16, 1, 5, 5), dict(padding=1, groups=2)),                         # 8 channels a group
+    ((1, 3, 3), (9, 1, 3, 3), dict()),                   # 1 output a sample, 3 flat: less than a block; 8 + 1
 ]
 
 
@@ -47,7 +55,10 @@ def _flat_outputs(chw, w_shape, params):
 
 
 def test_cases_span_blocks():
-    assert sum(_flat_outputs(*case) > BLOCK for case in CASES) >= 4
+    flat = [_flat_outputs(*case) for case in CASES]
+    assert sum(n > 4 * _lanes(np.float32) for n in flat) >= 4 and min(flat) < _lanes(np.float64)
+    per_group = {w[0] // p.get("groups", 1) for _, w, p in CASES}     # output channels: blocks of 8 and remainders
+    assert {8, 9, 10} <= per_group and min(per_group) < 8
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -68,9 +79,10 @@ def test_unbatched_and_empty_batch():
     assert empty.shape == (0, 5, 20, 19)
 
 
-# one NaN / ±Inf in the input (at a block's first flat output, and at the image's corner, which the
-# padding meets) or the weight (a corner tap: it reads the zero padding at the borders)
-PERTURBATIONS = [(where, v) for where in ("input", "corner", "weight") for v in (np.nan, np.inf, -np.inf)]
+# one NaN / ±Inf in the input (at a block's first flat output, and at the last sample's corner, which the
+# padding meets and the first sample's last block reads past its outputs) or the weight (a corner tap: it
+# reads the zero padding at the borders; in the first and the last block of eight channels)
+PERTURBATIONS = [(where, v) for where in ("input", "corner", "weight", "last weight") for v in (np.nan, np.inf, -np.inf)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,7 +90,7 @@ PERTURBATIONS = [(where, v) for where in ("input", "corner", "weight") for v in 
 def test_nonfinite_values_land_where_torch_puts_them(chw, w_shape, params, dtype):
     call = bind(2, input_size=(2,) + chw, weight_size=w_shape, **params)
     Wq = algorithms.direct._planes(call.spec, call.shape)[1]
-    i, j = divmod(BLOCK, Wq)                                 # output (i, j) opens the second block
+    i, j = divmod(_lanes(dtype), Wq)                         # output (i, j) opens the second block
     sH, sW = call.spec.stride
     for where, value in PERTURBATIONS:
         x, w, b = _arrays(chw, w_shape, dtype, seed=7)
@@ -86,8 +98,10 @@ def test_nonfinite_values_land_where_torch_puts_them(chw, w_shape, params, dtype
             x[1, chw[0] - 1, i * sH, j * sW] = value
         elif where == "corner":
             x[1, 0, 0, 0] = value
-        else:
+        elif where == "weight":
             w[1, 0, 0, 0] = value
+        else:
+            w[-1, -1, -1, -1] = value
         out, _ = torch_native_conv2d(x, w, b, None, **params)
         assert_same_nonfinite(convscope.conv2d(x, w, b, algorithm="direct", **params), out, f"{where}={value}")
 
@@ -97,16 +111,21 @@ def _passes(x_shape, w_shape, **params):
 
 
 def test_planner_sends_few_channel_layers_here():
-    """Kernels from 5×5 on few channels (ResNet's stem, a grey image's filters) run their forward here and
-    their gradients on the row below's path; 3×3 kernels, more channels, large kernels where FFT serves,
-    1×1 and one-row kernels keep their rows."""
+    """Kernels from 5×5 on few channels (ResNet's stem, a grey image's filters), and 3×3 on 3–16
+    channels, run their forward here and their gradients on the row below's path; more
+    channels, large kernels where FFT serves, 1×1 and one-row kernels keep their rows."""
     assert _passes((8, 3, 224, 224), (64, 3, 7, 7), stride=2, padding=3) == ("direct", "gemm", "gemm")
     assert _passes((64, 1, 28, 28), (32, 1, 5, 5), padding=2) == ("direct", "gemm", "gemm")
     assert "direct" not in _passes((8, 64, 56, 56), (64, 64, 3, 3), padding=1)
     assert "direct" not in _passes((8, 3, 224, 224), (16, 3, 1, 1))
     assert "direct" not in _passes((4, 3, 1, 8000), (64, 3, 1, 7), stride=(1, 2), padding=(0, 3))
     assert "direct" not in _passes((4, 3, 1, 8000), (64, 3, 1, 25), padding=(0, 12))
-    assert "direct" not in _passes((8, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)   # 3×3: gemm's
+    assert _passes((8, 3, 224, 224), (32, 3, 3, 3), stride=2, padding=1)[0] == "direct"    # 3×3 on RGB
+    assert _passes((8, 16, 112, 112), (32, 16, 3, 3), padding=1)[0] == "direct"            # before Winograd's
+    assert "direct" not in _passes((8, 32, 56, 56), (32, 32, 3, 3), padding=1)             # 3×3 at 32: Winograd's
+    assert "direct" not in _passes((64, 1, 28, 28), (32, 1, 3, 3), padding=1)              # 3×3 on grey: gemm's
+    assert "direct" not in _passes((8, 8, 56, 56), (8, 8, 2, 2))                           # 2×2: gemm's
+    assert "direct" not in _passes((8, 8, 56, 56), (8, 8, 4, 4))                           # 4×4 at 8: gemm's
     assert "direct" not in _passes((8, 128, 28, 28), (128, 128, 5, 5), padding=2)          # 128 channels
     assert _passes((4, 3, 128, 128), (16, 3, 9, 9), padding=4) == ("direct", "fft", "fft")  # FFT's gradients
     assert "direct" not in _passes((4, 16, 56, 56), (16, 16, 11, 11), padding=5)           # FFT's forward too

@@ -21,11 +21,13 @@ from oracle import assert_close
     ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), ("winograd", "winograd", "winograd")),
     ((8, 256, 14, 14), (256, 256, 3, 3), dict(padding=1, padding_mode="reflect"), ("winograd",) * 3),
     ((8, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), ("gemm",) * 3),             # too few pixels
-    ((8, 16, 56, 56), (16, 16, 3, 3), dict(padding=1), ("winograd",) * 3),
-    ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), ("gemm",) * 3),               # too few channels
+    ((8, 32, 56, 56), (32, 32, 3, 3), dict(padding=1), ("winograd",) * 3),
+    ((8, 16, 56, 56), (16, 16, 3, 3), dict(padding=1), ("direct", "winograd", "winograd")),  # few channels: direct sums
+    ((8, 8, 56, 56), (8, 8, 3, 3), dict(padding=1), ("direct", "gemm", "gemm")),   # too few for Winograd
+    ((64, 1, 28, 28), (32, 1, 3, 3), dict(padding=1), ("gemm",) * 3),              # 9 taps × channels: gemm's
     ((8, 128, 56, 56), (128, 128, 3, 3), dict(stride=2, padding=1), ("gemm", "gather", "gemm")),
     ((8, 3, 224, 224), (64, 3, 7, 7), dict(stride=2, padding=3), ("direct", "gemm", "gemm")),   # the stem
-    ((8, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), ("gemm",) * 3),
+    ((8, 3, 224, 224), (32, 3, 3, 3), dict(stride=2, padding=1), ("direct", "gemm", "gemm")),
     ((8, 64, 56, 56), (64, 32, 3, 3), dict(padding=1, groups=2), ("gemm",) * 3),
     ((8, 16, 64, 64), (16, 16, 15, 15), dict(padding=7), ("fft",) * 3),
     ((8, 128, 56, 56), (128, 1, 31, 31), dict(padding=15, groups=128), ("fft",) * 3),

@@ -16,7 +16,9 @@ patch       kernel = stride, no padding, dilation 1         patch        patch  
             (patches that do not overlap), 2-d (H > 1)
 direct      kH·kW ≥ 25, ≤ 64 input channels per group,      direct       (below)      (below)
             2-d (H > 1); where FFT could serve (the fft
-            row's bounds), kH·kW ≤ 81 and ≤ 32 channels
+            row's bounds), kH·kW ≤ 81 and ≤ 32 channels;
+            or 3×3 at 3–16 input channels per group
+            (an RGB image's first layer and up)
 wino        3×3, stride 1, dilation 1, groups 1,            winograd     winograd     winograd
             C_in ≥ 16 and C_out ≥ 16, H_out·W_out ≥ 100
 fft         kH·kW ≥ 25, stride ≤ 2, dilation 1, and FFT's   fft          fft          fft
@@ -91,7 +93,9 @@ GATHER_MIN_CHANNELS = 16              # strided grad_input gathered from 16 inpu
                                       # and in 2-d only (1-d, wav2vec's 3/2 and 2/2 at 512 channels: 1.02–1.12×)
 TAPS_MIN_CHANNELS = 16                # 1-d tap products from 16 input channels per group (16 ch × 4000: 0.7× gemm's)
 TAPS_MIN_OUTPUTS = 512                # and 512 outputs (W_out 256 and 100 at 128–256 channels: 0.93–1.1×, mixed)
-DIRECT_MIN_TAPS = 25                  # forward as direct sums from 5×5 kernels (3×3 at 1–4 channels: 1.2–2.1× gemm's time)
+DIRECT_MIN_TAPS = 25                  # forward as direct sums from 5×5 kernels
+DIRECT_3X3_MAX_CHANNELS = 16          # and 3×3 up to 16 channels per group (3–16: 0.5–1.0× gemm's time, 0.65–1.0× Winograd's)
+DIRECT_3X3_MIN_CHANNELS = 3           # from 3 (3×3 on one channel: 1.9× gemm's time)
 DIRECT_MAX_CHANNELS = 64              # up to 64 input channels per group (7×7 dilated at 64: 0.48× gemm's time)
 DIRECT_MAX_TAPS_BESIDE_FFT = 81       # where FFT could serve: up to 9×9 (11×11 at 16 channels, 21×21 at 3: 1.4–1.5× FFT's)
 DIRECT_MAX_CHANNELS_BESIDE_FFT = 32   # and 32 channels per group (7×7 and 9×9 at 64: 1.4–2.6× FFT's; 5×5 at 32: 0.78×)
@@ -153,10 +157,14 @@ def _sums_few_taps(spec, shape) -> bool:
 
 
 def _sums_directly(spec, shape) -> bool:
-    taps = spec.kernel_size[0] * spec.kernel_size[1]
-    return (shape.H > 1 and taps >= DIRECT_MIN_TAPS and shape.in_per_group <= DIRECT_MAX_CHANNELS
+    taps, Cg = spec.kernel_size[0] * spec.kernel_size[1], shape.in_per_group
+    if shape.H == 1:
+        return False
+    if spec.kernel_size == (3, 3):
+        return DIRECT_3X3_MIN_CHANNELS <= Cg <= DIRECT_3X3_MAX_CHANNELS
+    return (taps >= DIRECT_MIN_TAPS and Cg <= DIRECT_MAX_CHANNELS
             and (not _fft_candidate(spec, shape) or (taps <= DIRECT_MAX_TAPS_BESIDE_FFT
-                                                      and shape.in_per_group <= DIRECT_MAX_CHANNELS_BESIDE_FFT)))
+                                                      and Cg <= DIRECT_MAX_CHANNELS_BESIDE_FFT)))
 
 
 def _wins_fft_depthwise(spec, shape) -> bool:
@@ -185,8 +193,9 @@ TABLE = (
         "rearranged by patches (space to depth) makes it a 1×1 product, no im2col"),
     Row("direct", _sums_directly, ("direct", None, None),
         f"kH·kW ≥ {DIRECT_MIN_TAPS}, ≤ {DIRECT_MAX_CHANNELS} input channels per group, 2-d (where FFT could "
-        f"serve, ≤ {DIRECT_MAX_TAPS_BESIDE_FFT} taps and ≤ {DIRECT_MAX_CHANNELS_BESIDE_FFT} channels): the forward "
-        "as direct sums over the input's stride phases, no im2col"),
+        f"serve, ≤ {DIRECT_MAX_TAPS_BESIDE_FFT} taps and ≤ {DIRECT_MAX_CHANNELS_BESIDE_FFT} channels), or 3×3 at "
+        f"{DIRECT_3X3_MIN_CHANNELS}–{DIRECT_3X3_MAX_CHANNELS} channels per group: "
+        "the forward as direct sums over the input's stride phases, no im2col"),
     Row("wino", _wins_winograd, ("winograd", "winograd", "winograd"),
         f"3×3 stride 1 with ≥ {WINOGRAD_MIN_CHANNELS} channels each way and ≥ "
         f"{WINOGRAD_MIN_OUTPUT_PIXELS} output pixels: Winograd F(4×4, 3×3), 4× fewer multiplies"),

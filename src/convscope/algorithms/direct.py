@@ -22,7 +22,6 @@ import numpy as np
 from . import gemm
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
-BLOCK = 1024        # flat outputs per task of the kernel (four channels' partial sums: 16 KiB in float32)
 
 
 def needs(spec, shape):
@@ -72,14 +71,21 @@ def forward(x, w, b, spec, shape):
             out[...] = b.reshape(1, Co, 1, 1)
         return out
     xs, pt, pl = fused_padding(x, spec)
-    ph = np.empty((N, C, sH, sW, Hq, Wq), dtype=x.dtype)
-    _numba.launch(kernels.split_phases, xs, ph, sH, sW, pt, pl)
+    per_sample = C * sH * sW * Hq * Wq
+    lanes = _numba.REGISTER_BYTES // x.dtype.itemsize
+    phf = np.empty(N * per_sample + lanes, dtype=x.dtype)
+    phf[N * per_sample:] = 0
+    _numba.launch(kernels.split_phases, xs, phf[:N * per_sample].reshape(N, C, sH, sW, Hq, Wq), sH, sW, pt, pl)
     chan, plane, start = _taps(spec, shape)
-    # copies (a few KiB): a read-only weight or bias would otherwise need a kernel compiled of its own
+    off = (chan * (sH * sW) + plane) * (Hq * Wq) + start
+    G, Og = shape.groups, shape.out_per_group
+    octs = -(-Og // 8)
+    w8 = np.zeros((G, octs * 8, off.size), dtype=x.dtype)
+    w8[:, :Og] = w.reshape(G, Og, -1)
+    w8 = np.ascontiguousarray(w8.reshape(G, octs, 8, off.size).transpose(0, 1, 3, 2))
+    # a copy (a few bytes): a read-only bias would otherwise need a kernel compiled of its own
     bias = np.empty(0, x.dtype) if b is None else np.array(b, dtype=x.dtype)
-    wm = np.array(w.reshape(shape.groups, shape.out_per_group, -1), dtype=x.dtype)
-    _numba.launch(kernels.forward, ph.reshape(N, C, sH * sW, Hq * Wq), wm, bias, out, chan, plane, start, Wq,
-                  BLOCK)
+    _numba.launch(kernels.forward, phf, per_sample, per_sample // shape.groups, w8, bias, out, off, Wq)
     return out
 
 
@@ -102,15 +108,17 @@ def preferred_bytes(pass_, spec, shape):
 
 
 def workspace(pass_, spec, shape, itemsize):
-    """Scratch bytes of the forward: the phase planes, the padded input of a mode other than zeros, the
-    output, and each thread's block of partial sums; gemm's for the gradients."""
-    from ..threads import get_num_threads
+    """Scratch bytes of the forward: the phase planes and their one block of pad, the padded input of a
+    mode other than zeros, the output and the weights in blocks of eight channels; gemm's for the
+    gradients."""
+    from .kernels._numba import REGISTER_BYTES
 
     if pass_ != "forward":
         return gemm.workspace(pass_, spec, shape, itemsize)
     Hq, Wq = _planes(spec, shape)
     sH, sW = spec.stride
-    phases = shape.N * shape.C * sH * sW * Hq * Wq
+    phases = shape.N * shape.C * sH * sW * Hq * Wq + REGISTER_BYTES // itemsize
     padded = 0 if spec.padding_mode == "zeros" else shape.N * shape.C * math.prod(spec.padded_size(shape.spatial))
     out = shape.N * shape.out_channels * shape.H_out * shape.W_out
-    return (phases + padded + out + get_num_threads() * 4 * BLOCK) * itemsize
+    weights = 2 * shape.groups * -(-shape.out_per_group // 8) * 8 * shape.in_per_group * math.prod(spec.kernel_size)
+    return (phases + padded + out + weights) * itemsize

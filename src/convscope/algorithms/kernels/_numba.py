@@ -44,6 +44,7 @@ if "NUMBA_CACHE_DIR" not in os.environ and not _writable(_HERE):
     os.environ["NUMBA_CACHE_DIR"] = _user_cache_dir()
 
 import numba  # noqa: E402  (after the cache directory is settled)
+from numba.extending import intrinsic  # noqa: E402
 
 if "NUMBA_CACHE_DIR" in os.environ and not numba.config.CACHE_DIR:
     numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]   # numba was imported before, by the user
@@ -81,6 +82,66 @@ _launch_lock = threading.Lock()
 
 njit = numba.njit
 prange = numba.prange
+
+def _has_avx512() -> bool:
+    """Whether numba compiles for a processor with AVX-512 (the host's, or ``$NUMBA_CPU_FEATURES``)."""
+    features = numba.config.CPU_FEATURES
+    if features:
+        return "+avx512f" in features.split(",")
+    from llvmlite import binding
+
+    return bool(binding.get_host_cpu_features().get("avx512f"))
+
+
+# one output channel's block of partial sums in :func:`register_block`: two of AVX-512's 32 vector
+# registers, or one of AVX2's 16 (eight channels' blocks, the inputs and the weights must fit)
+REGISTER_BYTES = 128 if _has_avx512() else 32
+
+
+def _lanes_of(dtype) -> int:
+    return REGISTER_BYTES * 8 // dtype.dtype.bitwidth
+
+
+@intrinsic
+def register_lanes(typingctx, dtype):
+    """The number of ``dtype`` values in :data:`REGISTER_BYTES`, a constant to the compiler (a loop
+    over it is unrolled)."""
+    from numba.core import types
+
+    count = _lanes_of(dtype)
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, count)
+
+    return types.intp(dtype), codegen
+
+
+@intrinsic
+def _register_block_pointer(typingctx, dtype):
+    """A pointer to :data:`REGISTER_BYTES` of ``dtype`` values in the calling kernel's stack frame."""
+    from numba.core import cgutils, types
+
+    count = _lanes_of(dtype)
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(dtype.dtype), size=count)
+
+    return types.CPointer(dtype.dtype)(dtype), codegen
+
+
+@njit(cache=True, inline="always")
+def register_block(dtype):
+    """A zeroed array of :func:`register_lanes` values of ``dtype`` on the stack.
+
+    A heap array's partial sums are loaded and stored at every term, since the compiler cannot tell
+    that no input array aliases them; this one's, indexed by constants once the loop over it is
+    unrolled, are kept in vector registers across a kernel's whole loop over its terms.  One frame
+    slot serves every task of the loop that asks for it, so it is zeroed at each call.
+    """
+    block = numba.carray(_register_block_pointer(dtype), (register_lanes(dtype),))
+    for j in range(register_lanes(dtype)):
+        block[j] = 0
+    return block
 
 
 @njit(cache=True, inline="always")

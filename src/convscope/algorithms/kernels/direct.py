@@ -14,17 +14,23 @@ columns ``j ≥ W_out`` of a row are computed and dropped.  So for tap ``r = (c�
 
     out[n, g·Og + o, i, j] = bias[g·Og + o] + Σ_r w[g, o, r] · ph[n, g·Cg + chan[r], plane[r]][start[r] + i·Wq + j]
 
-`forward` takes the flat outputs in blocks of ``block``, four output channels at a time, the
-taps four at a time (:func:`convscope.algorithms.kernels.taps.four_taps`): each value read from a phase
-serves four outputs, and each partial sum is read and written once per four taps.  Every term is summed
-(padding cells are real zeros), so NaN and ±Inf land where the definition puts them.
+`forward` computes eight output channels × one block of flat outputs per task (a block:
+:data:`~convscope.algorithms.kernels._numba.REGISTER_BYTES` of each channel's partial sums, 32 float32
+or 16 float64), the partial sums held in vector registers across all the taps: each tap loads the
+block's run of its phase once and adds it, times one weight each, to the eight channels.  The weights
+come as ``(G, ⌈Og/8⌉, R, 8)``, zero past the last channel.  The phase planes are one flat array, each
+sample ``per_sample`` values from the last and the whole padded by one block: a sample's last block
+runs past its flat outputs, and what those dropped columns read (the next sample's planes, or the
+pad) is inside the array.
+Every term is summed (padding cells are real zeros), so NaN and ±Inf land where the definition puts
+them.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ._numba import columns as _columns, njit, prange
-from .taps import four_taps, one_tap
+from ._numba import register_block, register_lanes
 
 
 @njit(cache=True, parallel=True)
@@ -57,70 +63,89 @@ def split_phases(x, ph, sH, sW, pt, pl):
                     dst[q] = zero
 
 
+@njit(cache=True, inline="always")
+def _put(dst, acc, b, p0, Wq):
+    """The real outputs of one channel's block of flat outputs from ``p0`` (columns ``j < W_out`` of
+    the rows it spans, rows below ``H_out``), with the bias ``b``, into dst (H_out, W_out)."""
+    Ho, Wo = dst.shape
+    i = p0 // Wq
+    j = p0 - i * Wq
+    if i < Ho and j + acc.size <= Wo:           # the block inside one row's outputs: a store of constant length
+        row = dst[i]
+        for t in range(acc.size):
+            row[j + t] = acc[t] + b
+        return
+    t = 0
+    while t < acc.size and i < Ho:
+        run = min(acc.size - t, Wq - j)          # the block's flat outputs on row i
+        row = dst[i]
+        for c in range(min(run, Wo - j)):
+            row[j + c] = acc[t + c] + b
+        t += run
+        i += 1
+        j = 0
+
+
 @njit(cache=True, parallel=True, fastmath={"contract"})
-def forward(ph, w, bias, out, chan, plane, start, Wq, block):
-    """out (N, C_out, H_out, W_out) ← bias + the taps' sums (module docstring), from the flat phase planes
-    ph (N, C, sH·sW, Hq·Wq), w (G, Og, R) and bias (C_out,) or empty, ``block`` flat outputs per task."""
+def forward(phf, per_sample, per_group, w8, bias, out, off, Wq):
+    """out (N, C_out, H_out, W_out) ← bias + the taps' sums (module docstring), from the flat phase
+    planes phf (N·per_sample + one block), a group's planes ``per_group`` values from the last's,
+    w8 (G, ⌈Og/8⌉, R, 8), bias (C_out,) or empty, and off (R,): tap r's offset in its group's planes."""
     N, C_out, Ho, Wo = out.shape
-    G, Og, R = w.shape
-    Cg = ph.shape[1] // G
+    G, octs, R, _ = w8.shape
+    Og = C_out // G
     has_bias = bias.size > 0
     zero = out.dtype.type(0)
     total = Ho * Wq
-    blocks = (total + block - 1) // block
-    quads = (Og + 3) // 4
-    for task in prange(N * G * quads * blocks):
+    blocks = (total + register_lanes(out.dtype) - 1) // register_lanes(out.dtype)
+    for task in prange(N * G * octs * blocks):
         blk = task % blocks
         rest = task // blocks
-        quad = rest % quads
-        rest //= quads
+        q = rest % octs
+        rest //= octs
         g = rest % G
         n = rest // G
-        p0 = blk * block
-        width = min(block, total - p0)
-        o0 = quad * 4
-        count = min(4, Og - o0)
-        acc = np.zeros((4, block), dtype=out.dtype)
-        wg, xg, c0 = w[g], ph[n], g * Cg
-        if count == 4:
-            a0, a1, a2, a3 = acc[0], acc[1], acc[2], acc[3]
-            r = 0
-            while r + 4 <= R:
-                s = start[r] + p0
-                x0 = xg[c0 + chan[r], plane[r], s:s + width]
-                s = start[r + 1] + p0
-                x1 = xg[c0 + chan[r + 1], plane[r + 1], s:s + width]
-                s = start[r + 2] + p0
-                x2 = xg[c0 + chan[r + 2], plane[r + 2], s:s + width]
-                s = start[r + 3] + p0
-                x3 = xg[c0 + chan[r + 3], plane[r + 3], s:s + width]
-                four_taps(a0, a1, a2, a3, x0, x1, x2, x3, wg, o0, r, width)
-                r += 4
-            while r < R:
-                s = start[r] + p0
-                x0 = xg[c0 + chan[r], plane[r], s:s + width]
-                one_tap(a0, a1, a2, a3, x0, wg, o0, r, width)
-                r += 1
-        else:                                           # the last 1 to 3 output channels, one at a time
-            for k in range(count):
-                ak = acc[k]
-                for r in range(R):
-                    s = start[r] + p0
-                    x0 = xg[c0 + chan[r], plane[r], s:s + width]
-                    wv = wg[o0 + k, r]
-                    for j in range(width):
-                        ak[j] += wv * x0[j]
-        # the block's real outputs (columns j < W_out of each row it spans), with the bias
-        for k in range(count):
-            o = g * Og + o0 + k
-            b = bias[o] if has_bias else zero
-            ak, dst = acc[k], out[n, o]
-            p = p0
-            while p < p0 + width:
-                i = p // Wq
-                j = p - i * Wq
-                stop = min(p0 + width, (i + 1) * Wq)
-                row = dst[i]
-                for jj in range(j, min(Wo, j + stop - p)):
-                    row[jj] = ak[p - p0 + jj - j] + b
-                p = stop
+        lanes = register_lanes(out.dtype)     # in the loop's body: a constant there, so the loop over it unrolls
+        p0 = blk * lanes
+        a0 = register_block(out.dtype)
+        a1 = register_block(out.dtype)
+        a2 = register_block(out.dtype)
+        a3 = register_block(out.dtype)
+        a4 = register_block(out.dtype)
+        a5 = register_block(out.dtype)
+        a6 = register_block(out.dtype)
+        a7 = register_block(out.dtype)
+        wq = w8[g, q]
+        first = n * per_sample + g * per_group + p0
+        for r in range(R):
+            s = np.uint64(first + off[r])         # unsigned: no test for negative indices in the loop
+            wr = wq[r]
+            w0, w1, w2, w3, w4, w5, w6, w7 = wr[0], wr[1], wr[2], wr[3], wr[4], wr[5], wr[6], wr[7]
+            for j in range(lanes):
+                v = phf[s + np.uint64(j)]
+                a0[j] += w0 * v
+                a1[j] += w1 * v
+                a2[j] += w2 * v
+                a3[j] += w3 * v
+                a4[j] += w4 * v
+                a5[j] += w5 * v
+                a6[j] += w6 * v
+                a7[j] += w7 * v
+        o0 = g * Og + q * 8
+        count = min(8, Og - q * 8)
+        dst = out[n]
+        _put(dst[o0], a0, bias[o0] if has_bias else zero, p0, Wq)
+        if count > 1:
+            _put(dst[o0 + 1], a1, bias[o0 + 1] if has_bias else zero, p0, Wq)
+        if count > 2:
+            _put(dst[o0 + 2], a2, bias[o0 + 2] if has_bias else zero, p0, Wq)
+        if count > 3:
+            _put(dst[o0 + 3], a3, bias[o0 + 3] if has_bias else zero, p0, Wq)
+        if count > 4:
+            _put(dst[o0 + 4], a4, bias[o0 + 4] if has_bias else zero, p0, Wq)
+        if count > 5:
+            _put(dst[o0 + 5], a5, bias[o0 + 5] if has_bias else zero, p0, Wq)
+        if count > 6:
+            _put(dst[o0 + 6], a6, bias[o0 + 6] if has_bias else zero, p0, Wq)
+        if count > 7:
+            _put(dst[o0 + 7], a7, bias[o0 + 7] if has_bias else zero, p0, Wq)
