@@ -117,13 +117,17 @@ def test_compiled_im2col_against_torch(mode, dtype, batch, monkeypatch):
 @pytest.mark.parametrize("out_channels", [3, 16], ids=["narrow", "wide"])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_pointwise_forward_starts_from_the_bias(out_channels, stride, dtype, monkeypatch):
-    """The per-sample 1×1 forward writes the bias first and adds the product to it (BLAS's β = 1), whole
-    or in slices of the batch written in place; NaN and ±Inf in the bias or the input land as torch's."""
+@pytest.mark.parametrize("compiled_bias", [True, False], ids=["compiled_bias", "numpy_bias"])
+def test_pointwise_forward_starts_from_the_bias(out_channels, stride, dtype, compiled_bias, monkeypatch):
+    """The per-sample 1×1 forward writes the bias first (compiled, or NumPy's broadcast) and adds the
+    product to it (BLAS's β = 1), whole or in slices of the batch written in place; NaN and ±Inf in the
+    bias or the input land as torch's."""
     require_torch()
     from oracle import assert_same_nonfinite, torch_conv2d
+    from convscope.algorithms import kernels
 
     monkeypatch.setattr(gemm, "FOLD_BELOW_1X1_FORWARD", NEVER)
+    monkeypatch.setattr(kernels, "BIAS_COMPILED_FROM", 1 if compiled_bias else 10**12)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 6, 11, 12)).astype(dtype)
     w = rng.standard_normal((out_channels, 6, 1, 1)).astype(dtype)

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import algorithms, planner
 from .algorithms import gather
+from .algorithms.kernels import channel_bias
 from .spec import (
     ConvCall,
     ConvShape,
@@ -463,9 +464,10 @@ def _transposed(ndim, input, weight, bias, stride, padding, output_padding, grou
     conv = call.conv.with_arrays(weight=call.weight, grad_output=_extended(call.input, call))
     y = _compute_backward(conv, algorithm, (True, False, False))[0]     # (N, C_out, *O), compute dtype
     if call.bias is not None:
-        b = np.asarray(call.bias, dtype=y.dtype).reshape((-1,) + (1,) * ndim)   # (C_out, 1, …)
-        in_place = y.flags.writeable and not np.may_share_memory(y, call.input)
-        y = np.add(y, b, out=y) if in_place else y + b
+        b = np.asarray(call.bias, dtype=y.dtype)                         # (C_out,)
+        if not (y.flags.writeable and not np.may_share_memory(y, call.input)):
+            y = y.copy()
+        channel_bias(y, b, add=True)
     return _result(y, call.dtype, not call.batched)
 
 

@@ -49,6 +49,7 @@ import numpy as np
 
 from .. import blas
 from ..padding import fold, pad
+from .kernels import channel_bias
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 FORWARD_INTO = True  # forward(..., out=view) writes its result into a C-contiguous view of the output
@@ -379,7 +380,7 @@ def forward(x, w, b, spec, shape, out=None):
             out = blas.stacked(wm, im2col(x, spec, shape), into)    # (N, G, C_out/G, L)
         else:
             out = np.empty((N, G, Cog, L), dtype=x.dtype) if into is None else into
-            out[...] = b.reshape(G, Cog, 1)                         # (C_out,) → (G, C_out/G, 1): rows of L
+            channel_bias(out, b, channel_axes=2)                    # rows of L, each its channel's bias
             blas.stacked(wm, im2col(x, spec, shape), out, accumulate=True)   # out = b + W @ cols
         return out.reshape(N, shape.out_channels, shape.H_out, shape.W_out)
     cols = im2col_folded(x, spec, shape)                            # (G, K, N·L)

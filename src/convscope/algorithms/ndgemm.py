@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import blas
 from ..padding import fold, pad
+from .kernels import channel_bias
 
 ERROR = "local"     # each output is rounded from the products it sums (see convscope.precision)
 DIMS = (1, 2, 3)    # the numbers of spatial dimensions it computes
@@ -111,7 +112,7 @@ def forward(x, w, b, spec, shape):
     wg = _grouped_weight(w, shape)[None]                        # (1, G, Og, K)
     out = np.empty((N, shape.out_channels) + tuple(shape.out_spatial), dtype=x.dtype)
     if b is not None:
-        out[...] = b.reshape((-1,) + (1,) * spec.ndim)         # the products are added to the bias
+        channel_bias(out, b)                                    # the products are added to the bias
     for a, c in _planes(spec, shape, x.dtype.itemsize):
         G, _, L = _sizes(spec, shape, c - a)
         block = out[:, :, a:c]                                  # (N, C_out, c−a, *out[1:]) view

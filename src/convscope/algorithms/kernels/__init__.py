@@ -20,3 +20,30 @@ def fused_padding(x, spec):
     if spec.padding_mode == "zeros":
         return np.ascontiguousarray(x), spec.padding[0][0], spec.padding[1][0]
     return pad(x, spec), 0, 0
+
+
+BIAS_COMPILED_FROM = 1 << 16    # outputs from which a bias is written by the compiled kernels (NumPy's broadcast: one thread)
+
+
+def channel_bias(out, b, add=False, channel_axes=1):
+    """``out[n, c, …] = b[c]``, or ``+=`` with ``add``, in place; returns out.
+
+    out is (N, C, …) of b's dtype, or with ``channel_axes=2`` (N, G, C/G, …), the channels numbered
+    across both axes.  From :data:`BIAS_COMPILED_FROM` outputs of a C-contiguous ``out`` the rows are
+    written by :mod:`.bias` on every thread, else by NumPy's broadcast: the same values either way (one
+    addition per output, NaN and ±Inf as IEEE arithmetic gives them).
+    """
+    if out.size >= BIAS_COMPILED_FROM and out.flags.c_contiguous and b.dtype == out.dtype:
+        from . import _numba, bias as kernels
+
+        rows = out.reshape(out.shape[0], b.size, -1)        # (N, C, …) → (N, C, L), a view
+        _numba.launch(kernels.add if add else kernels.fill, rows, np.ascontiguousarray(b).reshape(-1))
+        return out
+    lead = out.shape[1:1 + channel_axes]
+    column = b.reshape(lead + (1,) * (out.ndim - 1 - channel_axes))    # (C,) → (C, 1, …) or (G, C/G, 1, …)
+    if add:
+        with np.errstate(all="ignore"):                     # inf + (−inf) is NaN, as in torch, without a warning
+            np.add(out, column, out=out)
+    else:
+        out[...] = column
+    return out
