@@ -22,7 +22,7 @@ def fused_padding(x, spec):
     return pad(x, spec), 0, 0
 
 
-BIAS_COMPILED_FROM = 1 << 16    # outputs from which a bias is written by the compiled kernels (NumPy's broadcast: one thread)
+BIAS_COMPILED_FROM = 1 << 18    # outputs from which a bias is written by the compiled kernel (NumPy's broadcast: one thread; bench/README.md)
 
 
 def channel_bias(out, b, add=False, channel_axes=1):
@@ -37,7 +37,7 @@ def channel_bias(out, b, add=False, channel_axes=1):
         from . import _numba, bias as kernels
 
         rows = out.reshape(out.shape[0], b.size, -1)        # (N, C, …) → (N, C, L), a view
-        _numba.launch(kernels.add if add else kernels.fill, rows, np.ascontiguousarray(b).reshape(-1))
+        _numba.launch(kernels.channel_rows, rows, np.ascontiguousarray(b).reshape(-1), bool(add))
         return out
     lead = out.shape[1:1 + channel_axes]
     column = b.reshape(lead + (1,) * (out.ndim - 1 - channel_axes))    # (C,) → (C, 1, …) or (G, C/G, 1, …)

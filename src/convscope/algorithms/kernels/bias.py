@@ -6,22 +6,15 @@ from ._numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def fill(out, b):
-    """out[n, c, k] = b[c] for out (N, C, L), b (C,)."""
+def channel_rows(out, b, add):
+    """out[n, c, k] = b[c], or += b[c] with ``add``, for out (N, C, L), b (C,)."""
     N, C, L = out.shape
     for t in prange(N * C):
         n, c = t // C, t % C
         row, bc = out[n, c], b[c]
-        for k in range(L):
-            row[k] = bc
-
-
-@njit(cache=True, parallel=True)
-def add(out, b):
-    """out[n, c, k] += b[c] for out (N, C, L), b (C,)."""
-    N, C, L = out.shape
-    for t in prange(N * C):
-        n, c = t // C, t % C
-        row, bc = out[n, c], b[c]
-        for k in range(L):
-            row[k] += bc
+        if add:
+            for k in range(L):
+                row[k] += bc
+        else:
+            for k in range(L):
+                row[k] = bc
