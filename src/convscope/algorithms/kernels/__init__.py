@@ -3,7 +3,8 @@
 Nothing here is imported by ``import convscope``: an algorithm imports its kernel module inside the
 function that needs it, and the kernel module imports numba through :mod:`._numba`, which prepares
 numba's cache directory and threading layer first.  Each kernel is compiled with ``cache=True``, once
-per machine.
+per machine.  The helpers in this file (:func:`fused_padding`, :func:`channel_bias`) need only NumPy
+and import a kernel module when they run one.
 """
 
 import numpy as np
