@@ -23,6 +23,11 @@ more products of the same size.  Depthwise layers (one input channel per group) 
 their floor is one pass over memory, a copy of the input into an array of the output's size (and for
 the backward two more such passes), which no kernel that reads its input and writes its output can beat.
 
+convscope's own forward and forward+backward (``conv*d`` then ``conv*d_backward``, on the layer's plan)
+are timed in the same rounds, so ``convscope ÷ floor`` (the floor being the lower of the products' and
+Winograd's) says how much a path spends beyond the products it cannot avoid: its copies, transforms,
+sums and Python.
+
     python bench/floor.py                                  # bench_nd.py's layers, wall time, all cores
     python bench/floor.py --suite conv2d --markdown bench/floor_conv2d.md   # bench_conv.py's target rows
     python bench/floor.py --layers tcn.d1 w2v.conv1 --markdown floor.md
@@ -115,10 +120,28 @@ def winograd_product(layer, rng):
     return lambda: np.matmul(U, V)
 
 
+def convscope_calls(layer, rng):
+    """(forward, forward+backward) of convscope's layer, on random arrays of the layer's shapes."""
+    import convscope
+
+    x, w, b, params, transposed, nd = bench_nd._arrays(layer, rng)
+    kind_ = "conv_transpose" if transposed else "conv"
+    conv, backward = getattr(convscope, f"{kind_}{nd}d"), getattr(convscope, f"{kind_}{nd}d_backward")
+    g = rng.standard_normal(conv(x, w, b, **params).shape).astype(np.float32)
+
+    def fb():
+        conv(x, w, b, **params)
+        backward(g, x, w, **params)
+
+    return (lambda: conv(x, w, b, **params)), fb
+
+
 def measure(layer, repeat, handover, min_sample, rng):
-    """Median milliseconds of torch's forward / forward+backward and of every product."""
+    """Median milliseconds of torch's and convscope's forward / forward+backward and of every product."""
     torch_fwd, torch_fb = bench_nd.torch_calls(layer, rng)
-    calls = {("torch", "forward"): torch_fwd, ("torch", "f+b"): torch_fb}
+    cs_fwd, cs_fb = convscope_calls(layer, rng)
+    calls = {("torch", "forward"): torch_fwd, ("torch", "f+b"): torch_fb,
+             ("convscope", "forward"): cs_fwd, ("convscope", "f+b"): cs_fb}
     for pass_, layouts in products(layer, rng).items():
         calls.update({(pass_, lay): fn for lay, fn in layouts.items()})
     wino = winograd_product(layer, rng)
@@ -132,8 +155,9 @@ def measure(layer, repeat, handover, min_sample, rng):
 
 
 HEADER = ("| layer | kind | torch fwd ms | floor fwd ms | best layout | floor ÷ torch | Winograd floor ÷ torch | "
-          "torch f+b ms | floor f+b ms | ÷ torch | Winograd ÷ torch |\n"
-          "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+          "torch f+b ms | floor f+b ms | ÷ torch | Winograd ÷ torch | convscope fwd ms | ÷ floor | "
+          "convscope f+b ms | ÷ floor |\n"
+          "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def kind(layer) -> str:
@@ -160,7 +184,8 @@ def _winograd_shape(layer) -> bool:
 
 
 def row(layer, t):
-    """(the table's row, (fwd, f+b, Winograd fwd, Winograd f+b) floor ÷ torch)."""
+    """(the table's row, (fwd, f+b, Winograd fwd, Winograd f+b) floor ÷ torch, (fwd, f+b) convscope ÷ the
+    lower floor)."""
     passes = ("forward", "grad_input", "grad_weight")
     best = {p: min((lay for (q, lay) in t if q == p), key=lambda lay: t[(p, lay)]) for p in passes}
     fwd = t[("forward", best["forward"])]
@@ -170,8 +195,11 @@ def row(layer, t):
     wf = f"{wino / tf:.2f}" if wino is not None else ""
     wb = f"{3 * wino / tb:.2f}" if wino is not None else ""
     ratios = (fwd / tf, fb / tb, None if wino is None else wino / tf, None if wino is None else 3 * wino / tb)
+    cf, cb = t[("convscope", "forward")], t[("convscope", "f+b")]
+    over = (cf / min(fwd, wino or fwd), cb / min(fb, 3 * wino if wino is not None else fb))
     return (f"| {layer[0]} | {kind(layer)} | {tf:.3f} | {fwd:.3f} | {best['forward']} | {fwd / tf:.2f} | {wf} | "
-            f"{tb:.3f} | {fb:.3f} | {fb / tb:.2f} | {wb} |"), ratios
+            f"{tb:.3f} | {fb:.3f} | {fb / tb:.2f} | {wb} | {cf:.3f} | {over[0]:.2f} | {cb:.3f} | {over[1]:.2f} |"), \
+        ratios, over
 
 
 def _geomean(values):
@@ -180,11 +208,15 @@ def _geomean(values):
 
 
 def _summary(label, rows):
-    best_f = [r[0] if r[2] is None else min(r[0], r[2]) for r in rows]
-    best_b = [r[1] if r[3] is None else min(r[1], r[3]) for r in rows]
+    """One line of geomeans over ``rows``, each (floor ÷ torch ratios, convscope ÷ floor ratios)."""
+    floor = [r for r, _ in rows]
+    best_f = [r[0] if r[2] is None else min(r[0], r[2]) for r in floor]
+    best_b = [r[1] if r[3] is None else min(r[1], r[3]) for r in floor]
     return (f"floor ÷ torch geomean, {label} ({len(rows)}): products alone forward "
-            f"{_geomean(r[0] for r in rows):.2f}, forward+backward {_geomean(r[1] for r in rows):.2f}; "
-            f"the lower of that and Winograd's forward {_geomean(best_f):.2f}, forward+backward {_geomean(best_b):.2f}")
+            f"{_geomean(r[0] for r in floor):.2f}, forward+backward {_geomean(r[1] for r in floor):.2f}; "
+            f"the lower of that and Winograd's forward {_geomean(best_f):.2f}, forward+backward {_geomean(best_b):.2f}; "
+            f"convscope ÷ that floor forward {_geomean(o[0] for _, o in rows):.2f}, "
+            f"forward+backward {_geomean(o[1] for _, o in rows):.2f}")
 
 
 def main(argv=None) -> int:
@@ -213,20 +245,23 @@ def main(argv=None) -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
+    import convscope
+
     threads = bench_conv.usable_cores()
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     rng = np.random.default_rng(0)
     lines = [f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  python bench/floor.py "
              + " ".join(sys.argv[1:] if argv is None else argv),
-             f"# {bench_conv.cpu_model()}, {threads} thread(s), torch {torch.__version__}, NumPy {np.__version__}; "
+             f"# {bench_conv.cpu_model()}, {threads} thread(s), torch {torch.__version__}, NumPy {np.__version__}, "
+             f"convscope {convscope.__version__} from {os.path.dirname(os.path.realpath(convscope.__file__))}; "
              f"wall time, median of {args.repeat} alternating samples, {args.handover} s handover; {allocator}",
              "", HEADER]
     print("\n".join(lines), flush=True)
     by_kind = {}
     for layer in layers:
-        text, ratios = row(layer, measure(layer, args.repeat, args.handover, args.min_sample, rng))
-        by_kind.setdefault(kind(layer), []).append(ratios)
+        text, ratios, over = row(layer, measure(layer, args.repeat, args.handover, args.min_sample, rng))
+        by_kind.setdefault(kind(layer), []).append((ratios, over))
         lines.append(text)
         print(text, flush=True)
     lines.append("")
