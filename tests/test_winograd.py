@@ -282,10 +282,17 @@ def test_prepared_forward_agrees():
                  convscope.conv2d(x, w, b, padding=1, algorithm="reference"))
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("mode", ["zeros", "replicate"])
 @pytest.mark.parametrize("pass_", ["forward", "grad_input", "grad_weight"])
-def test_workspace_bounds_the_scratch(pass_, mode):
-    """A pass's peak allocation (tracemalloc) stays under its workspace estimate plus its result."""
+def test_workspace_bounds_the_scratch(pass_, mode, fused, monkeypatch):
+    """A pass's peak allocation (tracemalloc) stays under its workspace estimate plus its result, on the
+    flat passes and on the fused ones (whose estimate is then the smaller)."""
+    if fused:
+        flat = winograd.workspace(pass_, *_spec_shape((3, 16, 21, 18), (24, 16, 3, 3), 2, mode), 4)
+        _count_fused(monkeypatch, 1)
+        if pass_ != "grad_weight":
+            assert winograd.workspace(pass_, *_spec_shape((3, 16, 21, 18), (24, 16, 3, 3), 2, mode), 4) < flat
     x, w, b = _arrays((3, 16, 21, 18), (24, 16, 3, 3), np.float32, seed=4)
     spec, shape = _spec_shape(x.shape, w.shape, 2, mode)
     g = np.random.default_rng(0).standard_normal((3, 24, shape.H_out, shape.W_out)).astype(np.float32)
@@ -338,3 +345,99 @@ def test_channels_last_input_transform_checks_rows_no_window_reads(dtype):
     x[0, 1, 10, 3] = np.nan                                  # far below any window
     assert kernels.input_tiles_last(x, 2, 0, th, tw, V) == 1
     assert np.isfinite(V).all()
+
+
+def _count_fused(monkeypatch, threshold):
+    """Run the fused passes from ``threshold`` outputs per plane; returns the list their calls append to."""
+    calls = []
+    fused = winograd._fused
+
+    def spy(*args):
+        calls.append(args[4] * args[5])                       # Ho · Wo
+        return fused(*args)
+
+    monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", threshold)
+    monkeypatch.setattr(winograd, "_fused", spy)
+    return calls
+
+
+FUSED_CASES = CASES[:6] + [
+    ((2, 5, 10, 13), (7, 5, 3, 3), dict(padding=1)),           # output channels short of a vector, partial tiles
+    ((1, 3, 9, 9), (33, 3, 3, 3), dict(padding=2)),            # a vector and one channel; 9 tiles: two blocks
+    ((3, 16, 8, 12), (32, 16, 3, 3), dict(padding=1)),         # whole vectors, blocks across samples
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+@pytest.mark.parametrize("case", range(len(FUSED_CASES)))
+def test_fused_passes_against_torch(case, mode, dtype, monkeypatch):
+    """The fused passes (blocks of 8 tiles, compiled products) forced on every size: forward and the
+    input gradient (the same correlation on grad_output) against torch, in both padding layouts."""
+    x_shape, w_shape, params = FUSED_CASES[case]
+    if not _fits(x_shape, params, mode):
+        pytest.skip("padding too wide for this mode")
+    calls = _count_fused(monkeypatch, 1)
+    x, w, b = _arrays(x_shape, w_shape, dtype, seed=case)
+    check_against_torch(x, w, b, algorithm="winograd", padding_mode=mode, **params)
+    assert len(calls) >= 2                                    # the forward and the input gradient
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("top, left", [(1, 1), (0, 0), (2, 2), (-1, 3), (4, -2)])
+def test_fused_passes_equal_the_flat_ones(top, left, dtype, monkeypatch):
+    """correlate3x3 at any offset (windows reaching past every edge, or starting inside x), with the
+    bias and with a precomputed kernel transform: the fused passes give the flat passes' values
+    (the same sums in another order: float64 to 1e-12, float32 to 1e-5 of the largest value)."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3, 6, 13, 11)).astype(dtype)
+    w = rng.standard_normal((19, 6, 3, 3)).astype(dtype)
+    b = rng.standard_normal(19).astype(dtype)
+    Ho, Wo = 13 + 2 - 2 * top, 11 + 2 - 2 * left
+    monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", 1 << 60)
+    flat = winograd.correlate3x3(x, w, top, left, Ho, Wo, bias=b)
+    calls = _count_fused(monkeypatch, 1)
+    fused = winograd.correlate3x3(x, w, top, left, Ho, Wo, bias=b)
+    again = winograd.correlate3x3(x, w, top, left, Ho, Wo, U=winograd.transform_weight_last(w))
+    assert calls == [Ho * Wo, Ho * Wo]
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(fused, flat, rtol=0, atol=tol * np.abs(flat).max())
+    np.testing.assert_allclose(again + b[:, None, None], flat, rtol=0, atol=tol * np.abs(flat).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_fused_passes_report_what_is_not_finite(value, dtype, monkeypatch):
+    """With ``finite_only`` the fused passes return None when a value they read (the input, padding
+    cells excluded) or write (the output, overflow included) is not finite; the kernel counts the blocks
+    of tiles that met one."""
+    from convscope.algorithms.kernels import _numba, winograd as kernels
+
+    monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", 1)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    clean = winograd.correlate3x3(x, w, 1, 1, 9, 10, finite_only=True)
+    assert clean is not None and np.isfinite(clean).all()
+    x[1, 2, 8, 9] = value                                     # the last pixel: read by sample 1's last tiles
+    assert winograd.correlate3x3(x, w, 1, 1, 9, 10, finite_only=True) is None
+    lanes = _numba.REGISTER_BYTES // np.dtype(dtype).itemsize
+    U = np.zeros((36, 3, lanes), dtype=dtype)
+    U[:, :, :4] = winograd.transform_weight_last(w)
+    out = np.empty((2, 4, 9, 10), dtype=dtype)
+    # 18 tiles in blocks of 8; tiles (1, 2) and (2, 2) of sample 1 (p = 14 and 17) read the pixel
+    assert kernels.fused_tiles(x, U, np.zeros(4, dtype), 1, 1, 3, 3, out) == 2
+    huge = np.full_like(x, np.finfo(dtype).max / 4)           # finite values whose sums overflow
+    assert winograd.correlate3x3(huge, np.abs(w), 1, 1, 9, 10, finite_only=True) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_passes_put_nonfinite_values_where_torch_does(dtype, monkeypatch):
+    """A layer the planner sends to Winograd, on the fused passes: NaN, ±Inf and values that overflow,
+    in the input, the weight and grad_output, land where torch's native kernels put them (the call
+    falls back to a local path, as the flat passes' does)."""
+    from test_nonfinite import _check
+
+    calls = _count_fused(monkeypatch, 1)
+    _check("winograd", (64, 12, 12), (64, 64, 3, 3), dict(padding=1), dtype)
+    assert calls

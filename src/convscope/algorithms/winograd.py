@@ -21,8 +21,11 @@ across the channels from the unpadded NCHW input and supplies the zero
 padding itself (no padded copy, no transposed copy), the output transform
 adds the bias and writes each row of tiles into the NCHW output through a
 channels-last buffer, cropping the partial tiles at the bottom and right.
-The products run in BLAS.  Other padding modes pad first
-(:func:`convscope.padding.pad`).
+The products run in BLAS.  From :data:`FUSED_FROM_PIXELS` outputs per plane the three
+passes run instead on blocks of 8 tiles, one block per task, with compiled products
+(:func:`~convscope.algorithms.kernels.winograd.fused_tiles`): V and M then never exist
+whole, and the passes do not hand each other arrays larger than the caches.  Other
+padding modes pad first (:func:`convscope.padding.pad`).
 
 Grad-weight.  The output is linear in the kernel, so its adjoint gives
 ∂L/∂w = (G⊗G)ᵀ · Σ_tiles [(A⊗A) dy-tile] ⊙ V, the sum over tiles and samples
@@ -58,6 +61,7 @@ from ..padding import fold, pad
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
 FINITE_ONLY = True  # each pass(..., finite_only=True) is None when what it reads or writes is not finite
+FUSED_FROM_PIXELS = 3136   # the fused passes from this many outputs per plane (56²; 28²: the flat passes as fast; bench/README.md)
 
 
 def needs(spec, shape):
@@ -161,6 +165,8 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
 
     N = x.shape[0]
     O = w.shape[0]
+    if Ho * Wo >= FUSED_FROM_PIXELS:
+        return _fused(x, w, top, left, Ho, Wo, bias, U, finite_only)
     V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, P, C)
     if finite_only and not finite:
         return None
@@ -171,6 +177,28 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
     b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
     nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out[:, :, None], 0, 1)
+    return None if finite_only and nonfinite else out
+
+
+def _fused(x, w, top, left, Ho, Wo, bias, U, finite_only):
+    """:func:`correlate3x3` as :func:`~convscope.algorithms.kernels.winograd.fused_tiles`'s blocks of tiles."""
+    from .kernels import _numba
+    from .kernels import winograd as kernels
+
+    N, C = x.shape[:2]
+    O = w.shape[0]
+    if U is None:
+        U = transform_weight_last(w)                               # (36, C, O)
+    lanes = _numba.REGISTER_BYTES // x.dtype.itemsize
+    if O % lanes:                                                  # (36, C, O') with O' a multiple of the lanes
+        Up = np.zeros((_T, C, -(-O // lanes) * lanes), dtype=x.dtype)
+        Up[:, :, :O] = U
+        U = Up
+    th, tw = _tiles(Ho, Wo)
+    b = np.zeros(O, dtype=x.dtype) if bias is None else np.ascontiguousarray(bias, dtype=x.dtype)
+    out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
+    nonfinite = _numba.launch(kernels.fused_tiles, np.ascontiguousarray(x), np.ascontiguousarray(U), b, int(top),
+                              int(left), th, tw, out)
     return None if finite_only and nonfinite else out
 
 
@@ -248,21 +276,38 @@ def correlate3x3_weight(grad_out, x, top, left, finite_only=False):
     return np.ascontiguousarray(dw9.T).reshape(O, C, 3, 3)         # (O·C, 9) → (O, C, 3, 3)
 
 
+def _fused_scratch(cin, cout, itemsize) -> int:
+    """Values of scratch of the fused passes: the kernel transform, its copy with the output channels
+    padded to whole vectors (at most 128 bytes), and each thread's block of tiles (V, M, a window and
+    an output-transform buffer)."""
+    from ..threads import get_num_threads
+
+    wide = -(-cout * itemsize // 128) * 128 // itemsize
+    return 2 * _T * cin * wide + get_num_threads() * (_T * 8 * (cin + wide) + _T * cin + 24 * wide)
+
+
 def workspace(pass_, spec, shape, itemsize):
     """Scratch bytes: the padded copy (other modes), the input transform, the kernel transform, the
-    products, and for grad_input the flipped kernel and the full padded gradient (other modes)."""
+    products (or the fused passes' scratch, from :data:`FUSED_FROM_PIXELS` outputs per plane), and for
+    grad_input the flipped kernel and the full padded gradient (other modes)."""
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     zeros = spec.padding_mode == "zeros"
     cin, cout = shape.C, shape.out_channels
     if pass_ == "grad_input":
-        th, tw = _tiles(Hp, Wp) if not zeros else _tiles(shape.H, shape.W)
+        Ho, Wo = (shape.H, shape.W) if zeros else (Hp, Wp)
+        th, tw = _tiles(Ho, Wo)
         P = shape.N * th * tw
-        total = _T * cout * P + _T * cin * P + (_T + 9) * cin * cout + (0 if zeros else shape.N * cin * Hp * Wp)
+        padded = 0 if zeros else shape.N * cin * Hp * Wp
+        if Ho * Wo >= FUSED_FROM_PIXELS:            # the correlation's input and output channels: C_out, C
+            return (padded + 9 * cin * cout + _fused_scratch(cout, cin, itemsize)) * itemsize
+        total = _T * cout * P + _T * cin * P + (_T + 9) * cin * cout + padded
         return total * itemsize
     th, tw = _tiles(shape.H_out, shape.W_out)
     P = shape.N * th * tw
     padded = 0 if zeros else shape.N * cin * Hp * Wp
+    if pass_ == "forward" and shape.H_out * shape.W_out >= FUSED_FROM_PIXELS:
+        return (padded + _fused_scratch(cin, cout, itemsize)) * itemsize
     if pass_ == "grad_weight":
         total = padded + _T * cin * P + _T * cout * P + _T * cout * cin + 9 * cout * cin * 2
     else:

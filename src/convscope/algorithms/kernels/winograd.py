@@ -1,6 +1,7 @@
 """Winograd F(4×4, 3×3) tile transforms (numba), the parts of :mod:`convscope.algorithms.winograd`
 (and of :mod:`convscope.algorithms.ndwinograd`'s output side) that are passes over memory; the 36
-products between them stay with BLAS.
+products between them stay with BLAS, except in :func:`fused_tiles`, which runs all three passes on
+blocks of tiles held in cache.
 
 Tiles.  The correlation's output, Ho × Wo, is cut into th × tw tiles of 4 × 4 (the last ones
 partial); tile (i, j) of sample n is column ``p = (n·th + i)·tw + j`` of the transform arrays, and
@@ -21,6 +22,10 @@ across channels, the output through a channels-last buffer of one row of tiles.
 * :func:`gradient_tiles_last` Z[t, p, o] = (A g Aᵀ)[t] for the 4 × 4 tile g of the output gradient,
   zero beyond Ho, Wo (the adjoint of the output transform, for the weight gradient)
 * :func:`weight_tiles_last`   U[t, c, o] = (G g Gᵀ)[t] for the kernel g = w[o, c]
+* :func:`fused_tiles`         the input transform, the 36 products and the output transform of blocks of
+  8 tiles, one block per task: the block's V (36, 8, C) and M (36, 8, O) never leave the task's
+  scratch, and its products keep 8 tiles × one vector of output channels of partial sums in registers
+  (:func:`~convscope.algorithms.kernels._numba.register_block`) across the input channels
 
 Each returns how many rows of tiles hold a NaN or ±Inf among the values it computes or writes (the
 input transform: or among the input rows it owns), counted as it goes, so that a caller that keeps
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import njit, prange
+from ._numba import njit, prange, register_block, register_lanes
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -260,3 +265,141 @@ def weight_tiles_last(wt, U):
                 U[t + 3, c, o] = s24 * e0 + s12 * e1 + s6 * e2
                 U[t + 4, c, o] = s24 * e0 - s12 * e1 + s6 * e2
                 U[t + 5, c, o] = e2
+
+
+@njit(cache=True, fastmath={"contract"})
+def _block_products(Vb, U, Mb, t, o0):
+    """Mb[t, :8, o0:o0 + lanes] ← Vb[t, :8] @ U[t, :, o0:o0 + lanes]: eight tiles' partial sums for one
+    vector of output channels, held in registers across the input channels."""
+    lanes = register_lanes(Mb.dtype)     # a constant here, so the loops over it unroll
+    Ut, Vt, Mt = U[t], Vb[t], Mb[t]
+    v0, v1, v2, v3, v4, v5, v6, v7 = Vt[0], Vt[1], Vt[2], Vt[3], Vt[4], Vt[5], Vt[6], Vt[7]
+    a0, a1, a2, a3 = register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype)
+    a4, a5, a6, a7 = register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype)
+    for k in range(Vt.shape[1]):
+        u = Ut[k, o0:]
+        w0, w1, w2, w3, w4, w5, w6, w7 = v0[k], v1[k], v2[k], v3[k], v4[k], v5[k], v6[k], v7[k]
+        for j in range(lanes):
+            x = u[j]
+            a0[j] += w0 * x
+            a1[j] += w1 * x
+            a2[j] += w2 * x
+            a3[j] += w3 * x
+            a4[j] += w4 * x
+            a5[j] += w5 * x
+            a6[j] += w6 * x
+            a7[j] += w7 * x
+    m0, m1, m2, m3 = Mt[0, o0:], Mt[1, o0:], Mt[2, o0:], Mt[3, o0:]
+    m4, m5, m6, m7 = Mt[4, o0:], Mt[5, o0:], Mt[6, o0:], Mt[7, o0:]
+    for j in range(lanes):
+        m0[j] = a0[j]
+        m1[j] = a1[j]
+        m2[j] = a2[j]
+        m3[j] = a3[j]
+        m4[j] = a4[j]
+        m5[j] = a5[j]
+        m6[j] = a6[j]
+        m7[j] = a7[j]
+
+
+@njit(cache=True, parallel=True)
+def fused_tiles(x, U, bias, top, left, th, tw, out):
+    """out (N, O, Ho, Wo) ← Aᵀ [U ⊙ Bᵀ d B] A + bias[o] for every tile, cropped to Ho, Wo: the
+    correlation of x (N, C, H, W), zeros outside it, read from row −top, column −left, with the kernel
+    transform U (36, C, O') (:func:`weight_tiles_last`'s, zero past O in the columns up to O', a multiple
+    of :func:`~convscope.algorithms.kernels._numba.register_lanes`).  Tiles are numbered as in
+    :func:`input_tiles_last`, p = (n·th + i)·tw + j, and each task runs tiles 8b to 8b + 7 (a last block's
+    missing tiles are zeros, computed and not written).  Returns how many blocks read or wrote a value
+    that is not finite."""
+    N, C, H, W = x.shape
+    O, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
+    Op = U.shape[2]
+    two, four, five, eight = x.dtype.type(2), x.dtype.type(4), x.dtype.type(5), x.dtype.type(8)
+    zero = x.dtype.type(0)
+    P = N * th * tw
+    blocks = (P + 7) // 8
+    bad = np.zeros(blocks, dtype=np.int64)
+    for blk in prange(blocks):
+        lanes = register_lanes(x.dtype)
+        Vb = np.zeros((36, 8, C), dtype=x.dtype)
+        Mb = np.empty((36, 8, Op), dtype=x.dtype)
+        s = np.empty((6, 6, C), dtype=x.dtype)          # one window, then Bᵀ applied down its columns
+        z = np.empty((4, 6, Op), dtype=x.dtype)         # Aᵀ applied down the columns of one tile
+        seen = zero
+        count = min(8, P - 8 * blk)
+        for b in range(count):
+            p = 8 * blk + b
+            n = p // (th * tw)
+            i = (p // tw) % th
+            j = p % tw
+            for e in range(6):
+                q = 4 * j + e - left
+                for r in range(6):
+                    h = 4 * i + r - top
+                    if 0 <= q < W and 0 <= h < H:
+                        for c in range(C):
+                            v = x[n, c, h, q]
+                            s[r, e, c] = v
+                            seen += v - v
+                    else:
+                        for c in range(C):
+                            s[r, e, c] = zero
+                for c in range(C):
+                    d0, d1, d2, d3, d4, d5 = s[0, e, c], s[1, e, c], s[2, e, c], s[3, e, c], s[4, e, c], s[5, e, c]
+                    s[0, e, c] = four * d0 - five * d2 + d4
+                    s[1, e, c] = -four * (d1 + d2) + d3 + d4
+                    s[2, e, c] = four * (d1 - d2) - d3 + d4
+                    s[3, e, c] = two * (d3 - d1) - d2 + d4
+                    s[4, e, c] = two * (d1 - d3) - d2 + d4
+                    s[5, e, c] = four * d1 - five * d3 + d5
+            for k in range(6):
+                t = 6 * k
+                for c in range(C):
+                    e0, e1, e2, e3, e4, e5 = s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c], s[k, 5, c]
+                    Vb[t, b, c] = four * e0 - five * e2 + e4
+                    Vb[t + 1, b, c] = -four * (e1 + e2) + e3 + e4
+                    Vb[t + 2, b, c] = four * (e1 - e2) - e3 + e4
+                    Vb[t + 3, b, c] = two * (e3 - e1) - e2 + e4
+                    Vb[t + 4, b, c] = two * (e1 - e3) - e2 + e4
+                    Vb[t + 5, b, c] = four * e1 - five * e3 + e5
+        for t in range(36):
+            for o0 in range(0, Op, lanes):
+                _block_products(Vb, U, Mb, t, o0)
+        for b in range(count):
+            p = 8 * blk + b
+            n = p // (th * tw)
+            i = (p // tw) % th
+            j = p % tw
+            for l in range(6):
+                for o in range(O):
+                    m0, m1, m2 = Mb[l, b, o], Mb[6 + l, b, o], Mb[12 + l, b, o]
+                    m3, m4, m5 = Mb[18 + l, b, o], Mb[24 + l, b, o], Mb[30 + l, b, o]
+                    z[0, l, o] = m0 + m1 + m2 + m3 + m4
+                    z[1, l, o] = m1 - m2 + two * (m3 - m4)
+                    z[2, l, o] = m1 + m2 + four * (m3 + m4)
+                    z[3, l, o] = m1 - m2 + eight * (m3 - m4) + m5
+            q0 = 4 * j
+            cols = min(4, Wo - q0)
+            for k in range(min(4, Ho - 4 * i)):
+                h = 4 * i + k
+                for o in range(O):
+                    bo = bias[o]
+                    e0, e1, e2, e3, e4, e5 = z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o]
+                    y0 = e0 + e1 + e2 + e3 + e4 + bo
+                    y1 = e1 - e2 + two * (e3 - e4) + bo
+                    y2 = e1 + e2 + four * (e3 + e4) + bo
+                    y3 = e1 - e2 + eight * (e3 - e4) + e5 + bo
+                    row = out[n, o, h]
+                    row[q0] = y0
+                    seen += y0 - y0
+                    if cols > 1:
+                        row[q0 + 1] = y1
+                        seen += y1 - y1
+                    if cols > 2:
+                        row[q0 + 2] = y2
+                        seen += y2 - y2
+                    if cols > 3:
+                        row[q0 + 3] = y3
+                        seen += y3 - y3
+        bad[blk] = seen != 0
+    return bad.sum()
