@@ -288,6 +288,7 @@ def test_prepared_forward_agrees():
 def test_workspace_bounds_the_scratch(pass_, mode, fused, monkeypatch):
     """A pass's peak allocation (tracemalloc) stays under its workspace estimate plus its result, on the
     flat passes and on the fused ones (whose estimate is then the smaller)."""
+    monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", 1 << 60)
     if fused:
         flat = winograd.workspace(pass_, *_spec_shape((3, 16, 21, 18), (24, 16, 3, 3), 2, mode), 4)
         _count_fused(monkeypatch, 1)
@@ -348,7 +349,8 @@ def test_channels_last_input_transform_checks_rows_no_window_reads(dtype):
 
 
 def _count_fused(monkeypatch, threshold):
-    """Run the fused passes from ``threshold`` outputs per plane; returns the list their calls append to."""
+    """Run the fused passes from ``threshold`` outputs per plane, whatever the channels; returns the list
+    their calls append to (each call's Ho · Wo)."""
     calls = []
     fused = winograd._fused
 
@@ -357,6 +359,7 @@ def _count_fused(monkeypatch, threshold):
         return fused(*args)
 
     monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", threshold)
+    monkeypatch.setattr(winograd, "FUSED_MAX_TRANSFORM_BYTES", 1 << 60)
     monkeypatch.setattr(winograd, "_fused", spy)
     return calls
 
@@ -413,7 +416,7 @@ def test_fused_passes_report_what_is_not_finite(value, dtype, monkeypatch):
     of tiles that met one."""
     from convscope.algorithms.kernels import _numba, winograd as kernels
 
-    monkeypatch.setattr(winograd, "FUSED_FROM_PIXELS", 1)
+    _count_fused(monkeypatch, 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
     w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
@@ -441,3 +444,14 @@ def test_fused_passes_put_nonfinite_values_where_torch_does(dtype, monkeypatch):
     calls = _count_fused(monkeypatch, 1)
     _check("winograd", (64, 12, 12), (64, 64, 3, 3), dict(padding=1), dtype)
     assert calls
+
+
+def test_fused_passes_where_the_kernel_transform_stays_in_cache():
+    """The Winograd correlations take the fused passes from 14² outputs with up to about 128 × 128
+    float32 channels (the kernel transform, 36 × C × C_out values, read by every block of tiles), the
+    flat ones below that size or above those channels."""
+    assert winograd.fused(14, 14, 128, 128, 4) and winograd.fused(56, 56, 64, 64, 4)
+    assert not winograd.fused(13, 15, 64, 64, 4)                  # 195 outputs
+    assert not winograd.fused(28, 28, 256, 256, 4) and not winograd.fused(56, 56, 128, 160, 4)
+    assert not winograd.fused(28, 28, 128, 128, 8) and winograd.fused(28, 28, 90, 90, 8)
+    assert 36 * 128 * 128 * 4 <= winograd.FUSED_MAX_TRANSFORM_BYTES < 36 * 128 * 160 * 4

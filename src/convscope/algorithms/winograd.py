@@ -21,7 +21,8 @@ across the channels from the unpadded NCHW input and supplies the zero
 padding itself (no padded copy, no transposed copy), the output transform
 adds the bias and writes each row of tiles into the NCHW output through a
 channels-last buffer, cropping the partial tiles at the bottom and right.
-The products run in BLAS.  From :data:`FUSED_FROM_PIXELS` outputs per plane the three
+The products run in BLAS.  From :data:`FUSED_FROM_PIXELS` outputs per plane, with few
+enough channels that the kernel transform stays in cache (:func:`fused`), the three
 passes run instead on blocks of 8 tiles, one block per task, with compiled products
 (:func:`~convscope.algorithms.kernels.winograd.fused_tiles`): V and M then never exist
 whole, and the passes do not hand each other arrays larger than the caches.  Other
@@ -61,7 +62,8 @@ from ..padding import fold, pad
 ERROR = "global"    # rounding error relative to the call's largest values, and NaN/Inf spread;
                     # a non-finite call is recomputed on a local path (see convscope.algorithms)
 FINITE_ONLY = True  # each pass(..., finite_only=True) is None when what it reads or writes is not finite
-FUSED_FROM_PIXELS = 3136   # the fused passes from this many outputs per plane (56²; 28²: the flat passes as fast; bench/README.md)
+FUSED_FROM_PIXELS = 196    # the fused passes from this many outputs per plane (14², bench/README.md)
+FUSED_MAX_TRANSFORM_BYTES = 5 << 19    # while the kernel transform stays in cache (128 × 128 float32 channels)
 
 
 def needs(spec, shape):
@@ -165,7 +167,7 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
 
     N = x.shape[0]
     O = w.shape[0]
-    if Ho * Wo >= FUSED_FROM_PIXELS:
+    if fused(Ho, Wo, x.shape[1], O, x.dtype.itemsize):
         return _fused(x, w, top, left, Ho, Wo, bias, U, finite_only)
     V, (th, tw), finite = _input_transform(x, top, left, Ho, Wo)   # (36, P, C)
     if finite_only and not finite:
@@ -178,6 +180,13 @@ def correlate3x3(x, w, top, left, Ho, Wo, bias=None, U=None, finite_only=False):
     out = np.empty((N, O, Ho, Wo), dtype=x.dtype)
     nonfinite = _numba.launch(kernels.output_tiles_last, M, b, th, tw, out[:, :, None], 0, 1)
     return None if finite_only and nonfinite else out
+
+
+def fused(Ho, Wo, C, O, itemsize) -> bool:
+    """Whether the correlation runs on the fused passes: from :data:`FUSED_FROM_PIXELS` outputs per plane,
+    while the kernel transform (36 × C × O values) is at most :data:`FUSED_MAX_TRANSFORM_BYTES` (each
+    block of tiles reads all of it)."""
+    return Ho * Wo >= FUSED_FROM_PIXELS and _T * C * O * itemsize <= FUSED_MAX_TRANSFORM_BYTES
 
 
 def _fused(x, w, top, left, Ho, Wo, bias, U, finite_only):
@@ -299,14 +308,14 @@ def workspace(pass_, spec, shape, itemsize):
         th, tw = _tiles(Ho, Wo)
         P = shape.N * th * tw
         padded = 0 if zeros else shape.N * cin * Hp * Wp
-        if Ho * Wo >= FUSED_FROM_PIXELS:            # the correlation's input and output channels: C_out, C
+        if fused(Ho, Wo, cout, cin, itemsize):      # the correlation's input and output channels: C_out, C
             return (padded + 9 * cin * cout + _fused_scratch(cout, cin, itemsize)) * itemsize
         total = _T * cout * P + _T * cin * P + (_T + 9) * cin * cout + padded
         return total * itemsize
     th, tw = _tiles(shape.H_out, shape.W_out)
     P = shape.N * th * tw
     padded = 0 if zeros else shape.N * cin * Hp * Wp
-    if pass_ == "forward" and shape.H_out * shape.W_out >= FUSED_FROM_PIXELS:
+    if pass_ == "forward" and fused(shape.H_out, shape.W_out, cin, cout, itemsize):
         return (padded + _fused_scratch(cin, cout, itemsize)) * itemsize
     if pass_ == "grad_weight":
         total = padded + _T * cin * P + _T * cout * P + _T * cout * cin + 9 * cout * cin * 2
