@@ -297,8 +297,8 @@ def _fused_scratch(cin, cout, itemsize) -> int:
 
 def workspace(pass_, spec, shape, itemsize):
     """Scratch bytes: the padded copy (other modes), the input transform, the kernel transform, the
-    products (or the fused passes' scratch, from :data:`FUSED_FROM_PIXELS` outputs per plane), and for
-    grad_input the flipped kernel and the full padded gradient (other modes)."""
+    products (or, where :func:`fused`, the fused passes' scratch), and for grad_input the flipped kernel
+    and the full padded gradient (other modes)."""
     (pt, pb), (pl, pr) = spec.padding
     Hp, Wp = shape.H + pt + pb, shape.W + pl + pr
     zeros = spec.padding_mode == "zeros"

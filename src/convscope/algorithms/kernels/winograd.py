@@ -274,8 +274,10 @@ def _block_products(Vb, U, Mb, t, o0):
     lanes = register_lanes(Mb.dtype)     # a constant here, so the loops over it unroll
     Ut, Vt, Mt = U[t], Vb[t], Mb[t]
     v0, v1, v2, v3, v4, v5, v6, v7 = Vt[0], Vt[1], Vt[2], Vt[3], Vt[4], Vt[5], Vt[6], Vt[7]
-    a0, a1, a2, a3 = register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype)
-    a4, a5, a6, a7 = register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype), register_block(Mb.dtype)
+    a0, a1 = register_block(Mb.dtype), register_block(Mb.dtype)
+    a2, a3 = register_block(Mb.dtype), register_block(Mb.dtype)
+    a4, a5 = register_block(Mb.dtype), register_block(Mb.dtype)
+    a6, a7 = register_block(Mb.dtype), register_block(Mb.dtype)
     for k in range(Vt.shape[1]):
         u = Ut[k, o0:]
         w0, w1, w2, w3, w4, w5, w6, w7 = v0[k], v1[k], v2[k], v3[k], v4[k], v5[k], v6[k], v7[k]
