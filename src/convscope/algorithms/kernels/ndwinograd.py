@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import njit, prange
-from .winograd import nonfinite_sum
+from .winograd import at_row, bt_row, nonfinite_sum
 
 
 @njit(cache=True, parallel=True)
@@ -62,26 +62,18 @@ def stacked_input_tiles(x, front, top, left, s, d, kD, a0, nb, th, tw, VX):
                         for q in range(q0, q1):
                             win[r, q] = 0
                 for q in range(width):
-                    d0, d1, d2, d3, d4, d5 = win[0, q], win[1, q], win[2, q], win[3, q], win[4, q], win[5, q]
-                    s6[0, q] = four * d0 - five * d2 + d4
-                    s6[1, q] = -four * (d1 + d2) + d3 + d4
-                    s6[2, q] = four * (d1 - d2) - d3 + d4
-                    s6[3, q] = two * (d3 - d1) - d2 + d4
-                    s6[4, q] = two * (d1 - d3) - d2 + d4
-                    s6[5, q] = four * d1 - five * d3 + d5
+                    v0, v1, v2, v3, v4, v5 = bt_row(win[0, q], win[1, q], win[2, q], win[3, q], win[4, q], win[5, q],
+                                                    two, four, five)
+                    s6[0, q], s6[1, q], s6[2, q], s6[3, q], s6[4, q], s6[5, q] = v0, v1, v2, v3, v4, v5
                 for r in range(6):
                     t = 6 * r
                     for j in range(tw):
                         q = 4 * j
-                        e0, e1, e2, e3, e4, e5 = (s6[r, q], s6[r, q + 1], s6[r, q + 2], s6[r, q + 3],
-                                                  s6[r, q + 4], s6[r, q + 5])
+                        v0, v1, v2, v3, v4, v5 = bt_row(s6[r, q], s6[r, q + 1], s6[r, q + 2], s6[r, q + 3],
+                                                        s6[r, q + 4], s6[r, q + 5], two, four, five)
                         m = i * tw + j
-                        buf[t, k, m] = four * e0 - five * e2 + e4
-                        buf[t + 1, k, m] = -four * (e1 + e2) + e3 + e4
-                        buf[t + 2, k, m] = four * (e1 - e2) - e3 + e4
-                        buf[t + 3, k, m] = two * (e3 - e1) - e2 + e4
-                        buf[t + 4, k, m] = two * (e1 - e3) - e2 + e4
-                        buf[t + 5, k, m] = four * e1 - five * e3 + e5
+                        buf[t, k, m], buf[t + 1, k, m], buf[t + 2, k, m] = v0, v1, v2
+                        buf[t + 3, k, m], buf[t + 4, k, m], buf[t + 5, k, m] = v3, v4, v5
         for t in range(36):
             for tau in range(kD):
                 row = c * kD + tau
@@ -126,19 +118,13 @@ def unstacked_output_tiles(M, front, s, d, kD, a0, nb, th, tw, out):
                 for l in range(6):
                     for j in range(tw):
                         m = i * tw + j
-                        m0, m1, m2 = acc[l, m], acc[6 + l, m], acc[12 + l, m]
-                        m3, m4, m5 = acc[18 + l, m], acc[24 + l, m], acc[30 + l, m]
-                        z[0, l, j] = m0 + m1 + m2 + m3 + m4
-                        z[1, l, j] = m1 - m2 + two * (m3 - m4)
-                        z[2, l, j] = m1 + m2 + four * (m3 + m4)
-                        z[3, l, j] = m1 - m2 + eight * (m3 - m4) + m5
+                        z[0, l, j], z[1, l, j], z[2, l, j], z[3, l, j] = at_row(
+                            acc[l, m], acc[6 + l, m], acc[12 + l, m], acc[18 + l, m], acc[24 + l, m], acc[30 + l, m],
+                            two, four, eight)
                 for k in range(min(4, H - 4 * i)):
                     h = 4 * i + k
                     for j in range(tw):
-                        e0, e1, e2, e3, e4, e5 = z[k, 0, j], z[k, 1, j], z[k, 2, j], z[k, 3, j], z[k, 4, j], z[k, 5, j]
-                        row[4 * j] = e0 + e1 + e2 + e3 + e4
-                        row[4 * j + 1] = e1 - e2 + two * (e3 - e4)
-                        row[4 * j + 2] = e1 + e2 + four * (e3 + e4)
-                        row[4 * j + 3] = e1 - e2 + eight * (e3 - e4) + e5
+                        row[4 * j], row[4 * j + 1], row[4 * j + 2], row[4 * j + 3] = at_row(
+                            z[k, 0, j], z[k, 1, j], z[k, 2, j], z[k, 3, j], z[k, 4, j], z[k, 5, j], two, four, eight)
                     for q in range(W):
                         out[n, c, p, h, q] += row[q]

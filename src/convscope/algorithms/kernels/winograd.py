@@ -61,6 +61,21 @@ def _store_six(A, t, p, c, v0, v1, v2, v3, v4, v5):
     return (v0 - v0) + (v1 - v1) + (v2 - v2) + (v3 - v3) + (v4 - v4) + (v5 - v5)
 
 
+@njit(cache=True, inline="always")
+def bt_row(d0, d1, d2, d3, d4, d5, two, four, five):
+    """Bᵀ d for one column d of a 6 × 6 window: the input transform's 1-D pass (two, four and five in the
+    arrays' dtype)."""
+    return (four * d0 - five * d2 + d4, -four * (d1 + d2) + d3 + d4, four * (d1 - d2) - d3 + d4,
+            two * (d3 - d1) - d2 + d4, two * (d1 - d3) - d2 + d4, four * d1 - five * d3 + d5)
+
+
+@njit(cache=True, inline="always")
+def at_row(m0, m1, m2, m3, m4, m5, two, four, eight):
+    """Aᵀ m for one column m of a transformed 6 × 6 tile: the output transform's 1-D pass, 4 values."""
+    return (m0 + m1 + m2 + m3 + m4, m1 - m2 + two * (m3 - m4), m1 + m2 + four * (m3 + m4),
+            m1 - m2 + eight * (m3 - m4) + m5)
+
+
 # Rows outside the input read a clamped row times 0 (a value there that is not finite is in the input,
 # so the count makes the call fall back anyway); columns outside it are skipped.
 
@@ -101,12 +116,9 @@ def input_tiles_last(x, top, left, th, tw, V):
                         d3 = x[n, c, h3, q] * k3
                         d4 = x[n, c, h4, q] * k4
                         d5 = x[n, c, h5, q] * k5
-                        s[0, e, c] = four * d0 - five * d2 + d4
-                        s[1, e, c] = -four * (d1 + d2) + d3 + d4
-                        s[2, e, c] = four * (d1 - d2) - d3 + d4
-                        s[3, e, c] = two * (d3 - d1) - d2 + d4
-                        s[4, e, c] = two * (d1 - d3) - d2 + d4
-                        s[5, e, c] = four * d1 - five * d3 + d5
+                        v0, v1, v2, v3, v4, v5 = bt_row(d0, d1, d2, d3, d4, d5, two, four, five)
+                        s[0, e, c], s[1, e, c], s[2, e, c] = v0, v1, v2
+                        s[3, e, c], s[4, e, c], s[5, e, c] = v3, v4, v5
                 else:
                     for k in range(6):
                         for c in range(C):
@@ -115,13 +127,8 @@ def input_tiles_last(x, top, left, th, tw, V):
             for k in range(6):
                 t = 6 * k
                 for c in range(C):
-                    e0, e1, e2, e3, e4, e5 = s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c], s[k, 5, c]
-                    v0 = four * e0 - five * e2 + e4
-                    v1 = -four * (e1 + e2) + e3 + e4
-                    v2 = four * (e1 - e2) - e3 + e4
-                    v3 = two * (e3 - e1) - e2 + e4
-                    v4 = two * (e1 - e3) - e2 + e4
-                    v5 = four * e1 - five * e3 + e5
+                    v0, v1, v2, v3, v4, v5 = bt_row(s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c],
+                                                    s[k, 5, c], two, four, five)
                     seen += _store_six(V, t, p, c, v0, v1, v2, v3, v4, v5)
         lo = 0 if i == 0 else min(max(4 * i - top, 0), H)
         hi = H if i == th - 1 else min(max(4 * i + 4 - top, 0), H)
@@ -153,20 +160,18 @@ def output_tiles_last(M, bias, th, tw, out, a, nb):
             p = p0 + j
             for l in range(6):
                 for o in range(O):
-                    m0, m1, m2 = M[l, p, o], M[6 + l, p, o], M[12 + l, p, o]
-                    m3, m4, m5 = M[18 + l, p, o], M[24 + l, p, o], M[30 + l, p, o]
-                    z[0, l, o] = m0 + m1 + m2 + m3 + m4
-                    z[1, l, o] = m1 - m2 + two * (m3 - m4)
-                    z[2, l, o] = m1 + m2 + four * (m3 + m4)
-                    z[3, l, o] = m1 - m2 + eight * (m3 - m4) + m5
+                    z[0, l, o], z[1, l, o], z[2, l, o], z[3, l, o] = at_row(
+                        M[l, p, o], M[6 + l, p, o], M[12 + l, p, o], M[18 + l, p, o], M[24 + l, p, o],
+                        M[30 + l, p, o], two, four, eight)
             for k in range(4):
                 for o in range(O):
                     b = bias[o]
-                    e0, e1, e2, e3, e4, e5 = z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o]
-                    rows[k, 4 * j, o] = e0 + e1 + e2 + e3 + e4 + b
-                    rows[k, 4 * j + 1, o] = e1 - e2 + two * (e3 - e4) + b
-                    rows[k, 4 * j + 2, o] = e1 + e2 + four * (e3 + e4) + b
-                    rows[k, 4 * j + 3, o] = e1 - e2 + eight * (e3 - e4) + e5 + b
+                    y0, y1, y2, y3 = at_row(z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o],
+                                            two, four, eight)
+                    rows[k, 4 * j, o] = y0 + b
+                    rows[k, 4 * j + 1, o] = y1 + b
+                    rows[k, 4 * j + 2, o] = y2 + b
+                    rows[k, 4 * j + 3, o] = y3 + b
         seen = zero
         for o in range(O):
             for k in range(min(4, Ho - 4 * i)):
@@ -347,23 +352,17 @@ def fused_tiles(x, U, bias, top, left, th, tw, out):
                         for c in range(C):
                             s[r, e, c] = zero
                 for c in range(C):
-                    d0, d1, d2, d3, d4, d5 = s[0, e, c], s[1, e, c], s[2, e, c], s[3, e, c], s[4, e, c], s[5, e, c]
-                    s[0, e, c] = four * d0 - five * d2 + d4
-                    s[1, e, c] = -four * (d1 + d2) + d3 + d4
-                    s[2, e, c] = four * (d1 - d2) - d3 + d4
-                    s[3, e, c] = two * (d3 - d1) - d2 + d4
-                    s[4, e, c] = two * (d1 - d3) - d2 + d4
-                    s[5, e, c] = four * d1 - five * d3 + d5
+                    v0, v1, v2, v3, v4, v5 = bt_row(s[0, e, c], s[1, e, c], s[2, e, c], s[3, e, c], s[4, e, c],
+                                                    s[5, e, c], two, four, five)
+                    s[0, e, c], s[1, e, c], s[2, e, c] = v0, v1, v2
+                    s[3, e, c], s[4, e, c], s[5, e, c] = v3, v4, v5
             for k in range(6):
                 t = 6 * k
                 for c in range(C):
-                    e0, e1, e2, e3, e4, e5 = s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c], s[k, 5, c]
-                    Vb[t, b, c] = four * e0 - five * e2 + e4
-                    Vb[t + 1, b, c] = -four * (e1 + e2) + e3 + e4
-                    Vb[t + 2, b, c] = four * (e1 - e2) - e3 + e4
-                    Vb[t + 3, b, c] = two * (e3 - e1) - e2 + e4
-                    Vb[t + 4, b, c] = two * (e1 - e3) - e2 + e4
-                    Vb[t + 5, b, c] = four * e1 - five * e3 + e5
+                    v0, v1, v2, v3, v4, v5 = bt_row(s[k, 0, c], s[k, 1, c], s[k, 2, c], s[k, 3, c], s[k, 4, c],
+                                                    s[k, 5, c], two, four, five)
+                    Vb[t, b, c], Vb[t + 1, b, c], Vb[t + 2, b, c] = v0, v1, v2
+                    Vb[t + 3, b, c], Vb[t + 4, b, c], Vb[t + 5, b, c] = v3, v4, v5
         for t in range(36):
             for o0 in range(0, Op, lanes):
                 _block_products(Vb, U, Mb, t, o0)
@@ -374,23 +373,18 @@ def fused_tiles(x, U, bias, top, left, th, tw, out):
             j = p % tw
             for l in range(6):
                 for o in range(O):
-                    m0, m1, m2 = Mb[l, b, o], Mb[6 + l, b, o], Mb[12 + l, b, o]
-                    m3, m4, m5 = Mb[18 + l, b, o], Mb[24 + l, b, o], Mb[30 + l, b, o]
-                    z[0, l, o] = m0 + m1 + m2 + m3 + m4
-                    z[1, l, o] = m1 - m2 + two * (m3 - m4)
-                    z[2, l, o] = m1 + m2 + four * (m3 + m4)
-                    z[3, l, o] = m1 - m2 + eight * (m3 - m4) + m5
+                    z[0, l, o], z[1, l, o], z[2, l, o], z[3, l, o] = at_row(
+                        Mb[l, b, o], Mb[6 + l, b, o], Mb[12 + l, b, o], Mb[18 + l, b, o], Mb[24 + l, b, o],
+                        Mb[30 + l, b, o], two, four, eight)
             q0 = 4 * j
             cols = min(4, Wo - q0)
             for k in range(min(4, Ho - 4 * i)):
                 h = 4 * i + k
                 for o in range(O):
                     bo = bias[o]
-                    e0, e1, e2, e3, e4, e5 = z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o]
-                    y0 = e0 + e1 + e2 + e3 + e4 + bo
-                    y1 = e1 - e2 + two * (e3 - e4) + bo
-                    y2 = e1 + e2 + four * (e3 + e4) + bo
-                    y3 = e1 - e2 + eight * (e3 - e4) + e5 + bo
+                    y0, y1, y2, y3 = at_row(z[k, 0, o], z[k, 1, o], z[k, 2, o], z[k, 3, o], z[k, 4, o], z[k, 5, o],
+                                            two, four, eight)
+                    y0, y1, y2, y3 = y0 + bo, y1 + bo, y2 + bo, y3 + bo
                     row = out[n, o, h]
                     row[q0] = y0
                     seen += y0 - y0
