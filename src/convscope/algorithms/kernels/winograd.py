@@ -272,6 +272,12 @@ def weight_tiles_last(wt, U):
                 U[t + 5, c, o] = e2
 
 
+@njit(cache=True, inline="always")
+def _tile(p, th, tw):
+    """(n, i, j): sample, row and column of tile p = (n·th + i)·tw + j."""
+    return p // (th * tw), (p // tw) % th, p % tw
+
+
 @njit(cache=True, fastmath={"contract"})
 def _block_products(Vb, U, Mb, t, o0):
     """Mb[t, :8, o0:o0 + lanes] ← Vb[t, :8] @ U[t, :, o0:o0 + lanes]: eight tiles' partial sums for one
@@ -335,10 +341,7 @@ def fused_tiles(x, U, bias, top, left, th, tw, out):
         seen = zero
         count = min(8, P - 8 * blk)
         for b in range(count):
-            p = 8 * blk + b
-            n = p // (th * tw)
-            i = (p // tw) % th
-            j = p % tw
+            n, i, j = _tile(8 * blk + b, th, tw)
             for e in range(6):
                 q = 4 * j + e - left
                 for r in range(6):
@@ -367,10 +370,7 @@ def fused_tiles(x, U, bias, top, left, th, tw, out):
             for o0 in range(0, Op, lanes):
                 _block_products(Vb, U, Mb, t, o0)
         for b in range(count):
-            p = 8 * blk + b
-            n = p // (th * tw)
-            i = (p // tw) % th
-            j = p % tw
+            n, i, j = _tile(8 * blk + b, th, tw)
             for l in range(6):
                 for o in range(O):
                     z[0, l, o], z[1, l, o], z[2, l, o], z[3, l, o] = at_row(
