@@ -26,6 +26,8 @@ import contextlib
 import os
 import threading
 
+import numpy as np
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -142,6 +144,23 @@ def register_block(dtype):
     for j in range(register_lanes(dtype)):
         block[j] = 0
     return block
+
+
+@njit(cache=True, inline="always")
+def add_eight(a0, a1, a2, a3, a4, a5, a6, a7, w0, w1, w2, w3, w4, w5, w6, w7, src, start):
+    """a_k[j] += w_k · src[start + j] for the eight :func:`register_block` blocks a_k, j < their lanes: one
+    vector of ``src`` times eight scalars, the multiply-adds of a register-blocked loop.  ``start`` is
+    unsigned, so the index has no test for negative values."""
+    for j in range(register_lanes(src.dtype)):
+        v = src[start + np.uint64(j)]
+        a0[j] += w0 * v
+        a1[j] += w1 * v
+        a2[j] += w2 * v
+        a3[j] += w3 * v
+        a4[j] += w4 * v
+        a5[j] += w5 * v
+        a6[j] += w6 * v
+        a7[j] += w7 * v
 
 
 @njit(cache=True, inline="always")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._numba import columns as _columns, njit, prange
-from ._numba import register_block, register_lanes
+from ._numba import add_eight, register_block, register_lanes
 
 
 @njit(cache=True, parallel=True)
@@ -120,17 +120,7 @@ def forward(phf, per_sample, per_group, w8, bias, out, off, Wq):
         for r in range(R):
             s = np.uint64(first + off[r])         # unsigned: no test for negative indices in the loop
             wr = wq[r]
-            w0, w1, w2, w3, w4, w5, w6, w7 = wr[0], wr[1], wr[2], wr[3], wr[4], wr[5], wr[6], wr[7]
-            for j in range(lanes):
-                v = phf[s + np.uint64(j)]
-                a0[j] += w0 * v
-                a1[j] += w1 * v
-                a2[j] += w2 * v
-                a3[j] += w3 * v
-                a4[j] += w4 * v
-                a5[j] += w5 * v
-                a6[j] += w6 * v
-                a7[j] += w7 * v
+            add_eight(a0, a1, a2, a3, a4, a5, a6, a7, wr[0], wr[1], wr[2], wr[3], wr[4], wr[5], wr[6], wr[7], phf, s)
         o0 = g * Og + q * 8
         count = min(8, Og - q * 8)
         dst = out[n]

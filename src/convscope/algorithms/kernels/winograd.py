@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._numba import njit, prange, register_block, register_lanes
+from ._numba import add_eight, njit, prange, register_block, register_lanes
 
 
 @njit(cache=True, fastmath={"reassoc"})
@@ -289,19 +289,9 @@ def _block_products(Vb, U, Mb, t, o0):
     a2, a3 = register_block(Mb.dtype), register_block(Mb.dtype)
     a4, a5 = register_block(Mb.dtype), register_block(Mb.dtype)
     a6, a7 = register_block(Mb.dtype), register_block(Mb.dtype)
+    start = np.uint64(o0)
     for k in range(Vt.shape[1]):
-        u = Ut[k, o0:]
-        w0, w1, w2, w3, w4, w5, w6, w7 = v0[k], v1[k], v2[k], v3[k], v4[k], v5[k], v6[k], v7[k]
-        for j in range(lanes):
-            x = u[j]
-            a0[j] += w0 * x
-            a1[j] += w1 * x
-            a2[j] += w2 * x
-            a3[j] += w3 * x
-            a4[j] += w4 * x
-            a5[j] += w5 * x
-            a6[j] += w6 * x
-            a7[j] += w7 * x
+        add_eight(a0, a1, a2, a3, a4, a5, a6, a7, v0[k], v1[k], v2[k], v3[k], v4[k], v5[k], v6[k], v7[k], Ut[k], start)
     m0, m1, m2, m3 = Mt[0, o0:], Mt[1, o0:], Mt[2, o0:], Mt[3, o0:]
     m4, m5, m6, m7 = Mt[4, o0:], Mt[5, o0:], Mt[6, o0:], Mt[7, o0:]
     for j in range(lanes):
@@ -337,7 +327,7 @@ def fused_tiles(x, U, bias, top, left, th, tw, out):
         Vb = np.zeros((36, 8, C), dtype=x.dtype)
         Mb = np.empty((36, 8, Op), dtype=x.dtype)
         s = np.empty((6, 6, C), dtype=x.dtype)          # one window, then Bᵀ applied down its columns
-        z = np.empty((4, 6, Op), dtype=x.dtype)         # Aᵀ applied down the columns of one tile
+        z = np.empty((4, 6, O), dtype=x.dtype)          # Aᵀ applied down the columns of one tile
         seen = zero
         count = min(8, P - 8 * blk)
         for b in range(count):
